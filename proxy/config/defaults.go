@@ -1,0 +1,159 @@
+package config
+
+import (
+	"io"
+	"time"
+)
+
+var errEOF = io.EOF
+
+// Defaults chosen for a sidecar: short detection so server-first protocols
+// are not delayed long, bounded headers, idle connections reaped.
+const (
+	DefaultDrainTimeout       = 20 * time.Second
+	DefaultDetectTimeout      = 500 * time.Millisecond
+	DefaultMaxHeaderBytes     = 64 << 10
+	DefaultReadHeaderTimeout  = 10 * time.Second
+	DefaultIdleTimeout        = 90 * time.Second
+	DefaultTCPIdleTimeout     = time.Hour
+	DefaultConnectTimeout     = 2 * time.Second
+	DefaultMaxIdlePerEndpoint = 1024
+	DefaultBackoffBase        = 25 * time.Millisecond
+	DefaultBackoffMax         = 250 * time.Millisecond
+	DefaultBudgetRatio        = 0.2
+	DefaultBudgetMinPerSecond = 10
+	DefaultBaseEjection       = 30 * time.Second
+	DefaultMaxEjection        = 5 * time.Minute
+	DefaultMaxEjectionPercent = 50
+)
+
+// SetDefaults fills unset fields in place.
+func (b *Bootstrap) SetDefaults() {
+	if b.Drain.Timeout == 0 {
+		b.Drain.Timeout = Duration(DefaultDrainTimeout)
+	}
+	if b.AccessLog.Enabled && b.AccessLog.Path == "" {
+		b.AccessLog.Path = "stdout"
+	}
+	if b.Tracing.OTLPEndpoint != "" {
+		if b.Tracing.SamplingRatio == 0 {
+			b.Tracing.SamplingRatio = 1
+		}
+		if b.Tracing.ServiceName == "" {
+			b.Tracing.ServiceName = "knit-proxy"
+		}
+	}
+	for i := range b.Listeners {
+		l := &b.Listeners[i]
+		if l.Direction == "" {
+			l.Direction = Inbound
+		}
+		if l.Protocol == "" {
+			l.Protocol = ListenerAuto
+		}
+		if l.DetectTimeout == 0 {
+			l.DetectTimeout = Duration(DefaultDetectTimeout)
+		}
+		if l.Limits.MaxHeaderBytes == 0 {
+			l.Limits.MaxHeaderBytes = DefaultMaxHeaderBytes
+		}
+		if l.Limits.ReadHeaderTimeout == 0 {
+			l.Limits.ReadHeaderTimeout = Duration(DefaultReadHeaderTimeout)
+		}
+		if l.Limits.IdleTimeout == 0 {
+			l.Limits.IdleTimeout = Duration(DefaultIdleTimeout)
+		}
+		if l.Limits.TCPIdleTimeout == 0 {
+			l.Limits.TCPIdleTimeout = Duration(DefaultTCPIdleTimeout)
+		}
+		if l.TLS != nil && len(l.TLS.ALPN) == 0 {
+			l.TLS.ALPN = []string{"h2", "http/1.1"}
+		}
+	}
+	for i := range b.RouteConfigs {
+		for j := range b.RouteConfigs[i].VirtualHosts {
+			vh := &b.RouteConfigs[i].VirtualHosts[j]
+			if len(vh.Domains) == 0 {
+				vh.Domains = []string{"*"}
+			}
+			for k := range vh.Routes {
+				r := &vh.Routes[k]
+				for c := range r.Clusters {
+					if r.Clusters[c].Weight == 0 {
+						r.Clusters[c].Weight = 1
+					}
+				}
+				if r.Retry != nil {
+					if len(r.Retry.On) == 0 {
+						r.Retry.On = []string{"connect-failure", "reset", "gateway-error"}
+					}
+					if len(r.Retry.Methods) == 0 {
+						r.Retry.Methods = []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"}
+					}
+					if r.Retry.Backoff.Base == 0 {
+						r.Retry.Backoff.Base = Duration(DefaultBackoffBase)
+					}
+					if r.Retry.Backoff.Max == 0 {
+						r.Retry.Backoff.Max = Duration(DefaultBackoffMax)
+					}
+				}
+			}
+		}
+	}
+	for i := range b.Clusters {
+		c := &b.Clusters[i]
+		if c.Protocol == "" {
+			c.Protocol = ClusterHTTP1
+		}
+		if c.LBPolicy == "" {
+			c.LBPolicy = LBP2CEWMA
+		}
+		if c.ConnectTimeout == 0 {
+			c.ConnectTimeout = Duration(DefaultConnectTimeout)
+		}
+		if c.MaxIdleConnsPerEndpoint == 0 {
+			c.MaxIdleConnsPerEndpoint = DefaultMaxIdlePerEndpoint
+		}
+		if c.RetryBudget.Ratio == 0 && c.RetryBudget.MinPerSecond == 0 {
+			c.RetryBudget = RetryBudget{Ratio: DefaultBudgetRatio, MinPerSecond: DefaultBudgetMinPerSecond}
+		}
+		if od := c.OutlierDetection; od != nil {
+			if od.BaseEjectionTime == 0 {
+				od.BaseEjectionTime = Duration(DefaultBaseEjection)
+			}
+			if od.MaxEjectionTime == 0 {
+				od.MaxEjectionTime = Duration(DefaultMaxEjection)
+			}
+			if od.MaxEjectionPercent == 0 {
+				od.MaxEjectionPercent = DefaultMaxEjectionPercent
+			}
+		}
+		for j := range c.Endpoints {
+			if c.Endpoints[j].Weight == 0 {
+				c.Endpoints[j].Weight = 1
+			}
+		}
+	}
+	for i := range b.Assignments {
+		for j := range b.Assignments[i].Endpoints {
+			if b.Assignments[i].Endpoints[j].Weight == 0 {
+				b.Assignments[i].Endpoints[j].Weight = 1
+			}
+		}
+	}
+}
+
+// EndpointsOf returns the cluster's endpoints: its Assignment if any, else inline ones.
+func (b *Bootstrap) EndpointsOf(cluster string) []Endpoint {
+	for _, a := range b.Assignments {
+		if a.Cluster == cluster {
+			return a.Endpoints
+		}
+	}
+	for _, c := range b.Clusters {
+		if c.Name == cluster {
+			return c.Endpoints
+		}
+	}
+	return nil
+}

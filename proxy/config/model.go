@@ -1,0 +1,225 @@
+// Package config is knit-proxy's one internal model of what to serve.
+//
+// The shape follows xDS so that the xDS client (a later issue) fills the same
+// structs a static file fills today: Listener ↔ envoy Listener, RouteConfig ↔
+// RouteConfiguration, Cluster ↔ Cluster, Assignment ↔ ClusterLoadAssignment.
+package config
+
+// Bootstrap is the whole proxy configuration.
+type Bootstrap struct {
+	Admin        Admin         `json:"admin"`
+	Drain        Drain         `json:"drain,omitempty"`
+	AccessLog    AccessLog     `json:"accessLog,omitempty"`
+	Tracing      Tracing       `json:"tracing,omitempty"`
+	Listeners    []Listener    `json:"listeners"`
+	RouteConfigs []RouteConfig `json:"routeConfigs,omitempty"`
+	Clusters     []Cluster     `json:"clusters"`
+	Assignments  []Assignment  `json:"assignments,omitempty"`
+}
+
+// Admin is the port that serves /ready, /live, /metrics and /config.
+type Admin struct {
+	Address string `json:"address"`
+}
+
+// Drain bounds how long in-flight work may finish after SIGTERM.
+type Drain struct {
+	Timeout Duration `json:"timeout,omitempty"`
+}
+
+// AccessLog is off by default; Path "stdout" or a file path.
+type AccessLog struct {
+	Enabled bool   `json:"enabled,omitempty"`
+	Path    string `json:"path,omitempty"`
+}
+
+// Tracing turns on OTLP span export. Trace headers are always forwarded.
+type Tracing struct {
+	// OTLPEndpoint is host:port of an OTLP/HTTP collector; empty disables export.
+	OTLPEndpoint  string  `json:"otlpEndpoint,omitempty"`
+	SamplingRatio float64 `json:"samplingRatio,omitempty"`
+	ServiceName   string  `json:"serviceName,omitempty"`
+}
+
+// Direction tells metrics whether traffic enters or leaves the workload.
+type Direction string
+
+const (
+	Inbound  Direction = "inbound"
+	Outbound Direction = "outbound"
+)
+
+// ListenerProtocol fixes or detects what a listener speaks.
+type ListenerProtocol string
+
+const (
+	ListenerAuto ListenerProtocol = "auto"
+	ListenerHTTP ListenerProtocol = "http"
+	ListenerTCP  ListenerProtocol = "tcp"
+)
+
+// Listener accepts connections on one address.
+type Listener struct {
+	Name      string           `json:"name"`
+	Address   string           `json:"address"`
+	Direction Direction        `json:"direction,omitempty"`
+	Protocol  ListenerProtocol `json:"protocol,omitempty"`
+	// DetectTimeout bounds how long the proxy waits for the client's first
+	// bytes; after it the connection is treated as opaque TCP, so
+	// server-speaks-first protocols (MySQL, SMTP) still work.
+	DetectTimeout Duration `json:"detectTimeout,omitempty"`
+	// RouteConfig names the RouteConfig used for HTTP traffic.
+	RouteConfig string `json:"routeConfig,omitempty"`
+	// TCPCluster receives opaque (non-HTTP) connections.
+	TCPCluster string         `json:"tcpCluster,omitempty"`
+	TLS        *ServerTLS     `json:"tls,omitempty"`
+	Limits     ListenerLimits `json:"limits,omitempty"`
+}
+
+// ListenerLimits keep one client from holding resources forever.
+type ListenerLimits struct {
+	MaxHeaderBytes    int      `json:"maxHeaderBytes,omitempty"`
+	ReadHeaderTimeout Duration `json:"readHeaderTimeout,omitempty"`
+	IdleTimeout       Duration `json:"idleTimeout,omitempty"`
+	// TCPIdleTimeout closes an opaque connection with no bytes in either direction.
+	TCPIdleTimeout Duration `json:"tcpIdleTimeout,omitempty"`
+}
+
+// ServerTLS terminates TLS on a listener with a certificate from files.
+type ServerTLS struct {
+	CertFile string   `json:"certFile"`
+	KeyFile  string   `json:"keyFile"`
+	ALPN     []string `json:"alpn,omitempty"`
+}
+
+// RouteConfig is an ordered list of virtual hosts (xDS RouteConfiguration).
+type RouteConfig struct {
+	Name         string        `json:"name"`
+	VirtualHosts []VirtualHost `json:"virtualHosts"`
+}
+
+// VirtualHost groups routes by the request's authority.
+type VirtualHost struct {
+	Name    string   `json:"name"`
+	Domains []string `json:"domains"`
+	Routes  []Route  `json:"routes"`
+}
+
+// Route matches requests and sends them to weighted clusters.
+type Route struct {
+	Name     string           `json:"name"`
+	Match    RouteMatch       `json:"match,omitempty"`
+	Clusters []WeightedTarget `json:"clusters"`
+	// Timeout bounds the whole request including retries; 0 means none
+	// (needed for long gRPC streams).
+	Timeout Duration     `json:"timeout,omitempty"`
+	Retry   *RetryPolicy `json:"retry,omitempty"`
+}
+
+// RouteMatch: all given conditions must hold. Empty matches everything.
+type RouteMatch struct {
+	Prefix  string        `json:"prefix,omitempty"`
+	Path    string        `json:"path,omitempty"`
+	Methods []string      `json:"methods,omitempty"`
+	Headers []HeaderMatch `json:"headers,omitempty"`
+}
+
+// HeaderMatch: exactly one of Exact, Prefix or Present.
+type HeaderMatch struct {
+	Name    string `json:"name"`
+	Exact   string `json:"exact,omitempty"`
+	Prefix  string `json:"prefix,omitempty"`
+	Present bool   `json:"present,omitempty"`
+	Invert  bool   `json:"invert,omitempty"`
+}
+
+// WeightedTarget is one side of a traffic split.
+type WeightedTarget struct {
+	Name   string `json:"name"`
+	Weight uint32 `json:"weight,omitempty"`
+}
+
+// RetryPolicy retries failed attempts, within the cluster's retry budget.
+type RetryPolicy struct {
+	// Attempts is the number of retries after the first try.
+	Attempts int `json:"attempts"`
+	// On lists conditions: "5xx", "gateway-error", "connect-failure", "reset".
+	On []string `json:"on,omitempty"`
+	// Methods that may be retried; default the idempotent ones.
+	Methods []string `json:"methods,omitempty"`
+	Backoff Backoff  `json:"backoff,omitempty"`
+}
+
+// Backoff is exponential with full jitter between Base and Max.
+type Backoff struct {
+	Base Duration `json:"base,omitempty"`
+	Max  Duration `json:"max,omitempty"`
+}
+
+// ClusterProtocol is what the proxy speaks to the upstream.
+type ClusterProtocol string
+
+const (
+	ClusterHTTP1 ClusterProtocol = "http1"
+	ClusterHTTP2 ClusterProtocol = "http2"
+	ClusterTCP   ClusterProtocol = "tcp"
+)
+
+// LBPolicy picks an endpoint per request.
+type LBPolicy string
+
+const (
+	LBP2CEWMA    LBPolicy = "p2c_ewma"
+	LBRoundRobin LBPolicy = "round_robin"
+	LBWeighted   LBPolicy = "weighted"
+)
+
+// Cluster is a named group of upstream endpoints and how to talk to them.
+type Cluster struct {
+	Name           string          `json:"name"`
+	Protocol       ClusterProtocol `json:"protocol,omitempty"`
+	LBPolicy       LBPolicy        `json:"lbPolicy,omitempty"`
+	ConnectTimeout Duration        `json:"connectTimeout,omitempty"`
+	// MaxIdleConnsPerEndpoint sizes the per-endpoint connection pool.
+	MaxIdleConnsPerEndpoint int               `json:"maxIdleConnsPerEndpoint,omitempty"`
+	TLS                     *UpstreamTLS      `json:"tls,omitempty"`
+	OutlierDetection        *OutlierDetection `json:"outlierDetection,omitempty"`
+	RetryBudget             RetryBudget       `json:"retryBudget,omitempty"`
+	// Endpoints may be given inline; an Assignment with the same cluster name replaces them.
+	Endpoints []Endpoint `json:"endpoints,omitempty"`
+}
+
+// UpstreamTLS originates TLS to the endpoints.
+type UpstreamTLS struct {
+	CAFile     string `json:"caFile,omitempty"`
+	CertFile   string `json:"certFile,omitempty"`
+	KeyFile    string `json:"keyFile,omitempty"`
+	ServerName string `json:"serverName,omitempty"`
+}
+
+// OutlierDetection ejects endpoints that keep failing.
+type OutlierDetection struct {
+	Consecutive5xx             int      `json:"consecutive5xx,omitempty"`
+	ConsecutiveConnectFailures int      `json:"consecutiveConnectFailures,omitempty"`
+	BaseEjectionTime           Duration `json:"baseEjectionTime,omitempty"`
+	MaxEjectionTime            Duration `json:"maxEjectionTime,omitempty"`
+	MaxEjectionPercent         int      `json:"maxEjectionPercent,omitempty"`
+}
+
+// RetryBudget caps retries at Ratio of requests, but always allows MinPerSecond.
+type RetryBudget struct {
+	Ratio        float64 `json:"ratio,omitempty"`
+	MinPerSecond float64 `json:"minPerSecond,omitempty"`
+}
+
+// Assignment is the endpoints of one cluster (xDS ClusterLoadAssignment).
+type Assignment struct {
+	Cluster   string     `json:"cluster"`
+	Endpoints []Endpoint `json:"endpoints"`
+}
+
+// Endpoint is one upstream address.
+type Endpoint struct {
+	Address string `json:"address"`
+	Weight  uint32 `json:"weight,omitempty"`
+}

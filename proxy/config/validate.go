@@ -1,0 +1,326 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// FieldError names the bad field by its path, e.g. clusters[1].endpoints[0].address.
+type FieldError struct {
+	Field   string
+	Message string
+}
+
+func (e *FieldError) Error() string { return e.Field + ": " + e.Message }
+
+type validator struct{ errs []error }
+
+func (v *validator) add(field, format string, args ...any) {
+	v.errs = append(v.errs, &FieldError{Field: field, Message: fmt.Sprintf(format, args...)})
+}
+
+// Validate reports every problem at once, each naming its field.
+func (b *Bootstrap) Validate() error {
+	v := &validator{}
+	if b.Admin.Address != "" {
+		v.hostPort("admin.address", b.Admin.Address)
+	}
+	if b.Drain.Timeout < 0 {
+		v.add("drain.timeout", "must not be negative")
+	}
+	if b.Tracing.SamplingRatio < 0 || b.Tracing.SamplingRatio > 1 {
+		v.add("tracing.samplingRatio", "must be between 0 and 1, got %v", b.Tracing.SamplingRatio)
+	}
+	if b.Tracing.OTLPEndpoint != "" {
+		v.hostPort("tracing.otlpEndpoint", b.Tracing.OTLPEndpoint)
+	}
+
+	clusters := map[string]*Cluster{}
+	for i := range b.Clusters {
+		c := &b.Clusters[i]
+		f := fmt.Sprintf("clusters[%d]", i)
+		if c.Name == "" {
+			v.add(f+".name", "is required")
+		} else if clusters[c.Name] != nil {
+			v.add(f+".name", "duplicate cluster %q", c.Name)
+		}
+		clusters[c.Name] = c
+		v.cluster(f, c)
+	}
+	seenAssign := map[string]bool{}
+	for i, a := range b.Assignments {
+		f := fmt.Sprintf("assignments[%d]", i)
+		if clusters[a.Cluster] == nil {
+			v.add(f+".cluster", "unknown cluster %q", a.Cluster)
+		}
+		if seenAssign[a.Cluster] {
+			v.add(f+".cluster", "duplicate assignment for cluster %q", a.Cluster)
+		}
+		seenAssign[a.Cluster] = true
+		v.endpoints(f+".endpoints", a.Endpoints)
+	}
+
+	routeConfigs := map[string]bool{}
+	for i, rc := range b.RouteConfigs {
+		f := fmt.Sprintf("routeConfigs[%d]", i)
+		if rc.Name == "" {
+			v.add(f+".name", "is required")
+		} else if routeConfigs[rc.Name] {
+			v.add(f+".name", "duplicate route config %q", rc.Name)
+		}
+		routeConfigs[rc.Name] = true
+		if len(rc.VirtualHosts) == 0 {
+			v.add(f+".virtualHosts", "needs at least one virtual host")
+		}
+		for j, vh := range rc.VirtualHosts {
+			v.virtualHost(fmt.Sprintf("%s.virtualHosts[%d]", f, j), vh, clusters)
+		}
+	}
+
+	if len(b.Listeners) == 0 {
+		v.add("listeners", "needs at least one listener")
+	}
+	names := map[string]bool{}
+	addrs := map[string]bool{}
+	for i, l := range b.Listeners {
+		f := fmt.Sprintf("listeners[%d]", i)
+		if l.Name == "" {
+			v.add(f+".name", "is required")
+		} else if names[l.Name] {
+			v.add(f+".name", "duplicate listener %q", l.Name)
+		}
+		names[l.Name] = true
+		if v.hostPort(f+".address", l.Address) && !strings.HasSuffix(l.Address, ":0") {
+			if addrs[l.Address] {
+				v.add(f+".address", "address %q used by two listeners", l.Address)
+			}
+			addrs[l.Address] = true
+		}
+		switch l.Direction {
+		case Inbound, Outbound:
+		default:
+			v.add(f+".direction", "must be inbound or outbound, got %q", l.Direction)
+		}
+		switch l.Protocol {
+		case ListenerAuto, ListenerHTTP, ListenerTCP:
+		default:
+			v.add(f+".protocol", "must be auto, http or tcp, got %q", l.Protocol)
+		}
+		if l.DetectTimeout < 0 {
+			v.add(f+".detectTimeout", "must not be negative")
+		}
+		if l.Protocol != ListenerTCP && l.RouteConfig == "" && l.Protocol == ListenerHTTP {
+			v.add(f+".routeConfig", "is required for an http listener")
+		}
+		if l.RouteConfig != "" && !routeConfigs[l.RouteConfig] {
+			v.add(f+".routeConfig", "unknown route config %q", l.RouteConfig)
+		}
+		if l.Protocol == ListenerTCP && l.TCPCluster == "" {
+			v.add(f+".tcpCluster", "is required for a tcp listener")
+		}
+		if l.Protocol == ListenerAuto && l.RouteConfig == "" && l.TCPCluster == "" {
+			v.add(f+".routeConfig", "an auto listener needs a routeConfig or a tcpCluster")
+		}
+		if l.TCPCluster != "" {
+			if c := clusters[l.TCPCluster]; c == nil {
+				v.add(f+".tcpCluster", "unknown cluster %q", l.TCPCluster)
+			} else if c.Protocol != ClusterTCP {
+				v.add(f+".tcpCluster", "cluster %q has protocol %q, want tcp", l.TCPCluster, c.Protocol)
+			}
+		}
+		if l.TLS != nil {
+			if l.TLS.CertFile == "" {
+				v.add(f+".tls.certFile", "is required")
+			}
+			if l.TLS.KeyFile == "" {
+				v.add(f+".tls.keyFile", "is required")
+			}
+			for k, p := range l.TLS.ALPN {
+				if p != "h2" && p != "http/1.1" {
+					v.add(fmt.Sprintf("%s.tls.alpn[%d]", f, k), "must be h2 or http/1.1, got %q", p)
+				}
+			}
+		}
+		if l.Limits.MaxHeaderBytes < 0 || l.Limits.MaxHeaderBytes > 1<<20 {
+			v.add(f+".limits.maxHeaderBytes", "must be between 1 and 1048576")
+		}
+		if l.Limits.ReadHeaderTimeout < 0 {
+			v.add(f+".limits.readHeaderTimeout", "must not be negative")
+		}
+		if l.Limits.IdleTimeout < 0 {
+			v.add(f+".limits.idleTimeout", "must not be negative")
+		}
+	}
+	return errors.Join(v.errs...)
+}
+
+func (v *validator) hostPort(field, addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		v.add(field, "%q is not host:port: %v", addr, err)
+		return false
+	}
+	if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /?#") {
+		v.add(field, "%q has an invalid host", addr)
+		return false
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 0 || p > 65535 {
+		v.add(field, "%q has an invalid port", addr)
+		return false
+	}
+	return true
+}
+
+func (v *validator) cluster(f string, c *Cluster) {
+	switch c.Protocol {
+	case ClusterHTTP1, ClusterHTTP2, ClusterTCP:
+	default:
+		v.add(f+".protocol", "must be http1, http2 or tcp, got %q", c.Protocol)
+	}
+	switch c.LBPolicy {
+	case LBP2CEWMA, LBRoundRobin, LBWeighted:
+	default:
+		v.add(f+".lbPolicy", "must be p2c_ewma, round_robin or weighted, got %q", c.LBPolicy)
+	}
+	if c.ConnectTimeout < 0 {
+		v.add(f+".connectTimeout", "must not be negative")
+	}
+	if c.MaxIdleConnsPerEndpoint < 0 {
+		v.add(f+".maxIdleConnsPerEndpoint", "must not be negative")
+	}
+	if c.RetryBudget.Ratio < 0 || c.RetryBudget.Ratio > 1 {
+		v.add(f+".retryBudget.ratio", "must be between 0 and 1, got %v", c.RetryBudget.Ratio)
+	}
+	if c.RetryBudget.MinPerSecond < 0 {
+		v.add(f+".retryBudget.minPerSecond", "must not be negative")
+	}
+	if t := c.TLS; t != nil {
+		if (t.CertFile == "") != (t.KeyFile == "") {
+			v.add(f+".tls", "certFile and keyFile must be set together")
+		}
+	}
+	if od := c.OutlierDetection; od != nil {
+		if od.Consecutive5xx < 0 {
+			v.add(f+".outlierDetection.consecutive5xx", "must not be negative")
+		}
+		if od.ConsecutiveConnectFailures < 0 {
+			v.add(f+".outlierDetection.consecutiveConnectFailures", "must not be negative")
+		}
+		if od.MaxEjectionPercent < 0 || od.MaxEjectionPercent > 100 {
+			v.add(f+".outlierDetection.maxEjectionPercent", "must be between 0 and 100, got %d", od.MaxEjectionPercent)
+		}
+		if od.BaseEjectionTime < 0 || od.MaxEjectionTime < od.BaseEjectionTime {
+			v.add(f+".outlierDetection.maxEjectionTime", "must be at least baseEjectionTime")
+		}
+	}
+	v.endpoints(f+".endpoints", c.Endpoints)
+}
+
+func (v *validator) endpoints(f string, eps []Endpoint) {
+	for i, e := range eps {
+		v.hostPort(fmt.Sprintf("%s[%d].address", f, i), e.Address)
+	}
+}
+
+func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*Cluster) {
+	if vh.Name == "" {
+		v.add(f+".name", "is required")
+	}
+	for i, d := range vh.Domains {
+		if d == "" || strings.Count(d, "*") > 1 || (strings.Contains(d, "*") && d != "*" && !strings.HasPrefix(d, "*") && !strings.HasSuffix(d, "*")) {
+			v.add(fmt.Sprintf("%s.domains[%d]", f, i), "%q must be a host, \"*\", or have one leading or trailing \"*\"", d)
+		}
+	}
+	if len(vh.Routes) == 0 {
+		v.add(f+".routes", "needs at least one route")
+	}
+	for i, r := range vh.Routes {
+		rf := fmt.Sprintf("%s.routes[%d]", f, i)
+		if r.Name == "" {
+			v.add(rf+".name", "is required")
+		}
+		m := r.Match
+		if m.Prefix != "" && m.Path != "" {
+			v.add(rf+".match", "set prefix or path, not both")
+		}
+		if m.Prefix != "" && !strings.HasPrefix(m.Prefix, "/") {
+			v.add(rf+".match.prefix", "%q must start with /", m.Prefix)
+		}
+		if m.Path != "" && !strings.HasPrefix(m.Path, "/") {
+			v.add(rf+".match.path", "%q must start with /", m.Path)
+		}
+		for j, meth := range m.Methods {
+			if !validMethod(meth) {
+				v.add(fmt.Sprintf("%s.match.methods[%d]", rf, j), "%q is not an HTTP method", meth)
+			}
+		}
+		for j, h := range m.Headers {
+			hf := fmt.Sprintf("%s.match.headers[%d]", rf, j)
+			if h.Name == "" {
+				v.add(hf+".name", "is required")
+			}
+			set := 0
+			if h.Exact != "" {
+				set++
+			}
+			if h.Prefix != "" {
+				set++
+			}
+			if h.Present {
+				set++
+			}
+			if set != 1 {
+				v.add(hf, "set exactly one of exact, prefix or present")
+			}
+		}
+		if len(r.Clusters) == 0 {
+			v.add(rf+".clusters", "needs at least one cluster")
+		}
+		for j, wc := range r.Clusters {
+			cf := fmt.Sprintf("%s.clusters[%d]", rf, j)
+			c := clusters[wc.Name]
+			if c == nil {
+				v.add(cf+".name", "unknown cluster %q", wc.Name)
+			} else if c.Protocol == ClusterTCP {
+				v.add(cf+".name", "cluster %q is tcp; an HTTP route needs an http1 or http2 cluster", wc.Name)
+			}
+		}
+		if r.Timeout < 0 {
+			v.add(rf+".timeout", "must not be negative")
+		}
+		if rp := r.Retry; rp != nil {
+			if rp.Attempts < 0 || rp.Attempts > 10 {
+				v.add(rf+".retry.attempts", "must be between 0 and 10, got %d", rp.Attempts)
+			}
+			for j, on := range rp.On {
+				switch on {
+				case "5xx", "gateway-error", "connect-failure", "reset":
+				default:
+					v.add(fmt.Sprintf("%s.retry.on[%d]", rf, j), "must be 5xx, gateway-error, connect-failure or reset, got %q", on)
+				}
+			}
+			for j, meth := range rp.Methods {
+				if !validMethod(meth) {
+					v.add(fmt.Sprintf("%s.retry.methods[%d]", rf, j), "%q is not an HTTP method", meth)
+				}
+			}
+			if rp.Backoff.Base < 0 || rp.Backoff.Max < rp.Backoff.Base {
+				v.add(rf+".retry.backoff", "need 0 <= base <= max")
+			}
+		}
+	}
+}
+
+func validMethod(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	return false
+}

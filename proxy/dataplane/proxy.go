@@ -1,0 +1,278 @@
+// Package dataplane assembles the proxy from a config.Bootstrap: clusters,
+// route tables, listeners, observers. Apply is used for the first config and
+// for every reload; requests in flight keep the objects they started with.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"reflect"
+	"sync"
+	"sync/atomic"
+
+	"github.com/go-logr/logr"
+
+	"github.com/knit-mesh/knit/proxy/accesslog"
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/httpproxy"
+	"github.com/knit-mesh/knit/proxy/listener"
+	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/route"
+	"github.com/knit-mesh/knit/proxy/tlsfiles"
+	"github.com/knit-mesh/knit/proxy/trace"
+	"github.com/knit-mesh/knit/proxy/upstream"
+)
+
+// Proxy is the running data plane.
+type Proxy struct {
+	log     logr.Logger
+	Metrics *metrics.Metrics
+
+	observers atomic.Pointer[httpproxy.Observers]
+	draining  atomic.Bool
+	ready     atomic.Bool
+	current   atomic.Pointer[config.Bootstrap]
+
+	mu        sync.Mutex // serialises Apply and Drain
+	clusters  map[string]*upstream.Cluster
+	listeners map[string]*runningListener
+	certs     map[string]*tlsfiles.KeyPair // by cert+key path, reused across reloads
+}
+
+type runningListener struct {
+	cfg     config.Listener
+	l       *listener.Listener
+	handler *httpproxy.Handler
+}
+
+// New returns a proxy with nothing running yet.
+func New(log logr.Logger, m *metrics.Metrics) *Proxy {
+	p := &Proxy{log: log, Metrics: m, clusters: map[string]*upstream.Cluster{},
+		listeners: map[string]*runningListener{}, certs: map[string]*tlsfiles.KeyPair{}}
+	p.observers.Store(&httpproxy.Observers{})
+	return p
+}
+
+// Apply makes cfg the running config. On error nothing changes (except
+// listeners that could not be bound are reported), so a bad reload keeps the
+// last good config serving.
+func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.draining.Load() {
+		return errors.New("draining")
+	}
+
+	// Clusters first: routes and listeners point at them.
+	clusters := map[string]*upstream.Cluster{}
+	for _, cc := range cfg.Clusters {
+		c, err := upstream.New(cc, cfg.EndpointsOf(cc.Name), p.clusters[cc.Name])
+		if err != nil {
+			return err
+		}
+		clusters[cc.Name] = c
+	}
+	tables := map[string]*route.Table{}
+	for _, rc := range cfg.RouteConfigs {
+		tables[rc.Name] = route.Compile(rc, clusters, p.Metrics)
+	}
+	settings := map[string]*listener.Settings{}
+	for _, lc := range cfg.Listeners {
+		s := &listener.Settings{Config: lc}
+		if lc.TLS != nil {
+			kp, err := p.keyPair(lc.TLS.CertFile, lc.TLS.KeyFile)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+			s.TLS = tlsfiles.ServerConfig(kp, lc.TLS.ALPN)
+		}
+		if lc.TCPCluster != "" {
+			s.TCPCluster = clusters[lc.TCPCluster]
+			s.TCPStats = p.Metrics.For(string(lc.Direction), lc.Name, lc.TCPCluster)
+		}
+		settings[lc.Name] = s
+	}
+	obs, err := p.newObservers(ctx, cfg)
+	if err != nil {
+		return err
+	}
+
+	// Bind new listeners before touching running ones, so a port conflict fails the reload cleanly.
+	started := map[string]*runningListener{}
+	for _, lc := range cfg.Listeners {
+		if rl := p.listeners[lc.Name]; rl != nil && rl.cfg.Address == lc.Address {
+			continue
+		}
+		rl, err := p.startListener(lc, settings[lc.Name], tables[lc.RouteConfig])
+		if err != nil {
+			for _, s := range started {
+				s.l.Drain(canceled())
+			}
+			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		started[lc.Name] = rl
+	}
+
+	// Commit: swap pointers; in-flight requests keep what they loaded.
+	old := p.observers.Swap(obs)
+	for _, lc := range cfg.Listeners {
+		if rl := started[lc.Name]; rl != nil {
+			if prev := p.listeners[lc.Name]; prev != nil {
+				drainInBackground(prev.l, cfg)
+			}
+			p.listeners[lc.Name] = rl
+			continue
+		}
+		rl := p.listeners[lc.Name]
+		rl.cfg = lc
+		rl.handler.State.Store(&httpproxy.State{Direction: lc.Direction, Routes: tableOrEmpty(tables[lc.RouteConfig])})
+		rl.l.Update(settings[lc.Name])
+	}
+	for name, rl := range p.listeners {
+		if _, keep := settings[name]; !keep {
+			delete(p.listeners, name)
+			drainInBackground(rl.l, cfg)
+		}
+	}
+	for name, c := range p.clusters {
+		if clusters[name] == nil || clusters[name].Transport != c.Transport {
+			c.Close()
+		}
+	}
+	p.clusters = clusters
+	if old != nil && old != obs {
+		go closeObservers(old, obs)
+	}
+	p.current.Store(cfg)
+	p.ready.Store(true)
+	return nil
+}
+
+func tableOrEmpty(t *route.Table) *route.Table {
+	if t == nil {
+		return &route.Table{}
+	}
+	return t
+}
+
+func (p *Proxy) startListener(lc config.Listener, s *listener.Settings, t *route.Table) (*runningListener, error) {
+	h := &httpproxy.Handler{
+		Observers: &p.observers,
+		NoRoute:   p.Metrics.For(string(lc.Direction), "", ""),
+		Log:       p.log,
+	}
+	h.State.Store(&httpproxy.State{Direction: lc.Direction, Routes: tableOrEmpty(t)})
+	l, err := listener.Start(s, h, p.log)
+	if err != nil {
+		return nil, err
+	}
+	p.log.Info("listening", "listener", lc.Name, "address", l.Addr().String(), "protocol", lc.Protocol)
+	return &runningListener{cfg: lc, l: l, handler: h}, nil
+}
+
+func (p *Proxy) keyPair(cert, key string) (*tlsfiles.KeyPair, error) {
+	k := cert + "\x00" + key
+	if kp := p.certs[k]; kp != nil {
+		return kp, nil
+	}
+	kp, err := tlsfiles.LoadKeyPair(cert, key)
+	if err != nil {
+		return nil, err
+	}
+	p.certs[k] = kp
+	return kp, nil
+}
+
+func (p *Proxy) newObservers(ctx context.Context, cfg *config.Bootstrap) (*httpproxy.Observers, error) {
+	cur := p.observers.Load()
+	prev := p.current.Load()
+	if prev != nil && reflect.DeepEqual(prev.AccessLog, cfg.AccessLog) && reflect.DeepEqual(prev.Tracing, cfg.Tracing) {
+		return cur, nil
+	}
+	obs := &httpproxy.Observers{}
+	if cfg.AccessLog.Enabled {
+		l, err := accesslog.Open(cfg.AccessLog.Path)
+		if err != nil {
+			return nil, fmt.Errorf("accessLog.path: %w", err)
+		}
+		obs.AccessLog = l
+	}
+	t, err := trace.New(ctx, cfg.Tracing)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	obs.Tracer = t
+	return obs, nil
+}
+
+// SetTracer replaces the tracer (tests inject an in-memory exporter).
+func (p *Proxy) SetTracer(t *trace.Tracer) {
+	o := *p.observers.Load()
+	o.Tracer = t
+	p.observers.Store(&o)
+}
+
+func closeObservers(old, cur *httpproxy.Observers) {
+	if old.AccessLog != cur.AccessLog {
+		old.AccessLog.Close()
+	}
+	if old.Tracer != cur.Tracer {
+		old.Tracer.Shutdown(context.Background())
+	}
+}
+
+// ListenerAddr returns where a listener is bound.
+func (p *Proxy) ListenerAddr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if rl := p.listeners[name]; rl != nil {
+		return rl.l.Addr()
+	}
+	return nil
+}
+
+// Ready is true once a config is applied, and false again while draining.
+func (p *Proxy) Ready() bool { return p.ready.Load() && !p.draining.Load() }
+
+// CurrentConfig is the running config, for /config.
+func (p *Proxy) CurrentConfig() any { return p.current.Load() }
+
+// Drain stops accepting on every listener, lets in-flight work finish until
+// ctx ends, then closes the rest.
+func (p *Proxy) Drain(ctx context.Context) error {
+	p.draining.Store(true)
+	p.mu.Lock()
+	ls := make([]*runningListener, 0, len(p.listeners))
+	for _, rl := range p.listeners {
+		ls = append(ls, rl)
+	}
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(ls))
+	for i, rl := range ls {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = rl.l.Drain(ctx) }()
+	}
+	wg.Wait()
+	obs := p.observers.Load()
+	obs.Tracer.Shutdown(context.Background())
+	obs.AccessLog.Close()
+	return errors.Join(errs...)
+}
+
+// drainInBackground retires a listener that a reload removed or moved.
+func drainInBackground(l *listener.Listener, cfg *config.Bootstrap) {
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Drain.Timeout.D())
+		defer cancel()
+		l.Drain(ctx)
+	}()
+}
+
+func canceled() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}

@@ -1,0 +1,294 @@
+// Package httpproxy is the HTTP request path, readable top to bottom in
+// ServeHTTP: route → pick cluster → pick endpoint → forward (with retries) →
+// copy the response → record metrics. It serves HTTP/1.1, h2c, HTTP/2 over
+// TLS and gRPC alike, because net/http hands all of them to one Handler.
+package httpproxy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/knit-mesh/knit/proxy/accesslog"
+	"github.com/knit-mesh/knit/proxy/balance"
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/retry"
+	"github.com/knit-mesh/knit/proxy/route"
+	"github.com/knit-mesh/knit/proxy/trace"
+	"github.com/knit-mesh/knit/proxy/upstream"
+)
+
+// Observers are the optional per-request side effects, swapped on reload.
+type Observers struct {
+	AccessLog *accesslog.Logger
+	Tracer    *trace.Tracer
+}
+
+// State is what a reload swaps for a listener, read once per request.
+type State struct {
+	Direction config.Direction
+	Routes    *route.Table
+}
+
+// Handler proxies the requests of one listener.
+type Handler struct {
+	State     atomic.Pointer[State]
+	Observers *atomic.Pointer[Observers]
+	NoRoute   *metrics.Route // counts requests that matched no route
+	Log       logr.Logger
+}
+
+// retryBodyLimit is the largest request body buffered so it can be replayed.
+const retryBodyLimit = 64 << 10
+
+var (
+	errNoEndpoint = errors.New("no endpoint available")
+	errNoRoute    = errors.New("no route")
+)
+
+// ServeHTTP is the whole request path.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+
+	// 1. route
+	st := h.State.Load()
+	rt := st.Routes.Match(r)
+	if rt == nil {
+		h.NoRoute.Request(http.StatusNotFound, grpcStatusIfGRPC(r, 12))
+		writeError(w, r, http.StatusNotFound, errNoRoute)
+		return
+	}
+	// 2. traffic split: which cluster
+	target := rt.PickTarget()
+	stats := target.Stats(st.Direction)
+	cluster := target.Cluster
+
+	ctx := r.Context()
+	upgrade := isUpgrade(r)
+	if rt.Timeout > 0 && !upgrade {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
+		defer cancel()
+	}
+	out := outboundRequest(ctx, r, cluster, upgrade)
+	obs := h.Observers.Load()
+	ctx, span := obs.Tracer.Start(ctx, r, out.Header, string(st.Direction), rt.Name)
+	if span != nil {
+		out = out.WithContext(ctx)
+	}
+
+	// 3+4. pick an endpoint and forward, retrying within the budget
+	resp, ep, attempts, err := forward(out, rt, cluster, stats)
+
+	// 5. respond
+	code, grpcStatus := 0, -1
+	var bytesOut int64
+	if err != nil {
+		code = errorStatus(r, err)
+		grpcStatus = grpcStatusIfGRPC(r, 14) // UNAVAILABLE
+		writeError(w, r, code, err)
+	} else if resp.StatusCode == http.StatusSwitchingProtocols {
+		code = resp.StatusCode
+		bytesOut, err = switchProtocols(w, resp)
+	} else {
+		code = resp.StatusCode
+		bytesOut, grpcStatus, err = copyResponse(w, resp)
+	}
+
+	// 6. record
+	elapsed := time.Since(start)
+	stats.Latency.Observe(elapsed.Seconds())
+	stats.Request(code, grpcStatus)
+	trace.End(span, code, cluster.Name, err)
+	if obs.AccessLog != nil {
+		e := &accesslog.Entry{
+			Start: start, Duration: elapsed, Direction: string(st.Direction), Route: rt.Name,
+			Upstream: cluster.Name, Method: r.Method, Authority: r.Host, Path: r.URL.Path,
+			Protocol: r.Proto, Status: code, GRPCStatus: grpcStatus, Attempts: attempts,
+			BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: trace.TraceID(span),
+		}
+		if ep != nil {
+			e.Endpoint = ep.Addr
+		}
+		if err != nil {
+			e.Error = err.Error()
+		}
+		obs.AccessLog.Log(e)
+	}
+}
+
+// outboundRequest reuses the inbound request's header map (the server hands
+// it to us and never reads it again) minus hop-by-hop headers.
+func outboundRequest(ctx context.Context, r *http.Request, c *upstream.Cluster, upgrade bool) *http.Request {
+	out := r.WithContext(ctx)
+	out.URL = &url.URL{Scheme: c.Scheme(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
+	out.RequestURI = ""
+	out.Close = false
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	var upgradeProto string
+	if upgrade {
+		upgradeProto = r.Header.Get("Upgrade")
+	}
+	removeHopHeaders(out.Header)
+	if upgrade {
+		out.Header["Connection"] = []string{"Upgrade"}
+		out.Header["Upgrade"] = []string{upgradeProto}
+	}
+	return out
+}
+
+// forward sends the request to endpoints of the cluster until one answers
+// without a retryable failure, the retry policy or budget says stop, or the
+// deadline passes.
+func forward(out *http.Request, rt *route.Route, c *upstream.Cluster, stats *metrics.Route) (*http.Response, *balance.Endpoint, int, error) {
+	policy := rt.Retry
+	retryable := policy != nil && policy.Method(out.Method) && replayable(out)
+	if retryable {
+		c.Budget.Request()
+	}
+	for attempt := 1; ; attempt++ {
+		ep := c.Pick()
+		if ep == nil {
+			return nil, nil, attempt, errNoEndpoint
+		}
+		out.URL.Host = ep.Addr
+		ep.Start()
+		sent := time.Now()
+		resp, err := c.Transport.RoundTrip(out)
+		result := outcome(resp, err)
+		ep.Done(time.Since(sent), result != balance.Success)
+		if c.Outlier.Record(c.Endpoints, ep, result) {
+			stats.Ejections.Inc()
+		}
+		if !retryable || attempt > policy.Attempts || !shouldRetry(policy, resp, err) || out.Context().Err() != nil {
+			return resp, ep, attempt, err
+		}
+		if !c.Budget.TryRetry() {
+			stats.BudgetSpent.Inc()
+			return resp, ep, attempt, err
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		stats.Retries.Inc()
+		if !sleep(out.Context(), retry.Backoff(attempt, policy.BackoffBase, policy.BackoffMax)) {
+			return nil, ep, attempt, out.Context().Err()
+		}
+		next := out.Clone(out.Context())
+		if out.GetBody != nil {
+			next.Body, _ = out.GetBody()
+		}
+		out = next
+	}
+}
+
+// outcome is what outlier detection and the EWMA learn from one attempt.
+func outcome(resp *http.Response, err error) balance.Result {
+	switch {
+	case err != nil:
+		return balance.ConnectFailure
+	case resp.StatusCode >= 500:
+		return balance.Status5xx
+	}
+	return balance.Success
+}
+
+func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
+	if err != nil {
+		if upstream.IsConnectError(err) {
+			return p.OnConnect || p.OnReset
+		}
+		return p.OnReset
+	}
+	switch resp.StatusCode {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return p.On5xx || p.OnGatewayError
+	}
+	return p.On5xx && resp.StatusCode >= 500
+}
+
+// replayable buffers a small body so a retry can send it again.
+func replayable(out *http.Request) bool {
+	if out.Body == nil || out.Body == http.NoBody {
+		return true
+	}
+	if out.ContentLength <= 0 || out.ContentLength > retryBodyLimit {
+		return false
+	}
+	buf := make([]byte, out.ContentLength)
+	if _, err := readFull(out.Body, buf); err != nil {
+		return false
+	}
+	out.Body.Close()
+	out.GetBody = func() (ioReadCloser, error) { return bodyOf(buf), nil }
+	out.Body, _ = out.GetBody()
+	return true
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// errorStatus maps a forwarding error to the status the client sees.
+func errorStatus(r *http.Request, err error) int {
+	switch {
+	case errors.Is(err, errNoEndpoint):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusGatewayTimeout
+	case r.Context().Err() != nil:
+		return 499 // the client went away (nginx's code)
+	}
+	return http.StatusBadGateway
+}
+
+func isGRPC(r *http.Request) bool {
+	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+}
+
+func grpcStatusIfGRPC(r *http.Request, s int) int {
+	if isGRPC(r) {
+		return s
+	}
+	return -1
+}
+
+// writeError answers gRPC clients the gRPC way (trailers-only response with
+// grpc-status), others with a short text body.
+func writeError(w http.ResponseWriter, r *http.Request, code int, err error) {
+	h := w.Header()
+	if isGRPC(r) {
+		h.Set("Content-Type", "application/grpc")
+		s := 14 // UNAVAILABLE
+		if code == http.StatusNotFound {
+			s = 12 // UNIMPLEMENTED
+		} else if code == http.StatusGatewayTimeout {
+			s = 4 // DEADLINE_EXCEEDED
+		}
+		h.Set("Grpc-Status", strconv.Itoa(s))
+		h.Set("Grpc-Message", err.Error())
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	_, _ = w.Write([]byte("knit-proxy: " + err.Error() + "\n"))
+}

@@ -1,0 +1,179 @@
+package httpproxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/textproto"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+type ioReadCloser = io.ReadCloser
+
+func readFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) }
+
+func bodyOf(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
+
+// hopHeaders apply to one connection only and must not be forwarded (RFC 9110 §7.6.1).
+var hopHeaders = []string{
+	"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+	"Proxy-Authorization", "Transfer-Encoding", "Upgrade",
+}
+
+func removeHopHeaders(h http.Header) {
+	for _, f := range h["Connection"] {
+		for _, name := range strings.Split(f, ",") {
+			if name = textproto.TrimString(name); name != "" {
+				delete(h, textproto.CanonicalMIMEHeaderKey(name))
+			}
+		}
+	}
+	for _, k := range hopHeaders {
+		delete(h, k)
+	}
+	// "TE: trailers" must reach gRPC servers; other TE values are hop-by-hop.
+	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+		delete(h, "Te")
+	}
+}
+
+func isUpgrade(r *http.Request) bool {
+	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
+		return false
+	}
+	for _, v := range r.Header["Connection"] {
+		if strings.Contains(strings.ToLower(v), "upgrade") {
+			return true
+		}
+	}
+	return false
+}
+
+// bufPool holds copy buffers so the body copy does not allocate per request.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyResponse writes status, headers, body and trailers. Bodies of unknown
+// length (gRPC, server-sent events, chunked) are flushed after every read so
+// streams are not held back.
+func copyResponse(w http.ResponseWriter, resp *http.Response) (int64, int, error) {
+	defer resp.Body.Close()
+	dst := w.Header()
+	for k, vv := range resp.Header {
+		dst[k] = vv
+	}
+	removeHopHeaders(dst)
+	announced := len(resp.Trailer)
+	if announced > 0 {
+		keys := make([]string, 0, announced)
+		for k := range resp.Trailer {
+			keys = append(keys, k)
+		}
+		dst["Trailer"] = []string{strings.Join(keys, ", ")}
+	}
+	w.WriteHeader(resp.StatusCode)
+
+	var n int64
+	var err error
+	if resp.Body != http.NoBody {
+		n, err = copyBody(w, resp.Body, resp.ContentLength < 0)
+	}
+	for k, vv := range resp.Trailer {
+		if announced > 0 {
+			dst[k] = vv
+		} else {
+			dst[http.TrailerPrefix+k] = vv
+		}
+	}
+	return n, grpcStatus(resp), err
+}
+
+func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
+	f, _ := w.(http.Flusher)
+	var n int64
+	for {
+		nr, rerr := body.Read(buf)
+		if nr > 0 {
+			nw, werr := w.Write(buf[:nr])
+			n += int64(nw)
+			if werr != nil {
+				return n, werr
+			}
+			if flush && f != nil {
+				f.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			return n, nil
+		}
+		if rerr != nil {
+			return n, fmt.Errorf("read upstream body: %w", rerr)
+		}
+	}
+}
+
+// grpcStatus reads grpc-status from trailers, or from headers for a
+// trailers-only response; -1 when the response is not gRPC.
+func grpcStatus(resp *http.Response) int {
+	v := resp.Trailer.Get("Grpc-Status")
+	if v == "" {
+		v = resp.Header.Get("Grpc-Status")
+	}
+	if v == "" {
+		return -1
+	}
+	s, err := strconv.Atoi(v)
+	if err != nil {
+		return 2 // UNKNOWN
+	}
+	return s
+}
+
+// switchProtocols completes an HTTP/1.1 upgrade (WebSocket and the like):
+// the client connection is taken over and bytes flow both ways untouched.
+func switchProtocols(w http.ResponseWriter, resp *http.Response) (int64, error) {
+	backend, ok := resp.Body.(io.ReadWriteCloser)
+	if !ok {
+		resp.Body.Close()
+		return 0, errors.New("upstream 101 without a writable body")
+	}
+	defer backend.Close()
+	client, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return 0, fmt.Errorf("hijack for upgrade: %w", err)
+	}
+	defer client.Close()
+	fmt.Fprintf(brw, "HTTP/1.1 101 %s\r\n", http.StatusText(101))
+	if err := resp.Header.Write(brw); err != nil {
+		return 0, err
+	}
+	brw.WriteString("\r\n")
+	if err := brw.Flush(); err != nil {
+		return 0, err
+	}
+	return pipe(client, brw.Reader, backend), nil
+}
+
+// pipe copies both ways until either side closes; returns bytes to the client.
+func pipe(client net.Conn, clientBuf *bufio.Reader, backend io.ReadWriteCloser) int64 {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		io.Copy(backend, clientBuf)
+		if cw, ok := backend.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}()
+	n, _ := io.Copy(client, backend)
+	client.Close()
+	<-done
+	return n
+}

@@ -1,0 +1,323 @@
+// Package listener accepts connections on one address and hands each to the
+// right server: it sniffs the first bytes (HTTP/1, h2c, TLS or opaque) with a
+// bounded timeout, terminates TLS when configured, and feeds HTTP connections
+// to a net/http server (HTTP/1.1, h2c and h2 over TLS/ALPN) or opaque ones to
+// the TCP proxy. One goroutine per connection, none per request.
+package listener
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/detect"
+	"github.com/knit-mesh/knit/proxy/httpproxy"
+	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/tcpproxy"
+	"github.com/knit-mesh/knit/proxy/upstream"
+)
+
+// Settings is everything a reload may change without rebinding the socket.
+type Settings struct {
+	Config     config.Listener
+	TLS        *tls.Config // nil: no TLS termination
+	TCPCluster *upstream.Cluster
+	TCPStats   *metrics.Route
+}
+
+// Listener serves one bound address.
+type Listener struct {
+	log      logr.Logger
+	ln       net.Listener
+	handler  *httpproxy.Handler
+	settings atomic.Pointer[Settings]
+	accepted chan struct{} // closed when the accept loop exits
+
+	mu      sync.Mutex
+	current *generation
+	old     []*generation
+	opaque  map[net.Conn]struct{} // opaque and still-sniffing connections
+	conns   sync.WaitGroup
+	closing bool
+}
+
+// generation is one http.Server; a reload that changes server limits starts a
+// new one for new connections while the old one drains its own.
+type generation struct {
+	srv    *http.Server
+	queue  *connQueue
+	limits config.ListenerLimits
+}
+
+// Start binds the address and begins accepting.
+func Start(s *Settings, h *httpproxy.Handler, log logr.Logger) (*Listener, error) {
+	ln, err := net.Listen("tcp", s.Config.Address)
+	if err != nil {
+		return nil, err
+	}
+	l := &Listener{log: log.WithValues("listener", s.Config.Name), ln: ln, handler: h,
+		accepted: make(chan struct{}), opaque: map[net.Conn]struct{}{}}
+	l.settings.Store(s)
+	l.current = l.newGeneration(s.Config.Limits)
+	go l.acceptLoop()
+	return l, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Update applies new settings; in-flight requests are not disturbed.
+func (l *Listener) Update(s *Settings) {
+	l.settings.Store(s)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing || reflect.DeepEqual(l.current.limits, s.Config.Limits) {
+		return
+	}
+	prev := l.current
+	l.current = l.newGeneration(s.Config.Limits)
+	l.old = append(l.old, prev)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), config.DefaultDrainTimeout)
+		defer cancel()
+		prev.srv.Shutdown(ctx)
+	}()
+}
+
+func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
+	var protos http.Protocols
+	protos.SetHTTP1(true)
+	protos.SetHTTP2(true)
+	protos.SetUnencryptedHTTP2(true)
+	srv := &http.Server{
+		Handler:           l.handler,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
+		IdleTimeout:       lim.IdleTimeout.D(),
+		MaxHeaderBytes:    lim.MaxHeaderBytes,
+		Protocols:         &protos,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams:          1000,
+			MaxDecoderHeaderTableSize:     4096,
+			MaxReadFrameSize:              1 << 20,
+			MaxReceiveBufferPerConnection: 4 << 20,
+			MaxReceiveBufferPerStream:     1 << 20,
+		},
+		// Handshake and malformed-request noise is not worth a log line each.
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	g := &generation{srv: srv, queue: newConnQueue(l.ln.Addr()), limits: lim}
+	go srv.Serve(g.queue)
+	return g
+}
+
+func (l *Listener) acceptLoop() {
+	defer close(l.accepted)
+	var delay time.Duration
+	for {
+		c, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, do not spin.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Error(err, "accept failed; backing off", "delay", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		l.dispatch(c)
+	}
+}
+
+// dispatch decides per connection; only auto listeners pay for sniffing.
+func (l *Listener) dispatch(c net.Conn) {
+	s := l.settings.Load()
+	switch s.Config.Protocol {
+	case config.ListenerHTTP:
+		if s.TLS != nil {
+			c = tls.Server(c, s.TLS)
+		}
+		l.serveHTTP(c)
+	case config.ListenerTCP:
+		l.goOpaque(c, func() { l.serveTCP(c, s, s.TLS != nil) })
+	default:
+		l.goOpaque(c, func() { l.detectAndServe(c, s) })
+	}
+}
+
+func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
+	proto, conn, err := detect.Sniff(c, s.Config.DetectTimeout.D())
+	if err != nil {
+		c.Close()
+		return
+	}
+	switch {
+	case proto == detect.HTTP1 || proto == detect.HTTP2:
+		if s.Config.RouteConfig == "" {
+			l.serveTCP(conn, s, false)
+			return
+		}
+		l.untrack(c)
+		l.serveHTTP(conn)
+	case proto == detect.TLS && s.TLS != nil && s.Config.RouteConfig != "":
+		l.untrack(c)
+		l.serveHTTP(tls.Server(conn, s.TLS))
+	default: // opaque, or TLS passthrough without a certificate
+		l.serveTCP(conn, s, false)
+	}
+}
+
+// serveHTTP gives the connection to the current http.Server, which then owns it.
+func (l *Listener) serveHTTP(c net.Conn) {
+	l.mu.Lock()
+	q := l.current.queue
+	l.mu.Unlock()
+	if !q.put(c) {
+		c.Close()
+	}
+}
+
+func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
+	if s.TCPCluster == nil {
+		c.Close()
+		return
+	}
+	if terminateTLS {
+		tc := tls.Server(c, s.TLS)
+		ctx, cancel := context.WithTimeout(context.Background(), s.Config.Limits.ReadHeaderTimeout.D())
+		err := tc.HandshakeContext(ctx)
+		cancel()
+		if err != nil {
+			c.Close()
+			return
+		}
+		c = tc
+	}
+	if err := tcpproxy.Serve(context.Background(), c, s.TCPCluster, s.TCPStats, s.Config.Limits.TCPIdleTimeout.D()); err != nil {
+		l.log.V(1).Info("tcp proxy failed", "error", err.Error())
+	}
+}
+
+// goOpaque runs f for c in a tracked goroutine so drain can wait for it.
+func (l *Listener) goOpaque(c net.Conn, f func()) {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		c.Close()
+		return
+	}
+	l.opaque[c] = struct{}{}
+	l.conns.Add(1)
+	l.mu.Unlock()
+	go func() {
+		defer l.conns.Done()
+		defer l.untrack(c)
+		f()
+	}()
+}
+
+func (l *Listener) untrack(c net.Conn) {
+	l.mu.Lock()
+	delete(l.opaque, c)
+	l.mu.Unlock()
+}
+
+// Drain stops accepting, lets in-flight requests and streams finish until
+// ctx ends, then closes whatever is left.
+func (l *Listener) Drain(ctx context.Context) error {
+	l.mu.Lock()
+	l.closing = true
+	gens := append([]*generation{l.current}, l.old...)
+	l.mu.Unlock()
+	l.ln.Close()
+	<-l.accepted
+
+	var wg sync.WaitGroup
+	for _, g := range gens {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := g.srv.Shutdown(ctx); err != nil {
+				g.srv.Close()
+			}
+		}()
+	}
+	tcpDone := make(chan struct{})
+	go func() { l.conns.Wait(); close(tcpDone) }()
+	select {
+	case <-tcpDone:
+	case <-ctx.Done():
+		l.mu.Lock()
+		for c := range l.opaque {
+			c.Close()
+		}
+		l.mu.Unlock()
+		<-tcpDone
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// connQueue is a net.Listener fed by dispatch instead of a socket.
+type connQueue struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue(addr net.Addr) *connQueue {
+	return &connQueue{addr: addr, ch: make(chan net.Conn, 64), done: make(chan struct{})}
+}
+
+func (q *connQueue) put(c net.Conn) bool {
+	select {
+	case <-q.done:
+		return false
+	default:
+	}
+	select {
+	case q.ch <- c:
+		return true
+	case <-q.done:
+		return false
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() {
+		close(q.done)
+		for { // close connections queued but never accepted
+			select {
+			case c := <-q.ch:
+				c.Close()
+			default:
+				return
+			}
+		}
+	})
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return q.addr }

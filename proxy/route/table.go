@@ -1,0 +1,246 @@
+// Package route matches a request to a route (virtual host by authority,
+// then path, method and header matches in order) and splits traffic between
+// the route's weighted clusters.
+package route
+
+import (
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/upstream"
+)
+
+// Table is one compiled RouteConfig.
+type Table struct {
+	Name   string
+	vhosts []*vhost
+}
+
+type vhost struct {
+	exact    map[string]bool
+	suffixes []string // from "*.example.com" → ".example.com"
+	prefixes []string // from "api.*" → "api."
+	any      bool
+	routes   []*Route
+}
+
+// Route is one compiled route.
+type Route struct {
+	Name    string
+	prefix  string
+	path    string
+	methods []string
+	headers []config.HeaderMatch
+	Targets []Target
+	total   uint64
+	Timeout time.Duration
+	Retry   *Retry
+}
+
+// Target is one weighted cluster with its metric children per direction.
+type Target struct {
+	Cluster  *upstream.Cluster
+	Weight   uint32
+	Inbound  *metrics.Route
+	Outbound *metrics.Route
+}
+
+// Stats returns the metric children for the listener's direction.
+func (t *Target) Stats(d config.Direction) *metrics.Route {
+	if d == config.Outbound {
+		return t.Outbound
+	}
+	return t.Inbound
+}
+
+// Retry is a compiled RetryPolicy.
+type Retry struct {
+	Attempts       int
+	On5xx          bool
+	OnGatewayError bool
+	OnConnect      bool
+	OnReset        bool
+	methods        []string
+	BackoffBase    time.Duration
+	BackoffMax     time.Duration
+}
+
+// Method reports whether requests with this method may be retried.
+func (r *Retry) Method(m string) bool {
+	for _, x := range r.methods {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
+// Compile resolves cluster names against the runtime clusters.
+func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *metrics.Metrics) *Table {
+	t := &Table{Name: rc.Name}
+	for _, vh := range rc.VirtualHosts {
+		v := &vhost{exact: map[string]bool{}}
+		for _, d := range vh.Domains {
+			d = strings.ToLower(d)
+			switch {
+			case d == "*":
+				v.any = true
+			case strings.HasPrefix(d, "*"):
+				v.suffixes = append(v.suffixes, d[1:])
+			case strings.HasSuffix(d, "*"):
+				v.prefixes = append(v.prefixes, d[:len(d)-1])
+			default:
+				v.exact[d] = true
+			}
+		}
+		for _, r := range vh.Routes {
+			cr := &Route{
+				Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path,
+				methods: r.Match.Methods, headers: r.Match.Headers, Timeout: r.Timeout.D(),
+			}
+			for _, wc := range r.Clusters {
+				cr.Targets = append(cr.Targets, Target{
+					Cluster:  clusters[wc.Name],
+					Weight:   wc.Weight,
+					Inbound:  m.For(string(config.Inbound), r.Name, wc.Name),
+					Outbound: m.For(string(config.Outbound), r.Name, wc.Name),
+				})
+				cr.total += uint64(wc.Weight)
+			}
+			if p := r.Retry; p != nil && p.Attempts > 0 {
+				rt := &Retry{Attempts: p.Attempts, methods: p.Methods,
+					BackoffBase: p.Backoff.Base.D(), BackoffMax: p.Backoff.Max.D()}
+				for _, on := range p.On {
+					switch on {
+					case "5xx":
+						rt.On5xx = true
+					case "gateway-error":
+						rt.OnGatewayError = true
+					case "connect-failure":
+						rt.OnConnect = true
+					case "reset":
+						rt.OnReset = true
+					}
+				}
+				cr.Retry = rt
+			}
+			v.routes = append(v.routes, cr)
+		}
+		t.vhosts = append(t.vhosts, v)
+	}
+	return t
+}
+
+// Match returns the first route that matches, or nil.
+func (t *Table) Match(r *http.Request) *Route {
+	v := t.vhostFor(r.Host)
+	if v == nil {
+		return nil
+	}
+	for _, rt := range v.routes {
+		if rt.matches(r) {
+			return rt
+		}
+	}
+	return nil
+}
+
+func (t *Table) vhostFor(hostport string) *vhost {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	if len(t.vhosts) == 1 && t.vhosts[0].any {
+		return t.vhosts[0] // the common sidecar case: no string work at all
+	}
+	host = strings.ToLower(host)
+	for _, v := range t.vhosts {
+		if v.exact[host] {
+			return v
+		}
+	}
+	for _, v := range t.vhosts {
+		for _, s := range v.suffixes {
+			if strings.HasSuffix(host, s) {
+				return v
+			}
+		}
+		for _, p := range v.prefixes {
+			if strings.HasPrefix(host, p) {
+				return v
+			}
+		}
+	}
+	for _, v := range t.vhosts {
+		if v.any {
+			return v
+		}
+	}
+	return nil
+}
+
+func (rt *Route) matches(r *http.Request) bool {
+	if rt.path != "" && r.URL.Path != rt.path {
+		return false
+	}
+	if rt.prefix != "" && !strings.HasPrefix(r.URL.Path, rt.prefix) {
+		return false
+	}
+	if len(rt.methods) > 0 {
+		ok := false
+		for _, m := range rt.methods {
+			if m == r.Method {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	for i := range rt.headers {
+		h := &rt.headers[i]
+		vals := r.Header.Values(h.Name)
+		var hit bool
+		switch {
+		case h.Present:
+			hit = len(vals) > 0
+		case h.Exact != "":
+			for _, v := range vals {
+				if v == h.Exact {
+					hit = true
+				}
+			}
+		case h.Prefix != "":
+			for _, v := range vals {
+				if strings.HasPrefix(v, h.Prefix) {
+					hit = true
+				}
+			}
+		}
+		if hit == h.Invert {
+			return false
+		}
+	}
+	return true
+}
+
+// PickTarget splits traffic by weight.
+func (rt *Route) PickTarget() *Target {
+	if len(rt.Targets) == 1 {
+		return &rt.Targets[0]
+	}
+	x := rand.Uint64N(rt.total)
+	for i := range rt.Targets {
+		if x < uint64(rt.Targets[i].Weight) {
+			return &rt.Targets[i]
+		}
+		x -= uint64(rt.Targets[i].Weight)
+	}
+	return &rt.Targets[len(rt.Targets)-1]
+}

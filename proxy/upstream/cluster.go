@@ -1,0 +1,158 @@
+// Package upstream holds the runtime side of a cluster: its endpoints with
+// their load and health state, the endpoint picker, the retry budget, and
+// the connection pools (one http.Transport per cluster, pooling per endpoint).
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"time"
+
+	"github.com/knit-mesh/knit/proxy/balance"
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/retry"
+	"github.com/knit-mesh/knit/proxy/tlsfiles"
+)
+
+// Cluster is immutable after New except for endpoint state, which is atomic.
+type Cluster struct {
+	Name      string
+	Spec      config.Cluster
+	Endpoints []*balance.Endpoint
+	Picker    balance.Picker
+	Outlier   *balance.Outlier
+	Budget    *retry.Budget
+
+	// Transport pools HTTP connections per endpoint address.
+	Transport *http.Transport
+	dialer    *net.Dialer
+	tls       *tls.Config
+}
+
+// New builds a cluster. prev, when it has the same spec, lends its transport
+// (warm connections) and the state of endpoints that stay.
+func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, error) {
+	c := &Cluster{
+		Name:    spec.Name,
+		Spec:    spec,
+		Picker:  balance.NewPicker(spec.LBPolicy),
+		Outlier: balance.NewOutlier(spec.OutlierDetection),
+		dialer:  &net.Dialer{Timeout: spec.ConnectTimeout.D(), KeepAlive: 30 * time.Second},
+	}
+	sameSpec := prev != nil && reflect.DeepEqual(prev.Spec, spec)
+	old := map[string]*balance.Endpoint{}
+	if sameSpec {
+		for _, e := range prev.Endpoints {
+			old[e.Addr] = e
+		}
+		c.Budget = prev.Budget
+	} else {
+		c.Budget = retry.NewBudget(spec.RetryBudget.Ratio, spec.RetryBudget.MinPerSecond)
+	}
+	for _, e := range eps {
+		if o := old[e.Address]; o != nil && o.Weight == e.Weight {
+			c.Endpoints = append(c.Endpoints, o)
+			continue
+		}
+		c.Endpoints = append(c.Endpoints, balance.NewEndpoint(e.Address, e.Weight))
+	}
+	if spec.TLS != nil {
+		alpn := []string{"http/1.1"}
+		if spec.Protocol == config.ClusterHTTP2 {
+			alpn = []string{"h2"}
+		} else if spec.Protocol == config.ClusterTCP {
+			alpn = nil
+		}
+		cfg, err := tlsfiles.ClientConfig(spec.TLS.CAFile, spec.TLS.CertFile, spec.TLS.KeyFile, spec.TLS.ServerName, alpn)
+		if err != nil {
+			return nil, fmt.Errorf("cluster %s tls: %w", spec.Name, err)
+		}
+		c.tls = cfg
+	}
+	if spec.Protocol == config.ClusterTCP {
+		return c, nil
+	}
+	if sameSpec && prev.Transport != nil {
+		c.Transport = prev.Transport
+		c.tls = prev.tls
+		return c, nil
+	}
+	c.Transport = c.newTransport()
+	return c, nil
+}
+
+// newTransport is tuned for a proxy: large idle pools so keep-alive
+// connections are reused under load, no compression, no proxy env lookups.
+func (c *Cluster) newTransport() *http.Transport {
+	t := &http.Transport{
+		DialContext:           c.dialer.DialContext,
+		MaxIdleConns:          0, // unlimited; bounded per endpoint below
+		MaxIdleConnsPerHost:   c.Spec.MaxIdleConnsPerEndpoint,
+		IdleConnTimeout:       90 * time.Second,
+		DisableCompression:    true,
+		TLSHandshakeTimeout:   c.Spec.ConnectTimeout.D() + 5*time.Second,
+		ExpectContinueTimeout: 0,
+		WriteBufferSize:       16 << 10,
+		ReadBufferSize:        16 << 10,
+		TLSClientConfig:       c.tls,
+	}
+	var p http.Protocols
+	switch {
+	case c.Spec.Protocol == config.ClusterHTTP2 && c.tls != nil:
+		p.SetHTTP2(true)
+	case c.Spec.Protocol == config.ClusterHTTP2:
+		p.SetUnencryptedHTTP2(true)
+	default:
+		p.SetHTTP1(true)
+	}
+	t.Protocols = &p
+	t.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 4 << 20}
+	return t
+}
+
+// Scheme is the URL scheme for requests to this cluster.
+func (c *Cluster) Scheme() string {
+	if c.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// Pick chooses an endpoint for one attempt.
+func (c *Cluster) Pick() *balance.Endpoint { return c.Picker.Pick(c.Endpoints) }
+
+// Dial opens an opaque connection to an endpoint (TLS when configured).
+func (c *Cluster) Dial(ctx context.Context, e *balance.Endpoint) (net.Conn, error) {
+	conn, err := c.dialer.DialContext(ctx, "tcp", e.Addr)
+	if err != nil || c.tls == nil {
+		return conn, err
+	}
+	cfg := c.tls.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(e.Addr)
+	}
+	tc := tls.Client(conn, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
+}
+
+// Close releases idle pooled connections; in-flight ones finish normally.
+func (c *Cluster) Close() {
+	if c.Transport != nil {
+		c.Transport.CloseIdleConnections()
+	}
+}
+
+// IsConnectError tells a failure to reach the endpoint from a later failure.
+func IsConnectError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
