@@ -1,0 +1,88 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+// Condition types of a Mesh. Ready summarises the others; each carries a reason and a message
+// that names the object at fault.
+const (
+	// ConditionReady is True when the mesh is fully working: the summary of the others.
+	ConditionReady = "Ready"
+	// ConditionReconciled is True when the last reconcile applied the spec without error.
+	ConditionReconciled = "Reconciled"
+	// ConditionAvailable is True when the active revision's control plane is available.
+	ConditionAvailable = "Available"
+	// ConditionControlPlaneReady is True when every revision's control plane is ready.
+	ConditionControlPlaneReady = "ControlPlaneReady"
+	// ConditionCertificatesReady is True when the issuer chain is Ready in cert-manager.
+	ConditionCertificatesReady = "CertificatesReady"
+	// ConditionCertificatesHealthy is False when a root or issuer expires soon.
+	ConditionCertificatesHealthy = "CertificatesHealthy"
+	// ConditionDependenciesHealthy is False when something the mesh needs (cert-manager) is missing.
+	ConditionDependenciesHealthy = "DependenciesHealthy"
+	// ConditionInjectionReady is True when the injection webhook is configured and serving.
+	ConditionInjectionReady = "InjectionReady"
+	// ConditionUpgrading is True while workloads move from one revision to another.
+	ConditionUpgrading = "Upgrading"
+	// ConditionDegraded is True when part of the mesh that was working no longer is.
+	ConditionDegraded = "Degraded"
+)
+
+// MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
+var MeshConditionTypes = []string{
+	ConditionReady,
+	ConditionReconciled,
+	ConditionAvailable,
+	ConditionControlPlaneReady,
+	ConditionCertificatesReady,
+	ConditionCertificatesHealthy,
+	ConditionDependenciesHealthy,
+	ConditionInjectionReady,
+	ConditionUpgrading,
+	ConditionDegraded,
+}
+
+// Condition reasons. CamelCase, as metav1.Condition requires.
+const (
+	// ReasonPending: the operator has seen the object but not yet determined this condition.
+	ReasonPending = "Pending"
+	// ReasonReconciled: the spec was applied.
+	ReasonReconciled = "Reconciled"
+	// ReasonReconcileFailed: applying the spec failed; the message says at which object.
+	ReasonReconcileFailed = "ReconcileFailed"
+	// ReasonUnsupportedVersion: spec.version is not a release this operator can run.
+	ReasonUnsupportedVersion = "UnsupportedVersion"
+	// ReasonIllegalUpgradePath: the change of spec.version skips a required step.
+	ReasonIllegalUpgradePath = "IllegalUpgradePath"
+	// ReasonCertManagerMissing: cert-manager's CRDs are not installed.
+	ReasonCertManagerMissing = "CertManagerMissing"
+	// ReasonIssuerNotReady: the issuer the mesh signs with is not Ready.
+	ReasonIssuerNotReady = "IssuerNotReady"
+	// ReasonIssuerNotFound: spec.trust.issuerRef names an issuer that does not exist.
+	ReasonIssuerNotFound = "IssuerNotFound"
+	// ReasonCertificateExpiring: a root or issuer certificate expires within the threshold.
+	ReasonCertificateExpiring = "CertificateExpiring"
+	// ReasonDeploymentUnavailable: a control-plane Deployment has too few available pods.
+	ReasonDeploymentUnavailable = "DeploymentUnavailable"
+	// ReasonAllReady: every condition Ready depends on holds.
+	ReasonAllReady = "AllReady"
+	// ReasonNotReady: a condition Ready depends on does not hold; the message names it.
+	ReasonNotReady = "NotReady"
+	// ReasonUpToDate: every workload runs the desired version.
+	ReasonUpToDate = "UpToDate"
+	// ReasonAsExpected: nothing is wrong.
+	ReasonAsExpected = "AsExpected"
+)

@@ -1,0 +1,104 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// MeshRevisionSpec is one mesh version in flight: the operator runs one control plane per
+// revision, so during a RevisionBased upgrade the old and new versions serve side by side.
+// A MeshRevision is created and owned by the Mesh, as a ReplicaSet is by a Deployment; people
+// read it, the operator writes it.
+type MeshRevisionSpec struct {
+	// version is the mesh release this revision runs. It cannot be changed: a new version is a
+	// new revision.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="version is immutable: a new mesh version is a new MeshRevision"
+	Version string `json:"version"`
+
+	// namespace the revision's control plane runs in.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="namespace is immutable"
+	Namespace string `json:"namespace"`
+
+	// controlPlane is the control-plane configuration copied from the Mesh.
+	// +optional
+	ControlPlane ControlPlaneSpec `json:"controlPlane,omitzero"`
+}
+
+// MeshRevisionStatus is the observed state of a revision.
+type MeshRevisionStatus struct {
+	// observedGeneration is the generation of the spec this status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions describe the revision's control plane.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +patchStrategy=merge
+	// +patchMergeKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// readyReplicas is the number of ready control-plane pods.
+	// +optional
+	ReadyReplicas int32 `json:"readyReplicas"`
+
+	// proxies is the number of pods injected by this revision.
+	// +optional
+	Proxies int32 `json:"proxies"`
+}
+
+// MeshRevision is one mesh version the operator runs: a control plane and the proxies it
+// injected. Named <mesh>-<version with dots as dashes>, e.g. default-v0-1-0.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=meshrev
+// +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.version`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.readyReplicas`
+// +kubebuilder:printcolumn:name="Proxies",type=integer,JSONPath=`.status.proxies`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+type MeshRevision struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ObjectMeta `json:"metadata,omitzero"`
+
+	// +required
+	Spec MeshRevisionSpec `json:"spec"`
+
+	// +optional
+	Status MeshRevisionStatus `json:"status,omitzero"`
+}
+
+// MeshRevisionList is a list of MeshRevision.
+// +kubebuilder:object:root=true
+type MeshRevisionList struct {
+	metav1.TypeMeta `json:",inline"`
+	// +optional
+	metav1.ListMeta `json:"metadata,omitzero"`
+	Items           []MeshRevision `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&MeshRevision{}, &MeshRevisionList{})
+}

@@ -1,0 +1,108 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command manager is the knit operator: it reconciles the cluster's Mesh into a running mesh.
+package main
+
+import (
+	"flag"
+	"os"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
+	"github.com/knit-mesh/knit/controllers"
+)
+
+func main() {
+	var (
+		metricsAddr    string
+		secureMetrics  bool
+		probeAddr      string
+		leaderElection bool
+		leaderElectNS  string
+	)
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
+		"Address the metrics endpoint binds to; 0 disables it.")
+	flag.BoolVar(&secureMetrics, "metrics-secure", true,
+		"Serve metrics over HTTPS with authentication and authorization (TokenReview/SubjectAccessReview).")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "Address the /healthz and /readyz probes bind to.")
+	flag.BoolVar(&leaderElection, "leader-elect", false,
+		"Elect a leader so that only one operator replica reconciles at a time.")
+	flag.StringVar(&leaderElectNS, "leader-election-namespace", "",
+		"Namespace of the leader-election Lease; defaults to the pod's namespace in-cluster.")
+	opts := zap.Options{Development: false}
+	opts.BindFlags(flag.CommandLine)
+	flag.Parse()
+
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
+	setupLog := ctrl.Log.WithName("setup")
+
+	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS); err != nil {
+		setupLog.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}
+
+func newScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(meshv1.AddToScheme(s))
+	return s
+}
+
+func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS string) error {
+	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
+	if secureMetrics {
+		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
+	}
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        newScheme(),
+		Metrics:                       metricsOpts,
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElection,
+		LeaderElectionID:              "manager.knit.dev",
+		LeaderElectionNamespace:       leaderElectNS,
+		LeaderElectionReleaseOnCancel: true,
+	})
+	if err != nil {
+		return err
+	}
+
+	if err := (&controllers.MeshReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("knit-operator"),
+	}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		return err
+	}
+
+	ctrl.Log.WithName("setup").Info("starting manager", "leaderElection", leaderElection)
+	return mgr.Start(ctrl.SetupSignalHandler())
+}
