@@ -122,7 +122,7 @@ func (b *Bootstrap) SetDefaults() {
 				od.BaseEjectionTime = Duration(DefaultBaseEjection)
 			}
 			if od.MaxEjectionTime == 0 {
-				od.MaxEjectionTime = Duration(DefaultMaxEjection)
+				od.MaxEjectionTime = max(Duration(DefaultMaxEjection), od.BaseEjectionTime)
 			}
 			if od.MaxEjectionPercent == 0 {
 				od.MaxEjectionPercent = DefaultMaxEjectionPercent

@@ -143,8 +143,8 @@ type WeightedTarget struct {
 type RetryPolicy struct {
 	// Attempts is the number of retries after the first try.
 	Attempts int `json:"attempts"`
-	// On lists conditions: "5xx", "gateway-error", "connect-failure", "reset".
-	On []string `json:"on,omitempty"`
+	// On (retryOn) lists conditions: "5xx", "gateway-error", "connect-failure", "reset".
+	On []string `json:"retryOn,omitempty"`
 	// Methods that may be retried; default the idempotent ones.
 	Methods []string `json:"methods,omitempty"`
 	Backoff Backoff  `json:"backoff,omitempty"`

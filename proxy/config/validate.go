@@ -301,7 +301,7 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 				switch on {
 				case "5xx", "gateway-error", "connect-failure", "reset":
 				default:
-					v.add(fmt.Sprintf("%s.retry.on[%d]", rf, j), "must be 5xx, gateway-error, connect-failure or reset, got %q", on)
+					v.add(fmt.Sprintf("%s.retry.retryOn[%d]", rf, j), "must be 5xx, gateway-error, connect-failure or reset, got %q", on)
 				}
 			}
 			for j, meth := range rp.Methods {

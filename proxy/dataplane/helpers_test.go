@@ -210,3 +210,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func pemCert(der []byte) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
+
+func discard() logr.Logger { return logr.Discard() }
+
+func newMetrics() *metrics.Metrics { return metrics.New() }

@@ -253,11 +253,11 @@ func TestMalformedRequestsGetCleanErrors(t *testing.T) {
 		return line
 	}
 	cases := map[string]string{
-		"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n":                  "400",
+		"GET / HTTP/1.1\r\nHost: x\r\nBad Header Line\r\n\r\n":                      "400",
 		"GET / HTTP/1.1\r\nHost: x\r\nX: " + strings.Repeat("a", 9000) + "\r\n\r\n": "431",
-		"GET / HTTP/9.9\r\nHost: x\r\n\r\n":                                       "505",
-		"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n":                 "400",
-		"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n":           "501",
+		"GET / HTTP/9.9\r\nHost: x\r\n\r\n":                                         "505",
+		"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n":                   "400",
+		"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bogus\r\n\r\n":             "501",
 	}
 	for req, want := range cases {
 		if got := raw(req); !strings.Contains(got, " "+want+" ") {

@@ -26,7 +26,7 @@ type Budget struct {
 }
 
 type bucket struct {
-	sec              int64
+	sec               int64
 	requests, retries float64
 }
 

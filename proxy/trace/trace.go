@@ -102,3 +102,11 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	}
 	return t.provider.Shutdown(ctx)
 }
+
+// Flush exports buffered spans now.
+func (t *Tracer) Flush(ctx context.Context) error {
+	if t == nil {
+		return nil
+	}
+	return t.provider.ForceFlush(ctx)
+}

@@ -1,0 +1,290 @@
+package dataplane
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/knit-mesh/knit/proxy/admin"
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/trace"
+)
+
+// twoClusterConfig routes everything to cluster `to`, with listener limits
+// that vary so a reload also swaps the HTTP server generation.
+func twoClusterConfig(a, b, to string, idle int) string {
+	return fmt.Sprintf(`
+listeners:
+- name: in
+  address: 127.0.0.1:0
+  routeConfig: main
+  limits: {idleTimeout: %ds}
+routeConfigs:
+- name: main
+  virtualHosts: [{name: all, routes: [{name: r, clusters: [{name: %s}]}]}]
+clusters:
+- {name: a, endpoints: [{address: %s}]}
+- {name: b, endpoints: [{address: %s}]}
+`, idle, to, a, b)
+}
+
+func TestReloadUnderLoadLosesNoRequest(t *testing.T) {
+	a := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("a")) })
+	b := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("b")) })
+	p := startProxy(t, twoClusterConfig(a, b, "a", 60))
+	url := "http://" + addr(t, p, "in") + "/"
+
+	stop := make(chan struct{})
+	var ok, failed atomic.Int64
+	seen := sync.Map{}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl := client()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := cl.Get(url)
+				if err != nil {
+					failed.Add(1)
+					t.Errorf("request failed during reload: %v", err)
+					return
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					failed.Add(1)
+					t.Errorf("status %d during reload", resp.StatusCode)
+					return
+				}
+				seen.Store(string(body), true)
+				ok.Add(1)
+			}
+		}()
+	}
+	// Reload 20 times while requests flow: switch clusters and server limits.
+	for i := range 20 {
+		target := []string{"a", "b"}[i%2]
+		before := ok.Load()
+		apply(t, p, twoClusterConfig(a, b, target, 60+i))
+		waitFor(t, "requests to flow after a reload", func() bool { return ok.Load() > before+20 })
+	}
+	close(stop)
+	wg.Wait()
+	if failed.Load() != 0 {
+		t.Fatalf("%d requests failed across reloads (%d succeeded)", failed.Load(), ok.Load())
+	}
+	_, sawA := seen.Load("a")
+	_, sawB := seen.Load("b")
+	if !sawA || !sawB {
+		t.Fatal("reloads did not take effect")
+	}
+	t.Logf("%d requests, 0 failures across 20 reloads", ok.Load())
+}
+
+func TestBadReloadKeepsLastGoodConfig(t *testing.T) {
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	p := startProxy(t, simpleConfig(up))
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	bad := strings.Replace(simpleConfig(up), "address: 127.0.0.1:0", "address: "+taken.Addr().String(), 1)
+	cfg, err := config.Parse([]byte(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(context.Background(), cfg); err == nil {
+		t.Fatal("binding a taken port should fail the reload")
+	}
+	if code, _ := get(t, client(), "http://"+addr(t, p, "in")+"/"); code != 200 {
+		t.Fatalf("old config stopped serving: %d", code)
+	}
+}
+
+func TestDrainCompletesInFlightRequests(t *testing.T) {
+	release := make(chan struct{})
+	var inflight atomic.Int64
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		inflight.Add(1)
+		<-release
+		w.Write([]byte("done"))
+	})
+	cfg, _ := config.Parse([]byte(simpleConfig(up)))
+	p := New(discard(), newMetrics())
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	a := addr(t, p, "in")
+	adm, err := admin.Start("127.0.0.1:0", p, p.Metrics.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close(context.Background())
+
+	const n = 20
+	results := make(chan int, n)
+	for range n {
+		go func() {
+			resp, err := (&http.Client{Timeout: 60 * time.Second}).Get("http://" + a + "/")
+			if err != nil {
+				results <- 0
+				return
+			}
+			io.ReadAll(resp.Body)
+			resp.Body.Close()
+			results <- resp.StatusCode
+		}()
+	}
+	waitFor(t, "all requests to reach the upstream", func() bool { return inflight.Load() == n })
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer cancel()
+		drained <- p.Drain(ctx)
+	}()
+	// Draining: not ready, and no new connections accepted.
+	waitFor(t, "/ready to fail while draining", func() bool {
+		code, _ := get(t, client(), "http://"+adm.Addr().String()+"/ready")
+		return code == 503
+	})
+	waitFor(t, "the listener to stop accepting", func() bool {
+		c, err := net.DialTimeout("tcp", a, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	close(release)
+	for range n {
+		if code := <-results; code != 200 {
+			t.Fatalf("an accepted request got %d during drain", code)
+		}
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
+	p := startProxy(t, simpleConfig(up))
+	adm, err := admin.Start("127.0.0.1:0", p, p.Metrics.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close(context.Background())
+	base := "http://" + adm.Addr().String()
+	get(t, client(), "http://"+addr(t, p, "in")+"/")
+	for _, path := range []string{"/live", "/ready"} {
+		if code, _ := get(t, client(), base+path); code != 200 {
+			t.Fatalf("%s: %d", path, code)
+		}
+	}
+	code, body := get(t, client(), base+"/config")
+	var cfg config.Bootstrap
+	if code != 200 || json.Unmarshal([]byte(body), &cfg) != nil || cfg.Listeners[0].Name != "in" || cfg.Listeners[0].DetectTimeout.D() != 500*time.Millisecond {
+		t.Fatalf("/config: %d %s", code, body)
+	}
+	_, metricsText := get(t, client(), base+"/metrics")
+	for _, want := range []string{
+		`knit_requests_total{classification="failure",code="503",direction="inbound",grpc_status="",route="default",upstream="c"} 1`,
+		`knit_request_duration_seconds_bucket{direction="inbound",route="default",upstream="c",le="+Inf"} 1`,
+		`knit_tcp_bytes_total`, `knit_retries_total`, `knit_outlier_ejections_total`, `process_resident_memory_bytes`,
+	} {
+		if !strings.Contains(metricsText, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestAccessLogOneJSONLinePerRequest(t *testing.T) {
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("hello")) })
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	p := startProxy(t, simpleConfig(up)+"accessLog: {enabled: true, path: "+logFile+"}\n")
+	for range 3 {
+		get(t, client(), "http://"+addr(t, p, "in")+"/path?q=1")
+	}
+	b, _ := os.ReadFile(logFile)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want 3 lines, got %q", b)
+	}
+	var e map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &e); err != nil {
+		t.Fatal(err)
+	}
+	if e["path"] != "/path" || e["status"] != 200.0 || e["upstream"] != "c" || e["bytes_sent"] != 5.0 || e["endpoint"] != up {
+		t.Fatalf("entry %v", e)
+	}
+}
+
+func TestTraceContextPropagation(t *testing.T) {
+	got := make(chan string, 10)
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Get("Traceparent") })
+	p := startProxy(t, simpleConfig(up))
+	const parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	get(t, client(), "http://"+addr(t, p, "in")+"/", "Traceparent", parent)
+	if tp := <-got; tp != parent {
+		t.Fatalf("without export the header must pass unchanged, got %q", tp)
+	}
+
+	// With span export: the upstream's parent becomes the proxy's span.
+	exp := tracetest.NewInMemoryExporter()
+	tr := trace.NewWithExporter(exp, config.Tracing{SamplingRatio: 1, ServiceName: "knit-proxy"})
+	p.SetTracer(tr)
+	get(t, client(), "http://"+addr(t, p, "in")+"/", "Traceparent", parent)
+	tp := <-got
+	if !strings.HasPrefix(tp, "00-4bf92f3577b34da6a3ce929d0e0e4736-") || tp == parent {
+		t.Fatalf("want same trace id with the proxy span as parent, got %q", tp)
+	}
+	tr.Flush(context.Background())
+	spans := exp.GetSpans()
+	if len(spans) != 1 || spans[0].Name != "default" || spans[0].Parent.SpanID().String() != "00f067aa0ba902b7" {
+		t.Fatalf("spans %+v", spans)
+	}
+	if !strings.Contains(tp, spans[0].SpanContext.SpanID().String()) {
+		t.Fatalf("upstream parent %q is not the exported span", tp)
+	}
+}
+
+func TestOTLPExportToCollector(t *testing.T) {
+	posts := make(chan string, 10)
+	collector := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		posts <- r.URL.Path
+	})
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	p := startProxy(t, simpleConfig(up)+"tracing: {otlpEndpoint: \""+collector+"\"}\n")
+	get(t, client(), "http://"+addr(t, p, "in")+"/")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p.Drain(ctx) // flushes the batch
+	select {
+	case path := <-posts:
+		if path != "/v1/traces" {
+			t.Fatalf("collector got %s", path)
+		}
+	case <-ctx.Done():
+		t.Fatal("no OTLP export reached the collector")
+	}
+}
