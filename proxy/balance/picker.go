@@ -53,9 +53,17 @@ func (P2CEWMA) Pick(eps []*Endpoint) *Endpoint {
 		return eps[0]
 	}
 	now := time.Now().UnixNano()
-	a := randomAvailable(eps, now)
-	b := randomAvailable(eps, now)
-	for i := 0; a == b && i < 4; i++ {
+	// Two distinct indexes, so with two endpoints both are always compared.
+	i := rand.IntN(len(eps))
+	j := rand.IntN(len(eps) - 1)
+	if j >= i {
+		j++
+	}
+	a, b := eps[i], eps[j]
+	if a.Ejected(now) {
+		a = randomAvailable(eps, now)
+	}
+	if b.Ejected(now) {
 		b = randomAvailable(eps, now)
 	}
 	if b.Cost(now) < a.Cost(now) {
