@@ -77,3 +77,19 @@ run: tools build ## Start a local API server + etcd + cert-manager, install CRDs
 .PHONY: clean
 clean: ## Remove build output in the clone (the per-user tool cache stays).
 	rm -rf bin/ cover.out .run/
+
+##@ Proxy (knit-proxy data plane)
+
+.PHONY: proxy-test
+proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race where concurrency matters).
+	go test ./proxy/... ./cmd/knit-proxy/...
+	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/...
+
+.PHONY: fuzz
+fuzz: ## Short fuzz runs for protocol detection and config parsing (FUZZTIME=10s).
+	go test -run='^$$' -fuzz=FuzzDetect -fuzztime=$(or $(FUZZTIME),10s) ./proxy/detect/
+	go test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),10s) ./proxy/config/
+
+.PHONY: bench
+bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback; prints ratios, writes bin/bench/result.json.
+	hack/bench.sh $(BENCH_ARGS)

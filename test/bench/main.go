@@ -1,0 +1,491 @@
+// Command bench measures knit-proxy beside direct traffic, nginx and
+// haproxy on loopback in one run, and prints ratios against direct.
+// It is a benchmark, not a test: nothing here asserts a number.
+//
+// Layout (2 cores): the load generator is pinned to CPU 0; the upstream and
+// the proxy under test share CPU 1, as a sidecar shares its pod's CPU with
+// the application, so a proxy's CPU cost shows up as lost throughput.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+var (
+	fortio   = flag.String("fortio", "", "path to fortio v1.68.2")
+	proxyBin = flag.String("knit-proxy", "bin/knit-proxy", "path to the knit-proxy binary")
+	outDir   = flag.String("out", "bin/bench", "directory for configs, logs and result.json")
+	duration = flag.Duration("duration", 10*time.Second, "length of each measured run")
+	genCPU   = flag.String("loadgen-cpu", "0", "CPU list for the load generator")
+	srvCPU   = flag.String("server-cpu", "1", "CPU list for the upstream and the proxy")
+	only     = flag.String("only", "", "comma-separated targets to run (direct,knit,nginx,haproxy); empty = all")
+	noTLS    = flag.Bool("no-tls", false, "skip the TLS client→proxy runs")
+	profile  = flag.Bool("profile", false, "take a 5s CPU profile of knit-proxy during its max-throughput run")
+)
+
+// Run is one load run's result.
+type Run struct {
+	QPS         float64            `json:"qps"`
+	Requests    int64              `json:"requests"`
+	Errors      int64              `json:"errors"`
+	Percentiles map[string]float64 `json:"latency_ms"`
+	CPUSeconds  float64            `json:"proxy_cpu_seconds"`
+	CPUPer10k   float64            `json:"proxy_cpu_seconds_per_10k_requests"`
+}
+
+// Target is everything measured for one way of reaching the upstream.
+type Target struct {
+	Name      string  `json:"name"`
+	MaxQPS    Run     `json:"max_throughput_c64"`
+	At1000    Run     `json:"fixed_1000_rps"`
+	At5000    Run     `json:"fixed_5000_rps"`
+	PeakRSSMB float64 `json:"proxy_peak_rss_mb_after_5000_rps"`
+}
+
+// Result is the JSON file.
+type Result struct {
+	When     time.Time          `json:"when"`
+	Duration string             `json:"run_duration"`
+	Layout   string             `json:"layout"`
+	Plain    []Target           `json:"plaintext"`
+	TLS      []Target           `json:"tls_client_to_proxy"`
+	Ratios   map[string]float64 `json:"ratios"`
+}
+
+func main() {
+	flag.Parse()
+	must(os.MkdirAll(*outDir, 0o755))
+	abs, _ := filepath.Abs(*outDir)
+	*outDir = abs
+	cert, key, pemBundle := makeCert()
+
+	upPort, upTLSPort := freePort(), freePort()
+	upstream := startNginxUpstream(upPort, upTLSPort, cert, key)
+	defer upstream.stop()
+	waitPort(upPort)
+
+	res := Result{When: time.Now().UTC(), Duration: duration.String(),
+		Layout: fmt.Sprintf("load generator on CPU %s; upstream (nginx, 1 worker) and proxy under test on CPU %s", *genCPU, *srvCPU)}
+	for _, tlsMode := range []bool{false, true} {
+		if tlsMode && *noTLS {
+			continue
+		}
+		var targets []Target
+		for _, name := range []string{"direct", "knit", "nginx", "haproxy"} {
+			if *only != "" && !strings.Contains(","+*only+",", ","+name+",") {
+				continue
+			}
+			fmt.Fprintf(os.Stderr, "== %s (tls=%v)\n", name, tlsMode)
+			targets = append(targets, measure(name, tlsMode, upPort, upTLSPort, cert, key, pemBundle))
+		}
+		if tlsMode {
+			res.TLS = targets
+		} else {
+			res.Plain = targets
+		}
+	}
+	res.Ratios = ratios(res)
+	printTable(res)
+	b, _ := json.MarshalIndent(res, "", "  ")
+	must(os.WriteFile(filepath.Join(*outDir, "result.json"), b, 0o644))
+	fmt.Printf("\nJSON result: %s\n", filepath.Join(*outDir, "result.json"))
+}
+
+func measure(name string, tlsMode bool, upPort, upTLSPort int, cert, key, pemBundle string) Target {
+	scheme := "http"
+	if tlsMode {
+		scheme = "https"
+	}
+	var p *proc
+	var url string
+	switch name {
+	case "direct":
+		port := upPort
+		if tlsMode {
+			port = upTLSPort
+		}
+		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
+	case "knit":
+		port := freePort()
+		p = startKnit(port, upPort, tlsMode, cert, key)
+		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
+	case "nginx":
+		port := freePort()
+		p = startNginxProxy(port, upPort, tlsMode, cert, key)
+		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
+	case "haproxy":
+		port := freePort()
+		p = startHAProxy(port, upPort, tlsMode, pemBundle)
+		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
+	}
+	if p != nil {
+		defer p.stop()
+		waitPort(portOf(url))
+	}
+	t := Target{Name: name}
+	load(url, 0, 64, 2*time.Second, p, "") // warm up pools and caches
+	t.At1000 = load(url, 1000, 16, *duration, p, "")
+	t.At5000 = load(url, 5000, 32, *duration, p, "")
+	if p != nil {
+		t.PeakRSSMB = p.peakRSSMB()
+	}
+	prof := ""
+	if *profile && name == "knit" && !tlsMode {
+		prof = filepath.Join(*outDir, "knit-cpu.pprof")
+	}
+	t.MaxQPS = load(url, 0, 64, *duration, p, prof)
+	return t
+}
+
+// load runs fortio; qps 0 means as fast as possible. Fortio's default
+// catch-up mode keeps the offered rate constant when responses are slow,
+// so latency is not understated (coordinated omission).
+func load(url string, qps, conns int, d time.Duration, p *proc, profile string) Run {
+	out := filepath.Join(*outDir, "fortio.json")
+	args := []string{"-c", *genCPU, *fortio, "load", "-quiet", "-json", out, "-qps", strconv.Itoa(qps),
+		"-c", strconv.Itoa(conns), "-t", d.String(), "-p", "50,90,99,99.9", "-uniform", "-timeout", "10s"}
+	if strings.HasPrefix(url, "https") {
+		args = append(args, "-k")
+	}
+	args = append(args, url)
+	cpu0 := p.cpuSeconds()
+	var profCmd *exec.Cmd
+	if profile != "" {
+		profCmd = exec.Command("curl", "-s", "-o", profile, fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=5", p.adminPort))
+		profCmd.Start()
+	}
+	cmd := exec.Command("taskset", args...)
+	cmd.Stderr = os.Stderr
+	must(cmd.Run())
+	if profCmd != nil {
+		profCmd.Wait()
+	}
+	cpu := p.cpuSeconds() - cpu0
+	var fr struct {
+		ActualQPS         float64
+		ActualDuration    int64
+		RetCodes          map[string]int64
+		DurationHistogram struct {
+			Count       int64
+			Percentiles []struct{ Percentile, Value float64 }
+		}
+	}
+	b, err := os.ReadFile(out)
+	must(err)
+	must(json.Unmarshal(b, &fr))
+	r := Run{QPS: fr.ActualQPS, Requests: fr.DurationHistogram.Count, Percentiles: map[string]float64{}, CPUSeconds: cpu}
+	for code, n := range fr.RetCodes {
+		if code != "200" {
+			r.Errors += n
+		}
+	}
+	for _, pc := range fr.DurationHistogram.Percentiles {
+		r.Percentiles["p"+strconv.FormatFloat(pc.Percentile, 'f', -1, 64)] = pc.Value * 1000
+	}
+	if r.Requests > 0 {
+		r.CPUPer10k = cpu / float64(r.Requests) * 10000
+	}
+	fmt.Fprintf(os.Stderr, "   qps=%d c=%d -> %.0f req/s, p50 %.3fms p99 %.3fms, errors %d, cpu %.2fs\n",
+		qps, conns, r.QPS, r.Percentiles["p50"], r.Percentiles["p99"], r.Errors, cpu)
+	return r
+}
+
+func ratios(res Result) map[string]float64 {
+	out := map[string]float64{}
+	for _, set := range []struct {
+		prefix  string
+		targets []Target
+	}{{"plain", res.Plain}, {"tls", res.TLS}} {
+		by := map[string]Target{}
+		for _, t := range set.targets {
+			by[t.Name] = t
+		}
+		d, ok := by["direct"]
+		if !ok {
+			continue
+		}
+		for _, t := range set.targets {
+			if t.Name == "direct" {
+				continue
+			}
+			out[set.prefix+"."+t.Name+".throughput_vs_direct"] = t.MaxQPS.QPS / d.MaxQPS.QPS
+			out[set.prefix+"."+t.Name+".added_p99_ms_at_1000"] = t.At1000.Percentiles["p99"] - d.At1000.Percentiles["p99"]
+		}
+		k, h := by["knit"], by["haproxy"]
+		if k.Name != "" && h.Name != "" {
+			out[set.prefix+".knit_vs_haproxy.throughput"] = k.MaxQPS.QPS / h.MaxQPS.QPS
+			ka := k.At1000.Percentiles["p99"] - d.At1000.Percentiles["p99"]
+			ha := h.At1000.Percentiles["p99"] - d.At1000.Percentiles["p99"]
+			if ha > 0 {
+				out[set.prefix+".knit_vs_haproxy.added_p99_at_1000"] = ka / ha
+			}
+			if h.At5000.CPUPer10k > 0 {
+				out[set.prefix+".knit_vs_haproxy.cpu_per_request"] = k.At5000.CPUPer10k / h.At5000.CPUPer10k
+			}
+		}
+	}
+	return out
+}
+
+func printTable(res Result) {
+	for _, set := range []struct {
+		title   string
+		targets []Target
+	}{{"plaintext HTTP/1.1 keep-alive", res.Plain}, {"TLS client→proxy (proxy→upstream plaintext)", res.TLS}} {
+		if len(set.targets) == 0 {
+			continue
+		}
+		var direct Target
+		for _, t := range set.targets {
+			if t.Name == "direct" {
+				direct = t
+			}
+		}
+		fmt.Printf("\n%s — %s\n", set.title, res.Layout)
+		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(w, "target\tmax req/s (c64)\tx direct\tp50@1k ms\tp99@1k ms\tp99.9@1k ms\tp99@5k ms\tp99.9@5k ms\tCPU s/10k req@5k\tpeak RSS MB\terrors\t")
+		for _, t := range set.targets {
+			ratio := 0.0
+			if direct.MaxQPS.QPS > 0 {
+				ratio = t.MaxQPS.QPS / direct.MaxQPS.QPS
+			}
+			fmt.Fprintf(w, "%s\t%.0f\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.1f\t%d\t\n", t.Name, t.MaxQPS.QPS, ratio,
+				t.At1000.Percentiles["p50"], t.At1000.Percentiles["p99"], t.At1000.Percentiles["p99.9"],
+				t.At5000.Percentiles["p99"], t.At5000.Percentiles["p99.9"], t.At5000.CPUPer10k, t.PeakRSSMB,
+				t.MaxQPS.Errors+t.At1000.Errors+t.At5000.Errors)
+		}
+		w.Flush()
+	}
+	fmt.Println("\nknit-proxy against the targets (targets: throughput ≥ 0.9× haproxy, added p99@1k ≤ 1.2× haproxy, CPU/request ≤ 1.5× haproxy, RSS < 30 MB):")
+	keys := []string{}
+	for k := range res.Ratios {
+		if strings.Contains(k, "knit") {
+			keys = append(keys, k)
+		}
+	}
+	sortStrings(keys)
+	for _, k := range keys {
+		fmt.Printf("  %-50s %.3f\n", k, res.Ratios[k])
+	}
+}
+
+func sortStrings(s []string) {
+	for i := 1; i < len(s); i++ {
+		for j := i; j > 0 && s[j] < s[j-1]; j-- {
+			s[j], s[j-1] = s[j-1], s[j]
+		}
+	}
+}
+
+// proc is a pinned server process whose CPU and memory we read from /proc.
+type proc struct {
+	cmd       *exec.Cmd
+	adminPort int
+}
+
+func start(name string, args []string, env ...string) *proc {
+	log, err := os.Create(filepath.Join(*outDir, name+".log"))
+	must(err)
+	cmd := exec.Command("taskset", append([]string{"-c", *srvCPU}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), env...)
+	must(cmd.Start())
+	return &proc{cmd: cmd}
+}
+
+func (p *proc) stop() {
+	if p == nil {
+		return
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		p.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// cpuSeconds is utime+stime of the process (taskset execs, so the pid is the server's).
+func (p *proc) cpuSeconds() float64 {
+	if p == nil {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+func (p *proc) peakRSSMB() float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+const body = "knit benchmark response body, 64 bytes long......................\n"
+
+func startNginxUpstream(port, tlsPort int, cert, key string) *proc {
+	dir := filepath.Join(*outDir, "nginx-upstream")
+	must(os.MkdirAll(dir, 0o755))
+	conf := fmt.Sprintf(`daemon off; master_process off; worker_processes 1; pid %[1]s/nginx.pid; error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  server { listen 127.0.0.1:%[2]d; listen 127.0.0.1:%[3]d ssl; ssl_certificate %[4]s; ssl_certificate_key %[5]s;
+    location / { default_type text/plain; return 200 "%[6]s"; } }
+}
+`, dir, port, tlsPort, cert, key, strings.TrimSuffix(body, "\n"))
+	must(os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
+	return start("nginx-upstream", []string{"nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log")})
+}
+
+func startNginxProxy(port, upPort int, tlsMode bool, cert, key string) *proc {
+	dir := filepath.Join(*outDir, "nginx-proxy")
+	must(os.MkdirAll(dir, 0o755))
+	listen := fmt.Sprintf("listen 127.0.0.1:%d;", port)
+	if tlsMode {
+		listen = fmt.Sprintf("listen 127.0.0.1:%d ssl; ssl_certificate %s; ssl_certificate_key %s;", port, cert, key)
+	}
+	conf := fmt.Sprintf(`daemon off; master_process off; worker_processes 1; pid %[1]s/nginx.pid; error_log %[1]s/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  upstream up { server 127.0.0.1:%[2]d; keepalive 128; keepalive_requests 10000000; }
+  server { %[3]s
+    location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering on; } }
+}
+`, dir, upPort, listen)
+	must(os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
+	return start("nginx-proxy", []string{"nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log")})
+}
+
+func startHAProxy(port, upPort int, tlsMode bool, pemBundle string) *proc {
+	bind := fmt.Sprintf("bind 127.0.0.1:%d", port)
+	if tlsMode {
+		bind += " ssl crt " + pemBundle + " alpn http/1.1"
+	}
+	conf := fmt.Sprintf(`global
+  nbthread 1
+  maxconn 10000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  timeout http-keep-alive 300s
+  option http-keep-alive
+frontend fe
+  %s
+  default_backend be
+backend be
+  http-reuse always
+  server s1 127.0.0.1:%d
+`, bind, upPort)
+	path := filepath.Join(*outDir, "haproxy.cfg")
+	must(os.WriteFile(path, []byte(conf), 0o644))
+	return start("haproxy", []string{"haproxy", "-db", "-f", path})
+}
+
+func startKnit(port, upPort int, tlsMode bool, cert, key string) *proc {
+	admin := freePort()
+	tlsBlock := ""
+	if tlsMode {
+		tlsBlock = fmt.Sprintf("\n  tls: {certFile: %s, keyFile: %s, alpn: [http/1.1]}", cert, key)
+	}
+	conf := fmt.Sprintf(`admin: {address: "127.0.0.1:%d"}
+listeners:
+- name: bench
+  address: 127.0.0.1:%d
+  protocol: http
+  routeConfig: main%s
+routeConfigs:
+- name: main
+  virtualHosts: [{name: all, routes: [{name: upstream, timeout: 15s, clusters: [{name: upstream}]}]}]
+clusters:
+- name: upstream
+  endpoints: [{address: "127.0.0.1:%d"}]
+`, admin, port, tlsBlock, upPort)
+	path := filepath.Join(*outDir, "knit-proxy.yaml")
+	must(os.WriteFile(path, []byte(conf), 0o644))
+	bin, _ := filepath.Abs(*proxyBin)
+	p := start("knit-proxy", []string{bin, "run", "--config", path, "--watch-interval", "0"})
+	p.adminPort = admin
+	return p
+}
+
+func makeCert() (cert, key, bundle string) {
+	cert, key = filepath.Join(*outDir, "tls.crt"), filepath.Join(*outDir, "tls.key")
+	bundle = filepath.Join(*outDir, "tls.pem")
+	out, err := exec.Command("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+		"-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+		"-keyout", key, "-out", cert).CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "openssl: %s\n", out)
+		must(err)
+	}
+	c, _ := os.ReadFile(cert)
+	k, _ := os.ReadFile(key)
+	must(os.WriteFile(bundle, append(c, k...), 0o600))
+	return
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func portOf(url string) int {
+	i := strings.LastIndex(url, ":")
+	p, _ := strconv.Atoi(strings.TrimSuffix(url[i+1:], "/"))
+	return p
+}
+
+func waitPort(port int) {
+	for i := 0; i < 200; i++ {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	must(fmt.Errorf("port %d never opened", port))
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
