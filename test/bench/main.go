@@ -167,8 +167,13 @@ func load(url string, qps, conns int, d time.Duration, p *proc, profile string) 
 		profCmd.Start()
 	}
 	cmd := exec.Command("taskset", args...)
-	cmd.Stderr = os.Stderr
-	must(cmd.Run())
+	logf, err := os.OpenFile(filepath.Join(*outDir, "fortio.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	must(err)
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Run(); err != nil {
+		must(fmt.Errorf("fortio (see %s): %w", logf.Name(), err))
+	}
 	if profCmd != nil {
 		profCmd.Wait()
 	}
@@ -395,7 +400,7 @@ func startHAProxy(port, upPort int, tlsMode bool, pemBundle string) *proc {
 	}
 	conf := fmt.Sprintf(`global
   nbthread 1
-  maxconn 10000
+  maxconn 4096
 defaults
   mode http
   timeout connect 5s

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The project's test command (`make test`, and what .ci/run calls):
+#   1. generated files are not stale;
+#   2. unit tests, and the integration suite against a real kube-apiserver + etcd + cert-manager;
+#   3. short fuzz runs;
+# then one summary of what ran.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+
+REPORTS="$REPO_ROOT/bin/test-reports"
+rm -rf "$REPORTS"; mkdir -p "$REPORTS"
+export KUBEBUILDER_ASSETS="$REPO_ROOT/bin/k8s"
+export KNIT_CERT_MANAGER_DIR="$REPO_ROOT/bin/cert-manager"
+export KNIT_TEST_LOGS="$REPORTS/logs"
+export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT=${KUBEBUILDER_CONTROLPLANE_START_TIMEOUT:-90s}
+export GOFLAGS="${GOFLAGS% -mod=mod}"  # tests use go.mod as committed
+
+declare -A result
+status=0
+step() { # step NAME CMD...: run one stage, remember its outcome, carry on to the summary.
+  local name=$1; shift
+  log "=== $name"
+  if "$@"; then result[$name]=passed; else result[$name]=FAILED; status=1; fi
+}
+
+step generated "$HACK_DIR/verify-generated.sh"
+
+# Unit tests of every package but the integration suite, then the suite itself, verbosely, so
+# the log shows the real processes it starts.
+unit_pkgs=$(go list ./... | grep -v '/test/integration')
+step unit go tool gotestsum --format pkgname --jsonfile "$REPORTS/unit.json" -- -count=1 $unit_pkgs
+step integration go tool gotestsum --format standard-verbose --jsonfile "$REPORTS/integration.json" -- \
+  -count=1 -timeout 20m ./test/integration/... -ginkgo.v -ginkgo.junit-report="$REPORTS/integration-junit.xml"
+
+if grep -q '^fuzz:' Makefile; then
+  step fuzz make -s fuzz
+fi
+
+count() { # count FILE ACTION: number of Go tests (not packages) with that outcome.
+  [[ -f $1 ]] || { echo 0; return; }
+  grep -c "\"Action\":\"$2\",\"Package\":\"[^\"]*\",\"Test\"" "$1" || true
+}
+specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
+echo
+echo "==================== test summary ===================="
+for s in generated unit integration fuzz; do
+  [[ -n ${result[$s]:-} ]] && printf '  %-12s %s\n' "$s" "${result[$s]}"
+done
+printf '  go tests:    %s passed, %s failed, %s skipped (unit + integration)\n' \
+  $(( $(count "$REPORTS/unit.json" pass) + $(count "$REPORTS/integration.json" pass) )) \
+  $(( $(count "$REPORTS/unit.json" fail) + $(count "$REPORTS/integration.json" fail) )) \
+  $(( $(count "$REPORTS/unit.json" skip) + $(count "$REPORTS/integration.json" skip) ))
+printf '  ginkgo:      %s\n' "${specs:-no integration specs ran}"
+echo "  reports:     $REPORTS (component logs under logs/)"
+echo "======================================================"
+exit $status

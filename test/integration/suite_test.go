@@ -1,0 +1,103 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package integration holds knit's integration suite: a real kube-apiserver + etcd with knit's
+// CRDs, the real cert-manager controller, and knit's reconcilers in one manager.
+package integration
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
+	"github.com/knit-mesh/knit/controllers"
+	"github.com/knit-mesh/knit/test/testenv"
+)
+
+var (
+	env       *testenv.Env
+	k8sClient client.Client
+	scheme    = runtime.NewScheme()
+	cancelMgr context.CancelFunc
+	mgrDone   = make(chan error, 1)
+)
+
+func TestIntegration(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Integration suite (real kube-apiserver, etcd, cert-manager)")
+}
+
+var _ = BeforeSuite(func() {
+	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
+	utilruntime.Must(meshv1.AddToScheme(scheme))
+	utilruntime.Must(cmapi.AddToScheme(scheme))
+
+	var err error
+	env, err = testenv.Start(testenv.Options{CertManager: true, Out: os.Stdout})
+	Expect(err).NotTo(HaveOccurred())
+
+	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
+	Expect(err).NotTo(HaveOccurred())
+
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:                 scheme,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	Expect(err).NotTo(HaveOccurred())
+	Expect((&controllers.MeshReconciler{
+		Client:   mgr.GetClient(),
+		Recorder: mgr.GetEventRecorder("knit-operator"),
+	}).SetupWithManager(mgr)).To(Succeed())
+
+	var ctx context.Context
+	ctx, cancelMgr = context.WithCancel(context.Background())
+	go func() {
+		defer GinkgoRecover()
+		mgrDone <- mgr.Start(ctx)
+	}()
+})
+
+var _ = AfterSuite(func() {
+	if cancelMgr != nil {
+		cancelMgr()
+		Eventually(mgrDone, 30*time.Second).Should(Receive(BeNil()))
+	}
+	if env != nil {
+		Expect(env.Stop()).To(Succeed())
+	}
+})
+
+// ReportAfterEach points at the component logs when a spec fails.
+var _ = ReportAfterEach(func(r SpecReport) {
+	if r.Failed() && env != nil {
+		AddReportEntry("component logs", env.LogDir)
+	}
+})

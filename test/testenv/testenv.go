@@ -1,0 +1,214 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package testenv starts the real components knit's integration tests run against: a
+// kube-apiserver and etcd (controller-runtime's envtest, with the binaries hack/ builds) with
+// knit's and cert-manager's CRDs installed, and the real cert-manager controller as a process
+// against the same API server. Nothing here is a fake: the API server decides validation and
+// defaulting, and cert-manager really signs certificates.
+package testenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+)
+
+// Env is a running test environment.
+type Env struct {
+	Config *rest.Config
+	// LogDir holds the component logs (cert-manager's, the API server's audit of failures).
+	LogDir string
+
+	env         *envtest.Environment
+	certManager *exec.Cmd
+	cmDone      chan error
+}
+
+// Options say which parts to start.
+type Options struct {
+	// CertManager starts the cert-manager controller and installs its CRDs.
+	CertManager bool
+	// Out receives one line per component started, with its version.
+	Out io.Writer
+}
+
+// RepoRoot is the root of the knit repository, found from this source file.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+}
+
+// Start starts kube-apiserver + etcd from $KUBEBUILDER_ASSETS, installs the CRDs under
+// config/crd/bases (and cert-manager's from $KNIT_CERT_MANAGER_DIR/crds), and, if asked, the
+// cert-manager controller. Missing binaries are an error that says how to get them: a test that
+// silently skipped here could never fail.
+func Start(opts Options) (*Env, error) {
+	if opts.Out == nil {
+		opts.Out = io.Discard
+	}
+	assets := os.Getenv("KUBEBUILDER_ASSETS")
+	if assets == "" {
+		return nil, errors.New("KUBEBUILDER_ASSETS is not set: run the tests with `make test`, which builds kube-apiserver, etcd and cert-manager under bin/")
+	}
+	for _, b := range []string{"kube-apiserver", "etcd", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(assets, b)); err != nil {
+			return nil, fmt.Errorf("%s missing from KUBEBUILDER_ASSETS=%s: run `make tools`: %w", b, assets, err)
+		}
+	}
+	root := RepoRoot()
+	logDir := os.Getenv("KNIT_TEST_LOGS")
+	if logDir == "" {
+		logDir = filepath.Join(root, "bin", "test-reports", "logs")
+	}
+	if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating log dir: %w", err)
+	}
+
+	crdPaths := []string{filepath.Join(root, "config", "crd", "bases")}
+	cmDir := os.Getenv("KNIT_CERT_MANAGER_DIR")
+	if opts.CertManager {
+		if cmDir == "" {
+			return nil, errors.New("KNIT_CERT_MANAGER_DIR is not set: run the tests with `make test`")
+		}
+		crdPaths = append(crdPaths, filepath.Join(cmDir, "crds"))
+	}
+
+	e := &Env{LogDir: logDir, env: &envtest.Environment{
+		CRDDirectoryPaths:     crdPaths,
+		ErrorIfCRDPathMissing: true,
+		BinaryAssetsDirectory: assets,
+	}}
+	fmt.Fprintf(opts.Out, "testbed: starting %s and etcd %s\n",
+		binaryVersion(filepath.Join(assets, "kube-apiserver"), "--version"),
+		binaryVersion(filepath.Join(assets, "etcd"), "--version"))
+	cfg, err := e.env.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
+	}
+	e.Config = cfg
+	fmt.Fprintf(opts.Out, "testbed: kube-apiserver serving at %s (etcd at %s)\n",
+		cfg.Host, e.env.ControlPlane.Etcd.URL.String())
+
+	if opts.CertManager {
+		if err := e.startCertManager(filepath.Join(cmDir, "cert-manager-controller"), opts.Out); err != nil {
+			_ = e.Stop()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// startCertManager runs the real cert-manager controller against the test API server, as
+// system:masters, without leader election. Its log goes to LogDir/cert-manager.log.
+func (e *Env) startCertManager(bin string, out io.Writer) error {
+	user, err := e.env.AddUser(envtest.User{Name: "cert-manager", Groups: []string{"system:masters"}}, nil)
+	if err != nil {
+		return fmt.Errorf("creating cert-manager's API user: %w", err)
+	}
+	kubeconfig, err := user.KubeConfig()
+	if err != nil {
+		return fmt.Errorf("cert-manager kubeconfig: %w", err)
+	}
+	kcPath := filepath.Join(e.LogDir, "cert-manager.kubeconfig")
+	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
+		return fmt.Errorf("writing cert-manager kubeconfig: %w", err)
+	}
+	logFile, err := os.Create(filepath.Join(e.LogDir, "cert-manager.log"))
+	if err != nil {
+		return fmt.Errorf("creating cert-manager log: %w", err)
+	}
+	cmd := exec.Command(bin,
+		"--kubeconfig", kcPath,
+		"--leader-elect=false",
+		"--cluster-resource-namespace", "kube-system",
+		"--controllers", "*",
+		"--metrics-listen-address", "0",
+		"--v", "2",
+	)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting cert-manager controller %s: %w", bin, err)
+	}
+	e.certManager = cmd
+	e.cmDone = make(chan error, 1)
+	go func() { e.cmDone <- cmd.Wait(); _ = logFile.Close() }()
+	fmt.Fprintf(out, "testbed: cert-manager controller %s started, pid %d, log %s\n",
+		binaryVersion(bin, "--version"), cmd.Process.Pid, logFile.Name())
+
+	// Fail fast if it dies on start (bad flags, bad kubeconfig) instead of timing out later.
+	select {
+	case err := <-e.cmDone:
+		e.certManager = nil
+		return fmt.Errorf("cert-manager controller exited at start (%v); see %s", err, logFile.Name())
+	case <-time.After(2 * time.Second):
+		return nil
+	}
+}
+
+// CertManagerRunning reports whether the cert-manager process is still alive.
+func (e *Env) CertManagerRunning() bool {
+	if e.certManager == nil {
+		return false
+	}
+	select {
+	case err := <-e.cmDone:
+		e.cmDone <- err
+		return false
+	default:
+		return true
+	}
+}
+
+// Stop stops cert-manager, then the API server and etcd.
+func (e *Env) Stop() error {
+	var errs []error
+	if e.certManager != nil && e.CertManagerRunning() {
+		_ = e.certManager.Process.Signal(os.Interrupt)
+		select {
+		case <-e.cmDone:
+		case <-time.After(10 * time.Second):
+			_ = e.certManager.Process.Kill()
+			<-e.cmDone
+		}
+	}
+	if err := e.env.Stop(); err != nil {
+		errs = append(errs, fmt.Errorf("stopping kube-apiserver and etcd: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// binaryVersion runs `bin args...` and returns its first output line, for the test log.
+func binaryVersion(bin string, args ...string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
+	if err != nil {
+		return fmt.Sprintf("%s (version unknown: %v)", filepath.Base(bin), err)
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return fmt.Sprintf("%s [%s]", filepath.Base(bin), line)
+}
