@@ -199,7 +199,7 @@ func TestConfigFileChangeIsHotReloaded(t *testing.T) {
 	defer b.Close()
 	cfgPath := filepath.Join(t.TempDir(), "proxy.yaml")
 	os.WriteFile(cfgPath, []byte(configFor(a.Listener.Addr().String())), 0o600)
-	_, addr, logs := startBinary(t, bin, cfgPath)
+	cmd, addr, logs := startBinary(t, bin, cfgPath)
 	body := func() string {
 		resp, err := http.Get("http://" + addr + "/")
 		if err != nil {
@@ -214,7 +214,12 @@ func TestConfigFileChangeIsHotReloaded(t *testing.T) {
 	}
 	// A broken file is refused and the last good config keeps serving.
 	os.WriteFile(cfgPath, []byte("listeners: [{name: in, address: nope}]"), 0o600)
-	waitFor(t, "the bad reload to be logged", func() bool { return logs.has("config reload failed") })
+	waitFor(t, "the bad reload to be logged", func() bool {
+		if cmd.ProcessState != nil || logs.has("panic") {
+			t.Fatalf("proxy died:\n%s", logs)
+		}
+		return logs.has("config reload failed")
+	})
 	if !logs.has("listeners[0].address") {
 		t.Fatalf("reload error does not name the field:\n%s", logs)
 	}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -71,22 +72,34 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	stats := target.Stats(st.Direction)
 	cluster := target.Cluster
 
-	ctx := r.Context()
 	upgrade := isUpgrade(r)
-	if rt.Timeout > 0 && !upgrade {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
-		defer cancel()
+	var out *http.Request
+	var deadline time.Time
+	if cluster.FastH1 && !upgrade {
+		// Fast path: the inbound request is forwarded as is; the timeout is a
+		// connection deadline, so no context or timer is allocated.
+		out = r
+		removeHopHeaders(r.Header)
+		if rt.Timeout > 0 {
+			deadline = start.Add(rt.Timeout)
+		}
+	} else {
+		ctx := r.Context()
+		if rt.Timeout > 0 && !upgrade {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
+			defer cancel()
+		}
+		out = outboundRequest(ctx, r, cluster, upgrade)
 	}
-	out := outboundRequest(ctx, r, cluster, upgrade)
 	obs := h.Observers.Load()
-	ctx, span := obs.Tracer.Start(ctx, r, out.Header, string(st.Direction), rt.Name)
-	if span != nil {
+	ctx, span := obs.Tracer.Start(out.Context(), r, out.Header, string(st.Direction), rt.Name)
+	if span != nil && out != r {
 		out = out.WithContext(ctx)
 	}
 
 	// 3+4. pick an endpoint and forward, retrying within the budget
-	resp, ep, attempts, err := forward(out, rt, cluster, stats)
+	resp, ep, attempts, err := forward(out, out == r, rt, cluster, stats, deadline)
 
 	// 5. respond
 	code, grpcStatus := 0, -1
@@ -150,7 +163,7 @@ func outboundRequest(ctx context.Context, r *http.Request, c *upstream.Cluster, 
 // forward sends the request to endpoints of the cluster until one answers
 // without a retryable failure, the retry policy or budget says stop, or the
 // deadline passes.
-func forward(out *http.Request, rt *route.Route, c *upstream.Cluster, stats *metrics.Route) (*http.Response, *balance.Endpoint, int, error) {
+func forward(out *http.Request, fast bool, rt *route.Route, c *upstream.Cluster, stats *metrics.Route, deadline time.Time) (*http.Response, *balance.Endpoint, int, error) {
 	policy := rt.Retry
 	retryable := policy != nil && policy.Method(out.Method) && replayable(out)
 	if retryable {
@@ -161,16 +174,23 @@ func forward(out *http.Request, rt *route.Route, c *upstream.Cluster, stats *met
 		if ep == nil {
 			return nil, nil, attempt, errNoEndpoint
 		}
-		out.URL.Host = ep.Addr
 		ep.Start()
 		sent := time.Now()
-		resp, err := c.Transport.RoundTrip(out)
+		var resp *http.Response
+		var err error
+		if fast {
+			resp, err = c.RoundTripH1(out, ep.Addr, deadline)
+		} else {
+			out.URL.Host = ep.Addr
+			resp, err = c.Transport.RoundTrip(out)
+		}
 		result := outcome(resp, err)
 		ep.Done(time.Since(sent), result != balance.Success)
 		if c.Outlier.Record(c.Endpoints, ep, result) {
 			stats.Ejections.Inc()
 		}
-		if !retryable || attempt > policy.Attempts || !shouldRetry(policy, resp, err) || out.Context().Err() != nil {
+		if !retryable || attempt > policy.Attempts || !shouldRetry(policy, resp, err) || out.Context().Err() != nil ||
+			(!deadline.IsZero() && time.Now().After(deadline)) {
 			return resp, ep, attempt, err
 		}
 		if !c.Budget.TryRetry() {
@@ -184,11 +204,12 @@ func forward(out *http.Request, rt *route.Route, c *upstream.Cluster, stats *met
 		if !sleep(out.Context(), retry.Backoff(attempt, policy.BackoffBase, policy.BackoffMax)) {
 			return nil, ep, attempt, out.Context().Err()
 		}
-		next := out.Clone(out.Context())
-		if out.GetBody != nil {
-			next.Body, _ = out.GetBody()
+		if !fast { // http.Transport may still hold the previous request
+			out = out.Clone(out.Context())
 		}
-		out = next
+		if out.GetBody != nil {
+			out.Body, _ = out.GetBody()
+		}
 	}
 }
 
@@ -251,7 +272,7 @@ func errorStatus(r *http.Request, err error) int {
 	switch {
 	case errors.Is(err, errNoEndpoint):
 		return http.StatusServiceUnavailable
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case r.Context().Err() != nil:
 		return 499 // the client went away (nginx's code)

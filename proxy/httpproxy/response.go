@@ -27,11 +27,21 @@ var hopHeaders = []string{
 }
 
 func removeHopHeaders(h http.Header) {
+	// Headers named in Connection are hop-by-hop too. Parsed without
+	// allocating: the common values (keep-alive, close) name no header to drop.
 	for _, f := range h["Connection"] {
-		for _, name := range strings.Split(f, ",") {
-			if name = textproto.TrimString(name); name != "" {
-				delete(h, textproto.CanonicalMIMEHeaderKey(name))
+		for f != "" {
+			var tok string
+			if i := strings.IndexByte(f, ','); i >= 0 {
+				tok, f = f[:i], f[i+1:]
+			} else {
+				tok, f = f, ""
 			}
+			tok = textproto.TrimString(tok)
+			if tok == "" || strings.EqualFold(tok, "keep-alive") || strings.EqualFold(tok, "close") || strings.EqualFold(tok, "upgrade") {
+				continue
+			}
+			delete(h, textproto.CanonicalMIMEHeaderKey(tok))
 		}
 	}
 	for _, k := range hopHeaders {
@@ -56,7 +66,7 @@ func isUpgrade(r *http.Request) bool {
 }
 
 // bufPool holds copy buffers so the body copy does not allocate per request.
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // copyResponse writes status, headers, body and trailers. Bodies of unknown
 // length (gRPC, server-sent events, chunked) are flushed after every read so

@@ -30,6 +30,9 @@ type Cluster struct {
 
 	// Transport pools HTTP connections per endpoint address.
 	Transport *http.Transport
+	// FastH1 is set for plaintext HTTP/1.1 clusters, which use RoundTripH1.
+	FastH1 bool
+	h1     *h1Pool
 	dialer    *net.Dialer
 	tls       *tls.Config
 }
@@ -77,12 +80,15 @@ func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, e
 	if spec.Protocol == config.ClusterTCP {
 		return c, nil
 	}
+	c.FastH1 = spec.Protocol == config.ClusterHTTP1 && c.tls == nil
 	if sameSpec && prev.Transport != nil {
 		c.Transport = prev.Transport
 		c.tls = prev.tls
+		c.h1 = prev.h1
 		return c, nil
 	}
 	c.Transport = c.newTransport()
+	c.h1 = newH1Pool(c.dialer, spec.MaxIdleConnsPerEndpoint)
 	return c, nil
 }
 
@@ -148,6 +154,9 @@ func (c *Cluster) Dial(ctx context.Context, e *balance.Endpoint) (net.Conn, erro
 func (c *Cluster) Close() {
 	if c.Transport != nil {
 		c.Transport.CloseIdleConnections()
+	}
+	if c.h1 != nil {
+		c.h1.closeIdle()
 	}
 }
 
