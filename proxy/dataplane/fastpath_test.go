@@ -1,0 +1,117 @@
+package dataplane
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// closingUpstream answers one request per connection and then closes it
+// without saying so, as an upstream whose keep-alive timeout just fired does.
+func closingUpstream(t *testing.T) (string, *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns atomic.Int64
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Add(1)
+			go func() {
+				defer c.Close()
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, req.Body)
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			}()
+		}
+	}()
+	return ln.Addr().String(), &conns
+}
+
+func TestFastPathRetriesStalePooledConnection(t *testing.T) {
+	up, conns := closingUpstream(t)
+	p := startProxy(t, simpleConfig(up))
+	cl := client()
+	for i := range 20 {
+		if code, body := get(t, cl, "http://"+addr(t, p, "in")+"/"); code != 200 || body != "ok" {
+			t.Fatalf("request %d on a stale pooled connection: %d %q", i, code, body)
+		}
+	}
+	if conns.Load() != 20 {
+		t.Fatalf("upstream saw %d connections, want 20", conns.Load())
+	}
+}
+
+func TestFastPathHEADCloseAndExpect(t *testing.T) {
+	var upConns atomic.Int64
+	s := httpUpstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/head":
+			w.Header().Set("Content-Length", "1000")
+		case "/close":
+			w.Header().Set("Connection", "close")
+			w.Write([]byte("bye"))
+		case "/echo":
+			b, _ := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "%s|%s", r.URL.RawQuery, b)
+		}
+	}, &upConns)
+	p := startProxy(t, simpleConfig(s))
+	base := "http://" + addr(t, p, "in")
+	cl := client()
+	resp, err := cl.Head(base + "/head")
+	if err != nil || resp.StatusCode != 200 || resp.ContentLength != 1000 {
+		t.Fatalf("HEAD: %v %+v", err, resp)
+	}
+	resp.Body.Close()
+	for range 3 {
+		if code, body := get(t, cl, base+"/close"); code != 200 || body != "bye" {
+			t.Fatalf("close: %d %q", code, body)
+		}
+	}
+	req, _ := http.NewRequest("POST", base+"/echo?a=1&b=%2F", strings.NewReader("payload"))
+	req.Header.Set("Expect", "100-continue")
+	resp, err = cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "a=1&b=%2F|payload" {
+		t.Fatalf("echo: %q", b)
+	}
+	// /head (1) + each /close (3 conns) + echo reuses or dials: at least 4 distinct connections.
+	if upConns.Load() < 4 {
+		t.Fatalf("Connection: close responses were reused: %d connections", upConns.Load())
+	}
+}
+
+func httpUpstreamServer(t *testing.T, h http.HandlerFunc, conns *atomic.Int64) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				conns.Add(1)
+			}
+		}}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
