@@ -93,3 +93,7 @@ fuzz: ## Short fuzz runs for protocol detection and config parsing (FUZZTIME=10s
 .PHONY: bench
 bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback; prints ratios, writes bin/bench/result.json.
 	hack/bench.sh $(BENCH_ARGS)
+
+.PHONY: run-stop
+run-stop: ## Stop what `make run` started.
+	hack/run-local.sh stop

@@ -109,7 +109,7 @@ type UpgradeSpec struct {
 }
 
 // TrustSpec configures workload identity and the certificates that carry it.
-// +kubebuilder:validation:XValidation:rule="!has(self.workloadCertRenewBefore) || !has(self.workloadCertDuration) || duration(self.workloadCertRenewBefore) < duration(self.workloadCertDuration)",message="trust.workloadCertRenewBefore must be shorter than trust.workloadCertDuration"
+// +kubebuilder:validation:XValidation:rule="!has(self.workloadCertRenewBefore) || !has(self.workloadCertDuration) || duration(self.workloadCertRenewBefore) < duration(self.workloadCertDuration)",message="trust.workloadCertRenewBefore must be shorter than trust.workloadCertDuration",fieldPath=".workloadCertRenewBefore"
 type TrustSpec struct {
 	// trustDomain is the SPIFFE trust domain of workload identities
 	// (spiffe://<trustDomain>/ns/<namespace>/sa/<serviceaccount>). It cannot be changed once set:
@@ -312,7 +312,7 @@ type GatewayPort struct {
 type AccessLogFormat string
 
 // ObservabilitySpec configures what every proxy reports.
-// +kubebuilder:validation:XValidation:rule="!has(self.tracing) || self.tracing.samplingPercent == 0 || self.tracing.endpoint != ''",message="observability.tracing.endpoint is required when observability.tracing.samplingPercent is above 0"
+// +kubebuilder:validation:XValidation:rule="!has(self.tracing) || self.tracing.samplingPercent == 0 || self.tracing.endpoint != ''",message="observability.tracing.endpoint is required when observability.tracing.samplingPercent is above 0",fieldPath=".tracing.endpoint"
 type ObservabilitySpec struct {
 	// metrics configures the Prometheus endpoint of proxies.
 	// +optional

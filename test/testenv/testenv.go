@@ -125,11 +125,7 @@ func Start(opts Options) (*Env, error) {
 // startCertManager runs the real cert-manager controller against the test API server, as
 // system:masters, without leader election. Its log goes to LogDir/cert-manager.log.
 func (e *Env) startCertManager(bin string, out io.Writer) error {
-	user, err := e.env.AddUser(envtest.User{Name: "cert-manager", Groups: []string{"system:masters"}}, nil)
-	if err != nil {
-		return fmt.Errorf("creating cert-manager's API user: %w", err)
-	}
-	kubeconfig, err := user.KubeConfig()
+	kubeconfig, err := e.KubeConfig("cert-manager", "system:masters")
 	if err != nil {
 		return fmt.Errorf("cert-manager kubeconfig: %w", err)
 	}
@@ -167,6 +163,16 @@ func (e *Env) startCertManager(bin string, out io.Writer) error {
 	case <-time.After(2 * time.Second):
 		return nil
 	}
+}
+
+// KubeConfig returns a kubeconfig for a user of the test API server in the given groups, for
+// processes that run beside the tests (the manager, kubectl, cert-manager).
+func (e *Env) KubeConfig(name string, groups ...string) ([]byte, error) {
+	user, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, nil)
+	if err != nil {
+		return nil, fmt.Errorf("creating API user %s: %w", name, err)
+	}
+	return user.KubeConfig()
 }
 
 // CertManagerRunning reports whether the cert-manager process is still alive.
