@@ -1,11 +1,6 @@
 package config
 
-import (
-	"io"
-	"time"
-)
-
-var errEOF = io.EOF
+import "time"
 
 // Defaults chosen for a sidecar: short detection so server-first protocols
 // are not delayed long, bounded headers, idle connections reaped.

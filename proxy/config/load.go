@@ -2,8 +2,8 @@ package config
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -51,34 +51,21 @@ func Load(path string) (*Bootstrap, error) {
 		return nil, fmt.Errorf("open config: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, MaxFileBytes+1)
-	n, err := readFull(f, buf)
+	// Read through a limit rather than into a MaxFileBytes buffer: a large
+	// allocation here would set the GC's heap target, and so the RSS, for
+	// the life of the process.
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("read config %s: %w", path, err)
 	}
-	if n > MaxFileBytes {
+	if len(data) > MaxFileBytes {
 		return nil, fmt.Errorf("config %s is larger than %d bytes", path, MaxFileBytes)
 	}
-	b, err := Parse(buf[:n])
+	b, err := Parse(data)
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return b, nil
-}
-
-func readFull(f *os.File, buf []byte) (int, error) {
-	n := 0
-	for n < len(buf) {
-		m, err := f.Read(buf[n:])
-		n += m
-		if err != nil {
-			if errors.Is(err, errEOF) {
-				return n, nil
-			}
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // Parse decodes YAML (or JSON) strictly: unknown fields are errors, so a

@@ -33,8 +33,8 @@ type Cluster struct {
 	// FastH1 is set for plaintext HTTP/1.1 clusters, which use RoundTripH1.
 	FastH1 bool
 	h1     *h1Pool
-	dialer    *net.Dialer
-	tls       *tls.Config
+	dialer *net.Dialer
+	tls    *tls.Config
 }
 
 // New builds a cluster. prev, when it has the same spec, lends its transport
