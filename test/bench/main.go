@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +28,8 @@ var (
 	fortio   = flag.String("fortio", "", "path to fortio v1.68.2")
 	proxyBin = flag.String("knit-proxy", "bin/knit-proxy", "path to the knit-proxy binary")
 	outDir   = flag.String("out", "bin/bench", "directory for configs, logs and result.json")
-	duration = flag.Duration("duration", 10*time.Second, "length of each measured run")
+	duration = flag.Duration("duration", 5*time.Second, "length of each measured run")
+	rounds   = flag.Int("rounds", 3, "rounds; each round runs every target once per scenario, interleaved, and the median is reported")
 	genCPU   = flag.String("loadgen-cpu", "0", "CPU list for the load generator")
 	srvCPU   = flag.String("server-cpu", "1", "CPU list for the upstream and the proxy")
 	only     = flag.String("only", "", "comma-separated targets to run (direct,knit,nginx,haproxy); empty = all")
@@ -47,11 +49,13 @@ type Run struct {
 
 // Target is everything measured for one way of reaching the upstream.
 type Target struct {
-	Name      string  `json:"name"`
-	MaxQPS    Run     `json:"max_throughput_c64"`
-	At1000    Run     `json:"fixed_1000_rps"`
-	At5000    Run     `json:"fixed_5000_rps"`
-	PeakRSSMB float64 `json:"proxy_peak_rss_mb_after_5000_rps"`
+	Name         string    `json:"name"`
+	MaxQPS       Run       `json:"max_throughput_c64"`
+	At1000       Run       `json:"fixed_1000_rps"`
+	At5000       Run       `json:"fixed_5000_rps"`
+	PeakRSSMB    float64   `json:"proxy_peak_rss_mb_after_5000_rps"`
+	Rounds       int       `json:"rounds"`
+	MaxQPSRounds []float64 `json:"max_throughput_each_round"`
 }
 
 // Result is the JSON file.
@@ -82,14 +86,14 @@ func main() {
 		if tlsMode && *noTLS {
 			continue
 		}
-		var targets []Target
+		var names []string
 		for _, name := range []string{"direct", "knit", "nginx", "haproxy"} {
-			if *only != "" && !strings.Contains(","+*only+",", ","+name+",") {
-				continue
+			if *only == "" || strings.Contains(","+*only+",", ","+name+",") {
+				names = append(names, name)
 			}
-			fmt.Fprintf(os.Stderr, "== %s (tls=%v)\n", name, tlsMode)
-			targets = append(targets, measure(name, tlsMode, upPort, upTLSPort, cert, key, pemBundle))
 		}
+		fmt.Fprintf(os.Stderr, "== tls=%v: %s, %d interleaved rounds\n", tlsMode, strings.Join(names, ", "), *rounds)
+		targets := measureAll(names, tlsMode, upPort, upTLSPort, cert, key, pemBundle)
 		if tlsMode {
 			res.TLS = targets
 		} else {
@@ -103,50 +107,113 @@ func main() {
 	fmt.Printf("\nJSON result: %s\n", filepath.Join(*outDir, "result.json"))
 }
 
-func measure(name string, tlsMode bool, upPort, upTLSPort int, cert, key, pemBundle string) Target {
+// server is one way to reach the upstream, started before the rounds begin.
+type server struct {
+	name string
+	url  string
+	p    *proc
+}
+
+func startServer(name string, tlsMode bool, upPort, upTLSPort int, cert, key, pemBundle string) server {
 	scheme := "http"
 	if tlsMode {
 		scheme = "https"
 	}
+	port := freePort()
 	var p *proc
-	var url string
 	switch name {
 	case "direct":
-		port := upPort
+		port = upPort
 		if tlsMode {
 			port = upTLSPort
 		}
-		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
 	case "knit":
-		port := freePort()
 		p = startKnit(port, upPort, tlsMode, cert, key)
-		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
 	case "nginx":
-		port := freePort()
 		p = startNginxProxy(port, upPort, tlsMode, cert, key)
-		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
 	case "haproxy":
-		port := freePort()
 		p = startHAProxy(port, upPort, tlsMode, pemBundle)
-		url = fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port)
 	}
-	if p != nil {
-		defer p.stop()
-		waitPort(portOf(url))
+	waitPort(port)
+	return server{name: name, url: fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port), p: p}
+}
+
+// measureAll interleaves the targets round by round, so that a change in
+// background load on a shared machine hits all of them alike, and reports
+// the median of the rounds.
+func measureAll(names []string, tlsMode bool, upPort, upTLSPort int, cert, key, pemBundle string) []Target {
+	var servers []server
+	for _, n := range names {
+		s := startServer(n, tlsMode, upPort, upTLSPort, cert, key, pemBundle)
+		defer s.p.stop()
+		servers = append(servers, s)
 	}
-	t := Target{Name: name}
-	load(url, 5000, 32, 2*time.Second, p, "") // warm up pools; peak RSS below is then "at 5000 req/s"
-	t.At1000 = load(url, 1000, 16, *duration, p, "")
-	t.At5000 = load(url, 5000, 32, *duration, p, "")
-	if p != nil {
-		t.PeakRSSMB = p.peakRSSMB()
+	type runs struct{ max, at1k, at5k []Run }
+	acc := make([]runs, len(servers))
+	rss := make([]float64, len(servers))
+	for i, s := range servers {
+		fmt.Fprintf(os.Stderr, "   warm up %s\n", s.name)
+		load(s.url, 5000, 32, 2*time.Second, s.p, "") // pools and caches; peak RSS below is then "at 5000 req/s"
+		_ = i
 	}
-	prof := ""
-	if *profile && name == "knit" && !tlsMode {
-		prof = filepath.Join(*outDir, "knit-cpu.pprof")
+	for r := 0; r < *rounds; r++ {
+		fmt.Fprintf(os.Stderr, "   round %d/%d\n", r+1, *rounds)
+		for i, s := range servers {
+			acc[i].at1k = append(acc[i].at1k, load(s.url, 1000, 16, *duration, s.p, ""))
+		}
+		for i, s := range servers {
+			acc[i].at5k = append(acc[i].at5k, load(s.url, 5000, 32, *duration, s.p, ""))
+			if r == 0 && s.p != nil {
+				rss[i] = s.p.peakRSSMB()
+			}
+		}
+		for i, s := range servers {
+			prof := ""
+			if *profile && s.name == "knit" && !tlsMode && r == *rounds-1 {
+				prof = filepath.Join(*outDir, "knit-cpu.pprof")
+			}
+			acc[i].max = append(acc[i].max, load(s.url, 0, 64, *duration, s.p, prof))
+		}
 	}
-	t.MaxQPS = load(url, 0, 64, *duration, p, prof)
-	return t
+	out := make([]Target, len(servers))
+	for i, s := range servers {
+		out[i] = Target{Name: s.name, MaxQPS: median(acc[i].max), At1000: median(acc[i].at1k),
+			At5000: median(acc[i].at5k), PeakRSSMB: rss[i], Rounds: len(acc[i].max)}
+		for _, r := range acc[i].max {
+			out[i].MaxQPSRounds = append(out[i].MaxQPSRounds, r.QPS)
+		}
+	}
+	return out
+}
+
+// median takes each number's median across runs separately.
+func median(rs []Run) Run {
+	med := func(get func(Run) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = get(r)
+		}
+		sort.Float64s(v)
+		if len(v) == 0 {
+			return 0
+		}
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	out := Run{Percentiles: map[string]float64{}}
+	out.QPS = med(func(r Run) float64 { return r.QPS })
+	out.Requests = int64(med(func(r Run) float64 { return float64(r.Requests) }))
+	out.CPUSeconds = med(func(r Run) float64 { return r.CPUSeconds })
+	out.CPUPer10k = med(func(r Run) float64 { return r.CPUPer10k })
+	for _, r := range rs {
+		out.Errors += r.Errors
+	}
+	for k := range rs[0].Percentiles {
+		out.Percentiles[k] = med(func(r Run) float64 { return r.Percentiles[k] })
+	}
+	return out
 }
 
 // load runs fortio; qps 0 means as fast as possible. Fortio's default
@@ -258,15 +325,19 @@ func printTable(res Result) {
 				direct = t
 			}
 		}
-		fmt.Printf("\n%s — %s\n", set.title, res.Layout)
+		fmt.Printf("\n%s — %s; medians of %d interleaved rounds of %s\n", set.title, res.Layout, *rounds, res.Duration)
 		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(w, "target\tmax req/s (c64)\tx direct\tp50@1k ms\tp99@1k ms\tp99.9@1k ms\tp99@5k ms\tp99.9@5k ms\tCPU s/10k req@5k\tpeak RSS MB\terrors\t")
+		fmt.Fprintln(w, "target\tmax req/s (c64, median)\teach round\tx direct\tp50@1k ms\tp99@1k ms\tp99.9@1k ms\tp99@5k ms\tp99.9@5k ms\tCPU s/10k req@5k\tpeak RSS MB\terrors\t")
 		for _, t := range set.targets {
 			ratio := 0.0
 			if direct.MaxQPS.QPS > 0 {
 				ratio = t.MaxQPS.QPS / direct.MaxQPS.QPS
 			}
-			fmt.Fprintf(w, "%s\t%.0f\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.1f\t%d\t\n", t.Name, t.MaxQPS.QPS, ratio,
+			each := make([]string, len(t.MaxQPSRounds))
+			for i, q := range t.MaxQPSRounds {
+				each[i] = strconv.FormatFloat(q, 'f', 0, 64)
+			}
+			fmt.Fprintf(w, "%s\t%.0f\t%s\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.1f\t%d\t\n", t.Name, t.MaxQPS.QPS, strings.Join(each, "/"), ratio,
 				t.At1000.Percentiles["p50"], t.At1000.Percentiles["p99"], t.At1000.Percentiles["p99.9"],
 				t.At5000.Percentiles["p99"], t.At5000.Percentiles["p99.9"], t.At5000.CPUPer10k, t.PeakRSSMB,
 				t.MaxQPS.Errors+t.At1000.Errors+t.At5000.Errors)
@@ -280,17 +351,9 @@ func printTable(res Result) {
 			keys = append(keys, k)
 		}
 	}
-	sortStrings(keys)
+	sort.Strings(keys)
 	for _, k := range keys {
 		fmt.Printf("  %-50s %.3f\n", k, res.Ratios[k])
-	}
-}
-
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
 	}
 }
 
@@ -311,7 +374,7 @@ func start(name string, args []string, env ...string) *proc {
 }
 
 func (p *proc) stop() {
-	if p == nil {
+	if p == nil || p.cmd == nil {
 		return
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
