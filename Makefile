@@ -97,3 +97,17 @@ bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback; prints 
 .PHONY: run-stop
 run-stop: ## Stop what `make run` started.
 	hack/run-local.sh stop
+
+##@ Local cluster (real pods: containerd, kubelet; no Docker, no registry)
+
+.PHONY: cluster-up
+cluster-up: ## Start a single-node Kubernetes on this machine (root; state under $(KNIT_CACHE)/cluster). Safe to repeat.
+	hack/cluster-up.sh
+
+.PHONY: cluster-down
+cluster-down: ## Stop the local cluster and remove every process, link, route, mount and rule it made.
+	hack/cluster-down.sh
+
+.PHONY: images
+images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-containerregistry) and import them into the cluster.
+	hack/images.sh

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# make images: builds every image the local cluster runs, as static binaries in single-layer
+# images (go-containerregistry, hack/images), and imports them into the cluster's containerd.
+#   hack/images.sh                 all images; imported when the cluster's containerd runs
+#   hack/images.sh --import NAME…  only these (names as in config/images/kustomization.yaml)
+#   hack/images.sh --refs          prints NAME_IMAGE=reference lines for `eval`
+# References and tags come from ONE place, config/images/kustomization.yaml (a kustomize
+# Component the manifests include). No Docker, no registry: tarballs go to bin/images/ and into
+# containerd with `ctr images import`. Third-party binaries (cert-manager's three, CoreDNS) are
+# built from the Go module proxy once per version and cached under $KNIT_CACHE.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$HACK_DIR/cluster/env.sh"
+cd "$REPO_ROOT"
+
+OUT="$REPO_ROOT/bin/images"
+TOOL="$OUT/knit-images"
+COMPONENT="$REPO_ROOT/config/images/kustomization.yaml"
+CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
+ALL=(pause coredns controller knit-proxy cert-manager-controller cert-manager-webhook cert-manager-cainjector)
+
+tool() {
+  mkdir -p "$OUT"
+  (cd "$HACK_DIR/images" && go build -o "$TOOL" .) || die "building hack/images failed"
+}
+
+refs() { "$TOOL" refs -component "$COMPONENT" | sed 's/^\([A-Z_0-9]*\)=/\1_IMAGE=/'; }
+
+# src_hash DIR EXTRA: sha256 over a module's sources, for rebuild stamps.
+src_hash() {
+  { (cd "$1" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 | LC_ALL=C sort -z | xargs -0 sha256sum); echo "$2"; } |
+    sha256sum | cut -d' ' -f1
+}
+
+# cached_build DIR PKG BIN LDFLAGS: go build of a nested module's main into BIN unless its stamp matches.
+cached_build() {
+  local dir=$1 pkg=$2 bin=$3 ldflags=$4 hash
+  hash=$(src_hash "$dir" "$ldflags")
+  if [[ -x $bin && -f $bin.sha256 && $(<"$bin.sha256") == "$hash" ]]; then return; fi
+  log "building $(basename "$bin") from $dir (cold: minutes; cached per version afterwards)"
+  mkdir -p "$(dirname "$bin")"
+  (cd "$dir" && go build -trimpath -ldflags "$ldflags" -o "$bin.tmp" "$pkg") || die "build of $bin failed"
+  mv -f "$bin.tmp" "$bin"
+  echo "$hash" >"$bin.sha256"
+}
+
+# binary NAME: prints "path entrypoint user" of the binary for image NAME, building it if needed.
+binary() {
+  local ld="-s -w"
+  case $1 in
+    pause)
+      go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/pause" ./pause || die "pause build failed"
+      echo "$OUT/bin/pause /pause 65535:65535" ;;
+    controller)
+      go build -trimpath -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
+      echo "$OUT/bin/manager /manager 65532:65532" ;;
+    knit-proxy)
+      go build -trimpath -ldflags "$ld" -o "$OUT/bin/knit-proxy" ./cmd/knit-proxy || die "knit-proxy build failed"
+      echo "$OUT/bin/knit-proxy /knit-proxy 65532:65532" ;;
+    coredns)
+      local v; v=$(cd "$HACK_DIR/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
+      [[ ":$COREDNS_IMAGE" == *":$v" ]] || die "hack/coredns builds CoreDNS $v but $COMPONENT tags $COREDNS_IMAGE"
+      local bin="$KNIT_CACHE/coredns/$v-$GOOS_HOST-$GOARCH_HOST/coredns"
+      with_lock "$(dirname "$bin")" cached_build "$HACK_DIR/coredns" . "$bin" "$ld -X github.com/coredns/coredns/coremain.GitCommit=knit"
+      echo "$bin /coredns 65532:65532" ;;
+    cert-manager-controller)
+      "$HACK_DIR/build-cert-manager.sh" >&2
+      echo "$CM_DIR/cert-manager-controller /cert-manager-controller 1000:1000" ;;
+    cert-manager-webhook | cert-manager-cainjector)
+      local bin="$CM_DIR/$1" sub=${1#cert-manager-}
+      with_lock "$CM_DIR" cached_build "$HACK_DIR/cert-manager-images" "./$sub" "$bin" \
+        "$ld -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$CERT_MANAGER_VERSION"
+      echo "$bin /$1 1000:1000" ;;
+    *) die "unknown image $1 (known: ${ALL[*]})" ;;
+  esac
+}
+
+image_ref() { local v=${1//-/_}; v="${v^^}_IMAGE"; echo "${!v}"; }
+
+check_tags() {
+  local n ref
+  for n in cert-manager-controller cert-manager-webhook cert-manager-cainjector; do
+    ref=$(image_ref $n)
+    [[ $ref == *":$CERT_MANAGER_VERSION" ]] || die "$COMPONENT tags $ref but hack/versions.env has CERT_MANAGER_VERSION=$CERT_MANAGER_VERSION"
+  done
+}
+
+containerd_up() { pid_of containerd >/dev/null && ctr_ version >/dev/null 2>&1; }
+
+# one NAME IMPORT: pack the image tarball (skipped when binary and reference are unchanged), and
+# import it into containerd (skipped when containerd already holds exactly this tarball).
+one() {
+  local name=$1 import=$2 ref path entry user tar sum
+  ref=$(image_ref "$name"); [[ -n $ref ]] || die "no $name in $COMPONENT"
+  read -r path entry user < <(binary "$name")
+  [[ -x $path ]] || die "no binary for $name"
+  tar="$OUT/$name.tar"
+  sum=$( { sha256sum "$path" | cut -d' ' -f1; echo "$ref $entry $user"; } | sha256sum | cut -d' ' -f1)
+  if [[ ! -f $tar || ! -f $tar.sum || $(<"$tar.sum") != "$sum" ]]; then
+    "$TOOL" pack -ref "$ref" -binary "$path" -entrypoint "$entry" -user "$user" -out "$tar" >/dev/null || die "packing $name failed"
+    echo "$sum" >"$tar.sum"
+  fi
+  [[ $import == yes ]] || { log "image $ref -> $tar"; return; }
+  local stamp="$CLUSTER_DIR/containerd/imported/$name"
+  if [[ -f $stamp && $(<"$stamp") == "$sum" && -n $(ctr_ images ls -q "name==$ref" 2>/dev/null) ]]; then
+    log "image $ref already in containerd"
+    return
+  fi
+  ctr_ images import "$tar" >/dev/null || die "ctr import of $tar failed"
+  [[ -n $(ctr_ images ls -q "name==$ref") ]] || die "$ref not in containerd after import"
+  mkdir -p "$(dirname "$stamp")"; echo "$sum" >"$stamp"
+  log "image $ref imported"
+}
+
+main() {
+  tool
+  eval "$(refs)"
+  if [[ ${1:-} == --refs ]]; then refs; return; fi
+  check_tags
+  local names=("${ALL[@]}") import=no
+  if [[ ${1:-} == --import ]]; then shift; names=("$@"); import=yes; containerd_up || die "containerd of the local cluster is not running (make cluster-up)"; fi
+  if [[ $import == no ]] && containerd_up; then import=yes; fi
+  local n; for n in "${names[@]}"; do one "$n" "$import"; done
+  [[ $import == yes ]] || log "cluster not up: images packed under $OUT but not imported (make cluster-up imports what it needs)"
+}
+
+main "$@"

@@ -1,0 +1,181 @@
+// Command images packs static binaries into minimal single-layer container images with
+// go-containerregistry, without Docker or a registry, and reads the image references from the
+// one place the manifests use: the kustomize Component config/images/kustomization.yaml.
+//
+//	images refs   -component FILE                 prints NAME=REFERENCE per image (NAME upper-cased, - as _)
+//	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID]
+//
+// pack writes a docker-archive tarball (`ctr images import` reads it). The layer holds the binary
+// at /<name> and an empty /tmp; every timestamp is zero, so the same binary gives the same digest.
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"sigs.k8s.io/yaml"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: images refs|pack ...")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "refs":
+		err = refs(os.Args[2:])
+	case "pack":
+		err = pack(os.Args[2:])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "images:", err)
+		os.Exit(1)
+	}
+}
+
+type component struct {
+	Images []struct {
+		Name    string `json:"name"`
+		NewName string `json:"newName"`
+		NewTag  string `json:"newTag"`
+	} `json:"images"`
+}
+
+func refs(args []string) error {
+	fs := flag.NewFlagSet("refs", flag.ExitOnError)
+	file := fs.String("component", "config/images/kustomization.yaml", "kustomize file with an images: list")
+	_ = fs.Parse(args)
+	data, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	var c component
+	if err := yaml.UnmarshalStrict(data, &c, yaml.DisallowUnknownFields); err != nil {
+		// Other kustomize fields (apiVersion, kind) are fine: only images matter here.
+		if err := yaml.Unmarshal(data, &c); err != nil {
+			return fmt.Errorf("%s: %w", *file, err)
+		}
+	}
+	if len(c.Images) == 0 {
+		return fmt.Errorf("%s: no images", *file)
+	}
+	for _, im := range c.Images {
+		if im.NewName == "" || im.NewTag == "" {
+			return fmt.Errorf("%s: image %q needs newName and newTag", *file, im.Name)
+		}
+		ref := im.NewName + ":" + im.NewTag
+		if _, err := name.NewTag(ref, name.StrictValidation); err != nil {
+			return fmt.Errorf("%s: %q: %w", *file, ref, err)
+		}
+		key := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_", "/", "_").Replace(path.Base(im.Name)))
+		fmt.Printf("%s=%s\n", key, ref)
+	}
+	return nil
+}
+
+func pack(args []string) error {
+	fs := flag.NewFlagSet("pack", flag.ExitOnError)
+	ref := fs.String("ref", "", "image reference (registry/repo:tag)")
+	bin := fs.String("binary", "", "static binary to put in the image")
+	out := fs.String("out", "", "docker-archive tarball to write")
+	entry := fs.String("entrypoint", "", "path of the binary in the image (default /<basename of -binary>)")
+	user := fs.String("user", "65532:65532", "user the image runs as (numeric, so runAsNonRoot can check it)")
+	_ = fs.Parse(args)
+	if *ref == "" || *bin == "" || *out == "" {
+		return fmt.Errorf("pack needs -ref, -binary and -out")
+	}
+	if *entry == "" {
+		*entry = "/" + path.Base(*bin)
+	}
+	tag, err := name.NewTag(*ref, name.StrictValidation)
+	if err != nil {
+		return err
+	}
+	content, err := os.ReadFile(*bin)
+	if err != nil {
+		return err
+	}
+	layerTar, err := layer(strings.TrimPrefix(*entry, "/"), content)
+	if err != nil {
+		return err
+	}
+	l, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(layerTar)), nil
+	})
+	if err != nil {
+		return err
+	}
+	img, err := mutate.AppendLayers(empty.Image, l)
+	if err != nil {
+		return err
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		return err
+	}
+	cf = cf.DeepCopy()
+	cf.OS, cf.Architecture = "linux", "amd64"
+	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
+	cf.Config.Entrypoint = []string{*entry}
+	cf.Config.User = *user
+	cf.Config.WorkingDir = "/"
+	cf.Config.Env = []string{"PATH=/", "HOME=/tmp"}
+	img, err = mutate.ConfigFile(img, cf)
+	if err != nil {
+		return err
+	}
+	tmp := *out + ".tmp"
+	if err := tarball.WriteToFile(tmp, tag, img); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, *out); err != nil {
+		return err
+	}
+	d, _ := img.Digest()
+	fmt.Printf("%s %s\n", tag.String(), d)
+	return nil
+}
+
+func layer(file string, content []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	epoch := time.Unix(0, 0)
+	dirs := []string{"tmp/"}
+	for d := path.Dir(file); d != "." && d != "/"; d = path.Dir(d) {
+		dirs = append(dirs, d+"/")
+	}
+	for _, d := range dirs {
+		mode := int64(0o755)
+		if d == "tmp/" {
+			mode = 0o1777
+		}
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: d, Mode: mode, ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: file, Mode: 0o755, Size: int64(len(content)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+		return nil, err
+	}
+	if _, err := tw.Write(content); err != nil {
+		return nil, err
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
