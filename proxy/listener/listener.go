@@ -6,6 +6,7 @@
 package listener
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -58,6 +59,9 @@ type generation struct {
 	srv    *http.Server
 	queue  *connQueue
 	limits config.ListenerLimits
+	// retiring generations answer HTTP/1 requests with "Connection: close",
+	// so clients leave them without racing a close of an idle connection.
+	retiring atomic.Bool
 }
 
 // Start binds the address and begins accepting.
@@ -88,20 +92,35 @@ func (l *Listener) Update(s *Settings) {
 	prev := l.current
 	l.current = l.newGeneration(s.Config.Limits)
 	l.old = append(l.old, prev)
+	prev.retiring.Store(true)
+	prev.queue.Close() // no new connections; the ones it has stay until told to close
 	go func() {
+		// Busy clients leave on their next response; after the grace period
+		// the rest (idle ones) are closed as an idle timeout would.
+		time.Sleep(retireGrace)
 		ctx, cancel := context.WithTimeout(context.Background(), config.DefaultDrainTimeout)
 		defer cancel()
 		prev.srv.Shutdown(ctx)
 	}()
 }
 
+// retireGrace is how long a retired generation keeps connections that
+// have not yet been told to close.
+var retireGrace = config.DefaultDrainTimeout
+
 func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
+	g := &generation{limits: lim}
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetHTTP2(true)
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           l.handler,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if g.retiring.Load() && r.ProtoMajor == 1 {
+				w = &closeAfterReply{ResponseWriter: w}
+			}
+			l.handler.ServeHTTP(w, r)
+		}),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
 		IdleTimeout:       lim.IdleTimeout.D(),
 		MaxHeaderBytes:    lim.MaxHeaderBytes,
@@ -116,7 +135,7 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 		// Handshake and malformed-request noise is not worth a log line each.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	g := &generation{srv: srv, queue: newConnQueue(l.ln.Addr()), limits: lim}
+	g.srv, g.queue = srv, newConnQueue(l.ln.Addr())
 	go srv.Serve(g.queue)
 	return g
 }
@@ -244,6 +263,9 @@ func (l *Listener) Drain(ctx context.Context) error {
 	l.ln.Close()
 	<-l.accepted
 
+	for _, g := range gens {
+		g.retiring.Store(true)
+	}
 	var wg sync.WaitGroup
 	for _, g := range gens {
 		wg.Add(1)
@@ -321,3 +343,37 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// closeAfterReply adds "Connection: close" to a response of a retiring
+// generation; net/http then closes the connection after the reply.
+type closeAfterReply struct {
+	http.ResponseWriter
+	wrote bool
+}
+
+func (w *closeAfterReply) WriteHeader(code int) {
+	if !w.wrote && code >= 200 {
+		w.wrote = true
+		w.Header()["Connection"] = []string{"close"}
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *closeAfterReply) Write(b []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *closeAfterReply) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (w *closeAfterReply) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return http.NewResponseController(w.ResponseWriter).Hijack()
+}
+
+func (w *closeAfterReply) Unwrap() http.ResponseWriter { return w.ResponseWriter }
