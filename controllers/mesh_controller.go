@@ -14,98 +14,313 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Package controllers holds knit's reconcilers. Each file is one concern.
+// Package controllers holds knit's reconcilers. Each file is one concern: the Mesh reconciler's
+// setup and flow (mesh_controller.go), its trust (mesh_trust.go), its revisions
+// (mesh_revisions.go) and its status (mesh_status.go); the MeshRevision reconciler runs each
+// revision's control plane.
 package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 	"github.com/knit-mesh/knit/internal/conditions"
+	"github.com/knit-mesh/knit/internal/versions"
 )
 
-// MeshReconciler reconciles the cluster's single Mesh.
+// DefaultExpiryWarning is how long before a trust root or issuer expires CertificatesHealthy
+// turns False.
+const DefaultExpiryWarning = 30 * 24 * time.Hour
+
+// MeshReconciler reconciles the cluster's single Mesh: the control-plane namespace, the trust
+// chain in cert-manager, the trust bundles of meshed namespaces, the MeshRevisions, and the
+// Mesh's status, which it writes once per reconcile and only when it changed.
 type MeshReconciler struct {
 	client.Client
-	Recorder events.EventRecorder
+	// APIReader reads without the cache: Secrets (never cached cluster-wide) and CRDs.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	Versions  versions.Table
+	// OperatorNamespace is never meshed.
+	OperatorNamespace string
+	// ExpiryWarning: see DefaultExpiryWarning.
+	ExpiryWarning time.Duration
+
+	certManager *certManagerDetector
 }
 
-// readyRequirements are the conditions the Ready summary depends on.
-var readyRequirements = []conditions.Requirement{
-	{Type: meshv1.ConditionReconciled, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionAvailable, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionCertificatesHealthy, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionDependenciesHealthy, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionDegraded, Healthy: metav1.ConditionFalse},
+// meshState is what one reconcile learns and decides, passed between its phases.
+type meshState struct {
+	mesh    *meshv1.Mesh
+	release *versions.Release // nil when spec.version cannot run
+	issuer  meshv1.IssuerReference
+	roots   [][]byte // PEM of the trust roots, newest first
+	// requeueAfter asks for a reconcile at a known future event (a certificate nearing expiry).
+	requeueAfter time.Duration
+	errs         []error
+}
+
+func (s *meshState) fail(err error) { s.errs = append(s.errs, err) }
+
+func (s *meshState) requeueAt(t time.Time) {
+	d := time.Until(t)
+	if d <= 0 {
+		return
+	}
+	if s.requeueAfter == 0 || d < s.requeueAfter {
+		s.requeueAfter = d
+	}
 }
 
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes,verbs=get;list;watch;update;patch
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
 
-// Reconcile brings the Mesh's status in line with what the operator has done for it. The status
-// is computed in memory and written at most once, and only when it changed, so a reconcile with
-// nothing new makes no API write.
+// Reconcile runs the phases in order; a phase that fails is reported in status and the rest
+// still run where they can, so one fault does not hide the state of everything else.
 func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
-
 	var mesh meshv1.Mesh
 	if err := r.Get(ctx, req.NamespacedName, &mesh); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
+	r.setDefaults()
 	before := mesh.DeepCopy()
+	st := &meshState{mesh: &mesh}
+	conditions.InitUnknown(&mesh.Status.Conditions, mesh.Generation, meshv1.ReasonPending, meshv1.MeshConditionTypes...)
 
-	firstSight := len(mesh.Status.Conditions) == 0
-	r.computeStatus(&mesh)
+	if err := r.ensureNamespace(ctx, &mesh); err != nil {
+		st.fail(err)
+	}
+	r.resolveVersion(st)
+	if r.checkDependencies(ctx, st) {
+		r.reconcileTrust(ctx, st)
+		r.distributeTrustBundles(ctx, st)
+	}
+	revisions := r.reconcileRevisions(ctx, st)
+	r.computeStatus(st, revisions)
 
-	if equality.Semantic.DeepEqual(before.Status, mesh.Status) {
-		return ctrl.Result{}, nil
+	if !equality.Semantic.DeepEqual(before.Status, mesh.Status) {
+		if err := r.Status().Patch(ctx, &mesh, client.MergeFrom(before)); err != nil {
+			if apierrors.IsNotFound(err) {
+				return ctrl.Result{}, nil // deleted meanwhile: its children go with it
+			}
+			return ctrl.Result{}, fmt.Errorf("patching status of Mesh %s: %w", mesh.Name, err)
+		}
+		r.recordTransitions(before, &mesh)
 	}
-	if err := r.Status().Patch(ctx, &mesh, client.MergeFrom(before)); err != nil {
-		return ctrl.Result{}, fmt.Errorf("patching status of Mesh %q: %w", mesh.Name, err)
+	if err := errors.Join(st.errs...); err != nil {
+		log.FromContext(ctx).Error(err, "reconcile incomplete")
+		return ctrl.Result{}, err
 	}
-	logger.V(1).Info("status updated", "generation", mesh.Generation)
-	if firstSight && r.Recorder != nil {
-		r.Recorder.Eventf(&mesh, nil, "Normal", "Initializing", "Reconcile",
-			"Mesh %s seen for the first time, version %s", mesh.Name, mesh.Spec.Version)
-	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{RequeueAfter: st.requeueAfter}, nil
 }
 
-// computeStatus fills the status from the spec and what has been determined so far.
-func (r *MeshReconciler) computeStatus(mesh *meshv1.Mesh) {
-	gen := mesh.Generation
-	st := &mesh.Status
-	conditions.InitUnknown(&st.Conditions, gen, meshv1.ReasonPending, meshv1.MeshConditionTypes...)
-	conditions.Set(&st.Conditions, gen, meshv1.ConditionReconciled, metav1.ConditionTrue,
-		meshv1.ReasonReconciled, "generation %d of Mesh %s applied", gen, mesh.Name)
-
-	sum := conditions.Summarize(st.Conditions, meshv1.ReasonAllReady, meshv1.ReasonNotReady, readyRequirements...)
-	conditions.Set(&st.Conditions, gen, meshv1.ConditionReady, sum.Status, sum.Reason, "%s", sum.Message)
-
-	st.ObservedGeneration = gen
-	st.DesiredVersion = mesh.Spec.Version
+// ensureNamespace creates the control-plane namespace when missing. A namespace the operator
+// creates is owned by the Mesh; one a person made stays theirs.
+func (r *MeshReconciler) ensureNamespace(ctx context.Context, mesh *meshv1.Mesh) error {
+	name := mesh.Spec.ControlPlane.Namespace
+	var ns corev1.Namespace
+	err := r.Get(ctx, client.ObjectKey{Name: name}, &ns)
+	if client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("reading Namespace %s: %w", name, err)
+	}
+	if err == nil {
+		return nil
+	}
+	ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+		meshv1.LabelPartOf: meshv1.PartOfValue,
+	}}}
+	if err := ctrl.SetControllerReference(mesh, &ns, r.Scheme()); err != nil {
+		return err
+	}
+	if err := r.Create(ctx, &ns); err != nil {
+		return fmt.Errorf("creating Namespace %s: %w", name, err)
+	}
+	return nil
 }
 
-// SetupWithManager registers the reconciler. Status-only updates do not trigger a reconcile:
-// the operator's own status writes would otherwise loop.
+// resolveVersion checks spec.version against the release table and the legal upgrade paths.
+func (r *MeshReconciler) resolveVersion(st *meshState) {
+	mesh := st.mesh
+	release, err := r.Versions.Lookup(mesh.Spec.Version)
+	if err == nil {
+		err = r.Versions.CheckUpgrade(mesh.Status.Version, mesh.Spec.Version)
+		if err != nil {
+			conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionReconciled, metav1.ConditionFalse,
+				meshv1.ReasonIllegalUpgradePath, "spec.version: %v; the mesh keeps running %s", err, mesh.Status.Version)
+			return
+		}
+		st.release = &release
+		return
+	}
+	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionReconciled, metav1.ConditionFalse,
+		meshv1.ReasonUnsupportedVersion, "spec.version: %v", err)
+}
+
+// checkDependencies reports whether cert-manager is installed, and starts the watches on its
+// kinds the first time it is.
+func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) bool {
+	mesh := st.mesh
+	missing, err := r.certManager.check(ctx)
+	switch {
+	case err != nil:
+		st.fail(err)
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
+			metav1.ConditionUnknown, meshv1.ReasonReconcileFailed, "checking for cert-manager: %v", err)
+		return false
+	case len(missing) > 0:
+		msg := missingMessage(missing)
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
+			metav1.ConditionFalse, meshv1.ReasonCertManagerMissing, "%s", msg)
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesReady,
+			metav1.ConditionFalse, meshv1.ReasonCertManagerMissing, "%s", msg)
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesHealthy,
+			metav1.ConditionUnknown, meshv1.ReasonCertManagerMissing, "%s", msg)
+		return false
+	}
+	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
+		metav1.ConditionTrue, meshv1.ReasonAsExpected, "cert-manager's CRDs are installed")
+	return true
+}
+
+// recordTransitions emits an event for each condition whose status changed.
+func (r *MeshReconciler) recordTransitions(before, after *meshv1.Mesh) {
+	if r.Recorder == nil {
+		return
+	}
+	for _, c := range after.Status.Conditions {
+		old := findCondition(before.Status.Conditions, c.Type)
+		if old != nil && old.Status == c.Status {
+			continue
+		}
+		if c.Status == metav1.ConditionUnknown && old == nil {
+			continue // the initial Unknowns are not news
+		}
+		kind := corev1.EventTypeNormal
+		if !conditionHealthy(c) && c.Status != metav1.ConditionUnknown {
+			kind = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(after, nil, kind, c.Reason, "StatusChange", "%s is %s: %s", c.Type, c.Status, c.Message)
+	}
+}
+
+// conditionHealthy says whether a condition reads as good news: True for most, False for
+// Degraded, either way for Upgrading (an upgrade is not a fault).
+func conditionHealthy(c metav1.Condition) bool {
+	switch c.Type {
+	case meshv1.ConditionDegraded:
+		return c.Status == metav1.ConditionFalse
+	case meshv1.ConditionUpgrading:
+		return true
+	default:
+		return c.Status == metav1.ConditionTrue
+	}
+}
+
+func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
+	for i := range conds {
+		if conds[i].Type == t {
+			return &conds[i]
+		}
+	}
+	return nil
+}
+
+// setDefaults fills what the caller left out, so a reconciler built by hand (in tests) works.
+func (r *MeshReconciler) setDefaults() {
+	if r.APIReader == nil {
+		r.APIReader = r.Client
+	}
+	if r.Versions.Versions == nil {
+		r.Versions = versions.Default
+	}
+	if r.ExpiryWarning == 0 {
+		r.ExpiryWarning = DefaultExpiryWarning
+	}
+	if r.certManager == nil {
+		r.certManager = &certManagerDetector{reader: r.APIReader}
+	}
+}
+
+// SetupWithManager registers the Mesh reconciler and the MeshRevision reconciler, which share
+// the cert-manager detector.
 func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewControllerManagedBy(mgr).
+	if r.APIReader == nil {
+		r.APIReader = mgr.GetAPIReader()
+	}
+	r.setDefaults()
+
+	enqueueMesh := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: meshv1.MeshName}}}
+	})
+	c, err := ctrl.NewControllerManagedBy(mgr).
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&meshv1.MeshRevision{}).
+		Owns(&corev1.ConfigMap{}, builder.WithPredicates(trustBundlePredicate)).
+		// Namespaces join and leave the mesh by their labels.
+		Watches(&corev1.Namespace{}, enqueueMesh, builder.WithPredicates(predicate.LabelChangedPredicate{})).
+		// cert-manager being installed (or removed) changes DependenciesHealthy.
+		Watches(&apiextensionsv1.CustomResourceDefinition{}, enqueueMesh,
+			builder.OnlyMetadata, builder.WithPredicates(certManagerCRDPredicate)).
 		Named("mesh").
-		Complete(r)
+		Build(r)
+	if err != nil {
+		return err
+	}
+	r.certManager.whenInstalled(func() error {
+		for _, src := range []source.Source{
+			// Every knit Certificate (the cache holds only those): the root CA's and the serving
+			// certificates', whose Secrets carry the trust root the Mesh reports and distributes.
+			source.Kind(mgr.GetCache(), client.Object(&cmapi.Certificate{}), enqueueMesh),
+			// A user's issuer is not owned: any change may be the one the Mesh waits for.
+			source.Kind(mgr.GetCache(), client.Object(&cmapi.Issuer{}), enqueueMesh),
+			source.Kind(mgr.GetCache(), client.Object(&cmapi.ClusterIssuer{}), enqueueMesh),
+		} {
+			if err := c.Watch(src); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return (&MeshRevisionReconciler{Client: mgr.GetClient(), Versions: r.Versions}).SetupWithManager(mgr, r.certManager)
 }
+
+var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {
+	for _, name := range certManagerCRDs {
+		if obj.GetName() == name {
+			return true
+		}
+	}
+	return false
+})
+
+var trustBundlePredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {
+	return obj.GetLabels()[meshv1.LabelTrustBundle] == "true"
+})

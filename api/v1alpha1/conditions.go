@@ -42,6 +42,7 @@ const (
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
+// InjectionReady joins the list with the injection webhook.
 var MeshConditionTypes = []string{
 	ConditionReady,
 	ConditionReconciled,
@@ -50,7 +51,6 @@ var MeshConditionTypes = []string{
 	ConditionCertificatesReady,
 	ConditionCertificatesHealthy,
 	ConditionDependenciesHealthy,
-	ConditionInjectionReady,
 	ConditionUpgrading,
 	ConditionDegraded,
 }
@@ -85,4 +85,10 @@ const (
 	ReasonUpToDate = "UpToDate"
 	// ReasonAsExpected: nothing is wrong.
 	ReasonAsExpected = "AsExpected"
+	// ReasonRevisionsInFlight: more than one MeshRevision runs during an upgrade.
+	ReasonRevisionsInFlight = "RevisionsInFlight"
+	// ReasonExternalIssuer: the issuer is not cert-manager's own, so its readiness is not read.
+	ReasonExternalIssuer = "ExternalIssuer"
+	// ReasonCertificateNotReady: a cert-manager Certificate the mesh needs is not Ready.
+	ReasonCertificateNotReady = "CertificateNotReady"
 )

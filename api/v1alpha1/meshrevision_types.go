@@ -43,6 +43,17 @@ type MeshRevisionSpec struct {
 	// controlPlane is the control-plane configuration copied from the Mesh.
 	// +optional
 	ControlPlane ControlPlaneSpec `json:"controlPlane,omitzero"`
+
+	// trustDomain of the workload identities this revision issues.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	TrustDomain string `json:"trustDomain"`
+
+	// issuerRef is the cert-manager issuer that signs this revision's serving and workload
+	// certificates: the Mesh's own, or the CA the operator bootstrapped.
+	// +required
+	IssuerRef IssuerReference `json:"issuerRef"`
 }
 
 // MeshRevisionStatus is the observed state of a revision.

@@ -21,16 +21,12 @@ import (
 	"flag"
 	"os"
 
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 	"github.com/knit-mesh/knit/controllers"
 )
 
@@ -64,20 +60,14 @@ func main() {
 	}
 }
 
-func newScheme() *runtime.Scheme {
-	s := runtime.NewScheme()
-	utilruntime.Must(clientgoscheme.AddToScheme(s))
-	utilruntime.Must(meshv1.AddToScheme(s))
-	return s
-}
-
 func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS string) error {
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
-		Scheme:                        newScheme(),
+		Scheme:                        controllers.NewScheme(),
+		Cache:                         controllers.CacheOptions(),
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
 		LeaderElection:                leaderElection,
@@ -90,8 +80,9 @@ func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElectio
 	}
 
 	if err := (&controllers.MeshReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("knit-operator"),
+		Client:            mgr.GetClient(),
+		Recorder:          mgr.GetEventRecorder("knit-operator"),
+		OperatorNamespace: os.Getenv("POD_NAMESPACE"),
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -18,6 +18,13 @@ package integration
 
 import (
 	"context"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"os"
 	"path/filepath"
 	"time"
@@ -43,13 +50,36 @@ func sampleMesh() *meshv1.Mesh {
 	return &m
 }
 
-// deleteMesh removes the default Mesh and waits until it is gone.
+// deleteMesh removes the default Mesh, waits until it is gone, and removes what it owned.
 func deleteMesh(ctx context.Context) {
 	m := &meshv1.Mesh{ObjectMeta: metav1.ObjectMeta{Name: meshv1.MeshName}}
 	Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, m))).To(Succeed())
 	Eventually(func() bool {
 		return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(m), m))
 	}).WithTimeout(30 * time.Second).Should(BeTrue())
+	collectGarbage(ctx)
+}
+
+// collectGarbage stands in for kube-controller-manager's garbage collector, which envtest does
+// not run: it deletes every object knit made (they all carry its part-of label), as the
+// collector would once their owner is gone. Namespaces stay: envtest cannot finalize them.
+func collectGarbage(ctx context.Context) {
+	GinkgoHelper()
+	ours := client.MatchingLabels{meshv1.LabelPartOf: meshv1.PartOfValue}
+	lists := []client.ObjectList{
+		&meshv1.MeshRevisionList{}, &rbacv1.ClusterRoleList{}, &rbacv1.ClusterRoleBindingList{},
+		&appsv1.DeploymentList{}, &corev1.ServiceList{}, &corev1.ServiceAccountList{},
+		&policyv1.PodDisruptionBudgetList{}, &corev1.ConfigMapList{},
+		&cmapi.CertificateList{}, &cmapi.IssuerList{},
+	}
+	// CertificateRequests are owned by Certificates and carry no labels of ours.
+	Expect(k8sClient.DeleteAllOf(ctx, &cmapi.CertificateRequest{}, client.InNamespace("knit-system"))).To(Succeed())
+	for _, list := range lists {
+		Expect(k8sClient.List(ctx, list, ours)).To(Succeed())
+		Expect(meta.EachListItem(list, func(o runtime.Object) error {
+			return client.IgnoreNotFound(k8sClient.Delete(ctx, o.(client.Object)))
+		})).To(Succeed())
+	}
 }
 
 var _ = Describe("The sample Mesh", Ordered, func() {
@@ -81,11 +111,12 @@ var _ = Describe("The sample Mesh", Ordered, func() {
 		Expect(s.ControlPlane.Replicas).To(BeEquivalentTo(2))
 	})
 
-	It("is seen by the operator: every condition appears, Reconciled is True", func() {
+	It("is seen by the operator: every condition appears with a reason and a message", func() {
 		var got meshv1.Mesh
 		Eventually(func(g Gomega) {
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &got)).To(Succeed())
 			g.Expect(got.Status.ObservedGeneration).To(Equal(got.Generation))
+			g.Expect(meta.IsStatusConditionTrue(got.Status.Conditions, meshv1.ConditionReconciled)).To(BeTrue())
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 
 		for _, t := range meshv1.MeshConditionTypes {
@@ -94,14 +125,9 @@ var _ = Describe("The sample Mesh", Ordered, func() {
 			Expect(c.ObservedGeneration).To(Equal(got.Generation), "condition %s", t)
 			Expect(c.Reason).NotTo(BeEmpty(), "condition %s", t)
 			Expect(c.Message).NotTo(BeEmpty(), "condition %s", t)
-			switch t {
-			case meshv1.ConditionReconciled:
-				Expect(c.Status).To(Equal(metav1.ConditionTrue))
-			default:
-				Expect(c.Status).To(Equal(metav1.ConditionUnknown), "condition %s", t)
-			}
 		}
 		Expect(got.Status.DesiredVersion).To(Equal("v0.1.0"))
+		Expect(got.Status.ActiveRevision).To(Equal("default-v0-1-0"))
 	})
 
 	It("records the new generation after a spec change", func() {

@@ -24,18 +24,13 @@ import (
 	"testing"
 	"time"
 
-	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
-	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 	"github.com/knit-mesh/knit/controllers"
 	"github.com/knit-mesh/knit/test/testenv"
 )
@@ -43,7 +38,7 @@ import (
 var (
 	env       *testenv.Env
 	k8sClient client.Client
-	scheme    = runtime.NewScheme()
+	scheme    = controllers.NewScheme()
 	cancelMgr context.CancelFunc
 	mgrDone   = make(chan error, 1)
 )
@@ -55,9 +50,6 @@ func TestIntegration(t *testing.T) {
 
 var _ = BeforeSuite(func() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
-	utilruntime.Must(clientgoscheme.AddToScheme(scheme))
-	utilruntime.Must(meshv1.AddToScheme(scheme))
-	utilruntime.Must(cmapi.AddToScheme(scheme))
 
 	var err error
 	env, err = testenv.Start(testenv.Options{CertManager: true, Out: os.Stdout})
@@ -68,6 +60,7 @@ var _ = BeforeSuite(func() {
 
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 scheme,
+		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})

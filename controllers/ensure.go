@@ -1,0 +1,88 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	"k8s.io/apimachinery/pkg/api/equality"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// ensure creates obj, or brings the live object in line with what sync writes into it, owned by
+// owner. The write happens only when sync changed something, so a reconcile with nothing new
+// makes no API write.
+func ensure(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner, obj client.Object, sync func()) error {
+	res, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error {
+		sync()
+		return controllerutil.SetControllerReference(owner, obj, scheme)
+	})
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", kindOf(obj, scheme), client.ObjectKeyFromObject(obj), err)
+	}
+	if res != controllerutil.OperationResultNone {
+		log.FromContext(ctx).Info("object "+string(res), "kind", kindOf(obj, scheme), "object", client.ObjectKeyFromObject(obj))
+	}
+	return nil
+}
+
+// syncTo sets *live to desired unless live already holds everything desired sets. Empty strings,
+// nil pointers, slices and maps in desired are ignored (equality.Semantic.DeepDerivative), so
+// values the API server defaulted there do not count as drift, while an edit to a field knit
+// sets is reverted. Numbers and bools are always compared: desired must spell out defaults.
+func syncTo[T any](live *T, desired T) {
+	if !equality.Semantic.DeepDerivative(desired, *live) {
+		*live = desired
+	}
+}
+
+// syncLabels adds or corrects the given labels, leaving others alone.
+func syncLabels(obj client.Object, want map[string]string) {
+	labels := obj.GetLabels()
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	changed := false
+	for k, v := range want {
+		if labels[k] != v {
+			labels[k] = v
+			changed = true
+		}
+	}
+	if changed {
+		obj.SetLabels(labels)
+	}
+}
+
+// withLabels returns base plus extra.
+func withLabels(base map[string]string, extra map[string]string) map[string]string {
+	out := maps.Clone(base)
+	maps.Copy(out, extra)
+	return out
+}
+
+func kindOf(obj client.Object, scheme *runtime.Scheme) string {
+	if gvk, _, err := scheme.ObjectKinds(obj); err == nil && len(gvk) > 0 {
+		return gvk[0].Kind
+	}
+	return fmt.Sprintf("%T", obj)
+}

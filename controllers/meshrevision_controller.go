@@ -1,0 +1,286 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
+	"github.com/knit-mesh/knit/internal/conditions"
+	"github.com/knit-mesh/knit/internal/versions"
+)
+
+// MeshRevisionReconciler runs one revision's control plane: its Deployment, Service,
+// ServiceAccount, RBAC, PodDisruptionBudget and serving Certificate, and reports whether it is
+// available. Everything is owned by the MeshRevision, which the Mesh owns.
+type MeshRevisionReconciler struct {
+	client.Client
+	Versions    versions.Table
+	certManager *certManagerDetector
+}
+
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// The control plane's own permissions, which the operator must hold to grant:
+// +kubebuilder:rbac:groups="",resources=services;pods;namespaces;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;create;delete
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=update;patch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=signers,verbs=approve
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes,verbs=get;list;watch
+
+// Reconcile makes the revision's control plane match its spec and records its availability.
+func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var rev meshv1.MeshRevision
+	if err := r.Get(ctx, req.NamespacedName, &rev); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if r.Versions.Versions == nil {
+		r.Versions = versions.Default
+	}
+	if r.certManager == nil {
+		r.certManager = &certManagerDetector{reader: r.Client}
+	}
+	before := rev.DeepCopy()
+	gen := rev.Generation
+	conds := &rev.Status.Conditions
+
+	applyErr := r.applyControlPlane(ctx, &rev)
+	if applyErr != nil {
+		reason := meshv1.ReasonReconcileFailed
+		var unsupported *versions.UnsupportedError
+		if errors.As(applyErr, &unsupported) {
+			reason = meshv1.ReasonUnsupportedVersion
+		}
+		conditions.Set(conds, gen, meshv1.ConditionReconciled, metav1.ConditionFalse, reason, "%v", applyErr)
+	} else {
+		conditions.Set(conds, gen, meshv1.ConditionReconciled, metav1.ConditionTrue, meshv1.ReasonReconciled,
+			"control plane of MeshRevision %s applied", rev.Name)
+	}
+	if err := r.observeAvailability(ctx, &rev); err != nil {
+		return ctrl.Result{}, err
+	}
+	sum := conditions.Summarize(*conds, meshv1.ReasonAllReady, meshv1.ReasonNotReady,
+		conditions.Requirement{Type: meshv1.ConditionReconciled, Healthy: metav1.ConditionTrue},
+		conditions.Requirement{Type: meshv1.ConditionAvailable, Healthy: metav1.ConditionTrue},
+		conditions.Requirement{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue})
+	conditions.Set(conds, gen, meshv1.ConditionReady, sum.Status, sum.Reason, "%s", sum.Message)
+	rev.Status.ObservedGeneration = gen
+
+	if !equality.Semantic.DeepEqual(before.Status, rev.Status) {
+		if err := r.Status().Patch(ctx, &rev, client.MergeFrom(before)); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("patching status of MeshRevision %s: %w", rev.Name, err)
+		}
+	}
+	return ctrl.Result{}, applyErr
+}
+
+// applyControlPlane creates or repairs every object of the revision's control plane.
+func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *meshv1.MeshRevision) error {
+	release, err := r.Versions.Lookup(rev.Spec.Version)
+	if err != nil {
+		return err
+	}
+	name, ns := controlPlaneName(rev), rev.Spec.Namespace
+	labels := controlPlaneLabels(rev)
+	meta := func() metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: ns} }
+	scheme := r.Scheme()
+
+	sa := &corev1.ServiceAccount{ObjectMeta: meta()}
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	svc := &corev1.Service{ObjectMeta: meta()}
+	dep := &appsv1.Deployment{ObjectMeta: meta()}
+	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: meta()}
+
+	steps := []struct {
+		obj  client.Object
+		sync func()
+	}{
+		{sa, func() { syncLabels(sa, labels) }},
+		{role, func() { syncLabels(role, labels); syncTo(&role.Rules, controlPlaneRules()) }},
+		{binding, func() {
+			syncLabels(binding, labels)
+			// roleRef is immutable: set once, at creation.
+			if binding.RoleRef.Name == "" {
+				binding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}
+			}
+			syncTo(&binding.Subjects, []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}})
+		}},
+		{svc, func() {
+			syncLabels(svc, labels)
+			want := desiredService(rev)
+			syncTo(&svc.Spec.Selector, want.Selector)
+			syncTo(&svc.Spec.Ports, want.Ports)
+		}},
+		{dep, func() {
+			syncLabels(dep, labels)
+			want := desiredDeployment(rev, release.ControlPlaneImage)
+			if dep.Spec.Selector == nil { // immutable once created
+				dep.Spec.Selector = want.Selector
+			}
+			syncTo(&dep.Spec.Replicas, want.Replicas)
+			syncTo(&dep.Spec.Template, want.Template)
+		}},
+		{pdb, func() {
+			syncLabels(pdb, labels)
+			want := desiredPDB(rev)
+			syncTo(&pdb.Spec.MaxUnavailable, want.MaxUnavailable)
+			syncTo(&pdb.Spec.Selector, want.Selector)
+		}},
+	}
+	for _, s := range steps {
+		if err := ensure(ctx, r.Client, scheme, rev, s.obj, s.sync); err != nil {
+			return err
+		}
+	}
+
+	missing, err := r.certManager.check(ctx)
+	if err != nil {
+		return err
+	}
+	if len(missing) > 0 {
+		return errors.New(missingMessage(missing))
+	}
+	cert := &cmapi.Certificate{ObjectMeta: meta()}
+	return ensure(ctx, r.Client, scheme, rev, cert, func() {
+		syncLabels(cert, labels)
+		syncTo(&cert.Spec, desiredServingCertificate(rev))
+	})
+}
+
+// observeAvailability sets Available and CertificatesReady from the Deployment and the serving
+// Certificate, naming the object at fault.
+func (r *MeshRevisionReconciler) observeAvailability(ctx context.Context, rev *meshv1.MeshRevision) error {
+	gen, conds := rev.Generation, &rev.Status.Conditions
+	key := client.ObjectKey{Namespace: rev.Spec.Namespace, Name: controlPlaneName(rev)}
+
+	var dep appsv1.Deployment
+	if err := r.Get(ctx, key, &dep); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("reading Deployment %s: %w", key, err)
+	}
+	rev.Status.ReadyReplicas = dep.Status.ReadyReplicas
+	if ok, msg := deploymentAvailability(&dep, key); ok {
+		conditions.Set(conds, gen, meshv1.ConditionAvailable, metav1.ConditionTrue, meshv1.ReasonAsExpected, "%s", msg)
+	} else {
+		conditions.Set(conds, gen, meshv1.ConditionAvailable, metav1.ConditionFalse, meshv1.ReasonDeploymentUnavailable, "%s", msg)
+	}
+
+	if missing, err := r.certManager.missing(ctx); err != nil {
+		return err
+	} else if len(missing) > 0 {
+		conditions.Set(conds, gen, meshv1.ConditionCertificatesReady, metav1.ConditionFalse,
+			meshv1.ReasonCertManagerMissing, "%s", missingMessage(missing))
+		return nil
+	}
+	var cert cmapi.Certificate
+	if err := r.Get(ctx, key, &cert); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("reading Certificate %s: %w", key, err)
+	}
+	if ok, msg := certificateReady(&cert); ok {
+		conditions.Set(conds, gen, meshv1.ConditionCertificatesReady, metav1.ConditionTrue, meshv1.ReasonAsExpected,
+			"serving Certificate %s is Ready", key)
+	} else {
+		conditions.Set(conds, gen, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertificateNotReady,
+			"serving Certificate %s is not Ready: %s", key, msg)
+	}
+	return nil
+}
+
+// deploymentAvailability says whether a Deployment serves, and why not.
+func deploymentAvailability(dep *appsv1.Deployment, key client.ObjectKey) (bool, string) {
+	if dep.CreationTimestamp.IsZero() {
+		return false, fmt.Sprintf("Deployment %s does not exist yet", key)
+	}
+	counts := fmt.Sprintf("Deployment %s has %d of %d replicas available", key, dep.Status.AvailableReplicas, ptrValue(dep.Spec.Replicas))
+	if dep.Status.ObservedGeneration < dep.Generation {
+		return false, fmt.Sprintf("%s; generation %d is not rolled out yet", counts, dep.Generation)
+	}
+	for _, c := range dep.Status.Conditions {
+		if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue && dep.Status.AvailableReplicas > 0 {
+			return true, counts
+		}
+	}
+	return false, counts
+}
+
+// certificateReady reads cert-manager's Ready condition of a Certificate.
+func certificateReady(cert *cmapi.Certificate) (bool, string) {
+	for _, c := range cert.Status.Conditions {
+		if c.Type == cmapi.CertificateConditionReady {
+			return c.Status == cmmeta.ConditionTrue, c.Message
+		}
+	}
+	if cert.CreationTimestamp.IsZero() {
+		return false, "it does not exist yet"
+	}
+	return false, "cert-manager has not reported on it yet"
+}
+
+func ptrValue[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// SetupWithManager registers the reconciler; watches on cert-manager kinds start once
+// cert-manager is installed.
+func (r *MeshRevisionReconciler) SetupWithManager(mgr ctrl.Manager, cm *certManagerDetector) error {
+	r.certManager = cm
+	c, err := ctrl.NewControllerManagedBy(mgr).
+		For(&meshv1.MeshRevision{}).
+		Owns(&appsv1.Deployment{}).
+		Owns(&corev1.Service{}).
+		Owns(&corev1.ServiceAccount{}).
+		Owns(&policyv1.PodDisruptionBudget{}).
+		Owns(&rbacv1.ClusterRole{}).
+		Owns(&rbacv1.ClusterRoleBinding{}).
+		Named("meshrevision").
+		Build(r)
+	if err != nil {
+		return err
+	}
+	cm.whenInstalled(func() error {
+		return c.Watch(source.Kind(mgr.GetCache(), &cmapi.Certificate{},
+			handler.TypedEnqueueRequestForOwner[*cmapi.Certificate](mgr.GetScheme(), mgr.GetRESTMapper(),
+				&meshv1.MeshRevision{}, handler.OnlyControllerOwner())))
+	})
+	return nil
+}

@@ -1,0 +1,106 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package integration
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/knit-mesh/knit/controllers"
+)
+
+// writeCounter is a real client (to the real API server) that records every write it makes, so
+// a spec can assert that a reconcile with nothing to do writes nothing.
+type writeCounter struct {
+	client.Client
+	mu  sync.Mutex
+	log []string
+}
+
+func (w *writeCounter) record(verb string, obj client.Object) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.log = append(w.log, fmt.Sprintf("%s %T %s", verb, obj, client.ObjectKeyFromObject(obj)))
+}
+
+func (w *writeCounter) writes() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]string(nil), w.log...)
+}
+
+func (w *writeCounter) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.log = nil
+}
+
+func (w *writeCounter) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	w.record("create", obj)
+	return w.Client.Create(ctx, obj, opts...)
+}
+
+func (w *writeCounter) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	w.record("update", obj)
+	return w.Client.Update(ctx, obj, opts...)
+}
+
+func (w *writeCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	w.record("patch", obj)
+	return w.Client.Patch(ctx, obj, patch, opts...)
+}
+
+func (w *writeCounter) Delete(ctx context.Context, obj client.Object, opts ...client.DeleteOption) error {
+	w.record("delete", obj)
+	return w.Client.Delete(ctx, obj, opts...)
+}
+
+func (w *writeCounter) Status() client.SubResourceWriter {
+	return &statusCounter{SubResourceWriter: w.Client.Status(), w: w}
+}
+
+type statusCounter struct {
+	client.SubResourceWriter
+	w *writeCounter
+}
+
+func (s *statusCounter) Update(ctx context.Context, obj client.Object, opts ...client.SubResourceUpdateOption) error {
+	s.w.record("status update", obj)
+	return s.SubResourceWriter.Update(ctx, obj, opts...)
+}
+
+func (s *statusCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
+	s.w.record("status patch", obj)
+	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
+}
+
+func newMeshReconciler(c client.Client) *controllers.MeshReconciler {
+	return &controllers.MeshReconciler{Client: c}
+}
+
+func newRevisionReconciler(c client.Client) *controllers.MeshRevisionReconciler {
+	return &controllers.MeshRevisionReconciler{Client: c}
+}
+
+func requestFor(name string) reconcile.Request {
+	return reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}
+}
