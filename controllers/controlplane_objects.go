@@ -117,7 +117,7 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string) appsv1.Deployment
 					},
 					ReadinessProbe: httpProbe("/readyz", 0),
 					LivenessProbe:  httpProbe("/healthz", 10),
-					Resources: cp.Resources,
+					Resources:      cp.Resources,
 					SecurityContext: &corev1.SecurityContext{
 						AllowPrivilegeEscalation: ptr.To(false),
 						ReadOnlyRootFilesystem:   ptr.To(true),

@@ -51,10 +51,10 @@ binary() {
       go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/pause" ./pause || die "pause build failed"
       echo "$OUT/bin/pause /pause 65535:65535" ;;
     controller)
-      go build -trimpath -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
+      go build -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
       echo "$OUT/bin/manager /manager 65532:65532" ;;
     knit-proxy)
-      go build -trimpath -ldflags "$ld" -o "$OUT/bin/knit-proxy" ./cmd/knit-proxy || die "knit-proxy build failed"
+      go build -ldflags "$ld" -o "$OUT/bin/knit-proxy" ./cmd/knit-proxy || die "knit-proxy build failed"
       echo "$OUT/bin/knit-proxy /knit-proxy 65532:65532" ;;
     coredns)
       local v; v=$(cd "$HACK_DIR/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns)

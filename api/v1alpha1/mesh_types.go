@@ -312,7 +312,7 @@ type GatewayPort struct {
 type AccessLogFormat string
 
 // ObservabilitySpec configures what every proxy reports.
-// +kubebuilder:validation:XValidation:rule="!has(self.tracing) || self.tracing.samplingPercent == 0 || self.tracing.endpoint != ''",message="observability.tracing.endpoint is required when observability.tracing.samplingPercent is above 0",fieldPath=".tracing.endpoint"
+// +kubebuilder:validation:XValidation:rule="!has(self.tracing) || self.tracing.samplingPercent == 0 || self.tracing.endpoint != ”",message="observability.tracing.endpoint is required when observability.tracing.samplingPercent is above 0",fieldPath=".tracing.endpoint"
 type ObservabilitySpec struct {
 	// metrics configures the Prometheus endpoint of proxies.
 	// +optional

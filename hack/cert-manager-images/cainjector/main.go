@@ -66,8 +66,10 @@ func run(ctx context.Context, namespace string, leaderElect bool, leaderNS strin
 	}
 	lease, renew, retry := 60*time.Second, 40*time.Second, 15*time.Second // upstream's defaults
 	mgr, err := ctrl.NewManager(util.RestConfigWithUserAgent(ctrl.GetConfigOrDie(), "cainjector"), ctrl.Options{
-		Scheme:                        scheme,
-		Cache:                         cache.Options{ReaderFailOnMissingInformer: true, DefaultNamespaces: namespaces},
+		Scheme: scheme,
+		// Upstream fails reads of types without a registered informer; the CA-from-Secret source
+		// then reports "Secret is not cached" here, so informers start on first use instead.
+		Cache:                         cache.Options{ReaderFailOnMissingInformer: false, DefaultNamespaces: namespaces},
 		LeaderElection:                leaderElect,
 		LeaderElectionNamespace:       leaderNS,
 		LeaderElectionID:              "cert-manager-cainjector-leader-election",
