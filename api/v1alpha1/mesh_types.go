@@ -312,7 +312,7 @@ type GatewayPort struct {
 type AccessLogFormat string
 
 // ObservabilitySpec configures what every proxy reports.
-// +kubebuilder:validation:XValidation:rule="!has(self.tracing) || self.tracing.samplingPercent == 0 || self.tracing.endpoint != ”",message="observability.tracing.endpoint is required when observability.tracing.samplingPercent is above 0",fieldPath=".tracing.endpoint"
+// +kubebuilder:validation:XValidation:rule="!has(self.tracing) || self.tracing.samplingPercent == 0 || (has(self.tracing.endpoint) && size(self.tracing.endpoint) > 0)",message="observability.tracing.endpoint is required when observability.tracing.samplingPercent is above 0",fieldPath=".tracing.endpoint"
 type ObservabilitySpec struct {
 	// metrics configures the Prometheus endpoint of proxies.
 	// +optional
@@ -342,7 +342,7 @@ type TracingSpec struct {
 	// endpoint is the OTLP/gRPC collector address as host:port.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
-	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$')",message="observability.tracing.endpoint must be host:port, such as otel-collector.observability:4317"
+	// +kubebuilder:validation:XValidation:rule="size(self) == 0 || self.matches('^[A-Za-z0-9.-]+:[0-9]{1,5}$')",message="observability.tracing.endpoint must be host:port, such as otel-collector.observability:4317"
 	Endpoint string `json:"endpoint,omitempty"`
 
 	// samplingPercent is the share of new traces that are sampled, 0 to 100.
