@@ -51,6 +51,10 @@ func main() {
 }
 
 func run(log logr.Logger, path string, watchEvery time.Duration) error {
+	// Hash the file before loading it: a change made while we start is then
+	// seen as a change, never taken as the baseline.
+	w := &watcher{path: path}
+	w.changed()
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -70,8 +74,6 @@ func run(log logr.Logger, path string, watchEvery time.Duration) error {
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	w := &watcher{path: path}
-	w.changed() // remember the loaded content
 	var tick <-chan time.Time
 	if watchEvery > 0 {
 		t := time.NewTicker(watchEvery)

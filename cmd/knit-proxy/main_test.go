@@ -95,11 +95,14 @@ func (l *logTail) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t *testing.T, what string, cond func() bool, logs ...*logTail) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, l := range logs {
+				t.Logf("proxy log:\n%s", l)
+			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -219,7 +222,7 @@ func TestConfigFileChangeIsHotReloaded(t *testing.T) {
 			t.Fatalf("proxy died:\n%s", logs)
 		}
 		return logs.has("config reload failed")
-	})
+	}, logs)
 	if !logs.has("listeners[0].address") {
 		t.Fatalf("reload error does not name the field:\n%s", logs)
 	}
