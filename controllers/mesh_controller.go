@@ -298,7 +298,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		for _, src := range []source.Source{
 			// Every knit Certificate (the cache holds only those): the root CA's and the serving
 			// certificates', whose Secrets carry the trust root the Mesh reports and distributes.
-			source.Kind(mgr.GetCache(), client.Object(&cmapi.Certificate{}), enqueueMesh),
+			source.Kind(mgr.GetCache(), client.Object(&cmapi.Certificate{}), enqueueMesh, ourLabels),
 			// A user's issuer is not owned: any change may be the one the Mesh waits for.
 			source.Kind(mgr.GetCache(), client.Object(&cmapi.Issuer{}), enqueueMesh),
 			source.Kind(mgr.GetCache(), client.Object(&cmapi.ClusterIssuer{}), enqueueMesh),
@@ -319,6 +319,10 @@ var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object
 		}
 	}
 	return false
+})
+
+var ourLabels = predicate.NewPredicateFuncs(func(obj client.Object) bool {
+	return obj.GetLabels()[meshv1.LabelPartOf] == meshv1.PartOfValue
 })
 
 var trustBundlePredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {

@@ -44,8 +44,9 @@ func NewScheme() *runtime.Scheme {
 }
 
 // CacheOptions keep the operator's memory independent of cluster size: kinds that exist in
-// every namespace are cached only when they carry knit's labels. Issuers are cached whole: the
-// Mesh may name a user's Issuer, and there are few of them.
+// every namespace are cached only when they carry knit's labels. cert-manager's kinds are not
+// narrowed here: a restriction needs their CRDs at start-up, and the operator must start
+// without cert-manager (it reports CertManagerMissing and recovers). Event handlers filter them.
 func CacheOptions() cache.Options {
 	ours := labels.SelectorFromSet(labels.Set{meshv1.LabelPartOf: meshv1.PartOfValue})
 	byLabel := cache.ByObject{Label: ours}
@@ -57,6 +58,5 @@ func CacheOptions() cache.Options {
 		&policyv1.PodDisruptionBudget{}: byLabel,
 		&rbacv1.ClusterRole{}:           byLabel,
 		&rbacv1.ClusterRoleBinding{}:    byLabel,
-		&cmapi.Certificate{}:            byLabel,
 	}}
 }

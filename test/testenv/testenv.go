@@ -175,6 +175,19 @@ func (e *Env) KubeConfig(name string, groups ...string) ([]byte, error) {
 	return user.KubeConfig()
 }
 
+// InstallCertManagerCRDs installs cert-manager's CRDs into an environment started without
+// them, as a person installing cert-manager after knit would.
+func (e *Env) InstallCertManagerCRDs() error {
+	dir := os.Getenv("KNIT_CERT_MANAGER_DIR")
+	if dir == "" {
+		return errors.New("KNIT_CERT_MANAGER_DIR is not set: run the tests with `make test`")
+	}
+	_, err := envtest.InstallCRDs(e.Config, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join(dir, "crds")}, ErrorIfPathMissing: true,
+	})
+	return err
+}
+
 // CertManagerRunning reports whether the cert-manager process is still alive.
 func (e *Env) CertManagerRunning() bool {
 	if e.certManager == nil {
