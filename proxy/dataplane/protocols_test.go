@@ -361,3 +361,52 @@ clusters:
 	}
 	_ = context.Background
 }
+
+func TestHTTP2OverTLSUpstream(t *testing.T) {
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "HTTP/%d tls=%v", r.ProtoMajor, r.TLS != nil)
+	}))
+	s.EnableHTTP2 = true
+	s.StartTLS()
+	defer s.Close()
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pemCert(s.Certificate().Raw), 0o600)
+	cfg := strings.Replace(simpleConfig(s.Listener.Addr().String()), "- name: c\n", "- name: c\n  protocol: http2\n", 1) +
+		fmt.Sprintf("  tls: {caFile: %s, serverName: example.com}\n", ca)
+	p := startProxy(t, cfg)
+	code, body := get(t, client(), "http://"+addr(t, p, "in")+"/")
+	if code != 200 || body != "HTTP/2 tls=true" {
+		t.Fatalf("got %d %q; want h2 over TLS (ALPN) to the upstream", code, body)
+	}
+}
+
+func TestTLSPassthroughToTCPCluster(t *testing.T) {
+	s := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, "end-to-end TLS")
+	}))
+	defer s.Close()
+	// No certificate on the listener: a TLS ClientHello is detected and the
+	// stream passed through untouched to the tcp cluster.
+	cfg := fmt.Sprintf(`
+listeners:
+- name: in
+  address: 127.0.0.1:0
+  tcpCluster: tls-backend
+clusters:
+- name: tls-backend
+  protocol: tcp
+  endpoints: [{address: %s}]
+`, s.Listener.Addr())
+	p := startProxy(t, cfg)
+	c := s.Client()
+	c.Timeout = 30 * time.Second
+	resp, err := c.Get("https://" + addr(t, p, "in") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "end-to-end TLS" || resp.TLS == nil {
+		t.Fatalf("got %q", b)
+	}
+}
