@@ -111,3 +111,7 @@ cluster-down: ## Stop the local cluster and remove every process, link, route, m
 .PHONY: images
 images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-containerregistry) and import them into the cluster.
 	hack/images.sh
+
+.PHONY: demo
+demo: ## The main command: local cluster, images, cert-manager, the operator and the sample Mesh; prints the Mesh and the pods.
+	hack/demo.sh

@@ -16,7 +16,10 @@ OUT="$REPO_ROOT/bin/images"
 TOOL="$OUT/knit-images"
 COMPONENT="$REPO_ROOT/config/images/kustomization.yaml"
 CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
-ALL=(pause coredns controller knit-proxy cert-manager-controller cert-manager-webhook cert-manager-cainjector)
+ALL=(pause coredns controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
+# `mesh`: the mesh's own images, per supported mesh version, named by the operator's
+# internal/versions/versions.yaml (the operator puts those references into the Deployments it makes).
+VERSIONS="$REPO_ROOT/internal/versions/versions.yaml"
 
 tool() {
   mkdir -p "$OUT"
@@ -53,9 +56,12 @@ binary() {
     controller)
       go build -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
       echo "$OUT/bin/manager /manager 65532:65532" ;;
-    knit-proxy)
+    proxy)
       go build -ldflags "$ld" -o "$OUT/bin/knit-proxy" ./cmd/knit-proxy || die "knit-proxy build failed"
       echo "$OUT/bin/knit-proxy /knit-proxy 65532:65532" ;;
+    controlplane)
+      go build -ldflags "$ld" -o "$OUT/bin/knit-controlplane" ./cmd/knit-controlplane || die "knit-controlplane build failed"
+      echo "$OUT/bin/knit-controlplane /knit-controlplane 65532:65532" ;;
     coredns)
       local v; v=$(cd "$HACK_DIR/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
       [[ ":$COREDNS_IMAGE" == *":$v" ]] || die "hack/coredns builds CoreDNS $v but $COMPONENT tags $COREDNS_IMAGE"
@@ -86,12 +92,24 @@ check_tags() {
 
 containerd_up() { pid_of containerd >/dev/null && ctr_ version >/dev/null 2>&1; }
 
-# one NAME IMPORT: pack the image tarball (skipped when binary and reference are unchanged), and
-# import it into containerd (skipped when containerd already holds exactly this tarball).
+# one NAME IMPORT [REF BINARY]: pack the image tarball (skipped when binary and reference are
+# unchanged), and import it into containerd (skipped when containerd already holds exactly this
+# tarball). REF defaults to NAME's entry in config/images, BINARY to NAME.
 one() {
-  local name=$1 import=$2 ref path entry user tar sum
-  ref=$(image_ref "$name"); [[ -n $ref ]] || die "no $name in $COMPONENT"
-  read -r path entry user < <(binary "$name")
+  local name=$1 import=$2 ref=${3:-} bin=${4:-$1} path entry user tar sum
+  if [[ $name == mesh ]]; then
+    local kind r
+    while read -r kind r; do
+      if [[ $kind == controlplane && ! -d $REPO_ROOT/cmd/knit-controlplane ]]; then
+        log "warning: no cmd/knit-controlplane yet: $r is not built (the operator's control-plane pods cannot start)"
+        continue
+      fi
+      one "mesh-$kind-${r##*:}" "$import" "$r" "$kind"
+    done < <("$TOOL" mesh -versions "$VERSIONS" | sort)
+    return
+  fi
+  [[ -n $ref ]] || ref=$(image_ref "$name"); [[ -n $ref ]] || die "no $name in $COMPONENT"
+  read -r path entry user < <(binary "$bin")
   [[ -x $path ]] || die "no binary for $name"
   tar="$OUT/$name.tar"
   sum=$( { sha256sum "$path" | cut -d' ' -f1; echo "$ref $entry $user"; } | sha256sum | cut -d' ' -f1)
@@ -101,13 +119,13 @@ one() {
   fi
   [[ $import == yes ]] || { log "image $ref -> $tar"; return; }
   local stamp="$CLUSTER_DIR/containerd/imported/$name"
-  if [[ -f $stamp && $(<"$stamp") == "$sum" && -n $(ctr_ images ls -q "name==$ref" 2>/dev/null) ]]; then
+  if [[ -f $stamp && $(<"$stamp") == "$sum" && -f "$(dirname "$stamp")/by-ref/${ref//[\/:]/_}" && -n $(ctr_ images ls -q "name==$ref" 2>/dev/null) ]]; then
     log "image $ref already in containerd"
     return
   fi
   ctr_ images import "$tar" >/dev/null || die "ctr import of $tar failed"
   [[ -n $(ctr_ images ls -q "name==$ref") ]] || die "$ref not in containerd after import"
-  mkdir -p "$(dirname "$stamp")"; echo "$sum" >"$stamp"
+  mkdir -p "$(dirname "$stamp")/by-ref"; echo "$sum" >"$stamp"; echo "$sum" >"$(dirname "$stamp")/by-ref/${ref//[\/:]/_}"
   log "image $ref imported"
 }
 

@@ -3,7 +3,11 @@
 // one place the manifests use: the kustomize Component config/images/kustomization.yaml.
 //
 //	images refs   -component FILE                 prints NAME=REFERENCE per image (NAME upper-cased, - as _)
+//	images mesh   -versions FILE                  prints "proxy REF" / "controlplane REF" per supported mesh version
 //	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID]
+//
+// The mesh's own images (control plane, proxy) are named per mesh version by the operator's
+// internal/versions/versions.yaml; `mesh` lists those of the versions that are not end of life.
 //
 // pack writes a docker-archive tarball (`ctr images import` reads it). The layer holds the binary
 // at /<name> and an empty /tmp; every timestamp is zero, so the same binary gives the same digest.
@@ -37,6 +41,8 @@ func main() {
 	switch os.Args[1] {
 	case "refs":
 		err = refs(os.Args[2:])
+	case "mesh":
+		err = mesh(os.Args[2:])
 	case "pack":
 		err = pack(os.Args[2:])
 	default:
@@ -84,6 +90,42 @@ func refs(args []string) error {
 		}
 		key := strings.ToUpper(strings.NewReplacer("-", "_", ".", "_", "/", "_").Replace(path.Base(im.Name)))
 		fmt.Printf("%s=%s\n", key, ref)
+	}
+	return nil
+}
+
+func mesh(args []string) error {
+	fs := flag.NewFlagSet("mesh", flag.ExitOnError)
+	file := fs.String("versions", "internal/versions/versions.yaml", "the operator's mesh versions file")
+	_ = fs.Parse(args)
+	data, err := os.ReadFile(*file)
+	if err != nil {
+		return err
+	}
+	var v struct {
+		Versions []struct {
+			Version           string `json:"version"`
+			EndOfLife         bool   `json:"endOfLife"`
+			ControlPlaneImage string `json:"controlPlaneImage"`
+			ProxyImage        string `json:"proxyImage"`
+		} `json:"versions"`
+	}
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("%s: %w", *file, err)
+	}
+	for _, r := range v.Versions {
+		if r.EndOfLife {
+			continue
+		}
+		for kind, ref := range map[string]string{"proxy": r.ProxyImage, "controlplane": r.ControlPlaneImage} {
+			if ref == "" {
+				continue
+			}
+			if _, err := name.NewTag(ref, name.StrictValidation); err != nil {
+				return fmt.Errorf("%s: %s %q: %w", *file, r.Version, ref, err)
+			}
+			fmt.Printf("%s %s\n", kind, ref)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# hack/cluster/install.sh [cert-manager|operator|sample|all]: installs into the local cluster as
+# a user would — cert-manager from its own manifests (its CRDs from the module, then
+# config/cert-manager: controller, webhook, cainjector), the operator from config/default
+# (kubectl's built-in kustomize), the sample Mesh — after `make images` has imported every image.
+# Idempotent: applying again changes nothing that is already right.
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
+source "$HACK_DIR/cluster/env.sh"
+cd "$REPO_ROOT"
+what=${1:-all}
+CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
+
+wait_for() { # wait_for WHAT TIMEOUT CMD...
+  local what=$1 timeout=$2 t=$SECONDS; shift 2
+  until "$@" >/dev/null 2>&1; do
+    (( SECONDS - t < timeout )) || { log "error: $what not ready after ${timeout}s"; return 1; }
+    sleep 1
+  done
+  log "$what ready ($((SECONDS - t))s)"
+}
+
+# The webhook really answers (CA injected by cainjector, endpoints up): a server-side dry-run of an
+# Issuer goes through cert-manager's validating webhook.
+webhook_serves() {
+  kubectl_ create --dry-run=server -f - <<'YAML'
+apiVersion: cert-manager.io/v1
+kind: Issuer
+metadata: {name: knit-webhook-probe, namespace: default}
+spec: {selfSigned: {}}
+YAML
+}
+
+cert_manager() {
+  "$HACK_DIR/build-cert-manager.sh"
+  kubectl_ apply --server-side --force-conflicts -f "$CM_DIR/crds/" >/dev/null || die "applying cert-manager CRDs failed"
+  kubectl_ wait --for condition=Established --timeout=60s crd -l app.kubernetes.io/name=cert-manager >/dev/null 2>&1 ||
+    kubectl_ wait --for condition=Established --timeout=60s crd/certificates.cert-manager.io crd/issuers.cert-manager.io \
+      crd/clusterissuers.cert-manager.io crd/certificaterequests.cert-manager.io >/dev/null
+  "$HACK_DIR/cluster/apply.sh" config/cert-manager
+  local d
+  for d in cert-manager cert-manager-webhook cert-manager-cainjector; do
+    wait_for "deployment $d" 240 kubectl_ -n cert-manager rollout status "deployment/$d" --timeout=5s ||
+      { kubectl_ -n cert-manager get pods -o wide; die "cert-manager did not come up"; }
+  done
+  wait_for "cert-manager webhook" 180 webhook_serves || die "cert-manager's webhook does not answer"
+}
+
+operator() {
+  "$HACK_DIR/cluster/apply.sh" config/default
+  wait_for "operator (knit-operator/knit-controller-manager)" 240 \
+    kubectl_ -n knit-operator rollout status deployment/knit-controller-manager --timeout=5s ||
+    { kubectl_ -n knit-operator get pods -o wide; kubectl_ -n knit-operator logs deploy/knit-controller-manager --tail=50 || true; die "the operator did not come up"; }
+}
+
+sample() {
+  kubectl_ apply -k config/samples >/dev/null || die "applying config/samples failed"
+  log "applied config/samples (Mesh default)"
+}
+
+case $what in
+  cert-manager) cert_manager ;;
+  operator) operator ;;
+  sample) sample ;;
+  all) cert_manager; operator; sample ;;
+  *) die "usage: $0 [cert-manager|operator|sample|all]" ;;
+esac

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# make demo: a real local cluster (hack/cluster-up.sh), knit's and cert-manager's images
+# (hack/images.sh), cert-manager and the operator installed as a user would
+# (hack/cluster/install.sh), the sample Mesh; then what a person looks at.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+source "$HACK_DIR/cluster/env.sh"
+T0=$SECONDS
+"$HACK_DIR/cluster-up.sh"
+"$HACK_DIR/images.sh"
+"$HACK_DIR/cluster/install.sh" all
+# Give the operator a moment to write the status it has for the new Mesh.
+for _ in $(seq 1 30); do
+  [[ -n $(kubectl_ get mesh default -o jsonpath='{.status.conditions}' 2>/dev/null) ]] && break
+  sleep 1
+done
+log "demo ready in $((SECONDS - T0))s"
+echo
+echo "\$ kubectl get mesh"; kubectl_ get mesh
+echo
+echo "\$ kubectl describe mesh default"; kubectl_ describe mesh default
+echo
+echo "\$ kubectl get pods -A -o wide"; kubectl_ get pods -A -o wide
+echo
+echo "The cluster keeps running. Use it with:  export KUBECONFIG=$KUBECONFIG_ADMIN"
+echo "(kubectl is $KUBE_BIN/kubectl; bin/k8s/kubectl after make tools). Stop it all with: make cluster-down"
