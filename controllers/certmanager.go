@@ -21,6 +21,9 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -90,6 +93,40 @@ func (d *certManagerDetector) check(ctx context.Context) (missing []string, err 
 	}
 	d.started = true
 	return nil, nil
+}
+
+// certManagerLease is the leader-election Lease cert-manager's controller renews while it runs
+// (upstream's defaults). Its age tells whether anyone issues and renews certificates.
+var certManagerLease = client.ObjectKey{Namespace: "kube-system", Name: "cert-manager-controller"}
+
+// leaseGrace is how late a renewal may be before the controller counts as stopped.
+const leaseGrace = 30 * time.Second
+
+// stalled reports, with a message, when cert-manager's controller has stopped renewing its
+// Lease. No Lease (leader election off, or another namespace) means there is nothing to judge.
+func (d *certManagerDetector) stalled(ctx context.Context, now time.Time) (bool, string, error) {
+	var lease coordinationv1.Lease
+	err := d.reader.Get(ctx, certManagerLease, &lease)
+	if apierrors.IsNotFound(err) {
+		return false, "", nil
+	}
+	if err != nil {
+		return false, "", fmt.Errorf("reading Lease %s: %w", certManagerLease, err)
+	}
+	if lease.Spec.RenewTime == nil {
+		return false, "", nil
+	}
+	duration := 15 * time.Second
+	if lease.Spec.LeaseDurationSeconds != nil {
+		duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
+	}
+	renewed := lease.Spec.RenewTime.Time
+	if now.Sub(renewed) <= duration+leaseGrace {
+		return false, "", nil
+	}
+	return true, fmt.Sprintf("cert-manager's controller is not running: its Lease %s was last renewed at %s; "+
+		"no certificate is issued or renewed until it runs again (check its Deployment, e.g. kubectl -n cert-manager get deployments)",
+		certManagerLease, renewed.UTC().Format(time.RFC3339)), nil
 }
 
 func missingMessage(missing []string) string {

@@ -100,6 +100,7 @@ func (s *meshState) requeueAt(t time.Time) {
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get
 // +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
 
@@ -205,8 +206,19 @@ func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) b
 			metav1.ConditionUnknown, meshv1.ReasonCertManagerMissing, "%s", msg)
 		return false
 	}
-	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
-		metav1.ConditionTrue, meshv1.ReasonAsExpected, "cert-manager's CRDs are installed")
+	stalled, msg, err := r.certManager.stalled(ctx, time.Now())
+	switch {
+	case err != nil:
+		st.fail(err)
+	case stalled:
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
+			metav1.ConditionFalse, meshv1.ReasonCertManagerNotRunning, "%s", msg)
+	default:
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
+			metav1.ConditionTrue, meshv1.ReasonAsExpected, "cert-manager is installed and its controller is running")
+	}
+	// Nothing is notified when cert-manager stops: look again a little after its Lease would lapse.
+	st.requeueAt(time.Now().Add(time.Minute))
 	return true
 }
 

@@ -69,6 +69,8 @@ const (
 	ReasonIllegalUpgradePath = "IllegalUpgradePath"
 	// ReasonCertManagerMissing: cert-manager's CRDs are not installed.
 	ReasonCertManagerMissing = "CertManagerMissing"
+	// ReasonCertManagerNotRunning: cert-manager's CRDs exist but its controller stopped.
+	ReasonCertManagerNotRunning = "CertManagerNotRunning"
 	// ReasonIssuerNotReady: the issuer the mesh signs with is not Ready.
 	ReasonIssuerNotReady = "IssuerNotReady"
 	// ReasonIssuerNotFound: spec.trust.issuerRef names an issuer that does not exist.

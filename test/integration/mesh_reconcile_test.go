@@ -30,6 +30,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -287,6 +288,41 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 			Expect(err).NotTo(HaveOccurred())
 			Expect(counter.writes()).To(BeEmpty())
 		}
+	})
+
+	It("tells a person when cert-manager's controller has stopped", func() {
+		// The suite's cert-manager runs without leader election; this Lease is the one a
+		// cert-manager with leader election (as installed in a cluster) renews while it runs.
+		lease := &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "cert-manager-controller"},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity:       ptr.To("cert-manager-7d9f-abcde"),
+				LeaseDurationSeconds: ptr.To[int32](60),
+				RenewTime:            &metav1.MicroTime{Time: time.Now().Add(-10 * time.Minute)},
+			},
+		}
+		Expect(k8sClient.Create(ctx, lease)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, lease))).To(Succeed()) })
+
+		// Nothing notifies the operator when cert-manager stops; its periodic look is what finds
+		// out. Run that look now rather than wait a minute.
+		reconcileNow := func() {
+			_, err := newMeshReconciler(k8sClient).Reconcile(ctx, requestFor(meshv1.MeshName))
+			Expect(err).NotTo(HaveOccurred())
+		}
+		reconcileNow()
+		m := getMesh(Default)
+		c := expectCondition(Default, m, meshv1.ConditionDependenciesHealthy, metav1.ConditionFalse, meshv1.ReasonCertManagerNotRunning)
+		Expect(c.Message).To(ContainSubstring("cert-manager's controller is not running: its Lease kube-system/cert-manager-controller was last renewed at"))
+		ready := expectCondition(Default, m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
+		Expect(ready.Message).To(ContainSubstring("DependenciesHealthy=False (CertManagerNotRunning)"))
+		expectCondition(Default, m, meshv1.ConditionDegraded, metav1.ConditionTrue, "")
+
+		patch := client.MergeFrom(lease.DeepCopy())
+		lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+		Expect(k8sClient.Patch(ctx, lease, patch)).To(Succeed())
+		reconcileNow()
+		expectCondition(Default, getMesh(Default), meshv1.ConditionDependenciesHealthy, metav1.ConditionTrue, meshv1.ReasonAsExpected)
 	})
 
 	It("uses the issuer a user names, and flips CertificatesHealthy when its root nears expiry", func() {
