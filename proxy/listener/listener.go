@@ -93,7 +93,18 @@ func (l *Listener) Update(s *Settings) {
 	l.current = l.newGeneration(s.Config.Limits)
 	l.old = append(l.old, prev)
 	prev.retiring.Store(true)
-	prev.queue.Close() // no new connections; the ones it has stay until told to close
+	// No new connections for the old server; those queued but not yet
+	// accepted by it move to the new one.
+	if left := prev.queue.closeAndTake(); len(left) > 0 {
+		next := l.current.queue
+		go func() {
+			for _, c := range left {
+				if !next.put(c) {
+					c.Close()
+				}
+			}
+		}()
+	}
 	go func() {
 		// Busy clients leave on their next response; after the grace period
 		// the rest (idle ones) are closed as an idle timeout would.
@@ -198,13 +209,20 @@ func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
 	}
 }
 
-// serveHTTP gives the connection to the current http.Server, which then owns it.
+// serveHTTP gives the connection to the current http.Server, which then
+// owns it. If a reload retired that server meanwhile, the next one takes it.
 func (l *Listener) serveHTTP(c net.Conn) {
-	l.mu.Lock()
-	q := l.current.queue
-	l.mu.Unlock()
-	if !q.put(c) {
-		c.Close()
+	for {
+		l.mu.Lock()
+		q, closing := l.current.queue, l.closing
+		l.mu.Unlock()
+		if closing {
+			c.Close()
+			return
+		}
+		if q.put(c) {
+			return
+		}
 	}
 }
 
@@ -292,30 +310,30 @@ func (l *Listener) Drain(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// connQueue is a net.Listener fed by dispatch instead of a socket.
+// connQueue is a net.Listener fed by dispatch instead of a socket. put and
+// close are serialised, so a connection is either accepted by the server or
+// handed back by closeAndTake, never stranded in the buffer.
 type connQueue struct {
-	addr net.Addr
-	ch   chan net.Conn
-	done chan struct{}
-	once sync.Once
+	addr   net.Addr
+	ch     chan net.Conn
+	done   chan struct{}
+	mu     sync.Mutex
+	closed bool
 }
 
 func newConnQueue(addr net.Addr) *connQueue {
 	return &connQueue{addr: addr, ch: make(chan net.Conn, 64), done: make(chan struct{})}
 }
 
+// put blocks while the buffer is full; the server's accept loop drains it.
 func (q *connQueue) put(c net.Conn) bool {
-	select {
-	case <-q.done:
-		return false
-	default:
-	}
-	select {
-	case q.ch <- c:
-		return true
-	case <-q.done:
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
 		return false
 	}
+	q.ch <- c
+	return true
 }
 
 func (q *connQueue) Accept() (net.Conn, error) {
@@ -327,19 +345,32 @@ func (q *connQueue) Accept() (net.Conn, error) {
 	}
 }
 
+// Close is called by http.Server on Shutdown: queued connections are closed.
 func (q *connQueue) Close() error {
-	q.once.Do(func() {
-		close(q.done)
-		for { // close connections queued but never accepted
-			select {
-			case c := <-q.ch:
-				c.Close()
-			default:
-				return
-			}
-		}
-	})
+	for _, c := range q.closeAndTake() {
+		c.Close()
+	}
 	return nil
+}
+
+// closeAndTake stops the queue and returns the connections never accepted.
+func (q *connQueue) closeAndTake() []net.Conn {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return nil
+	}
+	q.closed = true
+	close(q.done)
+	var left []net.Conn
+	for {
+		select {
+		case c := <-q.ch:
+			left = append(left, c)
+		default:
+			return left
+		}
+	}
 }
 
 func (q *connQueue) Addr() net.Addr { return q.addr }
