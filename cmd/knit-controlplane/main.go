@@ -1,0 +1,132 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Command knit-controlplane is one revision's control plane. This first cut loads the serving
+// certificate cert-manager issued for the revision (and reloads it on rotation) and reports
+// health; the injection webhook, the xDS server and the identity server join it next, sharing
+// the same certificate.
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+)
+
+type options struct {
+	revision, trustDomain, tlsDir       string
+	issuerName, issuerKind, issuerGroup string
+	healthAddr                          string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.revision, "revision", "", "the MeshRevision this control plane serves")
+	flag.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of workload identities")
+	flag.StringVar(&o.tlsDir, "tls-dir", "/etc/knit/tls", "directory with the serving certificate (tls.crt, tls.key, ca.crt)")
+	flag.StringVar(&o.issuerName, "issuer-name", "", "cert-manager issuer that signs workload certificates")
+	flag.StringVar(&o.issuerKind, "issuer-kind", "Issuer", "Issuer or ClusterIssuer")
+	flag.StringVar(&o.issuerGroup, "issuer-group", "cert-manager.io", "group of the issuer")
+	flag.StringVar(&o.healthAddr, "health-addr", ":15014", "address of /healthz and /readyz")
+	zopts := zap.Options{}
+	zopts.BindFlags(flag.CommandLine)
+	flag.Parse()
+	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
+	log := ctrl.Log.WithName("controlplane").WithValues("revision", o.revision)
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log, o); err != nil {
+		log.Error(err, "control plane stopped")
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log logr.Logger, o options) error {
+	if o.revision == "" {
+		return errors.New("--revision is required")
+	}
+	watcher, err := certwatcher.New(filepath.Join(o.tlsDir, "tls.crt"), filepath.Join(o.tlsDir, "tls.key"))
+	if err != nil {
+		return fmt.Errorf("loading the serving certificate from %s: %w", o.tlsDir, err)
+	}
+	go func() {
+		if err := watcher.Start(ctx); err != nil {
+			log.Error(err, "certificate watcher stopped")
+		}
+	}()
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := servingCertValid(watcher, time.Now()); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{
+		Addr:              o.healthAddr,
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	log.Info("serving", "health", o.healthAddr, "trustDomain", o.trustDomain,
+		"issuer", fmt.Sprintf("%s/%s.%s", o.issuerKind, o.issuerName, o.issuerGroup))
+
+	select {
+	case err := <-errc:
+		return fmt.Errorf("health server: %w", err)
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Shutdown(shutdown)
+	}
+}
+
+// servingCertValid says whether the certificate in use can serve now.
+func servingCertValid(w *certwatcher.CertWatcher, now time.Time) error {
+	cert, err := w.GetCertificate(nil)
+	if err != nil || cert == nil || len(cert.Certificate) == 0 {
+		return fmt.Errorf("no serving certificate loaded: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return fmt.Errorf("serving certificate: %w", err)
+	}
+	if now.After(leaf.NotAfter) {
+		return fmt.Errorf("serving certificate expired at %s", leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
