@@ -115,3 +115,29 @@ func httpUpstreamServer(t *testing.T, h http.HandlerFunc, conns *atomic.Int64) s
 	t.Cleanup(func() { srv.Close() })
 	return ln.Addr().String()
 }
+
+func TestFastPathSkipsInformationalResponses(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			fmt.Fprintf(c, "HTTP/1.1 103 Early Hints\r\nLink: </x.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")
+		}
+	}()
+	p := startProxy(t, simpleConfig(ln.Addr().String()))
+	if code, body := get(t, client(), "http://"+addr(t, p, "in")+"/"); code != 200 || body != "final" {
+		t.Fatalf("got %d %q", code, body)
+	}
+}

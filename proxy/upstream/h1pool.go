@@ -109,6 +109,11 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 		var resp *http.Response
 		if err == nil {
 			resp, err = http.ReadResponse(pc.br, req)
+			// Skip informational responses (100 Continue, 103 Early Hints);
+			// 101 is final and is only asked for on the http.Transport path.
+			for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+				resp, err = http.ReadResponse(pc.br, req)
+			}
 		}
 		if err != nil {
 			pc.Close()
