@@ -138,3 +138,75 @@ clusters:
 			metricValue(t, p, "knit_requests_total", `route="echo"`, `grpc_status="8"`, `classification="failure"`) == "1"
 	})
 }
+
+func TestDrainLetsGRPCStreamFinish(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv.RegisterService(&echoDesc, nil)
+	go srv.Serve(ln)
+	defer srv.Stop()
+	cfg := fmt.Sprintf(`
+listeners: [{name: in, address: "127.0.0.1:0", routeConfig: main}]
+routeConfigs:
+- name: main
+  virtualHosts: [{name: all, routes: [{name: echo, clusters: [{name: grpc}]}]}]
+clusters:
+- {name: grpc, protocol: http2, endpoints: [{address: "%s"}]}
+`, ln.Addr())
+	c, _ := configParse(t, cfg)
+	p := New(discard(), newMetrics())
+	if err := p.Apply(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := grpc.NewClient(addr(t, p, "in"), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := cc.NewStream(ctx, &echoDesc.Streams[0], "/knit.test.Echo/Bidi")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exchange := func(i int) {
+		msg := []byte(fmt.Sprintf("m%d", i))
+		if err := st.SendMsg(&msg); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		var got []byte
+		if err := st.RecvMsg(&got); err != nil || string(got) != "echo:"+string(msg) {
+			t.Fatalf("recv %d: %q %v", i, got, err)
+		}
+	}
+	exchange(0)
+	drained := make(chan error, 1)
+	go func() {
+		dctx, dcancel := context.WithTimeout(context.Background(), 60*time.Second)
+		defer dcancel()
+		drained <- p.Drain(dctx)
+	}()
+	waitFor(t, "the listener to stop accepting", func() bool {
+		c, err := net.DialTimeout("tcp", addr(t, p, "in"), time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	})
+	// The stream that was open when draining began keeps working to its end.
+	for i := 1; i <= 20; i++ {
+		exchange(i)
+	}
+	st.CloseSend()
+	var tail []byte
+	if err := st.RecvMsg(&tail); err != io.EOF {
+		t.Fatalf("stream did not end cleanly during drain: %v", err)
+	}
+	if err := <-drained; err != nil {
+		t.Fatalf("drain: %v", err)
+	}
+}

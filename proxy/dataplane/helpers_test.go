@@ -214,3 +214,12 @@ func pemCert(der []byte) []byte {
 func discard() logr.Logger { return logr.Discard() }
 
 func newMetrics() *metrics.Metrics { return metrics.New() }
+
+func configParse(t *testing.T, yaml string) (*config.Bootstrap, error) {
+	t.Helper()
+	c, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, nil
+}
