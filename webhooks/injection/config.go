@@ -1,0 +1,77 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package injection decides what joining the mesh adds to a pod: the knit-proxy sidecar, the
+// init container that captures its traffic, the identity token and trust bundle it needs, and
+// probes rerouted so the kubelet still reaches the app through the capture. Pure logic: the
+// admission webhook (package webhooks) calls it with the pod the API server sent.
+package injection
+
+import corev1 "k8s.io/api/core/v1"
+
+// Annotations (and the one label) a pod may carry to steer injection, and those injection writes.
+const (
+	// AnnotationInject set to "false" (or the label of the same name) keeps a pod out of the mesh.
+	AnnotationInject = "knit.dev/inject"
+
+	AnnotationProxyCPU         = "knit.dev/proxy-cpu"
+	AnnotationProxyMemory      = "knit.dev/proxy-memory"
+	AnnotationProxyCPULimit    = "knit.dev/proxy-cpu-limit"
+	AnnotationProxyMemoryLimit = "knit.dev/proxy-memory-limit"
+	AnnotationProxyLogLevel    = "knit.dev/proxy-log-level"
+	// Comma-separated ports or CIDRs the capture leaves alone.
+	AnnotationExcludeInboundPorts  = "knit.dev/exclude-inbound-ports"
+	AnnotationExcludeOutboundPorts = "knit.dev/exclude-outbound-ports"
+	AnnotationExcludeOutboundCIDRs = "knit.dev/exclude-outbound-cidrs"
+
+	// Written by injection.
+	AnnotationInjectedRevision = "knit.dev/injected-revision"
+	AnnotationProxyVersion     = "knit.dev/proxy-version"
+)
+
+// Container, volume and port names and numbers of the injected proxy.
+const (
+	ProxyContainerName = "knit-proxy"
+	InitContainerName  = "knit-init"
+	TokenVolumeName    = "knit-token"
+	TrustVolumeName    = "knit-trust-bundle"
+	TokenMountPath     = "/var/run/secrets/knit"
+	TrustMountPath     = "/etc/knit/trust"
+	// TokenAudience is the audience of the projected ServiceAccount token the proxy presents to
+	// the identity server; tokens for the API server are not accepted there.
+	TokenAudience = "knit.dev"
+
+	ProxyUID         int64 = 1337
+	AdminPort        int32 = 15020
+	InboundPort      int32 = 15006
+	OutboundPort     int32 = 15001
+	tokenExpirySecs  int64 = 3600
+	appHealthPrefix        = "/app-health/"
+	trustBundleName        = "knit-trust-bundle"
+)
+
+// Config is what the mesh says about injected proxies, for one revision.
+type Config struct {
+	Revision     string
+	ProxyImage   string
+	ProxyVersion string
+	TrustDomain  string
+	// ControlPlane is host:port of the revision's xDS and identity servers.
+	ControlPlane    string
+	Resources       corev1.ResourceRequirements
+	LogLevel        string
+	AccessLogFormat string
+}

@@ -1,0 +1,180 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package injection
+
+import (
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"sigs.k8s.io/yaml"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files from the current output")
+
+var testConfig = Config{
+	Revision:     "default-v0-1-0",
+	ProxyImage:   "knit.local/knit/proxy:v0.1.0",
+	ProxyVersion: "v0.1.0",
+	TrustDomain:  "cluster.local",
+	ControlPlane: "knit-controlplane-v0-1-0.knit-system.svc:15010",
+	Resources: corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("32Mi")},
+		Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("128Mi")},
+	},
+	LogLevel:        "info",
+	AccessLogFormat: "Off",
+}
+
+// readPod reads a testdata pod as the JSON the API server would send.
+func readPod(t *testing.T, path string) []byte {
+	t.Helper()
+	y, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := yaml.YAMLToJSON(y)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestGoldenPatches compares the patch for each testdata pod with its reviewed golden file.
+// Run `go test ./webhooks/injection -update` after a deliberate change and review the diff.
+func TestGoldenPatches(t *testing.T) {
+	pods, err := filepath.Glob("testdata/*.pod.yaml")
+	if err != nil || len(pods) == 0 {
+		t.Fatalf("no testdata pods: %v", err)
+	}
+	for _, path := range pods {
+		name := strings.TrimSuffix(filepath.Base(path), ".pod.yaml")
+		t.Run(name, func(t *testing.T) {
+			ops, err := Patch(readPod(t, path), "shop", testConfig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := json.MarshalIndent(ops, "", "  ")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, '\n')
+			golden := filepath.Join("testdata", name+".patch.golden.json")
+			if *update {
+				if err := os.WriteFile(golden, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if string(got) != string(want) {
+				t.Errorf("patch differs from %s (run with -update and review):\n%s", golden, got)
+			}
+		})
+	}
+}
+
+func TestInjectingTwiceChangesNothing(t *testing.T) {
+	var pod corev1.Pod
+	if err := json.Unmarshal(readPod(t, "testdata/probes.pod.yaml"), &pod); err != nil {
+		t.Fatal(err)
+	}
+	if err := Inject(&pod, "shop", testConfig); err != nil {
+		t.Fatal(err)
+	}
+	once := pod.DeepCopy()
+	if err := Inject(&pod, "shop", testConfig); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(once, &pod) {
+		t.Error("a second injection changed the pod")
+	}
+	if s := ShouldInject(&pod); s.Reason == "" {
+		t.Error("an injected pod is still a candidate for injection")
+	}
+}
+
+func TestBadOverridesAreRefusedByName(t *testing.T) {
+	for annotation, value := range map[string]string{
+		AnnotationProxyCPU:             "lots",
+		AnnotationProxyMemoryLimit:     "1 GB",
+		AnnotationProxyLogLevel:        "verbose",
+		AnnotationExcludeInboundPorts:  "80,http",
+		AnnotationExcludeOutboundPorts: "70000",
+		AnnotationExcludeOutboundCIDRs: "10.0.0.0",
+	} {
+		pod := corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}}
+		pod.Annotations = map[string]string{annotation: value}
+		err := Inject(&pod, "shop", testConfig)
+		if err == nil || !strings.Contains(err.Error(), annotation) {
+			t.Errorf("%s=%q: error %v, want one naming the annotation", annotation, value, err)
+		}
+	}
+}
+
+func TestNamedProbePortThatDoesNotExist(t *testing.T) {
+	pod := corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{
+		Name:           "app",
+		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intOrString("web")}}},
+	}}}}
+	if err := Inject(&pod, "shop", testConfig); err == nil || !strings.Contains(err.Error(), `port "web"`) {
+		t.Errorf("error = %v, want one naming the missing port", err)
+	}
+}
+
+func TestPatchRefusesWhatIsNotAPod(t *testing.T) {
+	for _, raw := range []string{``, `{`, `[]`, `{"spec": {"containers": 5}}`} {
+		if _, err := Patch([]byte(raw), "shop", testConfig); err == nil {
+			t.Errorf("Patch(%q) succeeded", raw)
+		}
+	}
+}
+
+func FuzzPatch(f *testing.F) {
+	for _, p := range []string{"plain", "probes", "overrides", "job"} {
+		y, err := os.ReadFile("testdata/" + p + ".pod.yaml")
+		if err != nil {
+			f.Fatal(err)
+		}
+		raw, err := yaml.YAMLToJSON(y)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+	}
+	f.Add([]byte(`{"metadata":{"annotations":{"knit.dev/exclude-inbound-ports":",,"}}}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ops, err := Patch(raw, "shop", testConfig)
+		if err != nil {
+			return // refusing bad input is fine; crashing is not
+		}
+		if _, err := json.Marshal(ops); err != nil {
+			t.Fatalf("patch does not encode: %v", err)
+		}
+	})
+}
+
+func intOrString(s string) intstr.IntOrString { return intstr.FromString(s) }
