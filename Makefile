@@ -115,3 +115,8 @@ images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-conta
 .PHONY: demo
 demo: ## The main command: local cluster, images, cert-manager, the operator and the sample Mesh; prints the Mesh and the pods.
 	hack/demo.sh
+
+E2E_LABELS ?=
+.PHONY: e2e
+e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,mesh,teardown selects.
+	hack/e2e.sh $(if $(E2E_LABELS),-ginkgo.label-filter='$(E2E_LABELS)')

@@ -16,7 +16,7 @@ OUT="$REPO_ROOT/bin/images"
 TOOL="$OUT/knit-images"
 COMPONENT="$REPO_ROOT/config/images/kustomization.yaml"
 CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
-ALL=(pause coredns controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
+ALL=(pause coredns e2e-probe controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
 # `mesh`: the mesh's own images, per supported mesh version, named by the operator's
 # internal/versions/versions.yaml (the operator puts those references into the Deployments it makes).
 VERSIONS="$REPO_ROOT/internal/versions/versions.yaml"
@@ -53,6 +53,9 @@ binary() {
     pause)
       go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/pause" ./pause || die "pause build failed"
       echo "$OUT/bin/pause /pause 65535:65535" ;;
+    e2e-probe)
+      go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/probe" ./probe || die "probe build failed"
+      echo "$OUT/bin/probe /probe 65532:65532" ;;
     controller)
       go build -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
       echo "$OUT/bin/manager /manager 65532:65532" ;;

@@ -54,13 +54,13 @@ const (
 	// the identity server; tokens for the API server are not accepted there.
 	TokenAudience = "knit.dev"
 
-	ProxyUID         int64 = 1337
-	AdminPort        int32 = 15020
-	InboundPort      int32 = 15006
-	OutboundPort     int32 = 15001
-	tokenExpirySecs  int64 = 3600
-	appHealthPrefix        = "/app-health/"
-	trustBundleName        = "knit-trust-bundle"
+	ProxyUID        int64 = 1337
+	AdminPort       int32 = 15020
+	InboundPort     int32 = 15006
+	OutboundPort    int32 = 15001
+	tokenExpirySecs int64 = 3600
+	appHealthPrefix       = "/app-health/"
+	trustBundleName       = "knit-trust-bundle"
 )
 
 // Config is what the mesh says about injected proxies, for one revision.

@@ -223,8 +223,8 @@ func captureArgs(pod *corev1.Pod) ([]string, error) {
 	inbound := []string{strconv.Itoa(int(AdminPort))}
 	for _, a := range []struct {
 		annotation, flag string
-		parse      func(string) error
-		extra      []string
+		parse            func(string) error
+		extra            []string
 	}{
 		{AnnotationExcludeInboundPorts, "--exclude-inbound-ports=", checkPort, inbound},
 		{AnnotationExcludeOutboundPorts, "--exclude-outbound-ports=", checkPort, nil},
