@@ -1,0 +1,131 @@
+//go:build e2e
+
+// Package e2e is knit's end-to-end suite against a real local cluster on this machine
+// (hack/cluster-up.sh: containerd, kubelet, real pods). `make e2e` runs it; it needs root.
+// Specs are labelled so parts can be selected, e.g. `make e2e E2E_LABELS=network,cluster`:
+//
+//	network   the pod and service CIDRs route locally before any component starts
+//	cluster   node Ready, real pods
+//	dns       svc.cluster.local names resolve in pods, nothing else does
+//	install   images, cert-manager from its manifests, the operator from config/default
+//	operator  the operator pod is Ready; deleting it brings a new one that carries on
+//	mesh      the sample Mesh is reconciled and its conditions appear
+//	teardown  cluster-down leaves no process, link, route, mount or rule behind
+//
+// The suite drives the same scripts a person runs (hack/…) and looks at the cluster with kubectl.
+// KNIT_E2E_KEEP_CLUSTER=1 skips the teardown (to look around after a run).
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+)
+
+func TestE2E(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "knit e2e (local cluster)")
+}
+
+// cluster holds the settings of hack/cluster/env.sh, read from the script itself (one place).
+var cluster struct {
+	repo, dir, kubeconfig, kubectl     string
+	nodeName, nodeLink, bridge, nodeIP string
+	podCIDR, serviceCIDR, apiIP, dnsIP string
+	nodePodCIDR                        string
+	components                         []string
+}
+
+var _ = BeforeSuite(func() {
+	if os.Geteuid() != 0 {
+		Skip("the e2e suite needs root (it starts a local cluster)")
+	}
+	repo, err := filepath.Abs("../..")
+	Expect(err).NotTo(HaveOccurred())
+	cluster.repo = repo
+	out := script(`source hack/lib.sh; source hack/cluster/env.sh
+echo "$CLUSTER_DIR|$KUBECONFIG_ADMIN|$KUBE_BIN/kubectl|$NODE_NAME|$NODE_LINK|$CNI_BRIDGE|$NODE_IP|$POD_CIDR|$SERVICE_CIDR|$API_SERVICE_IP|$DNS_SERVICE_IP|$NODE_POD_CIDR|${COMPONENTS[*]}"`)
+	f := strings.Split(strings.TrimSpace(out), "|")
+	Expect(f).To(HaveLen(13), out)
+	cluster.dir, cluster.kubeconfig, cluster.kubectl = f[0], f[1], f[2]
+	cluster.nodeName, cluster.nodeLink, cluster.bridge, cluster.nodeIP = f[3], f[4], f[5], f[6]
+	cluster.podCIDR, cluster.serviceCIDR, cluster.apiIP, cluster.dnsIP = f[7], f[8], f[9], f[10]
+	cluster.nodePodCIDR = f[11]
+	cluster.components = strings.Fields(f[12])
+})
+
+// run runs a command from the repository root, streams its output into the Ginkgo log, and
+// returns stdout+stderr; it fails the spec when the command fails.
+func run(timeout time.Duration, name string, args ...string) string {
+	GinkgoHelper()
+	out, err := tryRun(timeout, name, args...)
+	Expect(err).NotTo(HaveOccurred(), "%s %s:\n%s", name, strings.Join(args, " "), out)
+	return out
+}
+
+func tryRun(timeout time.Duration, name string, args ...string) (string, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = cluster.repo
+	var buf bytes.Buffer
+	cmd.Stdout = &buf
+	cmd.Stderr = &buf
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return buf.String(), err
+	case <-time.After(timeout):
+		_ = cmd.Process.Kill()
+		<-done
+		return buf.String(), fmt.Errorf("timed out after %s", timeout)
+	}
+}
+
+func script(s string) string {
+	GinkgoHelper()
+	return run(time.Minute, "bash", "-c", s)
+}
+
+func kubectl(args ...string) string {
+	GinkgoHelper()
+	return run(2*time.Minute, cluster.kubectl, append([]string{"--kubeconfig", cluster.kubeconfig}, args...)...)
+}
+
+func tryKubectl(args ...string) (string, error) {
+	return tryRun(time.Minute, cluster.kubectl, append([]string{"--kubeconfig", cluster.kubeconfig}, args...)...)
+}
+
+// dumpState prints what helps to understand a failed spec: pods, events, component log tails.
+func dumpState() {
+	if cluster.kubectl == "" {
+		return
+	}
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"get", "nodes", "-o", "wide"},
+		{"get", "pods", "-A", "-o", "wide"},
+		{"get", "events", "-A", "--sort-by=.lastTimestamp"},
+		{"get", "mesh", "-o", "yaml"},
+		{"-n", "knit-operator", "logs", "deploy/knit-controller-manager", "--tail=80"},
+	} {
+		out, _ := tryKubectl(args...)
+		fmt.Fprintf(&b, "\n$ kubectl %s\n%s", strings.Join(args, " "), out)
+	}
+	for _, c := range cluster.components {
+		out, _ := tryRun(10*time.Second, "tail", "-n", "25", filepath.Join(cluster.dir, "logs", c+".log"))
+		fmt.Fprintf(&b, "\n--- %s.log (last 25 lines)\n%s", c, out)
+	}
+	AddReportEntry("cluster state after failure", b.String())
+	GinkgoWriter.Print(b.String())
+}
