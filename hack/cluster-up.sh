@@ -372,6 +372,8 @@ main() {
       "$HACK_DIR/cluster-down.sh"
     fi
     setup_network            # routes checked here, before any component starts
+    # Keep the previous run's logs beside this one's.
+    if [[ -d $CLUSTER_DIR/logs ]]; then rm -rf "$CLUSTER_DIR/logs.prev"; mv "$CLUSTER_DIR/logs" "$CLUSTER_DIR/logs.prev"; fi
     setup_pki
     write_configs
     start_components
