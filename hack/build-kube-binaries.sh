@@ -14,16 +14,20 @@ OUT="$KNIT_CACHE/k8s/$V-$GOOS_HOST-$GOARCH_HOST"
 SRC="$KNIT_CACHE/src/kubernetes-$V"
 
 binary_version() {
+  # Capture first, then cut: `kubectl … | head -1` under pipefail fails at random (SIGPIPE when
+  # head exits before kubectl's second line), which made the check report kubectl missing.
+  local out
   case $1 in
-    kubectl) "$OUT/kubectl" version --client 2>/dev/null | head -1 ;;
-    *) "$OUT/$1" --version 2>/dev/null ;;
+    kubectl) out=$("$OUT/kubectl" version --client 2>/dev/null) || return 1 ;;
+    *) out=$("$OUT/$1" --version 2>/dev/null) || return 1 ;;
   esac
+  echo "${out%%$'\n'*}"
 }
 
 missing() {
   local c
   for c in "${COMMANDS[@]}"; do
-    [[ -x "$OUT/$c" ]] && binary_version "$c" | grep -q "$V\$" || echo "$c"
+    [[ -x "$OUT/$c" && "$(binary_version "$c")" == *"$V" ]] || echo "$c"
   done
 }
 

@@ -154,6 +154,29 @@ var _ = Describe("knit on a local cluster", Ordered, func() {
 		for _, ip := range []string{ipAt(cluster.nodePodCIDR, 0, 77), ipAt(cluster.serviceCIDR, 0, 77)} {
 			Expect(routeDev(ip)).To(Or(Equal(cluster.nodeLink), Equal(cluster.bridge)))
 		}
+		// Every server of ours listens on the node IP or on loopback only.
+		pids := script(`source hack/lib.sh; source hack/cluster/env.sh
+for c in "${COMPONENTS[@]}"; do p=$(pid_of "$c") && echo "$c $p"; done; true`)
+		Expect(strings.Fields(pids)).To(HaveLen(2*len(cluster.components)), "every component runs: %s", pids)
+		sockets := run(10*time.Second, "ss", "-ltnupH")
+		checked := 0
+		for _, line := range strings.Split(pids, "\n") {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				continue
+			}
+			for _, s := range strings.Split(sockets, "\n") {
+				if !strings.Contains(s, "pid="+f[1]+",") {
+					continue
+				}
+				local := strings.Fields(s)[4]
+				Expect(local).To(Or(HavePrefix(cluster.nodeIP+":"), HavePrefix("127.0.0.1:"), HavePrefix("[::1]:")),
+					"%s listens on %s: only the node IP or loopback are allowed", f[0], local)
+				checked++
+			}
+		}
+		Expect(checked).To(BeNumerically(">=", 6), "listening sockets of the components:\n%s", sockets)
+
 		_, _ = tryKubectl("create", "namespace", testNamespace)
 		// A pod of the pause image alone: the sandbox and the container are both local images.
 		applyManifest(fmt.Sprintf(`apiVersion: v1
