@@ -86,9 +86,11 @@ proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race whe
 	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/...
 
 .PHONY: fuzz
-fuzz: ## Short fuzz runs for protocol detection and config parsing (FUZZTIME=10s).
+fuzz: ## Short fuzz runs: protocol detection, proxy config parsing, the injection webhook and patcher (FUZZTIME=10s).
 	go test -run='^$$' -fuzz=FuzzDetect -fuzztime=$(or $(FUZZTIME),10s) ./proxy/detect/
 	go test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),10s) ./proxy/config/
+	go test -run='^$$' -fuzz=FuzzInjectionWebhook -fuzztime=$(or $(FUZZTIME),10s) ./webhooks/
+	go test -run='^$$' -fuzz=FuzzPatch -fuzztime=$(or $(FUZZTIME),10s) ./webhooks/injection/
 
 .PHONY: bench
 bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback; prints ratios, writes bin/bench/result.json.

@@ -26,13 +26,17 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	"github.com/knit-mesh/knit/controllers"
 	"github.com/knit-mesh/knit/test/testenv"
+	"github.com/knit-mesh/knit/webhooks"
+	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 var (
@@ -52,7 +56,8 @@ var _ = BeforeSuite(func() {
 	ctrl.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
 
 	var err error
-	env, err = testenv.Start(testenv.Options{CertManager: true, Out: os.Stdout})
+	env, err = testenv.Start(testenv.Options{CertManager: true, Out: os.Stdout,
+		MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{injectionWebhookConfiguration()}})
 	Expect(err).NotTo(HaveOccurred())
 
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
@@ -65,6 +70,13 @@ var _ = BeforeSuite(func() {
 		HealthProbeBindAddress: "0",
 	})
 	Expect(err).NotTo(HaveOccurred())
+	host, port, certDir := env.WebhookServing()
+	server := webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir})
+	server.Register(webhooks.InjectPath, webhooks.NewInjectionWebhook(&webhooks.PodInjector{
+		Config: func() (injection.Config, error) { return testInjectionConfig, nil },
+	}))
+	Expect(mgr.Add(server)).To(Succeed())
+
 	Expect((&controllers.MeshReconciler{
 		Client:   mgr.GetClient(),
 		Recorder: mgr.GetEventRecorder("knit-operator"),

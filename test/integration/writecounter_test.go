@@ -19,10 +19,14 @@ package integration
 import (
 	"context"
 	"fmt"
+	"net"
+	"strconv"
 	"sync"
 
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/knit-mesh/knit/controllers"
@@ -103,4 +107,28 @@ func newRevisionReconciler(c client.Client) *controllers.MeshRevisionReconciler 
 
 func requestFor(name string) reconcile.Request {
 	return reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}
+}
+
+func intOrString(s string) intstr.IntOrString { return intstr.FromString(s) }
+
+func joinHostPort(host string, port int) string { return net.JoinHostPort(host, strconv.Itoa(port)) }
+
+// controllerutilCreateOrPatchLabels creates the object or sets the given labels on it; an empty
+// value removes a label.
+func controllerutilCreateOrPatchLabels(ctx context.Context, obj client.Object, labels map[string]string) (controllerutil.OperationResult, error) {
+	return controllerutil.CreateOrPatch(ctx, k8sClient, obj, func() error {
+		l := obj.GetLabels()
+		if l == nil {
+			l = map[string]string{}
+		}
+		for k, v := range labels {
+			if v == "" {
+				delete(l, k)
+			} else {
+				l[k] = v
+			}
+		}
+		obj.SetLabels(l)
+		return nil
+	})
 }

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 )
@@ -54,6 +55,9 @@ type Options struct {
 	CertManager bool
 	// Out receives one line per component started, with its version.
 	Out io.Writer
+	// MutatingWebhooks are installed pointing at a server the test runs on 127.0.0.1 (see
+	// WebhookServing); the API server calls it as it would a webhook in a cluster.
+	MutatingWebhooks []*admissionregistrationv1.MutatingWebhookConfiguration
 }
 
 // RepoRoot is the root of the knit repository, found from this source file.
@@ -101,6 +105,10 @@ func Start(opts Options) (*Env, error) {
 		CRDDirectoryPaths:     crdPaths,
 		ErrorIfCRDPathMissing: true,
 		BinaryAssetsDirectory: assets,
+		WebhookInstallOptions: envtest.WebhookInstallOptions{
+			MutatingWebhooks: opts.MutatingWebhooks,
+			LocalServingHost: "127.0.0.1",
+		},
 	}}
 	fmt.Fprintf(opts.Out, "testbed: starting %s and etcd %s\n",
 		binaryVersion(filepath.Join(assets, "kube-apiserver"), "--version"),
@@ -163,6 +171,13 @@ func (e *Env) startCertManager(bin string, out io.Writer) error {
 	case <-time.After(2 * time.Second):
 		return nil
 	}
+}
+
+// WebhookServing is where a test serves the webhooks it installed: host, port and the
+// directory of the serving certificate the API server trusts.
+func (e *Env) WebhookServing() (host string, port int, certDir string) {
+	o := e.env.WebhookInstallOptions
+	return o.LocalServingHost, o.LocalServingPort, o.LocalServingCertDir
 }
 
 // KubeConfig returns a kubeconfig for a user of the test API server in the given groups, for

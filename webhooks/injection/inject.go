@@ -77,10 +77,12 @@ func Inject(pod *corev1.Pod, namespace string, cfg Config) error {
 		return err
 	}
 
-	sa := pod.Spec.ServiceAccountName
-	if sa == "" {
-		sa = "default"
+	// The ServiceAccount admission plugin sets this before webhooks run; where it does not,
+	// the projected token below would make the pod invalid, so name the default one here.
+	if pod.Spec.ServiceAccountName == "" {
+		pod.Spec.ServiceAccountName = "default"
 	}
+	sa := pod.Spec.ServiceAccountName
 	identity := fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", cfg.TrustDomain, namespace, sa)
 
 	initC := corev1.Container{

@@ -1,0 +1,86 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+// Package webhooks holds knit's admission webhooks: sidecar injection into meshed pods. The
+// decisions live in package injection; this package speaks AdmissionReview.
+package webhooks
+
+import (
+	"context"
+	"net/http"
+
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	"github.com/knit-mesh/knit/webhooks/injection"
+)
+
+// InjectPath is where the injection webhook is served.
+const InjectPath = "/inject"
+
+// PodInjector answers the API server's admission requests for pods with the patch that puts
+// them in the mesh.
+type PodInjector struct {
+	// Config returns the current injection settings of this revision.
+	Config func() (injection.Config, error)
+}
+
+var _ admission.Handler = &PodInjector{}
+
+// Handle injects a pod being created. A pod that opts out, or is already injected, is allowed
+// unchanged; an override annotation that cannot be parsed refuses the pod with a message naming it.
+func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admission.Response {
+	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "name", req.Name)
+	if req.UID == "" {
+		return admission.Errored(http.StatusBadRequest, errNoRequest)
+	}
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
+		return admission.Allowed("knit injects pods only")
+	}
+	if len(req.Object.Raw) == 0 {
+		return admission.Errored(http.StatusBadRequest, errEmptyObject)
+	}
+	cfg, err := p.Config()
+	if err != nil {
+		return admission.Errored(http.StatusServiceUnavailable, err)
+	}
+	ops, err := injection.Patch(req.Object.Raw, req.Namespace, cfg)
+	if err != nil {
+		logger.Info("pod refused", "reason", err.Error())
+		return admission.Denied("knit-proxy injection: " + err.Error())
+	}
+	if len(ops) == 0 {
+		return admission.Allowed("not injected")
+	}
+	logger.V(1).Info("injected", "revision", cfg.Revision)
+	return admission.Patched("knit-proxy injected by revision "+cfg.Revision, ops...)
+}
+
+// NewInjectionWebhook is the HTTP handler for InjectPath: controller-runtime's admission webhook,
+// which decodes the AdmissionReview, bounds the request size and answers malformed requests
+// with an error instead of failing.
+func NewInjectionWebhook(p *PodInjector) *admission.Webhook {
+	return &admission.Webhook{Handler: p}
+}
+
+type webhookError string
+
+func (e webhookError) Error() string { return string(e) }
+
+const (
+	errNoRequest   = webhookError("the AdmissionReview carries no request")
+	errEmptyObject = webhookError("the AdmissionReview carries no object")
+)
