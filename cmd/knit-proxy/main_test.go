@@ -52,9 +52,10 @@ func startBinary(t *testing.T, bin, cfgPath string) (*exec.Cmd, string, *logTail
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	lt := &logTail{}
+	lt := &logTail{done: make(chan struct{})}
 	addrCh := make(chan string, 1)
 	go func() {
+		defer close(lt.done)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			lt.add(sc.Text())
@@ -76,6 +77,7 @@ func startBinary(t *testing.T, bin, cfgPath string) (*exec.Cmd, string, *logTail
 type logTail struct {
 	mu    sync.Mutex
 	lines []string
+	done  chan struct{} // closed when the process closed its stderr
 }
 
 func (l *logTail) add(s string) { l.mu.Lock(); l.lines = append(l.lines, s); l.mu.Unlock() }
@@ -182,6 +184,12 @@ func TestSIGTERMUnderLoadCompletesAcceptedRequests(t *testing.T) {
 	}
 	close(stop)
 	wg.Wait()
+	// Read the log to its end before Wait, which closes the pipe.
+	select {
+	case <-logs.done:
+	case <-time.After(60 * time.Second):
+		t.Fatal("proxy did not exit after drain")
+	}
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("proxy exit: %v\n%s", err, logs)
 	}
