@@ -410,3 +410,52 @@ clusters:
 		t.Fatalf("got %q", b)
 	}
 }
+
+func TestOpaqueTCPHalfClose(t *testing.T) {
+	// The upstream speaks first and half-closes; the client then still sends.
+	// Works only if the proxy closes each direction separately.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	received := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("hello"))
+		c.(*net.TCPConn).CloseWrite()
+		b, _ := io.ReadAll(c)
+		received <- len(b)
+	}()
+	cfg := fmt.Sprintf(`
+listeners: [{name: in, address: "127.0.0.1:0", tcpCluster: db, detectTimeout: 100ms}]
+clusters: [{name: db, protocol: tcp, endpoints: [{address: "%s"}]}]
+`, ln.Addr())
+	p := startProxy(t, cfg)
+	c, err := net.Dial("tcp", addr(t, p, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	greeting, err := io.ReadAll(c) // until the upstream's half-close arrives
+	if err != nil || string(greeting) != "hello" {
+		t.Fatalf("greeting %q %v", greeting, err)
+	}
+	if _, err := c.Write([]byte(strings.Repeat("x", 1000))); err != nil {
+		t.Fatal(err)
+	}
+	c.(*net.TCPConn).CloseWrite()
+	select {
+	case n := <-received:
+		if n != 1000 {
+			t.Fatalf("upstream received %d bytes after its half-close, want 1000", n)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("upstream never saw the client's bytes and EOF")
+	}
+}

@@ -136,3 +136,12 @@ func Sniff(c net.Conn, timeout time.Duration) (Protocol, *Conn, error) {
 	}
 	return proto, &Conn{Conn: c, peeked: buf}, nil
 }
+
+// CloseWrite half-closes the socket when it supports that, so an opaque
+// stream can still finish in the other direction (the TCP proxy needs it).
+func (c *Conn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
