@@ -68,7 +68,7 @@ func controlPlaneSelector(rev *meshv1.MeshRevision) map[string]string {
 	return map[string]string{"app": "knit-controlplane", meshv1.LabelRevision: rev.Name}
 }
 
-func desiredDeployment(rev *meshv1.MeshRevision, image string) appsv1.DeploymentSpec {
+func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []string) appsv1.DeploymentSpec {
 	name := controlPlaneName(rev)
 	cp := rev.Spec.ControlPlane
 	podLabels := withLabels(controlPlaneLabels(rev), controlPlaneSelector(rev))
@@ -97,14 +97,14 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string) appsv1.Deployment
 					Name:            "controlplane",
 					Image:           image,
 					ImagePullPolicy: corev1.PullIfNotPresent,
-					Args: []string{
+					Args: append([]string{
 						"--revision=" + rev.Name,
 						"--trust-domain=" + rev.Spec.TrustDomain,
 						"--tls-dir=" + servingCertMountPath,
 						"--issuer-name=" + rev.Spec.IssuerRef.Name,
 						"--issuer-kind=" + string(rev.Spec.IssuerRef.Kind),
 						"--issuer-group=" + rev.Spec.IssuerRef.Group,
-					},
+					}, injectArgs...),
 					Env: []corev1.EnvVar{{
 						Name:      "POD_NAMESPACE",
 						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},

@@ -321,7 +321,9 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return nil
 	})
-	return (&MeshRevisionReconciler{Client: mgr.GetClient(), Versions: r.Versions}).SetupWithManager(mgr, r.certManager)
+	return (&MeshRevisionReconciler{
+		Client: mgr.GetClient(), APIReader: r.APIReader, Versions: r.Versions, OperatorNamespace: r.OperatorNamespace,
+	}).SetupWithManager(mgr, r.certManager)
 }
 
 var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {

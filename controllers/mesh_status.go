@@ -36,6 +36,7 @@ var readyRequirements = []conditions.Requirement{
 	{Type: meshv1.ConditionControlPlaneReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionDependenciesHealthy, Healthy: metav1.ConditionTrue},
+	{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue},
 }
 
 // computeStatus derives the remaining conditions and fields from what the phases found.
@@ -64,6 +65,16 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 			"MeshRevision %s has not reported its control plane yet", active.Name)
 	default:
 		set(meshv1.ConditionAvailable, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
+	}
+
+	switch c := revisionCondition(active, meshv1.ConditionInjectionReady); {
+	case active == nil:
+		set(meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonPending, "no MeshRevision injects pods yet")
+	case c == nil:
+		set(meshv1.ConditionInjectionReady, metav1.ConditionUnknown, meshv1.ReasonPending,
+			"MeshRevision %s has not reported its injection webhook yet", active.Name)
+	default:
+		set(meshv1.ConditionInjectionReady, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
 	}
 
 	var notReady, names []string

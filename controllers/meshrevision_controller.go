@@ -23,6 +23,7 @@ import (
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -32,6 +33,8 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
@@ -44,7 +47,12 @@ import (
 // available. Everything is owned by the MeshRevision, which the Mesh owns.
 type MeshRevisionReconciler struct {
 	client.Client
-	Versions    versions.Table
+	// APIReader reads Secrets without caching them.
+	APIReader client.Reader
+	Versions  versions.Table
+	// OperatorNamespace is never injected.
+	OperatorNamespace string
+
 	certManager *certManagerDetector
 }
 
@@ -55,6 +63,7 @@ type MeshRevisionReconciler struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;create;update;patch;delete
 // The control plane's own permissions, which the operator must hold to grant:
 // +kubebuilder:rbac:groups="",resources=services;pods;namespaces;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
@@ -73,8 +82,11 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if r.Versions.Versions == nil {
 		r.Versions = versions.Default
 	}
+	if r.APIReader == nil {
+		r.APIReader = r.Client
+	}
 	if r.certManager == nil {
-		r.certManager = &certManagerDetector{reader: r.Client}
+		r.certManager = &certManagerDetector{reader: r.APIReader}
 	}
 	before := rev.DeepCopy()
 	gen := rev.Generation
@@ -98,7 +110,8 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	sum := conditions.Summarize(*conds, meshv1.ReasonAllReady, meshv1.ReasonNotReady,
 		conditions.Requirement{Type: meshv1.ConditionReconciled, Healthy: metav1.ConditionTrue},
 		conditions.Requirement{Type: meshv1.ConditionAvailable, Healthy: metav1.ConditionTrue},
-		conditions.Requirement{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue})
+		conditions.Requirement{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
+		conditions.Requirement{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue})
 	conditions.Set(conds, gen, meshv1.ConditionReady, sum.Status, sum.Reason, "%s", sum.Message)
 	rev.Status.ObservedGeneration = gen
 
@@ -113,6 +126,14 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 // applyControlPlane creates or repairs every object of the revision's control plane.
 func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *meshv1.MeshRevision) error {
 	release, err := r.Versions.Lookup(rev.Spec.Version)
+	if err != nil {
+		return err
+	}
+	var mesh meshv1.Mesh
+	if err := r.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &mesh); err != nil {
+		return fmt.Errorf("reading Mesh %s: %w", meshv1.MeshName, err)
+	}
+	injectArgs, err := injectionArgs(&mesh, release.ProxyImage, rev)
 	if err != nil {
 		return err
 	}
@@ -150,7 +171,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		}},
 		{dep, func() {
 			syncLabels(dep, labels)
-			want := desiredDeployment(rev, release.ControlPlaneImage)
+			want := desiredDeployment(rev, release.ControlPlaneImage, injectArgs)
 			if dep.Spec.Selector == nil { // immutable once created
 				dep.Spec.Selector = want.Selector
 			}
@@ -178,9 +199,24 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		return errors.New(missingMessage(missing))
 	}
 	cert := &cmapi.Certificate{ObjectMeta: meta()}
-	return ensure(ctx, r.Client, scheme, rev, cert, func() {
+	if err := ensure(ctx, r.Client, scheme, rev, cert, func() {
 		syncLabels(cert, labels)
 		syncTo(&cert.Spec, desiredServingCertificate(rev))
+	}); err != nil {
+		return err
+	}
+
+	// The webhook configuration waits for the serving certificate: without its CA the API
+	// server could not call the webhook, and with failurePolicy Fail no meshed pod would start.
+	ca, err := r.servingCA(ctx, rev)
+	if err != nil || len(ca) == 0 {
+		return err
+	}
+	active := mesh.Status.ActiveRevision == rev.Name || RevisionName(mesh.Name, mesh.Spec.Version) == rev.Name
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
+	return ensure(ctx, r.Client, scheme, rev, mwc, func() {
+		syncLabels(mwc, labels)
+		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, active, r.OperatorNamespace, ca))
 	})
 }
 
@@ -206,8 +242,23 @@ func (r *MeshRevisionReconciler) observeAvailability(ctx context.Context, rev *m
 	} else if len(missing) > 0 {
 		conditions.Set(conds, gen, meshv1.ConditionCertificatesReady, metav1.ConditionFalse,
 			meshv1.ReasonCertManagerMissing, "%s", missingMessage(missing))
+		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionFalse,
+			meshv1.ReasonCertManagerMissing, "injection needs a serving certificate: %s", missingMessage(missing))
 		return nil
 	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	mwcKey := client.ObjectKey{Name: injectorName(rev)}
+	switch err := r.Get(ctx, mwcKey, &mwc); {
+	case err == nil && len(mwc.Webhooks) > 0 && len(mwc.Webhooks[0].ClientConfig.CABundle) > 0:
+		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionTrue, meshv1.ReasonAsExpected,
+			"MutatingWebhookConfiguration %s routes pod creation to Service %s", mwcKey.Name, key)
+	case client.IgnoreNotFound(err) != nil:
+		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", mwcKey.Name, err)
+	default:
+		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonCertificateNotReady,
+			"MutatingWebhookConfiguration %s waits for the serving certificate in Secret %s", mwcKey.Name, key)
+	}
+
 	var cert cmapi.Certificate
 	if err := r.Get(ctx, key, &cert); client.IgnoreNotFound(err) != nil {
 		return fmt.Errorf("reading Certificate %s: %w", key, err)
@@ -260,6 +311,20 @@ func ptrValue[T any](p *T) T {
 	return *p
 }
 
+// revisionsOf maps a Mesh event to all MeshRevisions.
+func (r *MeshRevisionReconciler) revisionsOf(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list meshv1.MeshRevisionList
+	if err := r.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "listing MeshRevisions")
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, rev := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&rev)})
+	}
+	return reqs
+}
+
 // SetupWithManager registers the reconciler; watches on cert-manager kinds start once
 // cert-manager is installed.
 func (r *MeshRevisionReconciler) SetupWithManager(mgr ctrl.Manager, cm *certManagerDetector) error {
@@ -272,6 +337,9 @@ func (r *MeshRevisionReconciler) SetupWithManager(mgr ctrl.Manager, cm *certMana
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&rbacv1.ClusterRole{}).
 		Owns(&rbacv1.ClusterRoleBinding{}).
+		Owns(&admissionregistrationv1.MutatingWebhookConfiguration{}).
+		// The Mesh's injection settings and active revision shape every revision's objects.
+		Watches(&meshv1.Mesh{}, handler.EnqueueRequestsFromMapFunc(r.revisionsOf)).
 		Named("meshrevision").
 		Build(r)
 	if err != nil {

@@ -18,6 +18,7 @@ package controllers
 
 import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -51,12 +52,13 @@ func CacheOptions() cache.Options {
 	ours := labels.SelectorFromSet(labels.Set{meshv1.LabelPartOf: meshv1.PartOfValue})
 	byLabel := cache.ByObject{Label: ours}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.ConfigMap{}:             {Label: labels.SelectorFromSet(labels.Set{meshv1.LabelTrustBundle: "true"})},
-		&appsv1.Deployment{}:            byLabel,
-		&corev1.Service{}:               byLabel,
-		&corev1.ServiceAccount{}:        byLabel,
-		&policyv1.PodDisruptionBudget{}: byLabel,
-		&rbacv1.ClusterRole{}:           byLabel,
-		&rbacv1.ClusterRoleBinding{}:    byLabel,
+		&corev1.ConfigMap{}:                                     {Label: labels.SelectorFromSet(labels.Set{meshv1.LabelTrustBundle: "true"})},
+		&appsv1.Deployment{}:                                    byLabel,
+		&corev1.Service{}:                                       byLabel,
+		&corev1.ServiceAccount{}:                                byLabel,
+		&policyv1.PodDisruptionBudget{}:                         byLabel,
+		&rbacv1.ClusterRole{}:                                   byLabel,
+		&rbacv1.ClusterRoleBinding{}:                            byLabel,
+		&admissionregistrationv1.MutatingWebhookConfiguration{}: byLabel,
 	}}
 }

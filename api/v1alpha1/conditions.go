@@ -42,7 +42,6 @@ const (
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
-// InjectionReady joins the list with the injection webhook.
 var MeshConditionTypes = []string{
 	ConditionReady,
 	ConditionReconciled,
@@ -51,6 +50,7 @@ var MeshConditionTypes = []string{
 	ConditionCertificatesReady,
 	ConditionCertificatesHealthy,
 	ConditionDependenciesHealthy,
+	ConditionInjectionReady,
 	ConditionUpgrading,
 	ConditionDegraded,
 }

@@ -193,6 +193,24 @@ spec:
 		Expect(podNet.Contains(net.ParseIP(podIP))).To(BeTrue(), "pod IP %s in %s", podIP, cluster.nodePodCIDR)
 	})
 
+	It("never pulls an image: a missing one fails on loopback, without a DNS lookup", Label("cluster", "network"), func() {
+		// The kubelet asks containerd to pull any image it lacks; containerd's only way out is a
+		// proxy on a closed loopback port (hack/cluster-up.sh), so the pull fails right there.
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: missing-image, namespace: %s}
+spec:
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - {name: main, image: knit.local/knit/not-built:e2e, imagePullPolicy: IfNotPresent, securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}}
+`, testNamespace))
+		Eventually(func() string {
+			out, _ := tryKubectl("-n", testNamespace, "get", "events", "--field-selector", "involvedObject.name=missing-image,reason=Failed", "-o", "jsonpath={.items[*].message}")
+			return out
+		}).WithTimeout(60 * time.Second).WithPolling(time.Second).Should(ContainSubstring("proxyconnect tcp: dial tcp 127.0.0.1:9"))
+		kubectl("-n", testNamespace, "delete", "pod", "missing-image", "--wait=false")
+	})
+
 	It("resolves svc.cluster.local names in pods and nothing else", Label("dns"), func() {
 		run(5*time.Minute, "hack/images.sh", "--import", "e2e-probe")
 		probe := imageRef("e2e-probe")

@@ -29,6 +29,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -191,6 +192,47 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 			expectCondition(g, m, meshv1.ConditionDegraded, metav1.ConditionFalse, "")
 			expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllReady)
 			g.Expect(m.Status.Version).To(Equal("v0.1.0"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+
+	It("configures the injection webhook with the serving certificate's CA, and repairs it", func() {
+		key := client.ObjectKey{Name: "knit-injector-v0-1-0"}
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		var secret corev1.Secret
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key, &mwc)).To(Succeed())
+			g.Expect(k8sClient.Get(ctx, cpKey, &secret)).To(Succeed())
+			g.Expect(mwc.Webhooks).To(HaveLen(2))
+			for _, w := range mwc.Webhooks {
+				g.Expect(w.ClientConfig.CABundle).To(Equal(secret.Data["ca.crt"]), w.Name)
+			}
+			expectCondition(g, getMesh(g), meshv1.ConditionInjectionReady, metav1.ConditionTrue, "")
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		byName := map[string]admissionregistrationv1.MutatingWebhook{}
+		for _, w := range mwc.Webhooks {
+			byName[w.Name] = w
+		}
+		rev := byName["rev.inject.knit.dev"]
+		Expect(rev.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/rev", revision))
+		ns := byName["namespace.inject.knit.dev"]
+		Expect(ns.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/inject", "enabled"))
+		Expect(ns.NamespaceSelector.MatchExpressions).To(ContainElement(metav1.LabelSelectorRequirement{
+			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", cpNamespace},
+		}))
+		Expect(*ns.FailurePolicy).To(Equal(admissionregistrationv1.Fail))
+		Expect(*ns.TimeoutSeconds).To(BeNumerically("<=", 10))
+		Expect(ns.ClientConfig.Service.Name).To(Equal(cpName))
+		Expect(ns.ObjectSelector.MatchExpressions).To(ContainElement(metav1.LabelSelectorRequirement{
+			Key: "knit.dev/inject", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"false"},
+		}))
+
+		By("deleting it")
+		oldUID := mwc.UID
+		Expect(k8sClient.Delete(ctx, &mwc)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, key, &mwc)).To(Succeed())
+			g.Expect(mwc.UID).NotTo(Equal(oldUID))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 
@@ -375,6 +417,12 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 			var rev meshv1.MeshRevision
 			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: revision}, &rev)).To(Succeed())
 			g.Expect(rev.Spec.IssuerRef.Name).To(Equal("user-ca"))
+			// The webhook's caBundle follows the CA that now signs the serving certificate.
+			var secret corev1.Secret
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: cpNamespace, Name: "user-root"}, &secret)).To(Succeed())
+			var mwc admissionregistrationv1.MutatingWebhookConfiguration
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "knit-injector-v0-1-0"}, &mwc)).To(Succeed())
+			g.Expect(mwc.Webhooks[0].ClientConfig.CABundle).To(Equal(secret.Data["tls.crt"]))
 			c = expectCondition(g, m, meshv1.ConditionCertificatesHealthy, metav1.ConditionFalse, meshv1.ReasonCertificateExpiring)
 			g.Expect(c.Message).To(ContainSubstring(`trust root "short-lived user root"`))
 			expectCondition(g, m, meshv1.ConditionDegraded, metav1.ConditionTrue, "")

@@ -20,6 +20,7 @@ import (
 	"context"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -70,7 +71,7 @@ func collectGarbage(ctx context.Context) {
 		&meshv1.MeshRevisionList{}, &rbacv1.ClusterRoleList{}, &rbacv1.ClusterRoleBindingList{},
 		&appsv1.DeploymentList{}, &corev1.ServiceList{}, &corev1.ServiceAccountList{},
 		&policyv1.PodDisruptionBudgetList{}, &corev1.ConfigMapList{},
-		&cmapi.CertificateList{}, &cmapi.IssuerList{},
+		&cmapi.CertificateList{}, &cmapi.IssuerList{}, &admissionregistrationv1.MutatingWebhookConfigurationList{},
 	}
 	// CertificateRequests are owned by Certificates and carry no labels of ours.
 	Expect(k8sClient.DeleteAllOf(ctx, &cmapi.CertificateRequest{}, client.InNamespace("knit-system"))).To(Succeed())
