@@ -83,6 +83,9 @@ type ListenerLimits struct {
 	IdleTimeout       Duration `json:"idleTimeout,omitempty"`
 	// TCPIdleTimeout closes an opaque connection with no bytes in either direction.
 	TCPIdleTimeout Duration `json:"tcpIdleTimeout,omitempty"`
+	// MaxConnections caps open downstream connections; beyond it new ones
+	// are closed at once. 0 means no limit.
+	MaxConnections int `json:"maxConnections,omitempty"`
 }
 
 // ServerTLS terminates TLS on a listener with a certificate from files.

@@ -151,6 +151,9 @@ func (b *Bootstrap) Validate() error {
 		if l.Limits.ReadHeaderTimeout < 0 {
 			v.add(f+".limits.readHeaderTimeout", "must not be negative")
 		}
+		if l.Limits.MaxConnections < 0 {
+			v.add(f+".limits.maxConnections", "must not be negative")
+		}
 		if l.Limits.IdleTimeout < 0 {
 			v.add(f+".limits.idleTimeout", "must not be negative")
 		}

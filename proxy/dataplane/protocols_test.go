@@ -459,3 +459,53 @@ clusters: [{name: db, protocol: tcp, endpoints: [{address: "%s"}]}]
 		t.Fatal("upstream never saw the client's bytes and EOF")
 	}
 }
+
+func TestListenerMaxConnections(t *testing.T) {
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") })
+	cfg := strings.Replace(simpleConfig(up), "  routeConfig: main\n", "  routeConfig: main\n  limits: {maxConnections: 2}\n", 1)
+	p := startProxy(t, cfg)
+	a := addr(t, p, "in")
+	request := func(c net.Conn) (string, error) {
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if body, err := request(c); err != nil || body != "ok" {
+			t.Fatalf("within the limit: %q %v", body, err)
+		}
+		held = append(held, c) // stays open (keep-alive)
+	}
+	third, err := net.Dial("tcp", a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, err := request(third); err == nil {
+		t.Fatalf("third connection served (%q) beyond maxConnections 2", body)
+	}
+	third.Close()
+	held[0].Close()
+	waitFor(t, "a slot to free up", func() bool {
+		c, err := net.Dial("tcp", a)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		body, err := request(c)
+		return err == nil && body == "ok"
+	})
+}

@@ -44,6 +44,7 @@ type Listener struct {
 	handler  *httpproxy.Handler
 	settings atomic.Pointer[Settings]
 	accepted chan struct{} // closed when the accept loop exits
+	open     atomic.Int64  // downstream connections not yet closed
 
 	mu      sync.Mutex
 	current *generation
@@ -167,7 +168,13 @@ func (l *Listener) acceptLoop() {
 			continue
 		}
 		delay = 0
-		l.dispatch(c)
+		if max := l.settings.Load().Config.Limits.MaxConnections; max > 0 && l.open.Load() >= int64(max) {
+			l.log.V(1).Info("connection limit reached; closing a new connection", "max", max)
+			c.Close()
+			continue
+		}
+		l.open.Add(1)
+		l.dispatch(&countedConn{Conn: c, open: &l.open})
 	}
 }
 
@@ -408,3 +415,23 @@ func (w *closeAfterReply) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 }
 
 func (w *closeAfterReply) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countedConn keeps the listener's count of open connections.
+type countedConn struct {
+	net.Conn
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Conn.Close()
+}
+
+// CloseWrite keeps half-close working through the wrapper.
+func (c *countedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
+}
