@@ -14,15 +14,16 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Command knit-controlplane is one revision's control plane. This first cut loads the serving
-// certificate cert-manager issued for the revision (and reloads it on rotation) and reports
-// health; the injection webhook, the xDS server and the identity server join it next, sharing
-// the same certificate.
+// Command knit-controlplane is one revision's control plane: it serves the sidecar-injection
+// webhook with the serving certificate cert-manager issued for the revision (reloaded on
+// rotation) and reports health. The xDS and identity servers join it next, sharing the
+// certificate.
 package main
 
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -37,9 +38,16 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	"github.com/knit-mesh/knit/webhooks"
+	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 type options struct {
+	webhookPort                         int
+	inject                              injection.Config
+	proxyResources                      string
 	revision, trustDomain, tlsDir       string
 	issuerName, issuerKind, issuerGroup string
 	healthAddr                          string
@@ -54,6 +62,14 @@ func main() {
 	flag.StringVar(&o.issuerKind, "issuer-kind", "Issuer", "Issuer or ClusterIssuer")
 	flag.StringVar(&o.issuerGroup, "issuer-group", "cert-manager.io", "group of the issuer")
 	flag.StringVar(&o.healthAddr, "health-addr", ":15014", "address of /healthz and /readyz")
+	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the injection webhook binds to (default: all of the pod's)")
+	flag.IntVar(&o.webhookPort, "webhook-port", 8443, "port of the injection webhook (HTTPS)")
+	flag.StringVar(&o.inject.ProxyImage, "proxy-image", "", "image of the injected knit-proxy")
+	flag.StringVar(&o.inject.ProxyVersion, "proxy-version", "", "mesh version of the injected proxy")
+	flag.StringVar(&o.inject.LogLevel, "proxy-log-level", "info", "log level of injected proxies")
+	flag.StringVar(&o.proxyResources, "proxy-resources", "{}", "resources of injected proxies, as JSON ResourceRequirements")
+	flag.StringVar(&o.inject.AccessLogFormat, "access-log-format", "Off", "access log format of injected proxies")
+	flag.StringVar(&o.inject.ControlPlane, "discovery-address", "", "host:port of this revision's xDS server, for injected proxies")
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -69,9 +85,13 @@ func main() {
 }
 
 func run(ctx context.Context, log logr.Logger, o options) error {
-	if o.revision == "" {
-		return errors.New("--revision is required")
+	if o.revision == "" || o.inject.ProxyImage == "" {
+		return errors.New("--revision and --proxy-image are required")
 	}
+	if err := json.Unmarshal([]byte(o.proxyResources), &o.inject.Resources); err != nil {
+		return fmt.Errorf("--proxy-resources: %w", err)
+	}
+	o.inject.Revision, o.inject.TrustDomain = o.revision, o.trustDomain
 	watcher, err := certwatcher.New(filepath.Join(o.tlsDir, "tls.crt"), filepath.Join(o.tlsDir, "tls.key"))
 	if err != nil {
 		return fmt.Errorf("loading the serving certificate from %s: %w", o.tlsDir, err)
@@ -82,9 +102,27 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		}
 	}()
 
+	hooks := webhook.NewServer(webhook.Options{
+		Host: o.webhookHost, Port: o.webhookPort, CertDir: o.tlsDir, CertName: "tls.crt", KeyName: "tls.key",
+	})
+	cfg := o.inject
+	hooks.Register(webhooks.InjectPath, webhooks.NewInjectionWebhook(&webhooks.PodInjector{
+		Config: func() (injection.Config, error) { return cfg, nil },
+	}))
+	go func() {
+		if err := hooks.Start(ctx); err != nil {
+			log.Error(err, "webhook server stopped")
+		}
+	}()
+	webhookStarted := hooks.StartedChecker()
+
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if err := webhookStarted(r); err != nil {
+			http.Error(w, "injection webhook: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
 		if err := servingCertValid(watcher, time.Now()); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
@@ -102,7 +140,7 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("serving", "health", o.healthAddr, "trustDomain", o.trustDomain,
+	log.Info("serving", "health", o.healthAddr, "webhook", o.webhookPort, "trustDomain", o.trustDomain,
 		"issuer", fmt.Sprintf("%s/%s.%s", o.issuerKind, o.issuerName, o.issuerGroup))
 
 	select {

@@ -31,10 +31,13 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+
+	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 func writeCert(t *testing.T, dir string, notAfter time.Time) {
@@ -105,7 +108,7 @@ func TestReadinessFollowsTheServingCertificate(t *testing.T) {
 			addr := freeAddr(t)
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
-			go func() { done <- run(ctx, logr.Discard(), options{revision: "default-v0-1-0", tlsDir: dir, healthAddr: addr}) }()
+			go func() { done <- run(ctx, logr.Discard(), testOptions(dir, addr)) }()
 
 			if code, body := get(t, fmt.Sprintf("http://%s/readyz", addr)); code != tc.want {
 				t.Errorf("/readyz = %d %q, want %d", code, body, tc.want)
@@ -122,8 +125,24 @@ func TestReadinessFollowsTheServingCertificate(t *testing.T) {
 }
 
 func TestRunRefusesMissingCertificate(t *testing.T) {
-	err := run(context.Background(), logr.Discard(), options{revision: "r", tlsDir: t.TempDir(), healthAddr: freeAddr(t)})
+	err := run(context.Background(), logr.Discard(), testOptions(t.TempDir(), freeAddr(t)))
 	if err == nil {
 		t.Fatal("run started without a serving certificate")
 	}
+}
+
+func testOptions(dir, healthAddr string) options {
+	_, port, _ := net.SplitHostPort(freeAddrNoT())
+	p, _ := strconv.Atoi(port)
+	return options{revision: "default-v0-1-0", tlsDir: dir, healthAddr: healthAddr, webhookHost: "127.0.0.1", webhookPort: p,
+		proxyResources: "{}", inject: injection.Config{ProxyImage: "proxy:1"}}
+}
+
+func freeAddrNoT() string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
