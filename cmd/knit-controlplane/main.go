@@ -45,6 +45,7 @@ import (
 )
 
 type options struct {
+	webhookHost                         string
 	webhookPort                         int
 	inject                              injection.Config
 	proxyResources                      string
