@@ -1,6 +1,6 @@
 // Command knit-proxy is knit's data plane. `knit-proxy run --config FILE`
-// serves a static config (standalone and benchmarks); the control-plane mode
-// (xDS) and `knit-proxy init` (traffic capture) come with later issues.
+// serves a static config (standalone and benchmarks); `knit-proxy init` writes
+// a pod's traffic-capture rules. The control-plane mode (xDS) comes later.
 package main
 
 import (
@@ -25,8 +25,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) >= 2 && os.Args[1] == "init" {
+		os.Exit(runInit(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) < 2 || os.Args[1] != "run" {
-		fmt.Fprintln(os.Stderr, "usage: knit-proxy run --config FILE [--log-level info|debug] [--watch-interval 1s]")
+		fmt.Fprintln(os.Stderr, "usage: knit-proxy run --config FILE [--log-level info|debug] [--watch-interval 1s]\n"+
+			"       knit-proxy init [--dry-run] --proxy-uid=1337 --inbound-port=15006 --outbound-port=15001 [--exclude-inbound-ports=P,...] [--exclude-outbound-ports=P,...] [--exclude-outbound-cidrs=CIDR,...]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
