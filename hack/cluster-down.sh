@@ -31,19 +31,26 @@ container_pids() {
   return 0
 }
 
-netns_ours() { # the pods' network namespaces: made by our containerd since cluster-up
+netns_ours() { # the pods' network namespaces: those our containerd knows or made since cluster-up
   [[ -d /run/netns ]] || return 0
-  local n
+  local n db="$CLUSTER_DIR/containerd/root/io.containerd.metadata.v1.bolt/meta.db"
   for n in $(ls /run/netns); do
     [[ $n == cni-* ]] || continue
-    grep -qx "$n" "$CLUSTER_DIR/run/netns.before" 2>/dev/null && continue
-    echo "$n"
+    if grep -qx "$n" "$CLUSTER_DIR/run/netns.ours" 2>/dev/null || { [[ -f $db ]] && grep -aqF "$n" "$db"; }; then
+      echo "$n"
+    elif ! grep -qx "$n" "$CLUSTER_DIR/run/netns.before" 2>/dev/null; then
+      echo "$n"
+    fi
   done
 }
 
 stop_containers() {
   if pid_of containerd >/dev/null && ctr_ version >/dev/null 2>&1; then
     local ids id
+    # Remember the sandboxes' network namespaces before their records go.
+    for id in $(ctr_ containers ls -q 2>/dev/null); do
+      ctr_ containers info "$id" 2>/dev/null | grep -o 'netns/cni-[0-9a-f-]*' | sed 's|netns/||'
+    done | sort -u >>"$CLUSTER_DIR/run/netns.ours"
     ids=$(ctr_ tasks ls -q 2>/dev/null || true)
     for id in $ids; do ctr_ tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
     sleep 0.5
@@ -69,10 +76,24 @@ unmount_ours() {
   while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "warning: could not unmount $m"
   done < <(awk -v d="$CLUSTER_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
-  for m in $(netns_ours); do
+  local ours; ours=$(netns_ours)
+  for m in $ours; do
     umount "/run/netns/$m" 2>/dev/null || umount -l "/run/netns/$m" 2>/dev/null || true
-    rm -f "/run/netns/$m"
+    rm -f "/run/netns/$m" 2>/dev/null
   done
+  # `ip netns add` (e.g. proxy/capture's tests) bind-mounts /run/netns onto itself when it is not
+  # yet a mount point; done while our pods ran, that hides their namespace mounts under the new
+  # mount. If only ours remain, lift that bind (iproute2 makes it again when needed) and retry.
+  local rest; rest=$(ls /run/netns 2>/dev/null)
+  if [[ -n $rest ]] && mountpoint -q /run/netns && [[ -z $(comm -23 <(tr ' ' '\n' <<<"$rest" | sort) <(tr ' ' '\n' <<<"$ours" | sort)) ]]; then
+    while mountpoint -q /run/netns && umount /run/netns 2>/dev/null; do :; done
+    for m in $ours; do
+      umount "/run/netns/$m" 2>/dev/null || umount -l "/run/netns/$m" 2>/dev/null || true
+      rm -f "/run/netns/$m" 2>/dev/null
+    done
+  fi
+  [[ -f $CLUSTER_DIR/run/netns-bind-ours ]] && [[ -z $(ls /run/netns 2>/dev/null) ]] && umount /run/netns 2>/dev/null
+  return 0
 }
 
 remove_links() {

@@ -60,6 +60,11 @@ setup_network() {
     done >"$CLUSTER_DIR/run/sysctl.orig.tmp"
     mv "$CLUSTER_DIR/run/sysctl.orig.tmp" "$CLUSTER_DIR/run/sysctl.orig"
     mkdir -p /run/netns; ls /run/netns >"$CLUSTER_DIR/run/netns.before"
+    # Make /run/netns a shared mount point first, as `ip netns add` does: otherwise a later
+    # `ip netns add` (proxy/capture's tests do one) bind-mounts it over our pods' namespaces.
+    if ! mountpoint -q /run/netns; then
+      mount --bind /run/netns /run/netns && mount --make-shared /run/netns && touch "$CLUSTER_DIR/run/netns-bind-ours"
+    fi
   fi
   if ! ip link show "$NODE_LINK" >/dev/null 2>&1; then
     ip link add "$NODE_LINK" type veth peer name "$NODE_PEER"

@@ -5,7 +5,10 @@
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 source "$HACK_DIR/cluster/env.sh"
 dir=$1; shift
-rendered=$(kubectl_ kustomize "$dir") || die "kustomize $dir failed"
+# Local images keep their tag when rebuilt (:dev), so each workload's pod template is stamped with
+# a checksum of what `make images` imported for its images: a changed image rolls it, nothing else does.
+rendered=$(kubectl_ kustomize "$dir" | "$REPO_ROOT/bin/images/knit-images" stamp -imported "$CLUSTER_DIR/containerd/imported/by-ref") ||
+  die "kustomize $dir failed (bin/images/knit-images comes with make images)"
 missing=()
 while read -r img; do
   [[ -z $img ]] && continue
@@ -14,14 +17,4 @@ done < <(grep -E '^\s*(- )?image:\s' <<<"$rendered" | sed -E 's/^\s*(- )?image:\
 [[ ${#missing[@]} == 0 ]] || die "$dir names images not in containerd (run make images): ${missing[*]}"
 kubectl_ apply --server-side --force-conflicts "$@" -f - <<<"$rendered" >/dev/null || die "applying $dir failed"
 
-# Local images keep their tag when rebuilt (e.g. :dev), so a changed image would not roll its
-# Deployment: stamp each pod template with a checksum of what `make images` imported for its
-# images. Unchanged images leave the annotation as it is (no rollout).
-while read -r ns name; do
-  [[ -z $name ]] && continue
-  imgs=$(kubectl_ -n "$ns" get deployment "$name" -o jsonpath='{range .spec.template.spec.containers[*]}{.image}{"\n"}{end}{range .spec.template.spec.initContainers[*]}{.image}{"\n"}{end}')
-  sum=$(for i in $imgs; do cat "$CLUSTER_DIR/containerd/imported/by-ref/${i//[\/:]/_}" 2>/dev/null || echo "$i"; done | sha256sum | cut -c1-16)
-  kubectl_ -n "$ns" patch deployment "$name" --type merge \
-    -p "{\"spec\":{\"template\":{\"metadata\":{\"annotations\":{\"knit.dev/images\":\"$sum\"}}}}}" >/dev/null
-done < <(kubectl_ get -f - -o jsonpath='{range .items[?(@.kind=="Deployment")]}{.metadata.namespace}{" "}{.metadata.name}{"\n"}{end}' <<<"$rendered")
 log "applied $dir"

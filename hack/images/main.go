@@ -5,6 +5,12 @@
 //	images refs   -component FILE                 prints NAME=REFERENCE per image (NAME upper-cased, - as _)
 //	images mesh   -versions FILE                  prints "proxy REF" / "controlplane REF" per supported mesh version
 //	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID]
+//	images stamp  -imported DIR < manifests > manifests
+//
+// stamp copies multi-document YAML and gives each Deployment, StatefulSet and DaemonSet pod
+// template the annotation knit.dev/images: a checksum of what `make images` imported for the
+// images it runs (DIR/<ref with / and : as _>). Local images keep their tag when rebuilt (:dev),
+// so this is what rolls a workload whose image changed, and only then.
 //
 // The mesh's own images (control plane, proxy) are named per mesh version by the operator's
 // internal/versions/versions.yaml; `mesh` lists those of the versions that are not end of life.
@@ -16,6 +22,8 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -45,6 +53,8 @@ func main() {
 		err = mesh(os.Args[2:])
 	case "pack":
 		err = pack(os.Args[2:])
+	case "stamp":
+		err = stamp(os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -220,4 +230,69 @@ func layer(file string, content []byte) ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+func stamp(args []string) error {
+	fs := flag.NewFlagSet("stamp", flag.ExitOnError)
+	dir := fs.String("imported", "", "directory of import stamps, one file per image reference")
+	_ = fs.Parse(args)
+	in, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		return err
+	}
+	docs := strings.Split("\n"+string(in), "\n---\n")
+	var out []string
+	for _, d := range docs {
+		if strings.TrimSpace(d) == "" {
+			continue
+		}
+		var obj map[string]any
+		if err := yaml.Unmarshal([]byte(d), &obj); err != nil {
+			return err
+		}
+		switch obj["kind"] {
+		case "Deployment", "StatefulSet", "DaemonSet":
+			tmpl := dig(obj, "spec", "template")
+			podSpec := dig(tmpl, "spec")
+			h := sha256.New()
+			for _, key := range []string{"initContainers", "containers"} {
+				list, _ := podSpec[key].([]any)
+				for _, c := range list {
+					img, _ := c.(map[string]any)["image"].(string)
+					s, err := os.ReadFile(path.Join(*dir, strings.NewReplacer("/", "_", ":", "_").Replace(img)))
+					if err != nil {
+						s = []byte("not imported: " + img)
+					}
+					fmt.Fprintf(h, "%s %s\n", img, bytes.TrimSpace(s))
+				}
+			}
+			meta := dig(tmpl, "metadata")
+			ann, _ := meta["annotations"].(map[string]any)
+			if ann == nil {
+				ann = map[string]any{}
+			}
+			ann["knit.dev/images"] = hex.EncodeToString(h.Sum(nil))[:16]
+			meta["annotations"] = ann
+		}
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return err
+		}
+		out = append(out, string(b))
+	}
+	_, err = os.Stdout.WriteString(strings.Join(out, "---\n"))
+	return err
+}
+
+// dig returns the map at keys inside m, creating empty maps on the way.
+func dig(m map[string]any, keys ...string) map[string]any {
+	for _, k := range keys {
+		next, ok := m[k].(map[string]any)
+		if !ok {
+			next = map[string]any{}
+			m[k] = next
+		}
+		m = next
+	}
+	return m
 }

@@ -236,7 +236,13 @@ spec:
 	})
 
 	It("runs the operator in a Ready pod", Label("operator"), func() {
-		kubectl("-n", "knit-operator", "wait", "pod", "-l", "control-plane=controller-manager", "--for=condition=Ready", "--timeout=180s")
+		kubectl("-n", "knit-operator", "rollout", "status", "deployment/knit-controller-manager", "--timeout=100s")
+		Eventually(func(g Gomega) {
+			name, _ := operatorPod()
+			g.Expect(name).NotTo(BeEmpty(), "a running operator pod")
+			ready, _ := tryKubectl("-n", "knit-operator", "get", "pod", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			g.Expect(ready).To(Equal("True"))
+		}).WithTimeout(3 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 		img := kubectl("-n", "knit-operator", "get", "deployment", "knit-controller-manager", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
 		Expect(img).To(Equal(imageRef("controller")), "the image named in config/images")
 	})
