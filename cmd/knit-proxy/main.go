@@ -11,6 +11,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/go-logr/logr"
 
 	"github.com/knit-mesh/knit/proxy/admin"
+	"github.com/knit-mesh/knit/proxy/appprobe"
 	"github.com/knit-mesh/knit/proxy/config"
 	"github.com/knit-mesh/knit/proxy/dataplane"
 	"github.com/knit-mesh/knit/proxy/metrics"
@@ -35,11 +37,14 @@ func main() {
 	}
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	cfgPath := fs.String("config", "", "YAML config file (static mode)")
+	sidecar := fs.Bool("sidecar", false, "sidecar mode: config from flags and the injector's environment, traffic forwarded to its original destination")
+	var sf sidecarFlags
+	sf.register(fs)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	watch := fs.Duration("watch-interval", time.Second, "how often to check the config file for changes; 0 disables")
 	fs.Parse(os.Args[2:])
-	if *cfgPath == "" {
-		fmt.Fprintln(os.Stderr, "knit-proxy run: --config is required (the xDS mode is not implemented yet)")
+	if (*cfgPath == "") == !*sidecar {
+		fmt.Fprintln(os.Stderr, "knit-proxy run: exactly one of --config and --sidecar is required (the xDS mode is not implemented yet)")
 		os.Exit(2)
 	}
 	var lvl slog.Level
@@ -48,10 +53,44 @@ func main() {
 		os.Exit(2)
 	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
-	if err := run(log, *cfgPath, *watch); err != nil {
+	var err error
+	if *sidecar {
+		err = runSidecar(log, sf, os.Getenv)
+	} else {
+		err = run(log, *cfgPath, *watch)
+	}
+	if err != nil {
 		log.Error(err, "knit-proxy stopped")
 		os.Exit(1)
 	}
+}
+
+// runSidecar serves the config built from flags and environment until SIGTERM.
+func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) error {
+	cfg, probes, notes, err := sidecarConfig(f, getenv)
+	if err != nil {
+		return err
+	}
+	for _, n := range notes {
+		log.Info(n)
+	}
+	log.Info("sidecar mode", "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
+		"revision", getenv("KNIT_REVISION"), "appProbes", len(probes),
+		"note", "mTLS, identity and xDS are not implemented yet: traffic is forwarded in plaintext to its original destination")
+	m := metrics.New()
+	p := dataplane.New(log, m)
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		return fmt.Errorf("apply config: %w", err)
+	}
+	prober := appprobe.New(probes)
+	adm, err := admin.Start(cfg.Admin.Address, p, m.Registry, func(mux *http.ServeMux) {
+		mux.Handle("GET "+appprobe.PathPrefix, prober)
+	})
+	if err != nil {
+		return fmt.Errorf("admin: %w", err)
+	}
+	log.Info("admin listening", "address", adm.Addr().String())
+	return serve(log, p, m, adm, nil, 0)
 }
 
 func run(log logr.Logger, path string, watchEvery time.Duration) error {
@@ -75,11 +114,15 @@ func run(log logr.Logger, path string, watchEvery time.Duration) error {
 		}
 		log.Info("admin listening", "address", adm.Addr().String())
 	}
+	return serve(log, p, m, adm, w, watchEvery)
+}
 
+// serve reloads on file change or SIGHUP (with a config file, w) and drains on SIGTERM/SIGINT.
+func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm *admin.Server, w *watcher, watchEvery time.Duration) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	var tick <-chan time.Time
-	if watchEvery > 0 {
+	if watchEvery > 0 && w != nil {
 		t := time.NewTicker(watchEvery)
 		defer t.Stop()
 		tick = t.C
@@ -88,12 +131,15 @@ func run(log logr.Logger, path string, watchEvery time.Duration) error {
 		select {
 		case <-tick:
 			if w.changed() {
-				reload(log, p, m, path)
+				reload(log, p, m, w.path)
 			}
 		case s := <-sigs:
 			if s == syscall.SIGHUP {
+				if w == nil {
+					continue
+				}
 				w.changed()
-				reload(log, p, m, path)
+				reload(log, p, m, w.path)
 				continue
 			}
 			cur := p.CurrentConfig().(*config.Bootstrap)

@@ -27,8 +27,8 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Start listens on addr.
-func Start(addr string, st State, reg *prometheus.Registry) (*Server, error) {
+// Start listens on addr. extra adds handlers (the sidecar's /app-health/).
+func Start(addr string, st State, reg *prometheus.Registry, extra ...func(*http.ServeMux)) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -51,6 +51,9 @@ func Start(addr string, st State, reg *prometheus.Registry) (*Server, error) {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	for _, f := range extra {
+		f(mux)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err

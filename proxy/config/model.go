@@ -71,9 +71,14 @@ type Listener struct {
 	// RouteConfig names the RouteConfig used for HTTP traffic.
 	RouteConfig string `json:"routeConfig,omitempty"`
 	// TCPCluster receives opaque (non-HTTP) connections.
-	TCPCluster string         `json:"tcpCluster,omitempty"`
-	TLS        *ServerTLS     `json:"tls,omitempty"`
-	Limits     ListenerLimits `json:"limits,omitempty"`
+	TCPCluster string `json:"tcpCluster,omitempty"`
+	// OriginalDestination forwards every connection to where it was going
+	// before the capture rules redirected it (SO_ORIGINAL_DST), with HTTP
+	// still detected and measured; routeConfig and tcpCluster are then not
+	// used. This is the sidecar's mode until routes come from the control plane.
+	OriginalDestination bool           `json:"originalDestination,omitempty"`
+	TLS                 *ServerTLS     `json:"tls,omitempty"`
+	Limits              ListenerLimits `json:"limits,omitempty"`
 }
 
 // ListenerLimits keep one client from holding resources forever.

@@ -113,16 +113,20 @@ func (b *Bootstrap) Validate() error {
 		if l.DetectTimeout < 0 {
 			v.add(f+".detectTimeout", "must not be negative")
 		}
-		if l.Protocol != ListenerTCP && l.RouteConfig == "" && l.Protocol == ListenerHTTP {
+		if l.OriginalDestination {
+			if l.RouteConfig != "" || l.TCPCluster != "" {
+				v.add(f+".originalDestination", "excludes routeConfig and tcpCluster")
+			}
+		} else if l.Protocol != ListenerTCP && l.RouteConfig == "" && l.Protocol == ListenerHTTP {
 			v.add(f+".routeConfig", "is required for an http listener")
 		}
 		if l.RouteConfig != "" && !routeConfigs[l.RouteConfig] {
 			v.add(f+".routeConfig", "unknown route config %q", l.RouteConfig)
 		}
-		if l.Protocol == ListenerTCP && l.TCPCluster == "" {
+		if l.Protocol == ListenerTCP && l.TCPCluster == "" && !l.OriginalDestination {
 			v.add(f+".tcpCluster", "is required for a tcp listener")
 		}
-		if l.Protocol == ListenerAuto && l.RouteConfig == "" && l.TCPCluster == "" {
+		if l.Protocol == ListenerAuto && l.RouteConfig == "" && l.TCPCluster == "" && !l.OriginalDestination {
 			v.add(f+".routeConfig", "an auto listener needs a routeConfig or a tcpCluster")
 		}
 		if l.TCPCluster != "" {

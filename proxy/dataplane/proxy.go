@@ -9,16 +9,19 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
 	"github.com/go-logr/logr"
 
 	"github.com/knit-mesh/knit/proxy/accesslog"
+	"github.com/knit-mesh/knit/proxy/capture"
 	"github.com/knit-mesh/knit/proxy/config"
 	"github.com/knit-mesh/knit/proxy/httpproxy"
 	"github.com/knit-mesh/knit/proxy/listener"
 	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/passthrough"
 	"github.com/knit-mesh/knit/proxy/route"
 	"github.com/knit-mesh/knit/proxy/tlsfiles"
 	"github.com/knit-mesh/knit/proxy/trace"
@@ -39,6 +42,12 @@ type Proxy struct {
 	clusters  map[string]*upstream.Cluster
 	listeners map[string]*runningListener
 	certs     map[string]*tlsfiles.KeyPair // by cert+key path, reused across reloads
+	passthru  map[string]*passthrough.Registry
+
+	// OriginalDst finds where a redirected connection was going, for
+	// listeners with originalDestination (SO_ORIGINAL_DST by default; tests
+	// replace it to forward on loopback without NAT). Set it before Apply.
+	OriginalDst passthrough.Lookup
 }
 
 type runningListener struct {
@@ -50,7 +59,8 @@ type runningListener struct {
 // New returns a proxy with nothing running yet.
 func New(log logr.Logger, m *metrics.Metrics) *Proxy {
 	p := &Proxy{log: log, Metrics: m, clusters: map[string]*upstream.Cluster{},
-		listeners: map[string]*runningListener{}, certs: map[string]*tlsfiles.KeyPair{}}
+		listeners: map[string]*runningListener{}, certs: map[string]*tlsfiles.KeyPair{},
+		passthru: map[string]*passthrough.Registry{}, OriginalDst: capture.OriginalDst}
 	p.observers.Store(&httpproxy.Observers{})
 	return p
 }
@@ -87,6 +97,13 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 				return fmt.Errorf("listener %s: %w", lc.Name, err)
 			}
 			s.TLS = tlsfiles.ServerConfig(kp, lc.TLS.ALPN)
+		}
+		if lc.OriginalDestination {
+			reg, err := p.passthroughFor(lc)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+			s.Passthrough = reg
 		}
 		if lc.TCPCluster != "" {
 			s.TCPCluster = clusters[lc.TCPCluster]
@@ -170,6 +187,25 @@ func (p *Proxy) startListener(lc config.Listener, s *listener.Settings, t *route
 	}
 	p.log.Info("listening", "listener", lc.Name, "address", l.Addr().String(), "protocol", lc.Protocol)
 	return &runningListener{cfg: lc, l: l, handler: h}, nil
+}
+
+// passthroughFor keeps a listener's original-destination registry (and its
+// pools) across reloads.
+func (p *Proxy) passthroughFor(lc config.Listener) (*passthrough.Registry, error) {
+	if r := p.passthru[lc.Name]; r != nil {
+		return r, nil
+	}
+	_, port, err := net.SplitHostPort(lc.Address)
+	if err != nil {
+		return nil, err
+	}
+	self, _ := strconv.ParseUint(port, 10, 16)
+	r, err := passthrough.New(lc.Direction, uint16(self), p.OriginalDst, p.Metrics, config.Duration(config.DefaultConnectTimeout))
+	if err != nil {
+		return nil, err
+	}
+	p.passthru[lc.Name] = r
+	return r, nil
 }
 
 func (p *Proxy) keyPair(cert, key string) (*tlsfiles.KeyPair, error) {

@@ -61,7 +61,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// 1. route
 	st := h.State.Load()
-	rt := st.Routes.Match(r)
+	rt := routeFrom(r.Context()) // set for passthrough (original destination) connections
+	if rt == nil {
+		rt = st.Routes.Match(r)
+	}
 	if rt == nil {
 		h.NoRoute.Request(http.StatusNotFound, grpcStatusIfGRPC(r, 12))
 		writeError(w, r, http.StatusNotFound, errNoRoute)
@@ -136,6 +139,20 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		obs.AccessLog.Log(e)
 	}
+}
+
+type routeKey struct{}
+
+// WithRoute makes every request of a connection use rt instead of the route
+// table (the listener sets it for connections forwarded to their original
+// destination).
+func WithRoute(ctx context.Context, rt *route.Route) context.Context {
+	return context.WithValue(ctx, routeKey{}, rt)
+}
+
+func routeFrom(ctx context.Context) *route.Route {
+	rt, _ := ctx.Value(routeKey{}).(*route.Route)
+	return rt
 }
 
 // outboundRequest reuses the inbound request's header map (the server hands

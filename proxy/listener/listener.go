@@ -25,6 +25,8 @@ import (
 	"github.com/knit-mesh/knit/proxy/detect"
 	"github.com/knit-mesh/knit/proxy/httpproxy"
 	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/passthrough"
+	"github.com/knit-mesh/knit/proxy/route"
 	"github.com/knit-mesh/knit/proxy/tcpproxy"
 	"github.com/knit-mesh/knit/proxy/upstream"
 )
@@ -35,6 +37,9 @@ type Settings struct {
 	TLS        *tls.Config // nil: no TLS termination
 	TCPCluster *upstream.Cluster
 	TCPStats   *metrics.Route
+	// Passthrough, when set, forwards every connection to its original
+	// destination; RouteConfig and TCPCluster are not used.
+	Passthrough *passthrough.Registry
 }
 
 // Listener serves one bound address.
@@ -144,6 +149,13 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 			MaxReceiveBufferPerConnection: 4 << 20,
 			MaxReceiveBufferPerStream:     1 << 20,
 		},
+		// Passthrough connections carry their route to the handler.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if rc, ok := c.(*routedConn); ok {
+				return httpproxy.WithRoute(ctx, rc.route)
+			}
+			return ctx
+		},
 		// Handshake and malformed-request noise is not worth a log line each.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
@@ -181,6 +193,10 @@ func (l *Listener) acceptLoop() {
 // dispatch decides per connection; only auto listeners pay for sniffing.
 func (l *Listener) dispatch(c net.Conn) {
 	s := l.settings.Load()
+	if s.Passthrough != nil {
+		l.goOpaque(c, func() { l.servePassthrough(c, s) })
+		return
+	}
 	switch s.Config.Protocol {
 	case config.ListenerHTTP:
 		if s.TLS != nil {
@@ -214,6 +230,59 @@ func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
 	default: // opaque, or TLS passthrough without a certificate
 		l.serveTCP(conn, s, false)
 	}
+}
+
+// servePassthrough forwards c to its original destination: HTTP (detected)
+// through the HTTP request path, anything else as opaque TCP.
+func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
+	raw := c
+	if cc, ok := c.(*countedConn); ok {
+		raw = cc.Conn
+	}
+	dst, err := s.Passthrough.Lookup(raw)
+	if err == nil && dst.Port() == uint16(l.ln.Addr().(*net.TCPAddr).Port) {
+		err = passthrough.ErrLoop // a direct connection, never redirected: forwarding it would loop
+	}
+	if err != nil {
+		l.log.V(1).Info("no original destination; closing", "remote", c.RemoteAddr().String(), "error", err.Error())
+		c.Close()
+		return
+	}
+	proto, conn := detect.Opaque, c
+	if s.Config.Protocol != config.ListenerTCP {
+		if proto, conn, err = detect.Sniff(c, s.Config.DetectTimeout.D()); err != nil {
+			c.Close()
+			return
+		}
+	}
+	cp := config.ClusterTCP
+	switch proto {
+	case detect.HTTP1:
+		cp = config.ClusterHTTP1
+	case detect.HTTP2:
+		cp = config.ClusterHTTP2
+	}
+	rt, err := s.Passthrough.Route(dst, cp)
+	if err != nil {
+		l.log.V(1).Info("passthrough refused", "destination", dst.String(), "error", err.Error())
+		c.Close()
+		return
+	}
+	if cp != config.ClusterTCP {
+		l.untrack(c)
+		l.serveHTTP(&routedConn{Conn: conn, route: rt})
+		return
+	}
+	t := rt.PickTarget()
+	if err := tcpproxy.Serve(context.Background(), conn, t.Cluster, t.Stats(s.Config.Direction), s.Config.Limits.TCPIdleTimeout.D()); err != nil {
+		l.log.V(1).Info("tcp passthrough failed", "destination", dst.String(), "error", err.Error())
+	}
+}
+
+// routedConn is a passthrough HTTP connection with its route.
+type routedConn struct {
+	net.Conn
+	route *route.Route
 }
 
 // serveHTTP gives the connection to the current http.Server, which then

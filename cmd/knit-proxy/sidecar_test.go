@@ -1,0 +1,123 @@
+package main
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestSidecarConfigFromFlagsAndEnv(t *testing.T) {
+	env := map[string]string{"KNIT_ACCESS_LOG": "JSON",
+		"KNIT_APP_PROBES": `{"/app-health/app/liveness":{"tcpSocket":{"port":8080}},"/app-health/app/readiness":{"httpGet":{"path":"/healthz","port":8080}},"/app-health/app/startup":{"grpc":{"port":9090,"service":null}}}`}
+	cfg, probes, _, err := sidecarConfig(sidecarFlags{15020, 15006, 15001}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Address != ":15020" || len(cfg.Listeners) != 2 || cfg.Listeners[0].Address != ":15006" ||
+		!cfg.Listeners[0].OriginalDestination || cfg.Listeners[1].Direction != "outbound" || cfg.Listeners[1].Address != ":15001" ||
+		!cfg.AccessLog.Enabled || len(probes) != 3 {
+		t.Fatalf("%+v %v", cfg, probes)
+	}
+	for _, tc := range []struct {
+		f    sidecarFlags
+		env  map[string]string
+		want string
+	}{
+		{sidecarFlags{0, 15006, 15001}, nil, "--admin-port: 0 is not a port"},
+		{sidecarFlags{15006, 15006, 15001}, nil, "must differ"},
+		{sidecarFlags{15020, 15006, 15001}, map[string]string{"KNIT_ACCESS_LOG": "yaml"}, "KNIT_ACCESS_LOG"},
+		{sidecarFlags{15020, 15006, 15001}, map[string]string{"KNIT_APP_PROBES": `{"/x":{}}`}, "KNIT_APP_PROBES"},
+	} {
+		_, _, _, err := sidecarConfig(tc.f, func(k string) string { return tc.env[k] })
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v %v: %v, want %q", tc.f, tc.env, err, tc.want)
+		}
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// The real binary with the injector's arguments and environment: ready,
+// answers the app's probes, serves metrics, drains on SIGTERM.
+func TestSidecarBinary(t *testing.T) {
+	bin := buildProxy(t)
+	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/healthz" {
+			w.WriteHeader(500)
+		}
+	}))
+	defer app.Close()
+	appPort := strconv.Itoa(app.Listener.Addr().(*net.TCPAddr).Port)
+	admin, in, out := freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin, "run", "--sidecar", "--log-level=info", "--admin-port="+admin, "--inbound-port="+in, "--outbound-port="+out)
+	cmd.Env = append(os.Environ(), "POD_NAME=web-0", "POD_NAMESPACE=shop", "POD_IP=127.0.0.1", "KNIT_ACCESS_LOG=Off",
+		"KNIT_IDENTITY=spiffe://cluster.local/ns/shop/sa/default", "KNIT_REVISION=default-v0-1-0",
+		`KNIT_APP_PROBES={"/app-health/app/readiness":{"httpGet":{"path":"/healthz","port":`+appPort+`}},"/app-health/app/liveness":{"httpGet":{"path":"/bad","port":`+appPort+`}}}`)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	base := "http://127.0.0.1:" + admin
+	get := func(path string) int {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for get("/ready") != 200 {
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready; log:\n%s", stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for path, want := range map[string]int{"/live": 200, "/metrics": 200, "/app-health/app/readiness": 200,
+		"/app-health/app/liveness": 503, "/app-health/other/readiness": 404} {
+		if got := get(path); got != want {
+			t.Errorf("%s: %d, want %d", path, got, want)
+		}
+	}
+	// Both listeners are bound (a direct connection is closed: it has no original destination to go to).
+	for _, p := range []string{in, out} {
+		c, err := net.Dial("tcp", "127.0.0.1:"+p)
+		if err != nil {
+			t.Fatalf("listener %s: %v", p, err)
+		}
+		c.Close()
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not exit after SIGTERM")
+	}
+	if !strings.Contains(stderr.String(), "sidecar mode") {
+		t.Errorf("log lacks the sidecar line:\n%s", stderr.String())
+	}
+}
