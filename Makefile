@@ -81,9 +81,9 @@ clean: ## Remove build output in the clone (the per-user tool cache stays).
 ##@ Proxy (knit-proxy data plane)
 
 .PHONY: proxy-test
-proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race where concurrency matters).
+proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race where concurrency matters; as root also network-namespace tests of capture).
 	go test ./proxy/... ./cmd/knit-proxy/...
-	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/...
+	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/... ./proxy/appprobe/...
 
 .PHONY: fuzz
 fuzz: ## Short fuzz runs: protocol detection, proxy config parsing, the injection webhook and patcher (FUZZTIME=10s).
