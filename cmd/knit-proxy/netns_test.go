@@ -9,43 +9,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/knit-mesh/knit/proxy/netnstest"
 )
 
-type netns struct{ name, path string }
+// inNs wraps a test namespace with an HTTP client whose connections are made inside it.
+type inNs struct{ *netnstest.Netns }
 
-func (n netns) do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		// The thread joins the namespace and is never handed back to the
-		// runtime: it dies with the goroutine.
-		runtime.LockOSThread()
-		fd, err := unix.Open(n.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- f()
-	}()
-	return <-errc
-}
-
-// client makes HTTP requests from inside the namespace.
-func (n netns) client() *http.Client {
+func (n inNs) client() *http.Client {
 	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-			err = n.do(func() error {
+			err = n.Do(0, func() error {
 				c, err = (&net.Dialer{Timeout: 3 * time.Second}).DialContext(ctx, network, addr)
 				return err
 			})
@@ -53,20 +31,14 @@ func (n netns) client() *http.Client {
 		}}}
 }
 
-func sh(t *testing.T, args ...string) string {
+func newNs(t *testing.T) inNs {
 	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	n, err := netnstest.New()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
-}
-
-func newNs(t *testing.T, name string) netns {
-	sh(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	sh(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return netns{name, "/run/netns/" + name}
+	t.Cleanup(func() { n.Close() })
+	return inNs{n}
 }
 
 func body(t *testing.T, c *http.Client, url string) (int, string) {
@@ -96,18 +68,16 @@ func TestMeshedPodInNetworkNamespace(t *testing.T) {
 	bin := buildProxy(t)
 	os.Chmod(filepath.Dir(bin), 0o755) // UID 1337 must reach the binary
 	os.Chmod(filepath.Dir(filepath.Dir(bin)), 0o755)
-	id := fmt.Sprintf("%d", os.Getpid()%100000)
-	pod, cli := newNs(t, "knit-epod-"+id), newNs(t, "knit-ecli-"+id)
-	sh(t, "ip", "-n", pod.name, "link", "add", "ep"+id, "type", "veth", "peer", "name", "ec"+id, "netns", cli.name)
-	sh(t, "ip", "-n", pod.name, "addr", "add", "10.214.0.2/24", "dev", "ep"+id)
-	sh(t, "ip", "-n", cli.name, "addr", "add", "10.214.0.1/24", "dev", "ec"+id)
-	sh(t, "ip", "-n", pod.name, "link", "set", "ep"+id, "up")
-	sh(t, "ip", "-n", cli.name, "link", "set", "ec"+id, "up")
+	// Anonymous namespaces (nothing in /run/netns), joined by a veth pair.
+	pod, cli := newNs(t), newNs(t)
+	if err := netnstest.Veth(pod.Netns, cli.Netns, "epod", "10.214.0.2/24", "ecli", "10.214.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
 
 	// init, twice, with the injector's arguments.
 	for i := range 2 {
 		var out []byte
-		err := pod.do(func() (err error) {
+		err := pod.Do(0, func() (err error) {
 			out, err = exec.Command(bin, "init", "--proxy-uid=1337", "--inbound-port=15006", "--outbound-port=15001",
 				"--exclude-inbound-ports=15020").CombinedOutput()
 			return err
@@ -117,16 +87,19 @@ func TestMeshedPodInNetworkNamespace(t *testing.T) {
 		}
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
-		rs := sh(t, "ip", "netns", "exec", pod.name, "nft", "list", "ruleset")
+		rs, err := pod.Run("nft", "list", "ruleset")
+		if err != nil {
+			t.Fatal(err)
+		}
 		if strings.Count(rs, "table ip knit") != 1 || strings.Count(rs, "table ip6 knit") != 1 {
 			t.Fatalf("after two inits:\n%s", rs)
 		}
 	}
 
 	// The app in the pod, a server outside.
-	serve := func(ns netns, addr string, h http.HandlerFunc) {
+	serve := func(ns inNs, addr string, h http.HandlerFunc) {
 		var ln net.Listener
-		if err := ns.do(func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
+		if err := ns.Do(0, func() (err error) { ln, err = net.Listen("tcp4", addr); return err }); err != nil {
 			t.Fatal(err)
 		}
 		srv := &http.Server{Handler: h}
@@ -143,7 +116,7 @@ func TestMeshedPodInNetworkNamespace(t *testing.T) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1337, Gid: 1337}}
 	var logs strings.Builder
 	cmd.Stderr = &logs
-	if err := pod.do(cmd.Start); err != nil {
+	if err := pod.Do(0, cmd.Start); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })

@@ -2,68 +2,30 @@ package capture
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/nftables"
+
+	"github.com/knit-mesh/knit/proxy/netnstest"
 	"golang.org/x/sys/unix"
 )
 
-// testNetns is a network namespace made for a test with `ip netns add`.
-type testNetns struct{ name, path string }
-
-func newNetns(t *testing.T, name string) testNetns {
+func newNetns(t *testing.T) *netnstest.Netns {
 	t.Helper()
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return testNetns{name: name, path: "/run/netns/" + name}
-}
-
-func run(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	n, err := netnstest.New()
 	if err != nil {
-		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
-}
-
-// do runs f on an OS thread that has joined the namespace (sockets made there
-// stay in it). uid > 0 also drops that thread, and only it, to uid. The
-// thread is never handed back to the runtime, so it dies with the goroutine.
-func (n testNetns) do(uid int, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		fd, err := unix.Open(n.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer unix.Close(fd)
-		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		if uid > 0 {
-			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, uintptr(uid), uintptr(uid), uintptr(uid)); e != 0 {
-				errc <- fmt.Errorf("setresuid: %w", e)
-				return
-			}
-		}
-		errc <- f()
-	}()
-	return <-errc
+	t.Cleanup(func() { n.Close() })
+	return n
 }
 
 // TestCaptureInNetworkNamespace applies the rules in a fresh "pod" network
@@ -74,16 +36,13 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		t.Skip("needs root (creates network namespaces and writes nftables rules)")
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2) to create network namespaces")
+		t.Skip("needs the ip command (iproute2) to set up network namespaces")
 	}
-	id := fmt.Sprintf("%d", os.Getpid()%100000)
-	pod := newNetns(t, "knit-pod-"+id)
-	cli := newNetns(t, "knit-cli-"+id)
-	run(t, "ip", "-n", pod.name, "link", "add", "kp"+id, "type", "veth", "peer", "name", "kc"+id, "netns", cli.name)
-	run(t, "ip", "-n", pod.name, "addr", "add", "10.213.0.2/24", "dev", "kp"+id)
-	run(t, "ip", "-n", cli.name, "addr", "add", "10.213.0.1/24", "dev", "kc"+id)
-	run(t, "ip", "-n", pod.name, "link", "set", "kp"+id, "up")
-	run(t, "ip", "-n", cli.name, "link", "set", "kc"+id, "up")
+	// Anonymous namespaces (nothing in /run/netns), joined by a veth pair.
+	pod, cli := newNetns(t), newNetns(t)
+	if err := netnstest.Veth(pod, cli, "kpod", "10.213.0.2/24", "kcli", "10.213.0.1/24"); err != nil {
+		t.Fatal(err)
+	}
 
 	o, err := ParseFlags([]string{"--proxy-uid=1337", "--inbound-port=15006", "--outbound-port=15001",
 		"--exclude-inbound-ports=15020", "--exclude-outbound-ports=9998", "--exclude-outbound-cidrs=10.213.0.128/25"}, io.Discard)
@@ -91,12 +50,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules := Plan(o)
-	fd, err := unix.Open(pod.path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(fd)
-	c, err := Conn(fd)
+	c, err := Conn(pod.Fd())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +81,10 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 		t.Fatalf("verify with other rules: %v, want ErrNotApplied", err)
 	}
 	if _, err := exec.LookPath("nft"); err == nil {
-		out := run(t, "ip", "netns", "exec", pod.name, "nft", "list", "ruleset")
+		out, err := pod.Run("nft", "list", "ruleset")
+		if err != nil {
+			t.Fatal(err)
+		}
 		t.Logf("nft list ruleset:\n%s", out)
 		out = regexp.MustCompile(` comment "[^"]*"`).ReplaceAllString(out, "")
 		for frag, n := range map[string]int{"table ip knit": 1, "table ip6 knit": 1, "redirect to :15006": 2,
@@ -142,7 +99,7 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 
 	// Listeners in the pod: the proxy's inbound, outbound and admin ports.
 	var inbound, outbound, admin net.Listener
-	if err := pod.do(0, func() (err error) {
+	if err := pod.Do(0, func() (err error) {
 		if inbound, err = net.Listen("tcp4", ":15006"); err != nil {
 			return err
 		}
@@ -158,8 +115,8 @@ func TestCaptureInNetworkNamespace(t *testing.T) {
 	defer outbound.Close()
 	defer admin.Close()
 
-	dial := func(ns testNetns, uid int, addr string) error {
-		return ns.do(uid, func() error {
+	dial := func(ns *netnstest.Netns, uid int, addr string) error {
+		return ns.Do(uid, func() error {
 			conn, err := net.DialTimeout("tcp4", addr, 2*time.Second)
 			if err == nil {
 				conn.Close()
