@@ -25,7 +25,7 @@ stop() { # stop NAME: SIGTERM, wait up to 15 s, SIGKILL
 container_pids() {
   local p
   for p in /proc/[0-9]*; do
-    tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -q -- "containerd-shim.* -address $CONTAINERD_SOCK" && echo "${p#/proc/}"
+    { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null | grep -q -- "containerd-shim.* -address $CONTAINERD_SOCK" && echo "${p#/proc/}"
   done
   find /sys/fs/cgroup/pids/kubepods /sys/fs/cgroup/memory/kubepods -name cgroup.procs -exec cat {} + 2>/dev/null
   return 0
@@ -132,7 +132,8 @@ restore_sysctls() {
   local f="$CLUSTER_DIR/run/sysctl.orig" kv
   [[ -f $f ]] || return 0
   while read -r kv; do [[ -n $kv ]] && sysctl -qw "$kv" 2>/dev/null || true; done <"$f"
-  rm -f "$f" "$CLUSTER_DIR/run/netns.before"
+  mv -f "$f" "$CLUSTER_DIR/sysctl.restored"   # hack/cluster/check-clean.sh compares against it
+  rm -f "$CLUSTER_DIR/run/netns.before"
 }
 
 remove_cgroups() {

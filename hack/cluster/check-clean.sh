@@ -6,7 +6,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 source "$HACK_DIR/cluster/env.sh"
 left=()
 for p in /proc/[0-9]*; do
-  cmd=$(tr '\0' ' ' <"$p/cmdline" 2>/dev/null) || continue
+  cmd=$( { tr '\0' ' ' <"$p/cmdline"; } 2>/dev/null) || continue
   [[ $cmd == *"$CLUSTER_DIR"* || $cmd == *"$CONTAINERD_SOCK"* ]] && left+=("process ${p#/proc/}: ${cmd:0:120}")
 done
 for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null && left+=("component $c running"); done
@@ -24,7 +24,14 @@ for ipt in iptables ip6tables; do
 done
 grep -q "$HOSTS_MARK" /etc/hosts && left+=("/etc/hosts entry for $REGISTRY_HOST")
 for d in /sys/fs/cgroup/*/kubepods; do [[ -d $d ]] && left+=("cgroup $d"); done
-[[ $(sysctl -n net.ipv4.ip_forward) == 0 || -n ${KNIT_IGNORE_FORWARD:-} ]] || left+=("net.ipv4.ip_forward still 1")
+# Sysctls are back to what they were before cluster-up (cluster-down keeps that list).
+if [[ -f $CLUSTER_DIR/sysctl.restored ]]; then
+  while IFS== read -r k v; do
+    [[ -z $k ]] && continue
+    cur=$(sysctl -n "$k" 2>/dev/null) || continue
+    [[ $cur == "$v" ]] || left+=("sysctl $k=$cur (was $v before cluster-up)")
+  done <"$CLUSTER_DIR/sysctl.restored"
+fi
 if ((${#left[@]})); then
   printf 'left behind by the local cluster:\n'; printf '  %s\n' "${left[@]}"
   exit 1

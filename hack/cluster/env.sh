@@ -40,6 +40,6 @@ pid_of() {
   [[ -f $f ]] || return 1
   pid=$(<"$f")
   [[ -n $pid && -r /proc/$pid/cmdline ]] || return 1
-  tr '\0' ' ' </proc/"$pid"/cmdline | grep -q -- "$1" || return 1
+  { tr '\0' ' ' </proc/"$pid"/cmdline; } 2>/dev/null | grep -q -- "$1" || return 1
   echo "$pid"
 }
