@@ -57,24 +57,16 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 	} // else resolveVersion said why the version cannot run
 
 	active := findRevision(revisions, s.ActiveRevision)
-	switch c := revisionCondition(active, meshv1.ConditionAvailable); {
-	case active == nil:
-		set(meshv1.ConditionAvailable, metav1.ConditionFalse, meshv1.ReasonPending, "no MeshRevision runs the mesh yet")
-	case c == nil:
-		set(meshv1.ConditionAvailable, metav1.ConditionUnknown, meshv1.ReasonPending,
-			"MeshRevision %s has not reported its control plane yet", active.Name)
-	default:
-		set(meshv1.ConditionAvailable, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
-	}
-
-	switch c := revisionCondition(active, meshv1.ConditionInjectionReady); {
-	case active == nil:
-		set(meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonPending, "no MeshRevision injects pods yet")
-	case c == nil:
-		set(meshv1.ConditionInjectionReady, metav1.ConditionUnknown, meshv1.ReasonPending,
-			"MeshRevision %s has not reported its injection webhook yet", active.Name)
-	default:
-		set(meshv1.ConditionInjectionReady, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
+	// The active revision's own conditions say whether the mesh serves and injects.
+	for _, t := range []string{meshv1.ConditionAvailable, meshv1.ConditionInjectionReady} {
+		switch c := revisionCondition(active, t); {
+		case active == nil:
+			set(t, metav1.ConditionFalse, meshv1.ReasonPending, "no MeshRevision runs the mesh yet")
+		case c == nil:
+			set(t, metav1.ConditionUnknown, meshv1.ReasonPending, "MeshRevision %s has not reported %s yet", active.Name, t)
+		default:
+			set(t, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
+		}
 	}
 
 	var notReady, names []string

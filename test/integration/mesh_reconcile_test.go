@@ -91,13 +91,7 @@ func markAvailable(ctx context.Context, key client.ObjectKey) {
 }
 
 func certReady(g Gomega, key client.ObjectKey) {
-	var c cmapi.Certificate
-	g.Expect(k8sClient.Get(context.Background(), key, &c)).To(Succeed())
-	ready := false
-	for _, cond := range c.Status.Conditions {
-		ready = ready || (cond.Type == cmapi.CertificateConditionReady && cond.Status == cmmeta.ConditionTrue)
-	}
-	g.Expect(ready).To(BeTrue(), "Certificate %s not Ready: %+v", key, c.Status.Conditions)
+	certificateReady(context.Background(), key)(g)
 }
 
 func sha256Fingerprint(pemData []byte) string {
