@@ -8,11 +8,14 @@ T0=$SECONDS
 "$HACK_DIR/cluster-up.sh"
 "$HACK_DIR/images.sh"
 "$HACK_DIR/cluster/install.sh" all
-# Give the operator a moment to write the status it has for the new Mesh.
-for _ in $(seq 1 30); do
-  [[ -n $(kubectl_ get mesh default -o jsonpath='{.status.conditions}' 2>/dev/null) ]] && break
+# Give the operator time to bring the mesh up (control plane, certificates); show it either way.
+ready=""
+for _ in $(seq 1 ${KNIT_DEMO_WAIT:-150}); do
+  ready=$(kubectl_ get mesh default -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' 2>/dev/null)
+  [[ $ready == True ]] && break
   sleep 1
 done
+log "Mesh default Ready=${ready:-unknown}"
 log "demo ready in $((SECONDS - T0))s"
 echo
 echo "\$ kubectl get mesh"; kubectl_ get mesh
