@@ -7,6 +7,8 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -110,6 +112,62 @@ func operatorPod() (name, uid string) {
 		}
 	}
 	return "", ""
+}
+
+// controlPlanePods maps each running, not deleted control-plane pod to its Ready status.
+func controlPlanePods() map[string]string {
+	out, _ := tryKubectl("-n", "knit-system", "get", "pods", "-l", "app=knit-controlplane",
+		"-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}`)
+	pods := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) == 3 && f[1] == "Running" { // no deletionTimestamp
+			pods[f[0]] = f[2]
+		} else if len(f) == 2 && f[1] == "Running" {
+			pods[f[0]] = ""
+		}
+	}
+	return pods
+}
+
+// tableColumn returns the value in column col of the row named row of kubectl's table output.
+func tableColumn(table, row, col string) string {
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if len(lines) < 2 {
+		return ""
+	}
+	idx := slices.Index(strings.Fields(lines[0]), col)
+	if idx < 0 {
+		return ""
+	}
+	for _, l := range lines[1:] {
+		f := strings.Fields(l)
+		if len(f) > idx && f[0] == row {
+			return f[idx]
+		}
+	}
+	return ""
+}
+
+// meshCondition returns a field (status, reason, message) of a condition of the Mesh.
+func meshCondition(typ, field string) string {
+	return meshField(fmt.Sprintf(`{.status.conditions[?(@.type==%q)].%s}`, typ, field))
+}
+
+// inboundRequests sums knit_requests_total over the series labelled direction="inbound".
+func inboundRequests(metrics string) float64 {
+	var sum float64
+	for _, l := range strings.Split(metrics, "\n") {
+		if !strings.HasPrefix(l, "knit_requests_total{") || !strings.Contains(l, `direction="inbound"`) {
+			continue
+		}
+		f := strings.Fields(l)
+		v, err := strconv.ParseFloat(f[len(f)-1], 64)
+		if err == nil {
+			sum += v
+		}
+	}
+	return sum
 }
 
 var _ = Describe("knit on a local cluster", Ordered, func() {
@@ -248,6 +306,7 @@ spec:
 	})
 
 	It("reconciles the sample Mesh and shows its conditions", Label("mesh"), func() {
+		applied := time.Now()
 		run(2*time.Minute, "hack/cluster/install.sh", "sample")
 		Eventually(func(g Gomega) {
 			gen := meshField("{.metadata.generation}")
@@ -258,6 +317,24 @@ spec:
 			g.Expect(types).To(ContainElements("Ready", "Reconciled", "Available", "ControlPlaneReady", "CertificatesReady", "Degraded"))
 		}).WithTimeout(2 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 		GinkgoWriter.Print(kubectl("get", "mesh"))
+
+		// Within 60 s of the apply: the control-plane pods run Ready and `kubectl get mesh` says READY=True.
+		deadline := applied.Add(60 * time.Second)
+		Eventually(func(g Gomega) {
+			pods := controlPlanePods()
+			g.Expect(pods).NotTo(BeEmpty(), "control-plane pods in knit-system")
+			g.Expect(strconv.Itoa(len(pods))).To(Equal(meshField("{.spec.controlPlane.replicas}")), "one pod per control-plane replica: %v", pods)
+			for name, ready := range pods {
+				g.Expect(ready).To(Equal("True"), "control-plane pod %s Ready", name)
+			}
+			out, err := tryKubectl("get", "mesh")
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			g.Expect(tableColumn(out, "default", "READY")).To(Equal("True"), out)
+		}).WithTimeout(time.Until(deadline)).WithPolling(time.Second).Should(Succeed(),
+			"the control plane must be Ready and the Mesh READY=True within 60 s of applying the sample")
+		GinkgoWriter.Printf("control plane Ready and Mesh READY=True %s after applying the sample\n", time.Since(applied).Round(time.Second))
+		GinkgoWriter.Print(kubectl("get", "mesh"))
+		GinkgoWriter.Print(kubectl("-n", "knit-system", "get", "pods", "-l", "app=knit-controlplane", "-o", "wide"))
 	})
 
 	It("replaces a deleted operator pod and the new one carries on", Label("operator", "restart"), func() {
@@ -285,6 +362,151 @@ spec:
 			g.Expect(meshField(`{.status.conditions[?(@.type=="Reconciled")].observedGeneration}`)).To(Equal(gen))
 			g.Expect(meshField(`{.status.conditions[?(@.type=="Reconciled")].status}`)).To(Equal("True"))
 		}).WithTimeout(3*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "the new operator pod %s must reconcile generation %s", newName, gen)
+	})
+
+	It("injects the proxy into a labelled namespace: pods, traffic, metrics, a Job, and a repaired webhook", Label("injection"), func() {
+		const ns = "knit-e2e-mesh"
+		probe := imageRef("e2e-probe")
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: %[1]s}
+spec:
+  selector: {app: echo}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: echo, namespace: %[1]s}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: echo}}
+  template:
+    metadata: {labels: {app: echo}}
+    spec:
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: app
+        image: %[2]s
+        imagePullPolicy: Never
+        args: [serve, ":8080"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+`, ns, probe))
+		start := time.Now()
+		kubectl("-n", ns, "rollout", "status", "deployment/echo", "--timeout=120s")
+		GinkgoWriter.Printf("meshed Deployment of 2 Ready after %s\n", time.Since(start).Round(time.Second))
+		pods := kubectl("-n", ns, "get", "pods", "-l", "app=echo")
+		GinkgoWriter.Print(pods)
+
+		names := strings.Fields(kubectl("-n", ns, "get", "pods", "-l", "app=echo", "--field-selector", "status.phase=Running",
+			"-o", `jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{end}{range .items[*]}{.metadata.name}{" "}{end}`))
+		Expect(names).To(HaveLen(2), pods)
+		var podIPs []string
+		for _, name := range names {
+			Expect(tableColumn(pods, name, "READY")).To(Equal("2/2"), "app + knit-proxy sidecar ready:\n%s", pods)
+			Expect(kubectl("-n", ns, "get", "pod", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
+			inits := strings.Fields(kubectl("-n", ns, "get", "pod", name, "-o", `jsonpath={range .spec.initContainers[*]}{.name}{" "}{end}`))
+			Expect(inits).To(Equal([]string{"knit-init", "knit-proxy"}), "init containers of %s", name)
+			Expect(kubectl("-n", ns, "get", "pod", name, "-o", `jsonpath={.spec.initContainers[?(@.name=="knit-proxy")].restartPolicy}`)).To(Equal("Always"), "knit-proxy is a native sidecar")
+			Expect(kubectl("-n", ns, "get", "pod", name, "-o", `jsonpath={.status.initContainerStatuses[?(@.name=="knit-proxy")].ready}`)).To(Equal("true"))
+			podIPs = append(podIPs, kubectl("-n", ns, "get", "pod", name, "-o", "jsonpath={.status.podIP}"))
+		}
+
+		// A client outside the mesh talks to a meshed pod; the pod's proxy counts the requests inbound.
+		metricsURL := fmt.Sprintf("http://%s:15020/metrics", podIPs[0])
+		out, ok := podRun("metrics-before", probe, "get", metricsURL)
+		Expect(ok).To(BeTrue(), out)
+		before := inboundRequests(out)
+		const n = 5
+		out, ok = podRun("client-pod-ip", probe, "http", fmt.Sprintf("http://%s:8080/hello", podIPs[0]), fmt.Sprint(n))
+		GinkgoWriter.Print(out)
+		Expect(ok).To(BeTrue(), out)
+		Expect(strings.Count(out, "200 OK hello from "+names[0]+" /hello")).To(Equal(n), out)
+		out, ok = podRun("client-service", probe, "http", fmt.Sprintf("http://echo.%s.svc.cluster.local/svc", ns), fmt.Sprint(n))
+		GinkgoWriter.Print(out)
+		Expect(ok).To(BeTrue(), out)
+		Expect(strings.Count(out, "200 OK hello from echo-")).To(Equal(n), out)
+		out, ok = podRun("metrics-after", probe, "get", metricsURL)
+		Expect(ok).To(BeTrue(), out)
+		after := inboundRequests(out)
+		GinkgoWriter.Printf("knit_requests_total{direction=\"inbound\"} of %s: %v before, %v after\n", names[0], before, after)
+		Expect(after).To(BeNumerically(">=", before+n), "the proxy of %s counts the %d requests sent to its pod IP:\n%s", names[0], n, out)
+
+		// A Job in the meshed namespace gets the native sidecar and still completes.
+		applyManifest(fmt.Sprintf(`apiVersion: batch/v1
+kind: Job
+metadata: {name: client, namespace: %[1]s}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: main
+        image: %[2]s
+        imagePullPolicy: Never
+        args: [http, "http://echo.%[1]s.svc.cluster.local/job", "3"]
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+`, ns, probe))
+		start = time.Now()
+		kubectl("-n", ns, "wait", "job/client", "--for=condition=Complete", "--timeout=120s")
+		GinkgoWriter.Printf("meshed Job Complete after %s\n", time.Since(start).Round(time.Second))
+		jobPod := kubectl("-n", ns, "get", "pods", "-l", "job-name=client", "-o", "jsonpath={.items[0].metadata.name}")
+		Expect(kubectl("-n", ns, "get", "pod", jobPod, "-o", `jsonpath={.spec.initContainers[?(@.name=="knit-proxy")].restartPolicy}`)).To(Equal("Always"),
+			"the Job's pod has the native sidecar")
+		Expect(kubectl("-n", ns, "get", "pod", jobPod, "-o", "jsonpath={.status.phase}")).To(Equal("Succeeded"))
+		GinkgoWriter.Print(kubectl("-n", ns, "logs", jobPod, "-c", "main"))
+
+		// The operator repairs a deleted injector webhook configuration.
+		const webhook = "knit-injector-v0-1-0"
+		oldUID := kubectl("get", "mutatingwebhookconfiguration", webhook, "-o", "jsonpath={.metadata.uid}")
+		Expect(oldUID).NotTo(BeEmpty())
+		kubectl("delete", "mutatingwebhookconfiguration", webhook)
+		start = time.Now()
+		Eventually(func() string {
+			uid, _ := tryKubectl("get", "mutatingwebhookconfiguration", webhook, "-o", "jsonpath={.metadata.uid}")
+			return strings.TrimSpace(uid)
+		}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(And(Not(BeEmpty()), Not(Equal(oldUID))),
+			"the operator recreates %s", webhook)
+		GinkgoWriter.Printf("%s recreated after %s\n", webhook, time.Since(start).Round(time.Second))
+		_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
+	})
+
+	It("tells in describe mesh when cert-manager's controller is not running, and recovers", Label("certmanager"), func() {
+		// The operator judges cert-manager by the Lease kube-system/cert-manager-controller: the
+		// installed controller must elect its leader there, under that name.
+		args := kubectl("-n", "cert-manager", "get", "deployment", "cert-manager", "-o", `jsonpath={.spec.template.spec.containers[0].args}`)
+		Expect(args).To(ContainSubstring("--leader-election-namespace=kube-system"))
+		Expect(args).NotTo(ContainSubstring("--leader-elect=false"))
+		Expect(kubectl("-n", "kube-system", "get", "lease", "cert-manager-controller", "-o", "jsonpath={.spec.holderIdentity}")).NotTo(BeEmpty())
+		Expect(meshCondition("DependenciesHealthy", "status")).To(Equal("True"))
+
+		kubectl("-n", "cert-manager", "scale", "deployment", "cert-manager", "--replicas=0")
+		DeferCleanup(func() { _, _ = tryKubectl("-n", "cert-manager", "scale", "deployment", "cert-manager", "--replicas=1") })
+		start := time.Now()
+		Eventually(func(g Gomega) {
+			g.Expect(meshCondition("DependenciesHealthy", "status")).To(Equal("False"))
+			g.Expect(meshCondition("DependenciesHealthy", "reason")).To(Equal("CertManagerNotRunning"))
+		}).WithTimeout(4*time.Minute).WithPolling(5*time.Second).Should(Succeed(), "DependenciesHealthy=False/CertManagerNotRunning after cert-manager stops")
+		GinkgoWriter.Printf("DependenciesHealthy=False (CertManagerNotRunning) %s after scaling cert-manager to 0\n", time.Since(start).Round(time.Second))
+		describe := kubectl("describe", "mesh", "default")
+		GinkgoWriter.Print(describe)
+		Expect(describe).To(ContainSubstring("CertManagerNotRunning"))
+		Expect(describe).To(ContainSubstring("cert-manager's controller is not running"))
+
+		kubectl("-n", "cert-manager", "scale", "deployment", "cert-manager", "--replicas=1")
+		kubectl("-n", "cert-manager", "rollout", "status", "deployment/cert-manager", "--timeout=120s")
+		start = time.Now()
+		Eventually(func() string { return meshCondition("DependenciesHealthy", "status") }).
+			WithTimeout(3*time.Minute).WithPolling(5*time.Second).Should(Equal("True"), "DependenciesHealthy returns to True once cert-manager runs")
+		GinkgoWriter.Printf("DependenciesHealthy=True again %s after cert-manager was back\n", time.Since(start).Round(time.Second))
+		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
 	})
 
 	It("leaves no process, link, route, mount or rule behind after cluster-down", Label("teardown"), func() {

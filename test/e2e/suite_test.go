@@ -9,7 +9,13 @@
 //	dns       svc.cluster.local names resolve in pods, nothing else does
 //	install   images, cert-manager from its manifests, the operator from config/default
 //	operator  the operator pod is Ready; deleting it brings a new one that carries on
-//	mesh      the sample Mesh is reconciled and its conditions appear
+//	mesh      the sample Mesh is reconciled and its conditions appear; within 60 s of the apply the
+//	          control-plane pods are Ready and `kubectl get mesh` shows READY=True
+//	injection a namespace labelled knit.dev/inject=enabled: meshed pods 2/2 Ready, traffic from a
+//	          client pod, the proxy's inbound request counter, a meshed Job completes, a deleted
+//	          injector webhook configuration is recreated
+//	certmanager  cert-manager's controller scaled to 0 shows in `kubectl describe mesh` as
+//	          DependenciesHealthy=False (CertManagerNotRunning) and back to True when it returns
 //	teardown  cluster-down leaves no process, link, route, mount or rule behind
 //
 // The suite drives the same scripts a person runs (hack/…) and looks at the cluster with kubectl.
