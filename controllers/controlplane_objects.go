@@ -178,7 +178,7 @@ func desiredServingCertificate(rev *meshv1.MeshRevision) cmapi.CertificateSpec {
 	return cmapi.CertificateSpec{
 		SecretName: name,
 		SecretTemplate: &cmapi.CertificateSecretTemplate{
-			Labels: withLabels(controlPlaneLabels(rev), nil),
+			Labels: controlPlaneLabels(rev),
 		},
 		CommonName: name + "." + ns + ".svc",
 		DNSNames: []string{

@@ -38,7 +38,7 @@ func injectorName(rev *meshv1.MeshRevision) string {
 	return "knit-injector-" + strings.TrimPrefix(rev.Name, meshv1.MeshName+"-")
 }
 
-// injectionSettings are the Mesh's injection settings a revision's control plane needs, passed
+// injectionArgs are the Mesh's injection settings a revision's control plane needs, passed
 // as arguments so a change rolls the control plane.
 func injectionArgs(mesh *meshv1.Mesh, proxyImage string, rev *meshv1.MeshRevision) ([]string, error) {
 	resources, err := json.Marshal(mesh.Spec.Injection.ProxyResources)

@@ -30,6 +30,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -278,7 +279,7 @@ func deploymentAvailability(dep *appsv1.Deployment, key client.ObjectKey) (bool,
 	if dep.CreationTimestamp.IsZero() {
 		return false, fmt.Sprintf("Deployment %s does not exist yet", key)
 	}
-	counts := fmt.Sprintf("Deployment %s has %d of %d replicas available", key, dep.Status.AvailableReplicas, ptrValue(dep.Spec.Replicas))
+	counts := fmt.Sprintf("Deployment %s has %d of %d replicas available", key, dep.Status.AvailableReplicas, ptr.Deref(dep.Spec.Replicas, 0))
 	if dep.Status.ObservedGeneration < dep.Generation {
 		return false, fmt.Sprintf("%s; generation %d is not rolled out yet", counts, dep.Generation)
 	}
@@ -301,14 +302,6 @@ func certificateReady(cert *cmapi.Certificate) (bool, string) {
 		return false, "it does not exist yet"
 	}
 	return false, "cert-manager has not reported on it yet"
-}
-
-func ptrValue[T any](p *T) T {
-	var zero T
-	if p == nil {
-		return zero
-	}
-	return *p
 }
 
 // revisionsOf maps a Mesh event to all MeshRevisions.
