@@ -15,6 +15,16 @@ import (
 	"time"
 )
 
+// await fails the test instead of hanging when an event never comes.
+func await(t *testing.T, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("timed out waiting for %s", what)
+	}
+}
+
 // stuckUpstream holds each request until the proxy gives up on it, and
 // reports each arrival and each give-up.
 func stuckUpstream(t *testing.T) (string, chan struct{}, chan struct{}) {
@@ -51,10 +61,10 @@ func TestClientCancellationsDoNotEjectEndpoints(t *testing.T) {
 						resp.Body.Close()
 					}
 				}()
-				<-arrived
+				await(t, arrived, "the request to reach the upstream")
 				cancel()
-				<-gaveUp // the proxy noticed and let go of the upstream request
-				<-done
+				await(t, gaveUp, "the proxy to let go of the upstream request")
+				await(t, done, "the client to return")
 			}
 			waitFor(t, "six requests recorded", func() bool {
 				return metricValue(t, p, "knit_request_failures_total", `reason="client_disconnect"`) == "6"
@@ -259,11 +269,7 @@ func TestFastPathNoticesClientGoingAway(t *testing.T) {
 		t.Fatal(err)
 	}
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-arrived
+	await(t, arrived, "the request to reach the upstream")
 	c.Close()
-	select {
-	case <-gaveUp:
-	case <-time.After(30 * time.Second):
-		t.Fatal("the upstream request outlived its client")
-	}
+	await(t, gaveUp, "the upstream request to end with its client")
 }
