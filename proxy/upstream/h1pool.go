@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +66,7 @@ type h1Conn struct {
 	lastUsed    time.Time
 	hasDeadline bool
 	readLimit   int64 // bytes that may still be read; bounds a header block
+	read        int64 // bytes read from the socket in all
 	written     int64 // bytes handed to the socket for the current request
 }
 
@@ -77,6 +79,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 	}
 	n, err := c.conn.Read(p)
 	c.readLimit -= int64(n)
+	c.read += int64(n)
 	return n, err
 }
 
@@ -423,8 +426,8 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body *countingReader, add
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
 	for k, vv := range req.Header {
-		if k == "Host" || k == "Content-Length" || k == "Expect" {
-			continue // Host written above; length decided below; body is sent at once
+		if framingHeader(k) {
+			continue // Host written above; framing decided below; body is sent at once
 		}
 		if !validHeaderName(k) {
 			return fmt.Errorf("invalid header name %q", k)
@@ -464,6 +467,22 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body *countingReader, add
 	return bw.Flush()
 }
 
+// framingHeader: headers the writer decides itself, in any letter case, so
+// a caller's header map can never add a second framing of the body.
+func framingHeader(k string) bool {
+	switch len(k) {
+	case len("Host"):
+		return strings.EqualFold(k, "Host")
+	case len("Expect"):
+		return strings.EqualFold(k, "Expect")
+	case len("Content-Length"):
+		return strings.EqualFold(k, "Content-Length")
+	case len("Transfer-Encoding"):
+		return strings.EqualFold(k, "Transfer-Encoding")
+	}
+	return false
+}
+
 // validRequestTarget refuses a method or target that would change the
 // request line's meaning (spaces, control bytes).
 func validRequestTarget(req *http.Request) error {
@@ -480,9 +499,11 @@ func validRequestTarget(req *http.Request) error {
 	return nil
 }
 
+// validHeaderValue: RFC 9110 field-value bytes (no control bytes but HTAB),
+// so what is written parses back as exactly one field.
 func validHeaderValue(v string) bool {
 	for i := 0; i < len(v); i++ {
-		if b := v[i]; b == '\r' || b == '\n' || b == 0 {
+		if b := v[i]; (b < ' ' && b != '\t') || b == 0x7f {
 			return false
 		}
 	}
