@@ -46,7 +46,7 @@ clusters:
 }
 
 // rawUpstream serves each accepted connection with serve, counting connections.
-func rawUpstream(t *testing.T, serve func(c net.Conn, br *bufio.Reader)) (string, *atomic.Int64) {
+func rawUpstream(t testing.TB, serve func(c net.Conn, br *bufio.Reader)) (string, *atomic.Int64) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

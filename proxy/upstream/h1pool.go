@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 	"unsafe"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // The HTTP/1.1 fast path: plaintext HTTP/1.1 upstreams get a connection pool
@@ -154,6 +156,7 @@ func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time) (*h1C
 			}
 			p.discard(pc)
 			p.mu.Lock()
+			h = p.host(addr) // release may have dropped the entry
 			continue
 		}
 		h.open--
@@ -187,6 +190,7 @@ func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time) (*h1C
 		err = fmt.Errorf("%w: %w", errPoolWait, context.DeadlineExceeded)
 	}
 	p.mu.Lock()
+	h = p.host(addr)
 	for i, w := range h.waiters {
 		if w == ch {
 			h.waiters = append(h.waiters[:i], h.waiters[i+1:]...)
@@ -420,7 +424,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body *countingReader, add
 	if host == "" {
 		host = addr
 	}
-	if !validHeaderValue(host) {
+	if !httpguts.ValidHostHeader(host) {
 		return fmt.Errorf("invalid Host %q", host)
 	}
 	bw.WriteString(host)
@@ -429,11 +433,11 @@ func writeRequest(bw *bufio.Writer, req *http.Request, body *countingReader, add
 		if framingHeader(k) {
 			continue // Host written above; framing decided below; body is sent at once
 		}
-		if !validHeaderName(k) {
+		if !httpguts.ValidHeaderFieldName(k) {
 			return fmt.Errorf("invalid header name %q", k)
 		}
 		for _, v := range vv {
-			if !validHeaderValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return fmt.Errorf("invalid value for header %q", k)
 			}
 			bw.WriteString(k)
@@ -486,7 +490,7 @@ func framingHeader(k string) bool {
 // validRequestTarget refuses a method or target that would change the
 // request line's meaning (spaces, control bytes).
 func validRequestTarget(req *http.Request) error {
-	if req.Method == "" || !validToken(req.Method) {
+	if !httpguts.ValidHeaderFieldName(req.Method) { // a method is a token, as a field name is
 		return fmt.Errorf("invalid method %q", req.Method)
 	}
 	for _, s := range [...]string{req.URL.Opaque, req.URL.RawQuery} {
@@ -497,34 +501,6 @@ func validRequestTarget(req *http.Request) error {
 		}
 	}
 	return nil
-}
-
-// validHeaderValue: RFC 9110 field-value bytes (no control bytes but HTAB),
-// so what is written parses back as exactly one field.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if b := v[i]; (b < ' ' && b != '\t') || b == 0x7f {
-			return false
-		}
-	}
-	return true
-}
-
-func validHeaderName(k string) bool { return k != "" && validToken(k) }
-
-// validToken: RFC 9110 tchar.
-func validToken(s string) bool {
-	for i := 0; i < len(s); i++ {
-		b := s[i]
-		switch {
-		case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b >= '0' && b <= '9':
-		case b == '!' || b == '#' || b == '$' || b == '%' || b == '&' || b == '\'' || b == '*' ||
-			b == '+' || b == '-' || b == '.' || b == '^' || b == '_' || b == '`' || b == '|' || b == '~':
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // h1Body returns the connection to the pool once the body is read to EOF.
