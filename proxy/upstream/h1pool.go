@@ -493,6 +493,9 @@ func validRequestTarget(req *http.Request) error {
 	if !httpguts.ValidHeaderFieldName(req.Method) { // a method is a token, as a field name is
 		return fmt.Errorf("invalid method %q", req.Method)
 	}
+	if o := req.URL.Opaque; o != "" && !strings.HasPrefix(o, "/") {
+		return fmt.Errorf("request target %q is neither origin-form nor absolute-form", o)
+	}
 	for _, s := range [...]string{req.URL.Opaque, req.URL.RawQuery} {
 		for i := 0; i < len(s); i++ {
 			if b := s[i]; b <= ' ' || b == 0x7f {
