@@ -207,6 +207,28 @@ func TestClientThatStopsReadingIsDisconnected(t *testing.T) {
 	})
 }
 
+// An HTTP/2 stream whose client stops reading is reset after the write
+// timeout, although the connection itself keeps being read.
+func TestHTTP2StreamThatStopsReadingIsReset(t *testing.T) {
+	abandoned := make(chan struct{})
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		chunk := []byte(strings.Repeat("x", 64<<10))
+		for {
+			if _, err := w.Write(chunk); err != nil {
+				close(abandoned)
+				return
+			}
+		}
+	})
+	p := startProxy(t, proxyConfig("limits: {responseWriteTimeout: 200ms}", "timeout: 0s", "", up))
+	resp, err := h2cClient().Get("http://" + addr(t, p, "in") + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close() // never read: the stream's window fills and stays shut
+	await(t, abandoned, "the proxy to give up on the stalled stream")
+}
+
 // One HTTP/2 client with many streams does not open as many upstream
 // connections: the per-endpoint cap holds and every request is served.
 func TestConnectionsPerEndpointAreCapped(t *testing.T) {

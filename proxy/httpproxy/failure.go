@@ -152,3 +152,34 @@ func (b *clientBody) failed() error {
 	}
 	return b.err
 }
+
+// streamWriteTimeout bounds each write of an HTTP/2 response: a stream whose
+// client stops reading (its flow-control window stays shut while the
+// connection is otherwise busy) is reset instead of blocking forever. HTTP/1
+// needs none: the listener bounds writes on the connection itself.
+type streamWriteTimeout struct {
+	http.ResponseWriter
+	ctl   *http.ResponseController
+	d     time.Duration
+	armed time.Time
+}
+
+// GuardResponseWrites applies d (0: off) to the writes of an HTTP/2 response.
+func GuardResponseWrites(w http.ResponseWriter, r *http.Request, d time.Duration) http.ResponseWriter {
+	if d <= 0 || r.ProtoMajor != 2 {
+		return w
+	}
+	return &streamWriteTimeout{ResponseWriter: w, ctl: http.NewResponseController(w), d: d}
+}
+
+func (w *streamWriteTimeout) Write(b []byte) (int, error) {
+	if now := time.Now(); now.Sub(w.armed) > w.d/8 {
+		w.ctl.SetWriteDeadline(now.Add(w.d))
+		w.armed = now
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *streamWriteTimeout) Flush() { w.ctl.Flush() }
+
+func (w *streamWriteTimeout) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -137,6 +137,7 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 				w = &closeAfterReply{ResponseWriter: w}
 			}
 			httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D())
+			w = httpproxy.GuardResponseWrites(w, r, lim.ResponseWriteTimeout.D())
 			l.handler.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),

@@ -240,9 +240,8 @@ func (p *h1Pool) put(pc *h1Conn) {
 		return
 	}
 	if p.closed || len(h.idle) >= p.maxIdle {
-		h.open--
 		p.mu.Unlock()
-		pc.conn.Close()
+		p.discard(pc) // frees the slot, to a waiter if any
 		return
 	}
 	h.idle = append(h.idle, pc)
@@ -328,7 +327,7 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 		if err != nil {
 			stop()
 			c.h1.discard(pc)
-			if reused && attempt == 0 && ctx.Err() == nil && retryableOnFreshConn(req, err, pc.written, body.n) {
+			if reused && attempt == 0 && ctx.Err() == nil && body.err == nil && retryableOnFreshConn(req, err, pc.written, body.n) {
 				if pc.written == 0 && body.n > 0 {
 					req.Body, _ = req.GetBody() // retryableOnFreshConn checked GetBody
 				}
@@ -356,13 +355,17 @@ func finish(pc *h1Conn, stop func() bool, keep bool) {
 }
 
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	err error // a read error other than EOF: the client's body failed
 }
 
 func (r *countingReader) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.n += int64(n)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
 	return n, err
 }
 
