@@ -190,6 +190,11 @@ func TestRequestSmugglingCorpus(t *testing.T) {
 			if err := tc.upstream(r); err != nil {
 				t.Fatal(err)
 			}
+			if tc.name == "chunk size overflow" {
+				waitFor(t, "the bad body counted", func() bool {
+					return metricValue(t, p, "knit_request_failures_total", `reason="bad_request_body"`) == "1"
+				})
+			}
 		})
 	}
 }
