@@ -166,8 +166,9 @@ func FuzzProxyMatchesNetHTTP(f *testing.F) {
 	})
 }
 
-// historyGens is how many recent inputs an upstream request may come from.
-const historyGens = 4
+// historyGens is how many recent inputs an upstream request may come from
+// (on a loaded machine a forwarded request can trail its exchange by many).
+const historyGens = 64
 
 // differs says how the upstream's request u differs from net/http's r, or "".
 func differs(r, u parsed) string {

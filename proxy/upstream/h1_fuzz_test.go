@@ -152,7 +152,7 @@ func FuzzH1ReadResponse(f *testing.F) {
 		// keep it short so such inputs do not stall the fuzzer.
 		deadline := time.Now().Add(2 * time.Second)
 		if keepOpen {
-			deadline = time.Now().Add(50 * time.Millisecond)
+			deadline = time.Now().Add(10 * time.Millisecond)
 		}
 		current.Store(&answer{data, keepOpen})
 		resp, err := c.RoundTripH1(req, addr, deadline)
