@@ -89,17 +89,26 @@ proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race whe
 # and does not count those runs: parsers with much new coverage early (the
 # YAML config) then show 0 execs/s for long stretches. A short run has no use
 # for minimal corpus entries, so minimization is capped at 100 runs.
-FUZZ = go test -run='^$$' -fuzztime=$(or $(FUZZTIME),10s) -fuzzminimizetime=100x
+# Go 1.26's coordinator can also fail a run with a bare "context deadline
+# exceeded" when -fuzztime ends under CPU contention (go.dev/issue/75804, fixed
+# in Go 1.27); that result, with no failing input written, is not a finding.
+define fuzz
+	out=$$(mktemp); rc=0; \
+	go test -run='^$$' -fuzztime=$(or $(FUZZTIME),10s) -fuzzminimizetime=100x -fuzz='^$(1)$$' $(2) 2>&1 | tee $$out || rc=$$?; \
+	if [ $$rc -ne 0 ] && ! grep -q 'Failing input written' $$out && grep -qx '    context deadline exceeded' $$out; then \
+		echo "$(1): Go's fuzztime shutdown race (go.dev/issue/75804), no failing input: not a finding"; rc=0; fi; \
+	rm -f $$out; exit $$rc
+endef
 
 .PHONY: fuzz
 fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, the injection webhook and patcher (FUZZTIME=10s).
-	$(FUZZ) -fuzz=FuzzDetect ./proxy/detect/
-	$(FUZZ) -fuzz=FuzzParseConfig ./proxy/config/
-	$(FUZZ) -fuzz=FuzzH1WriteRequest ./proxy/upstream/
-	$(FUZZ) -fuzz=FuzzH1ReadResponse ./proxy/upstream/
-	$(FUZZ) -fuzz=FuzzProxyMatchesNetHTTP ./proxy/dataplane/
-	$(FUZZ) -fuzz=FuzzInjectionWebhook ./webhooks/
-	$(FUZZ) -fuzz=FuzzPatch ./webhooks/injection/
+	$(call fuzz,FuzzDetect,./proxy/detect/)
+	$(call fuzz,FuzzParseConfig,./proxy/config/)
+	$(call fuzz,FuzzH1WriteRequest,./proxy/upstream/)
+	$(call fuzz,FuzzH1ReadResponse,./proxy/upstream/)
+	$(call fuzz,FuzzProxyMatchesNetHTTP,./proxy/dataplane/)
+	$(call fuzz,FuzzInjectionWebhook,./webhooks/)
+	$(call fuzz,FuzzPatch,./webhooks/injection/)
 
 .PHONY: bench
 bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback; prints ratios, writes bin/bench/result.json.
