@@ -85,12 +85,30 @@ proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race whe
 	go test ./proxy/... ./cmd/knit-proxy/...
 	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/... ./proxy/appprobe/...
 
+# Go's fuzzer minimizes every new interesting input for up to 60 s by default
+# and does not count those runs: parsers with much new coverage early (the
+# YAML config) then show 0 execs/s for long stretches. A short run has no use
+# for minimal corpus entries, so minimization is capped at 100 runs.
+# Go 1.26's coordinator can also fail a run with a bare "context deadline
+# exceeded" when -fuzztime ends under CPU contention (go.dev/issue/75804, fixed
+# in Go 1.27); that result, with no failing input written, is not a finding.
+define fuzz
+	out=$$(mktemp); rc=0; \
+	go test -run='^$$' -fuzztime=$(or $(FUZZTIME),10s) -fuzzminimizetime=100x -fuzz='^$(1)$$' $(2) 2>&1 | tee $$out || rc=$$?; \
+	if [ $$rc -ne 0 ] && ! grep -q 'Failing input written' $$out && grep -qx '    context deadline exceeded' $$out; then \
+		echo "$(1): Go's fuzztime shutdown race (go.dev/issue/75804), no failing input: not a finding"; rc=0; fi; \
+	rm -f $$out; exit $$rc
+endef
+
 .PHONY: fuzz
-fuzz: ## Short fuzz runs: protocol detection, proxy config parsing, the injection webhook and patcher (FUZZTIME=10s).
-	go test -run='^$$' -fuzz=FuzzDetect -fuzztime=$(or $(FUZZTIME),10s) ./proxy/detect/
-	go test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),10s) ./proxy/config/
-	go test -run='^$$' -fuzz=FuzzInjectionWebhook -fuzztime=$(or $(FUZZTIME),10s) ./webhooks/
-	go test -run='^$$' -fuzz=FuzzPatch -fuzztime=$(or $(FUZZTIME),10s) ./webhooks/injection/
+fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, the injection webhook and patcher (FUZZTIME=10s).
+	$(call fuzz,FuzzDetect,./proxy/detect/)
+	$(call fuzz,FuzzParseConfig,./proxy/config/)
+	$(call fuzz,FuzzH1WriteRequest,./proxy/upstream/)
+	$(call fuzz,FuzzH1ReadResponse,./proxy/upstream/)
+	$(call fuzz,FuzzProxyMatchesNetHTTP,./proxy/dataplane/)
+	$(call fuzz,FuzzInjectionWebhook,./webhooks/)
+	$(call fuzz,FuzzPatch,./webhooks/injection/)
 
 .PHONY: bench
 bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback; prints ratios, writes bin/bench/result.json.

@@ -108,3 +108,32 @@ func TestOutlierEjectsWithBackoffAndBound(t *testing.T) {
 		t.Fatalf("second ejection %v, want ~2m", second)
 	}
 }
+
+// Attempts that end for reasons outside the endpoint neither eject it nor
+// break a run of failures, and leave its latency estimate alone.
+func TestNotEndpointResultsAreIgnored(t *testing.T) {
+	o := NewOutlier(&config.OutlierDetection{ConsecutiveConnectFailures: 2, BaseEjectionTime: config.Duration(time.Minute),
+		MaxEjectionTime: config.Duration(time.Hour), MaxEjectionPercent: 100})
+	eps := []*Endpoint{NewEndpoint("a", 1), NewEndpoint("b", 1)}
+	a := eps[0]
+	for range 10 {
+		if o.Record(eps, a, NotEndpoint) {
+			t.Fatal("ejected for results that were not the endpoint's")
+		}
+	}
+	o.Record(eps, a, ConnectFailure)
+	o.Record(eps, a, NotEndpoint)
+	if !o.Record(eps, a, ConnectFailure) {
+		t.Fatal("a client-side result reset the endpoint's run of connect failures")
+	}
+	b := eps[1]
+	before := b.Cost(time.Now().UnixNano())
+	b.Start()
+	b.Release()
+	if b.Inflight() != 0 {
+		t.Fatalf("inflight %d after Release", b.Inflight())
+	}
+	if after := b.Cost(time.Now().UnixNano()); after > before {
+		t.Fatalf("Release raised the cost from %v to %v", before, after)
+	}
+}

@@ -76,6 +76,10 @@ func (e *Endpoint) Done(latency time.Duration, failed bool) {
 	e.rttBits.Store(math.Float64bits(next))
 }
 
+// Release ends a request without a latency sample: its outcome says nothing
+// about the endpoint (the client left, or the route's timeout ended it).
+func (e *Endpoint) Release() { e.inflight.Add(-1) }
+
 // Cost is the decayed RTT estimate times outstanding requests + 1.
 func (e *Endpoint) Cost(now int64) float64 {
 	rtt := math.Float64frombits(e.rttBits.Load())

@@ -13,6 +13,10 @@ const (
 	Success        Result = iota
 	Status5xx             // the endpoint answered with a 5xx
 	ConnectFailure        // could not connect, or the connection broke
+	// NotEndpoint: the attempt ended for a reason that says nothing about
+	// the endpoint (the client left, the route's timeout, a bad request
+	// body); it is not counted for or against the endpoint.
+	NotEndpoint
 )
 
 // Outlier ejects endpoints after consecutive failures, for a time that grows
@@ -31,7 +35,7 @@ func NewOutlier(cfg *config.OutlierDetection) *Outlier {
 
 // Record counts the result and reports whether it ejected the endpoint.
 func (o *Outlier) Record(eps []*Endpoint, e *Endpoint, r Result) bool {
-	if o == nil {
+	if o == nil || r == NotEndpoint {
 		return false
 	}
 	e.mu.Lock()

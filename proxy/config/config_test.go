@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -121,5 +122,53 @@ func TestLoadFile(t *testing.T) {
 	}
 	if _, err := Load(p + ".missing"); err == nil || !strings.Contains(err.Error(), "open config") {
 		t.Fatalf("missing file: %v", err)
+	}
+}
+
+// A route without a timeout gets DefaultRouteTimeout; "timeout: 0s" turns
+// it off (long streams), and the choice survives the /config round trip.
+func TestRouteTimeoutDefaultAndExplicitNone(t *testing.T) {
+	cfg := strings.Replace(valid, "      timeout: 2s\n", "", 1)
+	b, err := Parse([]byte(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := b.RouteConfigs[0].VirtualHosts[0].Routes[0]
+	if r.RouteTimeout() != DefaultRouteTimeout {
+		t.Fatalf("unset timeout: %v, want %v", r.RouteTimeout(), DefaultRouteTimeout)
+	}
+	b, err = Parse([]byte(strings.Replace(valid, "timeout: 2s", "timeout: 0s", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r = b.RouteConfigs[0].VirtualHosts[0].Routes[0]
+	if r.RouteTimeout() != 0 {
+		t.Fatalf("timeout: 0s gave %v, want none", r.RouteTimeout())
+	}
+	out, _ := json.Marshal(b)
+	b2, err := Parse(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := b2.RouteConfigs[0].VirtualHosts[0].Routes[0].RouteTimeout(); got != 0 {
+		t.Fatalf("after a round trip: %v", got)
+	}
+}
+
+func TestSlowPeerLimitsHaveDefaults(t *testing.T) {
+	b, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, c := b.Listeners[0].Limits, b.Clusters[0]
+	if l.RequestBodyIdleTimeout.D() != DefaultRequestBodyIdleTimeout || l.ResponseWriteTimeout.D() != DefaultResponseWriteTimeout {
+		t.Fatalf("listener limits: %+v", l)
+	}
+	if c.MaxConnectionsPerEndpoint != DefaultMaxConnsPerEndpoint || c.IdleTimeout.D() != DefaultUpstreamIdleTimeout ||
+		c.MaxResponseHeaderBytes != DefaultMaxResponseHeaderBytes {
+		t.Fatalf("cluster limits: %+v", c)
+	}
+	if DefaultUpstreamIdleTimeout >= 5*time.Second {
+		t.Fatalf("upstream idle timeout %v is not below Node.js's 5s keep-alive", DefaultUpstreamIdleTimeout)
 	}
 }

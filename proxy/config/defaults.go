@@ -13,13 +13,25 @@ const (
 	DefaultTCPIdleTimeout     = time.Hour
 	DefaultConnectTimeout     = 2 * time.Second
 	DefaultMaxIdlePerEndpoint = 1024
-	DefaultBackoffBase        = 25 * time.Millisecond
-	DefaultBackoffMax         = 250 * time.Millisecond
-	DefaultBudgetRatio        = 0.2
-	DefaultBudgetMinPerSecond = 10
-	DefaultBaseEjection       = 30 * time.Second
-	DefaultMaxEjection        = 5 * time.Minute
-	DefaultMaxEjectionPercent = 50
+	// DefaultMaxConnsPerEndpoint keeps one busy client (an HTTP/2
+	// connection may carry 1000 streams) from opening as many upstream
+	// connections as it has requests.
+	DefaultMaxConnsPerEndpoint = 256
+	// DefaultUpstreamIdleTimeout is below common server keep-alive timeouts
+	// (Node.js 5s; nginx, Apache, Go 60-90s), so the proxy closes an idle
+	// connection before the server does and never races the server's close.
+	DefaultUpstreamIdleTimeout    = 4 * time.Second
+	DefaultMaxResponseHeaderBytes = 64 << 10
+	DefaultRouteTimeout           = 15 * time.Second
+	DefaultRequestBodyIdleTimeout = 30 * time.Second
+	DefaultResponseWriteTimeout   = 30 * time.Second
+	DefaultBackoffBase            = 25 * time.Millisecond
+	DefaultBackoffMax             = 250 * time.Millisecond
+	DefaultBudgetRatio            = 0.2
+	DefaultBudgetMinPerSecond     = 10
+	DefaultBaseEjection           = 30 * time.Second
+	DefaultMaxEjection            = 5 * time.Minute
+	DefaultMaxEjectionPercent     = 50
 )
 
 // SetDefaults fills unset fields in place.
@@ -58,6 +70,12 @@ func (b *Bootstrap) SetDefaults() {
 		if l.Limits.IdleTimeout == 0 {
 			l.Limits.IdleTimeout = Duration(DefaultIdleTimeout)
 		}
+		if l.Limits.RequestBodyIdleTimeout == 0 {
+			l.Limits.RequestBodyIdleTimeout = Duration(DefaultRequestBodyIdleTimeout)
+		}
+		if l.Limits.ResponseWriteTimeout == 0 {
+			l.Limits.ResponseWriteTimeout = Duration(DefaultResponseWriteTimeout)
+		}
 		if l.Limits.TCPIdleTimeout == 0 {
 			l.Limits.TCPIdleTimeout = Duration(DefaultTCPIdleTimeout)
 		}
@@ -73,6 +91,10 @@ func (b *Bootstrap) SetDefaults() {
 			}
 			for k := range vh.Routes {
 				r := &vh.Routes[k]
+				if r.Timeout == nil {
+					d := Duration(DefaultRouteTimeout)
+					r.Timeout = &d
+				}
 				for c := range r.Clusters {
 					if r.Clusters[c].Weight == 0 {
 						r.Clusters[c].Weight = 1
@@ -108,6 +130,15 @@ func (b *Bootstrap) SetDefaults() {
 		}
 		if c.MaxIdleConnsPerEndpoint == 0 {
 			c.MaxIdleConnsPerEndpoint = DefaultMaxIdlePerEndpoint
+		}
+		if c.MaxConnectionsPerEndpoint == 0 {
+			c.MaxConnectionsPerEndpoint = DefaultMaxConnsPerEndpoint
+		}
+		if c.IdleTimeout == 0 {
+			c.IdleTimeout = Duration(DefaultUpstreamIdleTimeout)
+		}
+		if c.MaxResponseHeaderBytes == 0 {
+			c.MaxResponseHeaderBytes = DefaultMaxResponseHeaderBytes
 		}
 		if c.RetryBudget.Ratio == 0 && c.RetryBudget.MinPerSecond == 0 {
 			c.RetryBudget = RetryBudget{Ratio: DefaultBudgetRatio, MinPerSecond: DefaultBudgetMinPerSecond}

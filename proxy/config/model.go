@@ -5,6 +5,8 @@
 // RouteConfiguration, Cluster ↔ Cluster, Assignment ↔ ClusterLoadAssignment.
 package config
 
+import "time"
+
 // Bootstrap is the whole proxy configuration.
 type Bootstrap struct {
 	Admin        Admin         `json:"admin"`
@@ -91,6 +93,12 @@ type ListenerLimits struct {
 	// MaxConnections caps open downstream connections; beyond it new ones
 	// are closed at once. 0 means no limit.
 	MaxConnections int `json:"maxConnections,omitempty"`
+	// RequestBodyIdleTimeout bounds the wait for the next bytes of a request
+	// body; a client that stalls longer gets 408 and its connection closed.
+	RequestBodyIdleTimeout Duration `json:"requestBodyIdleTimeout,omitempty"`
+	// ResponseWriteTimeout bounds one write to the client: a client that
+	// reads nothing for this long is disconnected.
+	ResponseWriteTimeout Duration `json:"responseWriteTimeout,omitempty"`
 }
 
 // ServerTLS terminates TLS on a listener with a certificate from files.
@@ -118,9 +126,10 @@ type Route struct {
 	Name     string           `json:"name"`
 	Match    RouteMatch       `json:"match,omitempty"`
 	Clusters []WeightedTarget `json:"clusters"`
-	// Timeout bounds the whole request including retries; 0 means none
-	// (needed for long gRPC streams).
-	Timeout Duration     `json:"timeout,omitempty"`
+	// Timeout bounds the whole request including retries. Unset means
+	// DefaultRouteTimeout (15s); an explicit 0s means none (needed for long
+	// gRPC streams and downloads).
+	Timeout *Duration    `json:"timeout,omitempty"`
 	Retry   *RetryPolicy `json:"retry,omitempty"`
 }
 
@@ -189,10 +198,19 @@ type Cluster struct {
 	LBPolicy       LBPolicy        `json:"lbPolicy,omitempty"`
 	ConnectTimeout Duration        `json:"connectTimeout,omitempty"`
 	// MaxIdleConnsPerEndpoint sizes the per-endpoint connection pool.
-	MaxIdleConnsPerEndpoint int               `json:"maxIdleConnsPerEndpoint,omitempty"`
-	TLS                     *UpstreamTLS      `json:"tls,omitempty"`
-	OutlierDetection        *OutlierDetection `json:"outlierDetection,omitempty"`
-	RetryBudget             RetryBudget       `json:"retryBudget,omitempty"`
+	MaxIdleConnsPerEndpoint int `json:"maxIdleConnsPerEndpoint,omitempty"`
+	// MaxConnectionsPerEndpoint caps open upstream connections per endpoint
+	// (idle and busy); requests beyond it wait for a connection.
+	MaxConnectionsPerEndpoint int `json:"maxConnectionsPerEndpoint,omitempty"`
+	// IdleTimeout closes pooled connections unused for this long. It should
+	// stay below the upstream's keep-alive timeout (Node.js: 5s).
+	IdleTimeout Duration `json:"idleTimeout,omitempty"`
+	// MaxResponseHeaderBytes limits an upstream response's header block;
+	// a larger one is a 502 to the client.
+	MaxResponseHeaderBytes int               `json:"maxResponseHeaderBytes,omitempty"`
+	TLS                    *UpstreamTLS      `json:"tls,omitempty"`
+	OutlierDetection       *OutlierDetection `json:"outlierDetection,omitempty"`
+	RetryBudget            RetryBudget       `json:"retryBudget,omitempty"`
 	// Endpoints may be given inline; an Assignment with the same cluster name replaces them.
 	Endpoints []Endpoint `json:"endpoints,omitempty"`
 }
@@ -230,4 +248,13 @@ type Assignment struct {
 type Endpoint struct {
 	Address string `json:"address"`
 	Weight  uint32 `json:"weight,omitempty"`
+}
+
+// RouteTimeout is the route's timeout after defaults: unset means
+// DefaultRouteTimeout, an explicit 0 means none.
+func (r *Route) RouteTimeout() time.Duration {
+	if r.Timeout == nil {
+		return DefaultRouteTimeout
+	}
+	return r.Timeout.D()
 }

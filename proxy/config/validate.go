@@ -161,6 +161,12 @@ func (b *Bootstrap) Validate() error {
 		if l.Limits.IdleTimeout < 0 {
 			v.add(f+".limits.idleTimeout", "must not be negative")
 		}
+		if l.Limits.RequestBodyIdleTimeout < 0 {
+			v.add(f+".limits.requestBodyIdleTimeout", "must not be negative")
+		}
+		if l.Limits.ResponseWriteTimeout < 0 {
+			v.add(f+".limits.responseWriteTimeout", "must not be negative")
+		}
 	}
 	return errors.Join(v.errs...)
 }
@@ -199,6 +205,15 @@ func (v *validator) cluster(f string, c *Cluster) {
 	}
 	if c.MaxIdleConnsPerEndpoint < 0 {
 		v.add(f+".maxIdleConnsPerEndpoint", "must not be negative")
+	}
+	if c.MaxConnectionsPerEndpoint < 0 {
+		v.add(f+".maxConnectionsPerEndpoint", "must not be negative")
+	}
+	if c.IdleTimeout < 0 {
+		v.add(f+".idleTimeout", "must not be negative")
+	}
+	if c.MaxResponseHeaderBytes < 0 || c.MaxResponseHeaderBytes > 1<<20 {
+		v.add(f+".maxResponseHeaderBytes", "must be between 1 and 1048576")
 	}
 	if c.RetryBudget.Ratio < 0 || c.RetryBudget.Ratio > 1 {
 		v.add(f+".retryBudget.ratio", "must be between 0 and 1, got %v", c.RetryBudget.Ratio)
@@ -297,7 +312,7 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 				v.add(cf+".name", "cluster %q is tcp; an HTTP route needs an http1 or http2 cluster", wc.Name)
 			}
 		}
-		if r.Timeout < 0 {
+		if r.Timeout != nil && *r.Timeout < 0 {
 			v.add(rf+".timeout", "must not be negative")
 		}
 		if rp := r.Retry; rp != nil {

@@ -27,7 +27,7 @@ import (
 )
 
 // startProxy applies a YAML config with real listeners on 127.0.0.1:0.
-func startProxy(t *testing.T, yaml string) *Proxy {
+func startProxy(t testing.TB, yaml string) *Proxy {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {

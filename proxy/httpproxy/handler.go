@@ -102,7 +102,8 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 3+4. pick an endpoint and forward, retrying within the budget
-	resp, ep, attempts, err := forward(out, out == r, rt, cluster, stats, deadline)
+	cb, _ := r.Body.(*clientBody)
+	resp, ep, attempts, err := forward(out, out == r, cb, rt, cluster, stats, deadline)
 
 	// 5. respond
 	code, grpcStatus := 0, -1
@@ -122,7 +123,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// 6. record
 	elapsed := time.Since(start)
 	stats.Latency.Observe(elapsed.Seconds())
-	stats.Request(code, grpcStatus)
+	reason := failureReason(err)
+	if reason != "" {
+		stats.Failed(code, grpcStatus, reason)
+	} else {
+		stats.Request(code, grpcStatus)
+	}
 	trace.End(span, code, cluster.Name, err)
 	if obs.AccessLog != nil {
 		e := &accesslog.Entry{
@@ -138,6 +144,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			e.Error = err.Error()
 		}
 		obs.AccessLog.Log(e)
+	}
+	var ube *upstreamBodyError
+	if errors.As(err, &ube) {
+		// The status line is gone; only a reset (HTTP/1: close without the
+		// last chunk; HTTP/2: RST_STREAM) tells the client the body is cut.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -180,7 +192,7 @@ func outboundRequest(ctx context.Context, r *http.Request, c *upstream.Cluster, 
 // forward sends the request to endpoints of the cluster until one answers
 // without a retryable failure, the retry policy or budget says stop, or the
 // deadline passes.
-func forward(out *http.Request, fast bool, rt *route.Route, c *upstream.Cluster, stats *metrics.Route, deadline time.Time) (*http.Response, *balance.Endpoint, int, error) {
+func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *upstream.Cluster, stats *metrics.Route, deadline time.Time) (*http.Response, *balance.Endpoint, int, error) {
 	policy := rt.Retry
 	retryable := policy != nil && policy.Method(out.Method) && replayable(out)
 	if retryable {
@@ -201,12 +213,17 @@ func forward(out *http.Request, fast bool, rt *route.Route, c *upstream.Cluster,
 			out.URL.Host = ep.Addr
 			resp, err = c.Transport.RoundTrip(out)
 		}
-		result := outcome(resp, err)
-		ep.Done(time.Since(sent), result != balance.Success)
+		var result balance.Result
+		err, result = classify(out, cb, resp, err, deadline)
+		if result == balance.NotEndpoint {
+			ep.Release()
+		} else {
+			ep.Done(time.Since(sent), result != balance.Success)
+		}
 		if c.Outlier.Record(c.Endpoints, ep, result) {
 			stats.Ejections.Inc()
 		}
-		if !retryable || attempt > policy.Attempts || !shouldRetry(policy, resp, err) || out.Context().Err() != nil ||
+		if !retryable || attempt > policy.Attempts || result == balance.NotEndpoint || !shouldRetry(policy, resp, err) || out.Context().Err() != nil ||
 			(!deadline.IsZero() && time.Now().After(deadline)) {
 			return resp, ep, attempt, err
 		}
@@ -228,17 +245,6 @@ func forward(out *http.Request, fast bool, rt *route.Route, c *upstream.Cluster,
 			out.Body, _ = out.GetBody()
 		}
 	}
-}
-
-// outcome is what outlier detection and the EWMA learn from one attempt.
-func outcome(resp *http.Response, err error) balance.Result {
-	switch {
-	case err != nil:
-		return balance.ConnectFailure
-	case resp.StatusCode >= 500:
-		return balance.Status5xx
-	}
-	return balance.Success
 }
 
 func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
@@ -286,13 +292,25 @@ func sleep(ctx context.Context, d time.Duration) bool {
 
 // errorStatus maps a forwarding error to the status the client sees.
 func errorStatus(r *http.Request, err error) int {
+	var bodyErr *clientBodyError
 	switch {
 	case errors.Is(err, errNoEndpoint):
 		return http.StatusServiceUnavailable
+	case errors.As(err, &bodyErr):
+		if bodyErr.timeout {
+			return http.StatusRequestTimeout
+		}
+		return http.StatusBadRequest
+	case errors.Is(err, errClientGone):
+		return 499 // the client went away (nginx's code)
+	case errors.Is(err, errRouteTimeout):
+		return http.StatusGatewayTimeout
+	case upstream.IsHeadersTooLarge(err), upstream.IsConnectError(err):
+		return http.StatusBadGateway // a dial timeout is the endpoint's failure, not a 504
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
 		return http.StatusGatewayTimeout
 	case r.Context().Err() != nil:
-		return 499 // the client went away (nginx's code)
+		return 499
 	}
 	return http.StatusBadGateway
 }

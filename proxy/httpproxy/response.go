@@ -115,7 +115,7 @@ func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 			nw, werr := w.Write(buf[:nr])
 			n += int64(nw)
 			if werr != nil {
-				return n, werr
+				return n, fmt.Errorf("%w: write response: %w", errClientGone, werr)
 			}
 			if flush && f != nil {
 				f.Flush()
@@ -125,7 +125,7 @@ func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 			return n, nil
 		}
 		if rerr != nil {
-			return n, fmt.Errorf("read upstream body: %w", rerr)
+			return n, &upstreamBodyError{err: rerr}
 		}
 	}
 }

@@ -133,9 +133,11 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if g.retiring.Load() && r.ProtoMajor == 1 {
+			if r.ProtoMajor == 1 && (g.retiring.Load() || framingSuspect(r.Context())) {
 				w = &closeAfterReply{ResponseWriter: w}
 			}
+			httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D())
+			w = httpproxy.GuardResponseWrites(w, r, lim.ResponseWriteTimeout.D())
 			l.handler.ServeHTTP(w, r)
 		}),
 		ReadHeaderTimeout: lim.ReadHeaderTimeout.D(),
@@ -152,7 +154,11 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 		// Passthrough connections carry their route to the handler.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rc, ok := c.(*routedConn); ok {
-				return httpproxy.WithRoute(ctx, rc.route)
+				ctx = httpproxy.WithRoute(ctx, rc.route)
+				c = rc.Conn
+			}
+			if fc, ok := c.(*framingConn); ok {
+				ctx = context.WithValue(ctx, framingKey{}, fc)
 			}
 			return ctx
 		},
@@ -199,10 +205,12 @@ func (l *Listener) dispatch(c net.Conn) {
 	}
 	switch s.Config.Protocol {
 	case config.ListenerHTTP:
+		httpConn(c, s)
 		if s.TLS != nil {
-			c = tls.Server(c, s.TLS)
+			l.serveHTTP(tls.Server(c, s.TLS))
+		} else {
+			l.serveHTTP(newFramingConn(c))
 		}
-		l.serveHTTP(c)
 	case config.ListenerTCP:
 		l.goOpaque(c, func() { l.serveTCP(c, s, s.TLS != nil) })
 	default:
@@ -223,9 +231,15 @@ func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
 			return
 		}
 		l.untrack(c)
-		l.serveHTTP(conn)
+		httpConn(c, s)
+		if proto == detect.HTTP1 {
+			l.serveHTTP(newFramingConn(conn))
+		} else {
+			l.serveHTTP(conn)
+		}
 	case proto == detect.TLS && s.TLS != nil && s.Config.RouteConfig != "":
 		l.untrack(c)
+		httpConn(c, s)
 		l.serveHTTP(tls.Server(conn, s.TLS))
 	default: // opaque, or TLS passthrough without a certificate
 		l.serveTCP(conn, s, false)
@@ -270,7 +284,12 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 	}
 	if cp != config.ClusterTCP {
 		l.untrack(c)
-		l.serveHTTP(&routedConn{Conn: conn, route: rt})
+		httpConn(c, s)
+		var hc net.Conn = conn
+		if cp == config.ClusterHTTP1 {
+			hc = newFramingConn(conn)
+		}
+		l.serveHTTP(&routedConn{Conn: hc, route: rt})
 		return
 	}
 	t := rt.PickTarget()
@@ -485,11 +504,26 @@ func (w *closeAfterReply) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w *closeAfterReply) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countedConn keeps the listener's count of open connections.
+// countedConn keeps the listener's count of open connections, and bounds
+// writes to HTTP clients.
 type countedConn struct {
 	net.Conn
-	open *atomic.Int64
-	once sync.Once
+	open  *atomic.Int64
+	once  sync.Once
+	write writeTimeout
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	c.write.before(c.Conn)
+	return c.Conn.Write(b)
+}
+
+// httpConn turns on the response write timeout for a connection that will
+// carry HTTP (c is the accepted *countedConn).
+func httpConn(c net.Conn, s *Settings) {
+	if cc, ok := c.(*countedConn); ok {
+		cc.write.d.Store(int64(s.Config.Limits.ResponseWriteTimeout))
+	}
 }
 
 func (c *countedConn) Close() error {

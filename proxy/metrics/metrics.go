@@ -20,6 +20,7 @@ type Metrics struct {
 	retries     *prometheus.CounterVec
 	budgetSpent *prometheus.CounterVec
 	ejections   *prometheus.CounterVec
+	failures    *prometheus.CounterVec
 	tcpOpened   *prometheus.CounterVec
 	tcpClosed   *prometheus.CounterVec
 	tcpBytes    *prometheus.CounterVec
@@ -55,6 +56,12 @@ func New() *Metrics {
 		ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "knit_outlier_ejections_total", Help: "Endpoints ejected by outlier detection.",
 		}, base),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "knit_request_failures_total",
+			Help: "Requests that failed after the response started or for a reason the status does not tell: " +
+				"upstream_reset (the upstream body broke; the client saw a reset), upstream_headers_too_large, " +
+				"route_timeout, client_disconnect, request_body_timeout, bad_request_body.",
+		}, append(base, "reason")),
 		tcpOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "knit_tcp_connections_opened_total", Help: "Opaque TCP connections proxied.",
 		}, base),
@@ -69,7 +76,7 @@ func New() *Metrics {
 		}, []string{"result"}),
 		routes: map[routeKey]*Route{},
 	}
-	m.Registry.MustRegister(m.requests, m.latency, m.retries, m.budgetSpent, m.ejections,
+	m.Registry.MustRegister(m.requests, m.latency, m.retries, m.budgetSpent, m.ejections, m.failures,
 		m.tcpOpened, m.tcpClosed, m.tcpBytes, m.Reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -138,4 +145,16 @@ func (r *Route) Request(code, grpcStatus int) {
 	c := r.m.requests.WithLabelValues(r.labels.direction, r.labels.route, r.labels.upstream, strconv.Itoa(code), g, class)
 	r.codes.Store(k, c)
 	c.Inc()
+}
+
+// Failed counts one finished request as a failure whatever its status (a
+// response cut short after a 200 was sent is still a failure), with the reason.
+func (r *Route) Failed(code, grpcStatus int, reason string) {
+	g := ""
+	if grpcStatus >= 0 {
+		g = strconv.Itoa(grpcStatus)
+	}
+	l := r.labels
+	r.m.requests.WithLabelValues(l.direction, l.route, l.upstream, strconv.Itoa(code), g, "failure").Inc()
+	r.m.failures.WithLabelValues(l.direction, l.route, l.upstream, reason).Inc()
 }

@@ -101,7 +101,7 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 		for _, r := range vh.Routes {
 			cr := &Route{
 				Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path,
-				methods: r.Match.Methods, headers: r.Match.Headers, Timeout: r.Timeout.D(),
+				methods: r.Match.Methods, headers: r.Match.Headers, Timeout: r.RouteTimeout(),
 			}
 			for _, wc := range r.Clusters {
 				cr.Targets = append(cr.Targets, Target{

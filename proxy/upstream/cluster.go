@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/knit-mesh/knit/proxy/balance"
@@ -88,7 +89,8 @@ func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, e
 		return c, nil
 	}
 	c.Transport = c.newTransport()
-	c.h1 = newH1Pool(c.dialer, spec.MaxIdleConnsPerEndpoint)
+	c.h1 = newH1Pool(c.dialer, spec.MaxIdleConnsPerEndpoint, spec.MaxConnectionsPerEndpoint,
+		spec.IdleTimeout.D(), spec.MaxResponseHeaderBytes)
 	return c, nil
 }
 
@@ -96,16 +98,19 @@ func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, e
 // connections are reused under load, no compression, no proxy env lookups.
 func (c *Cluster) newTransport() *http.Transport {
 	t := &http.Transport{
-		DialContext:           c.dialer.DialContext,
-		MaxIdleConns:          0, // unlimited; bounded per endpoint below
-		MaxIdleConnsPerHost:   c.Spec.MaxIdleConnsPerEndpoint,
-		IdleConnTimeout:       90 * time.Second,
-		DisableCompression:    true,
-		TLSHandshakeTimeout:   c.Spec.ConnectTimeout.D() + 5*time.Second,
-		ExpectContinueTimeout: 0,
-		WriteBufferSize:       16 << 10,
-		ReadBufferSize:        16 << 10,
-		TLSClientConfig:       c.tls,
+		DialContext:         c.dialer.DialContext,
+		MaxIdleConns:        0, // unlimited; bounded per endpoint below
+		MaxIdleConnsPerHost: c.Spec.MaxIdleConnsPerEndpoint,
+		MaxConnsPerHost:     c.Spec.MaxConnectionsPerEndpoint,
+		IdleConnTimeout:     idleTimeout(c.Spec.IdleTimeout.D()),
+		// 0 would mean net/http's 10 MB; an outbound sidecar talks to arbitrary hosts.
+		MaxResponseHeaderBytes: int64(max(c.Spec.MaxResponseHeaderBytes, 1)),
+		DisableCompression:     true,
+		TLSHandshakeTimeout:    c.Spec.ConnectTimeout.D() + 5*time.Second,
+		ExpectContinueTimeout:  0,
+		WriteBufferSize:        16 << 10,
+		ReadBufferSize:         16 << 10,
+		TLSClientConfig:        c.tls,
 	}
 	var p http.Protocols
 	switch {
@@ -117,7 +122,8 @@ func (c *Cluster) newTransport() *http.Transport {
 		p.SetHTTP1(true)
 	}
 	t.Protocols = &p
-	t.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 4 << 20}
+	t.HTTP2 = &http.HTTP2Config{MaxReceiveBufferPerStream: 1 << 20, MaxReceiveBufferPerConnection: 4 << 20,
+		MaxDecoderHeaderTableSize: 4096}
 	return t
 }
 
@@ -158,6 +164,28 @@ func (c *Cluster) Close() {
 	if c.h1 != nil {
 		c.h1.closeIdle()
 	}
+}
+
+func idleTimeout(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 90 * time.Second
+	}
+	return d
+}
+
+// IsHeadersTooLarge reports an upstream response whose header block broke
+// the cluster's limit, on either the fast path or http.Transport.
+func IsHeadersTooLarge(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrResponseHeadersTooLarge) {
+		return true
+	}
+	// net/http reports these only as text.
+	s := err.Error()
+	return strings.Contains(s, "server response headers exceeded") ||
+		strings.Contains(s, "header list larger than")
 }
 
 // IsConnectError tells a failure to reach the endpoint from a later failure.

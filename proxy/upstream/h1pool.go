@@ -2,15 +2,22 @@ package upstream
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // The HTTP/1.1 fast path: plaintext HTTP/1.1 upstreams get a connection pool
@@ -19,63 +26,249 @@ import (
 // (http.Transport runs a read and a write goroutine per connection and passes
 // every request and response between them over channels). Upgrades, HTTP/2
 // and TLS upstreams stay on http.Transport.
+//
+// A connection goes back to the pool only when it is provably clean: the
+// response was read to its end, the server did not ask to close, and no byte
+// beyond the response is buffered. Before reuse, a non-blocking peek checks
+// that the server has not closed it and sent nothing unasked for.
 
 const h1BufSize = 4 << 10
 
-// h1Pool keeps idle keep-alive connections per endpoint address, newest first.
+// ErrResponseHeadersTooLarge is returned when an upstream's response header
+// block is larger than the cluster's MaxResponseHeaderBytes.
+var ErrResponseHeadersTooLarge = errors.New("upstream response headers too large")
+
+// h1Pool keeps idle keep-alive connections per endpoint address, newest
+// first, and caps the connections open to each address.
 type h1Pool struct {
-	dialer  *net.Dialer
-	maxIdle int
-	idleFor time.Duration
+	dialer    *net.Dialer
+	maxIdle   int
+	maxConns  int // 0: no cap
+	idleFor   time.Duration
+	maxHeader int64
 
 	mu     sync.Mutex
-	idle   map[string][]*h1Conn
+	hosts  map[string]*h1Host
 	closed bool // the cluster was replaced: returned connections are closed
 }
 
+type h1Host struct {
+	idle []*h1Conn
+	open int // dialing, busy and idle connections
+	// waiters get a clean connection, or nil meaning "a slot is free: dial".
+	waiters []chan *h1Conn
+}
+
 type h1Conn struct {
-	net.Conn
-	br          *bufio.Reader
-	bw          *bufio.Writer
+	conn        net.Conn
+	br          *bufio.Reader // reads through h1Conn.Read (header limit)
+	bw          *bufio.Writer // writes through h1Conn.Write (byte count)
 	addr        string
+	pool        *h1Pool
 	lastUsed    time.Time
 	hasDeadline bool
+	readLimit   int64 // bytes that may still be read; bounds a header block
+	read        int64 // bytes read from the socket in all
+	written     int64 // bytes handed to the socket for the current request
 }
 
-func newH1Pool(d *net.Dialer, maxIdle int) *h1Pool {
-	return &h1Pool{dialer: d, maxIdle: maxIdle, idleFor: 90 * time.Second, idle: map[string][]*h1Conn{}}
+func (c *h1Conn) Read(p []byte) (int, error) {
+	if c.readLimit <= 0 {
+		return 0, fmt.Errorf("%w (limit %d bytes)", ErrResponseHeadersTooLarge, c.pool.maxHeader)
+	}
+	if int64(len(p)) > c.readLimit {
+		p = p[:c.readLimit]
+	}
+	n, err := c.conn.Read(p)
+	c.readLimit -= int64(n)
+	c.read += int64(n)
+	return n, err
 }
 
-func (p *h1Pool) get(addr string) (*h1Conn, bool, error) {
+func (c *h1Conn) Write(p []byte) (int, error) {
+	n, err := c.conn.Write(p)
+	c.written += int64(n)
+	return n, err
+}
+
+// clean reports whether the connection may carry another request: nothing
+// buffered, and the socket neither closed by the server nor holding bytes.
+func (c *h1Conn) clean() bool {
+	if c.br.Buffered() > 0 {
+		return false
+	}
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var b [1]byte
+	var n uintptr
+	var errno syscall.Errno
+	err = rc.Read(func(fd uintptr) bool {
+		n, _, errno = syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+		return true // never wait: this is a probe
+	})
+	// EAGAIN: open and nothing to read. 0 bytes: the server closed it.
+	// 1 byte: the server sent something nobody asked for.
+	return err == nil && (errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK) && n != 1
+}
+
+func newH1Pool(d *net.Dialer, maxIdle, maxConns int, idleFor time.Duration, maxHeader int) *h1Pool {
+	if idleFor <= 0 {
+		idleFor = 90 * time.Second
+	}
+	if maxHeader <= 0 {
+		maxHeader = 64 << 10
+	}
+	return &h1Pool{dialer: d, maxIdle: maxIdle, maxConns: maxConns, idleFor: idleFor,
+		maxHeader: int64(maxHeader), hosts: map[string]*h1Host{}}
+}
+
+func (p *h1Pool) host(addr string) *h1Host {
+	h := p.hosts[addr]
+	if h == nil {
+		h = &h1Host{}
+		p.hosts[addr] = h
+	}
+	return h
+}
+
+var errPoolWait = errors.New("timed out waiting for an upstream connection (maxConnectionsPerEndpoint reached)")
+
+// get returns a clean idle connection or a new one; at the connection cap it
+// waits for one until ctx ends or the deadline passes.
+func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time) (*h1Conn, bool, error) {
 	now := time.Now()
 	p.mu.Lock()
-	for list := p.idle[addr]; len(list) > 0; list = p.idle[addr] {
-		pc := list[len(list)-1]
-		p.idle[addr] = list[:len(list)-1]
+	h := p.host(addr)
+	for len(h.idle) > 0 {
+		pc := h.idle[len(h.idle)-1]
+		h.idle = h.idle[:len(h.idle)-1]
 		if now.Sub(pc.lastUsed) < p.idleFor {
 			p.mu.Unlock()
+			if pc.clean() {
+				return pc, true, nil
+			}
+			p.discard(pc)
+			p.mu.Lock()
+			h = p.host(addr) // release may have dropped the entry
+			continue
+		}
+		h.open--
+		pc.conn.Close()
+	}
+	if p.maxConns <= 0 || h.open < p.maxConns {
+		h.open++
+		p.mu.Unlock()
+		return p.dial(ctx, addr, deadline)
+	}
+	ch := make(chan *h1Conn, 1)
+	h.waiters = append(h.waiters, ch)
+	p.mu.Unlock()
+
+	var timeout <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		timeout = t.C
+	}
+	var err error
+	select {
+	case pc := <-ch:
+		if pc != nil {
 			return pc, true, nil
 		}
-		pc.Close()
+		return p.dial(ctx, addr, deadline) // the slot of a closed connection
+	case <-ctx.Done():
+		err = ctx.Err()
+	case <-timeout:
+		err = fmt.Errorf("%w: %w", errPoolWait, context.DeadlineExceeded)
+	}
+	p.mu.Lock()
+	h = p.host(addr)
+	for i, w := range h.waiters {
+		if w == ch {
+			h.waiters = append(h.waiters[:i], h.waiters[i+1:]...)
+			p.mu.Unlock()
+			return nil, false, err
+		}
 	}
 	p.mu.Unlock()
-	c, err := p.dialer.Dial("tcp", addr)
-	if err != nil {
-		return nil, false, err
+	// Handed something just as we gave up: pass it on.
+	if pc := <-ch; pc != nil {
+		p.put(pc)
+	} else {
+		p.release(addr)
 	}
-	return &h1Conn{Conn: c, addr: addr,
-		br: bufio.NewReaderSize(c, h1BufSize), bw: bufio.NewWriterSize(c, h1BufSize)}, false, nil
+	return nil, false, err
 }
 
+func (p *h1Pool) dial(ctx context.Context, addr string, deadline time.Time) (*h1Conn, bool, error) {
+	d := *p.dialer
+	if !deadline.IsZero() && (d.Deadline.IsZero() || deadline.Before(d.Deadline)) {
+		d.Deadline = deadline // the route's timeout bounds the dial too
+	}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		p.release(addr)
+		return nil, false, err
+	}
+	pc := &h1Conn{conn: c, addr: addr, pool: p, readLimit: math.MaxInt64}
+	pc.br, pc.bw = bufio.NewReaderSize(pc, h1BufSize), bufio.NewWriterSize(pc, h1BufSize)
+	return pc, false, nil
+}
+
+// put returns a clean connection: to a waiter, or to the idle list.
 func (p *h1Pool) put(pc *h1Conn) {
+	if pc.hasDeadline {
+		pc.conn.SetDeadline(time.Time{})
+		pc.hasDeadline = false
+	}
 	pc.lastUsed = time.Now()
 	p.mu.Lock()
-	if p.closed || len(p.idle[pc.addr]) >= p.maxIdle {
+	h := p.host(pc.addr)
+	if len(h.waiters) > 0 && !p.closed {
+		w := h.waiters[0]
+		h.waiters = h.waiters[1:]
 		p.mu.Unlock()
-		pc.Close()
+		w <- pc
 		return
 	}
-	p.idle[pc.addr] = append(p.idle[pc.addr], pc)
+	if p.closed || len(h.idle) >= p.maxIdle {
+		p.mu.Unlock()
+		p.discard(pc) // frees the slot, to a waiter if any
+		return
+	}
+	h.idle = append(h.idle, pc)
+	p.mu.Unlock()
+}
+
+// discard closes a connection that is not clean and frees its slot.
+func (p *h1Pool) discard(pc *h1Conn) {
+	pc.conn.Close()
+	p.release(pc.addr)
+}
+
+// release frees one connection slot of addr, to a waiter if there is one.
+func (p *h1Pool) release(addr string) {
+	p.mu.Lock()
+	h := p.host(addr)
+	if len(h.waiters) > 0 {
+		w := h.waiters[0]
+		h.waiters = h.waiters[1:]
+		p.mu.Unlock()
+		w <- nil
+		return
+	}
+	h.open--
+	if h.open == 0 && len(h.idle) == 0 {
+		delete(p.hosts, addr)
+	}
 	p.mu.Unlock()
 }
 
@@ -83,62 +276,112 @@ func (p *h1Pool) closeIdle() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
-	for addr, list := range p.idle {
-		for _, pc := range list {
-			pc.Close()
+	for _, h := range p.hosts {
+		for _, pc := range h.idle {
+			pc.conn.Close()
+			h.open--
 		}
-		delete(p.idle, addr)
+		h.idle = nil
 	}
 }
 
+// aLongTimeAgo is a deadline that has passed: setting it unblocks I/O now.
+var aLongTimeAgo = time.Unix(1, 0)
+
 // RoundTripH1 sends req to addr over a pooled connection. deadline (if not
-// zero) bounds the whole exchange including reading the body. A pooled
-// connection the upstream had already closed is retried once on a fresh one
-// when the request is idempotent and has no body, as net/http does.
+// zero) bounds the whole exchange including reading the body; the request's
+// context (the client's) ending aborts it too. A pooled connection that
+// fails before the response is retried once on a fresh connection when that
+// is safe: no byte of the request reached the socket (and its body can be
+// sent again), or the request is idempotent and has no body, as in net/http.
 func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time) (*http.Response, error) {
+	ctx := req.Context()
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := c.h1.get(addr)
+		pc, reused, err := c.h1.get(ctx, addr, deadline)
 		if err != nil {
 			return nil, err
 		}
 		if !deadline.IsZero() || pc.hasDeadline {
-			pc.SetDeadline(deadline)
+			pc.conn.SetDeadline(deadline)
 			pc.hasDeadline = !deadline.IsZero()
 		}
-		err = writeRequest(pc.bw, req, addr)
+		// The client going away unblocks whatever the exchange waits on.
+		stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+		pc.written = 0
+		var body countingReader
+		if req.Body != nil && req.Body != http.NoBody {
+			body.r = req.Body
+		}
+		err = writeRequest(pc.bw, req, &body, addr)
 		var resp *http.Response
 		if err == nil {
+			pc.readLimit = c.h1.maxHeader + h1BufSize
 			resp, err = http.ReadResponse(pc.br, req)
 			// Skip informational responses (100 Continue, 103 Early Hints);
 			// 101 is final and is only asked for on the http.Transport path.
 			for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 				resp, err = http.ReadResponse(pc.br, req)
 			}
+			pc.readLimit = math.MaxInt64
 		}
 		if err != nil {
-			pc.Close()
-			if reused && attempt == 0 && retryableOnFreshConn(req, err) {
+			stop()
+			c.h1.discard(pc)
+			if reused && attempt == 0 && ctx.Err() == nil && body.err == nil && retryableOnFreshConn(req, err, pc.written, body.n) {
+				if pc.written == 0 && body.n > 0 {
+					req.Body, _ = req.GetBody() // retryableOnFreshConn checked GetBody
+				}
 				continue
 			}
 			return nil, err
 		}
 		keep := !resp.Close && !req.Close
 		if resp.Body == http.NoBody {
-			if keep {
-				c.h1.put(pc)
-			} else {
-				pc.Close()
-			}
+			finish(pc, stop, keep)
 			return resp, nil
 		}
-		resp.Body = &h1Body{rc: resp.Body, pc: pc, pool: c.h1, keep: keep}
+		resp.Body = &h1Body{rc: resp.Body, pc: pc, stop: stop, keep: keep}
 		return resp, nil
 	}
 }
 
-func retryableOnFreshConn(req *http.Request, err error) bool {
-	if req.Body != nil && req.Body != http.NoBody {
+// finish ends an exchange whose response was read to its end.
+func finish(pc *h1Conn, stop func() bool, keep bool) {
+	if stop() && keep && pc.br.Buffered() == 0 {
+		pc.pool.put(pc)
+		return
+	}
+	pc.pool.discard(pc)
+}
+
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error // a read error other than EOF: the client's body failed
+}
+
+func (r *countingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.n += int64(n)
+	if err != nil && err != io.EOF {
+		r.err = err
+	}
+	return n, err
+}
+
+// retryableOnFreshConn decides for a request that failed on a reused
+// connection before any response byte. written is what reached the socket,
+// bodyRead what was taken from the request body.
+func retryableOnFreshConn(req *http.Request, err error, written, bodyRead int64) bool {
+	if errors.Is(err, ErrResponseHeadersTooLarge) || isTimeout(err) {
 		return false
+	}
+	if written == 0 {
+		// The server saw nothing: any request may go again, if its body can.
+		return bodyRead == 0 || req.GetBody != nil
+	}
+	if req.Body != nil && req.Body != http.NoBody {
+		return false // part of the body may have been processed
 	}
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
@@ -148,14 +391,22 @@ func retryableOnFreshConn(req *http.Request, err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) || isConnReset(err)
 }
 
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
 func isConnReset(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && (op.Op == "read" || op.Op == "write") && !op.Timeout()
 }
 
-// writeRequest writes the request line, headers and body. Hop-by-hop
-// headers were removed by the caller.
-func writeRequest(bw *bufio.Writer, req *http.Request, addr string) error {
+// writeRequest writes the request line, headers and body (read from body,
+// which wraps req.Body). Hop-by-hop headers were removed by the caller.
+func writeRequest(bw *bufio.Writer, req *http.Request, body *countingReader, addr string) error {
+	if err := validRequestTarget(req); err != nil {
+		return err
+	}
 	bw.WriteString(req.Method)
 	bw.WriteByte(' ')
 	if req.URL.Opaque != "" {
@@ -176,14 +427,20 @@ func writeRequest(bw *bufio.Writer, req *http.Request, addr string) error {
 	if host == "" {
 		host = addr
 	}
+	if !httpguts.ValidHostHeader(host) {
+		return fmt.Errorf("invalid Host %q", host)
+	}
 	bw.WriteString(host)
 	bw.WriteString("\r\n")
 	for k, vv := range req.Header {
-		if k == "Host" || k == "Content-Length" || k == "Expect" {
-			continue // Host written above; length decided below; body is sent at once
+		if framingHeader(k) {
+			continue // Host written above; framing decided below; body is sent at once
+		}
+		if !httpguts.ValidHeaderFieldName(k) {
+			return fmt.Errorf("invalid header name %q", k)
 		}
 		for _, v := range vv {
-			if !validHeaderValue(v) {
+			if !httpguts.ValidHeaderFieldValue(v) {
 				return fmt.Errorf("invalid value for header %q", k)
 			}
 			bw.WriteString(k)
@@ -192,9 +449,8 @@ func writeRequest(bw *bufio.Writer, req *http.Request, addr string) error {
 			bw.WriteString("\r\n")
 		}
 	}
-	body := req.Body
 	switch {
-	case body == nil || body == http.NoBody || req.ContentLength == 0:
+	case body.r == nil || req.ContentLength == 0:
 		if req.Method == http.MethodPost || req.Method == http.MethodPut || req.Method == http.MethodPatch {
 			bw.WriteString("Content-Length: 0\r\n")
 		}
@@ -218,20 +474,46 @@ func writeRequest(bw *bufio.Writer, req *http.Request, addr string) error {
 	return bw.Flush()
 }
 
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if b := v[i]; b == '\r' || b == '\n' || b == 0 {
-			return false
+// framingHeader: headers the writer decides itself, in any letter case, so
+// a caller's header map can never add a second framing of the body.
+func framingHeader(k string) bool {
+	switch len(k) {
+	case len("Host"):
+		return strings.EqualFold(k, "Host")
+	case len("Expect"):
+		return strings.EqualFold(k, "Expect")
+	case len("Content-Length"):
+		return strings.EqualFold(k, "Content-Length")
+	case len("Transfer-Encoding"):
+		return strings.EqualFold(k, "Transfer-Encoding")
+	}
+	return false
+}
+
+// validRequestTarget refuses a method or target that would change the
+// request line's meaning (spaces, control bytes).
+func validRequestTarget(req *http.Request) error {
+	if !httpguts.ValidHeaderFieldName(req.Method) { // a method is a token, as a field name is
+		return fmt.Errorf("invalid method %q", req.Method)
+	}
+	if o := req.URL.Opaque; o != "" && !strings.HasPrefix(o, "/") {
+		return fmt.Errorf("request target %q is neither origin-form nor absolute-form", o)
+	}
+	for _, s := range [...]string{req.URL.Opaque, req.URL.RawQuery} {
+		for i := 0; i < len(s); i++ {
+			if b := s[i]; b <= ' ' || b == 0x7f {
+				return fmt.Errorf("invalid byte %#x in request target", b)
+			}
 		}
 	}
-	return true
+	return nil
 }
 
 // h1Body returns the connection to the pool once the body is read to EOF.
 type h1Body struct {
 	rc   io.ReadCloser
 	pc   *h1Conn
-	pool *h1Pool
+	stop func() bool
 	keep bool
 	done bool
 }
@@ -243,11 +525,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.done = true
-		if b.keep {
-			b.pool.put(b.pc)
-		} else {
-			b.pc.Close()
-		}
+		finish(b.pc, b.stop, b.keep)
 	}
 	return n, err
 }
@@ -256,7 +534,8 @@ func (b *h1Body) Read(p []byte) (int, error) {
 func (b *h1Body) Close() error {
 	if !b.done {
 		b.done = true
-		b.pc.Close()
+		b.stop()
+		b.pc.pool.discard(b.pc)
 	}
 	return nil
 }
