@@ -17,11 +17,11 @@ import (
 func TestSidecarConfigFromFlagsAndEnv(t *testing.T) {
 	env := map[string]string{"KNIT_ACCESS_LOG": "JSON",
 		"KNIT_APP_PROBES": `{"/app-health/app/liveness":{"tcpSocket":{"port":8080}},"/app-health/app/readiness":{"httpGet":{"path":"/healthz","port":8080}},"/app-health/app/startup":{"grpc":{"port":9090,"service":null}}}`}
-	cfg, probes, _, err := sidecarConfig(sidecarFlags{15020, 15006, 15001}, func(k string) string { return env[k] })
+	cfg, probes, _, err := sidecarConfig(sidecarFlags{15020, 15000, 15006, 15001, 1337}, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Admin.Address != ":15020" || len(cfg.Listeners) != 2 || cfg.Listeners[0].Address != ":15006" ||
+	if cfg.Admin.ProbeAddress != ":15020" || cfg.Admin.Address != "127.0.0.1:15000" || len(cfg.Listeners) != 2 || cfg.Listeners[0].Address != ":15006" ||
 		!cfg.Listeners[0].OriginalDestination || cfg.Listeners[1].Direction != "outbound" || cfg.Listeners[1].Address != ":15001" ||
 		!cfg.AccessLog.Enabled || len(probes) != 3 {
 		t.Fatalf("%+v %v", cfg, probes)
@@ -31,10 +31,11 @@ func TestSidecarConfigFromFlagsAndEnv(t *testing.T) {
 		env  map[string]string
 		want string
 	}{
-		{sidecarFlags{0, 15006, 15001}, nil, "--admin-port: 0 is not a port"},
-		{sidecarFlags{15006, 15006, 15001}, nil, "must differ"},
-		{sidecarFlags{15020, 15006, 15001}, map[string]string{"KNIT_ACCESS_LOG": "yaml"}, "KNIT_ACCESS_LOG"},
-		{sidecarFlags{15020, 15006, 15001}, map[string]string{"KNIT_APP_PROBES": `{"/x":{}}`}, "KNIT_APP_PROBES"},
+		{sidecarFlags{0, 15000, 15006, 15001, 1337}, nil, "--admin-port: 0 is not a port"},
+		{sidecarFlags{15006, 15000, 15006, 15001, 1337}, nil, "must differ"},
+		{sidecarFlags{15020, 15020, 15006, 15001, 1337}, nil, "must differ"},
+		{sidecarFlags{15020, 15000, 15006, 15001, 1337}, map[string]string{"KNIT_ACCESS_LOG": "yaml"}, "KNIT_ACCESS_LOG"},
+		{sidecarFlags{15020, 15000, 15006, 15001, 1337}, map[string]string{"KNIT_APP_PROBES": `{"/x":{}}`}, "KNIT_APP_PROBES"},
 	} {
 		_, _, _, err := sidecarConfig(tc.f, func(k string) string { return tc.env[k] })
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -30,6 +30,9 @@ func (b *Bootstrap) SetDefaults() {
 	if b.AccessLog.Enabled && b.AccessLog.Path == "" {
 		b.AccessLog.Path = "stdout"
 	}
+	if b.AccessLog.Format == "" {
+		b.AccessLog.Format = AccessLogJSON
+	}
 	if b.Tracing.OTLPEndpoint != "" {
 		if b.Tracing.SamplingRatio == 0 {
 			b.Tracing.SamplingRatio = 1
@@ -73,6 +76,9 @@ func (b *Bootstrap) SetDefaults() {
 			}
 			for k := range vh.Routes {
 				r := &vh.Routes[k]
+				if r.Upgrades == nil {
+					r.Upgrades = []string{"websocket"}
+				}
 				for c := range r.Clusters {
 					if r.Clusters[c].Weight == 0 {
 						r.Clusters[c].Weight = 1

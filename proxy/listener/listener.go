@@ -240,7 +240,7 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 		raw = cc.Conn
 	}
 	dst, err := s.Passthrough.Lookup(raw)
-	if err == nil && dst.Port() == uint16(l.ln.Addr().(*net.TCPAddr).Port) {
+	if err == nil && passthrough.Loops(dst, l.ln.Addr().(*net.TCPAddr).AddrPort()) {
 		err = passthrough.ErrLoop // a direct connection, never redirected: forwarding it would loop
 	}
 	if err != nil {
@@ -283,6 +283,14 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 type routedConn struct {
 	net.Conn
 	route *route.Route
+}
+
+// CloseWrite keeps half-close working for tunnels of passthrough connections.
+func (c *routedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 // serveHTTP gives the connection to the current http.Server, which then
@@ -370,6 +378,8 @@ func (l *Listener) Drain(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); l.handler.DrainTunnels(ctx) }() // hijacked: Shutdown does not see them
 	tcpDone := make(chan struct{})
 	go func() { l.conns.Wait(); close(tcpDone) }()
 	select {
