@@ -65,8 +65,9 @@ func TestSidecarBinary(t *testing.T) {
 	}))
 	defer app.Close()
 	appPort := strconv.Itoa(app.Listener.Addr().(*net.TCPAddr).Port)
-	admin, in, out := freePort(t), freePort(t), freePort(t)
-	cmd := exec.Command(bin, "run", "--sidecar", "--log-level=info", "--admin-port="+admin, "--inbound-port="+in, "--outbound-port="+out)
+	admin, local, in, out := freePort(t), freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin, "run", "--sidecar", "--log-level=info", "--admin-port="+admin, "--local-admin-port="+local,
+		"--inbound-port="+in, "--outbound-port="+out, "--proxy-uid="+strconv.Itoa(os.Geteuid()))
 	cmd.Env = append(os.Environ(), "POD_NAME=web-0", "POD_NAMESPACE=shop", "POD_IP=127.0.0.1", "KNIT_ACCESS_LOG=Off",
 		"KNIT_IDENTITY=spiffe://cluster.local/ns/shop/sa/default", "KNIT_REVISION=default-v0-1-0",
 		`KNIT_APP_PROBES={"/app-health/app/readiness":{"httpGet":{"path":"/healthz","port":`+appPort+`}},"/app-health/app/liveness":{"httpGet":{"path":"/bad","port":`+appPort+`}}}`)
@@ -77,8 +78,8 @@ func TestSidecarBinary(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	base := "http://127.0.0.1:" + admin
-	get := func(path string) int {
-		resp, err := http.Get(base + path)
+	getFrom := func(url string) int {
+		resp, err := http.Get(url)
 		if err != nil {
 			return 0
 		}
@@ -86,6 +87,7 @@ func TestSidecarBinary(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	get := func(path string) int { return getFrom(base + path) }
 	deadline := time.Now().Add(10 * time.Second)
 	for get("/ready") != 200 {
 		if time.Now().After(deadline) {
@@ -97,6 +99,21 @@ func TestSidecarBinary(t *testing.T) {
 		"/app-health/app/liveness": 503, "/app-health/other/readiness": 404} {
 		if got := get(path); got != want {
 			t.Errorf("%s: %d, want %d", path, got, want)
+		}
+	}
+	// The probe port listens on every address (127.0.0.2 stands for the pod
+	// IP) and serves probes and metrics only; the full admin port is on
+	// 127.0.0.1 alone.
+	for url, want := range map[string]int{
+		"http://127.0.0.2:" + admin + "/ready": 200, "http://127.0.0.2:" + admin + "/metrics": 200,
+		"http://127.0.0.2:" + admin + "/config": 404, "http://127.0.0.2:" + admin + "/debug/pprof/": 404,
+		base + "/config": 404, base + "/debug/pprof/": 404,
+		"http://127.0.0.1:" + local + "/config": 200, "http://127.0.0.1:" + local + "/debug/pprof/": 200,
+		"http://127.0.0.1:" + local + "/metrics": 200,
+		"http://127.0.0.2:" + local + "/config": 0, // not listening there: connection refused
+	} {
+		if got := getFrom(url); got != want {
+			t.Errorf("%s: %d, want %d", url, got, want)
 		}
 	}
 	// Both listeners are bound (a direct connection is closed: it has no original destination to go to).
@@ -120,5 +137,17 @@ func TestSidecarBinary(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "sidecar mode") {
 		t.Errorf("log lacks the sidecar line:\n%s", stderr.String())
+	}
+}
+
+// The capture rules exempt one UID; running as any other would send the
+// proxy's own connections back to itself, so the sidecar refuses to start.
+func TestSidecarRefusesToRunAsAnotherUID(t *testing.T) {
+	bin := buildProxy(t)
+	cmd := exec.Command(bin, "run", "--sidecar", "--admin-port="+freePort(t), "--local-admin-port="+freePort(t),
+		"--inbound-port="+freePort(t), "--outbound-port="+freePort(t), "--proxy-uid="+strconv.Itoa(os.Geteuid()+1))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "capture rules exempt only UID "+strconv.Itoa(os.Geteuid()+1)) {
+		t.Fatalf("exit %v, output:\n%s", err, out)
 	}
 }
