@@ -85,6 +85,10 @@ proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race whe
 	go test ./proxy/... ./cmd/knit-proxy/...
 	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/... ./proxy/appprobe/...
 
+.PHONY: proxy-conformance
+proxy-conformance: ## h2spec (HTTP/2 conformance) against knit-proxy's h2c and h2 (TLS) listeners; report in proxy/conformance/.
+	hack/proxy-conformance.sh
+
 .PHONY: fuzz
 fuzz: ## Short fuzz runs: protocol detection, proxy config parsing, the injection webhook and patcher (FUZZTIME=10s).
 	go test -run='^$$' -fuzz=FuzzDetect -fuzztime=$(or $(FUZZTIME),10s) ./proxy/detect/

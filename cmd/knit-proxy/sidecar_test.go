@@ -110,7 +110,7 @@ func TestSidecarBinary(t *testing.T) {
 		base + "/config": 404, base + "/debug/pprof/": 404,
 		"http://127.0.0.1:" + local + "/config": 200, "http://127.0.0.1:" + local + "/debug/pprof/": 200,
 		"http://127.0.0.1:" + local + "/metrics": 200,
-		"http://127.0.0.2:" + local + "/config": 0, // not listening there: connection refused
+		"http://127.0.0.2:" + local + "/config":  0, // not listening there: connection refused
 	} {
 		if got := getFrom(url); got != want {
 			t.Errorf("%s: %d, want %d", url, got, want)

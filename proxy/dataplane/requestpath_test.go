@@ -331,3 +331,22 @@ func TestAccessLogTextFormat(t *testing.T) {
 func contextWithTimeout(d time.Duration) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), d)
 }
+
+// A connection that is not HTTP, on a listener with no tcpCluster, is closed
+// with a FIN: its unread bytes are drained first, so the kernel does not
+// reset it (h2spec http2/3.5/2 on the h2c listener).
+func TestNonHTTPConnectionIsClosedWithoutReset(t *testing.T) {
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
+	p := startProxy(t, simpleConfig(up))
+	c, err := net.Dial("tcp", addr(t, p, "in"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(c, "INVALID CONNECTION PREFACE\r\n\r\n")
+	b, err := io.ReadAll(c)
+	if err != nil || len(b) != 0 {
+		t.Fatalf("got %q, %v; want a clean close", b, err)
+	}
+}

@@ -312,7 +312,7 @@ func (l *Listener) serveHTTP(c net.Conn) {
 
 func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
 	if s.TCPCluster == nil {
-		c.Close()
+		refuse(c)
 		return
 	}
 	if terminateTLS {
@@ -329,6 +329,23 @@ func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
 	if err := tcpproxy.Serve(context.Background(), c, s.TCPCluster, s.TCPStats, s.Config.Limits.TCPIdleTimeout.D()); err != nil {
 		l.log.V(1).Info("tcp proxy failed", "error", err.Error())
 	}
+}
+
+// refuseLinger bounds how long a refused connection's remaining bytes are read.
+const refuseLinger = 500 * time.Millisecond
+
+// refuse closes a connection the listener has no use for (not HTTP, and no
+// tcpCluster) with a FIN rather than a reset: the kernel resets a socket
+// closed with unread input, so the client's remaining bytes are read first,
+// for a bounded time and amount.
+func refuse(c net.Conn) {
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(refuseLinger))
+	io.CopyN(io.Discard, c, 64<<10)
 }
 
 // goOpaque runs f for c in a tracked goroutine so drain can wait for it.
