@@ -350,3 +350,35 @@ func TestNonHTTPConnectionIsClosedWithoutReset(t *testing.T) {
 		t.Fatalf("got %q, %v; want a clean close", b, err)
 	}
 }
+
+// CONNECT over HTTP/2 cannot become a byte tunnel here: 405, even on a sidecar listener.
+func TestCONNECTOverHTTP2IsRefusedWith405(t *testing.T) {
+	p, dst := startPassthrough(t)
+	setDst(dst, httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {}))
+	var protos http.Protocols
+	protos.SetUnencryptedHTTP2(true)
+	c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{Protocols: &protos}}
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest("CONNECT", "http://"+addr(t, p, "outbound"), pr)
+	req.Host = "api.example.com:443"
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 405 || resp.ProtoMajor != 2 {
+		t.Fatalf("HTTP/%d %d", resp.ProtoMajor, resp.StatusCode)
+	}
+}
+
+// The sidecar's routes tunnel WebSocket (and nothing else) by default.
+func TestPassthroughTunnelsWebSocketOnly(t *testing.T) {
+	p, dst := startPassthrough(t)
+	setDst(dst, wsEchoUpstream(t))
+	openWebSocket(t, addr(t, p, "outbound"))
+	resp, _, _, _ := rawRequest(t, addr(t, p, "outbound"), "GET /x HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: spdy/3.1\r\n\r\n")
+	if resp.StatusCode != 403 {
+		t.Fatalf("spdy through the sidecar: %d, want 403", resp.StatusCode)
+	}
+}
