@@ -90,9 +90,10 @@ proxy-conformance: ## h2spec (HTTP/2 conformance) against knit-proxy's h2c and h
 	hack/proxy-conformance.sh
 
 .PHONY: fuzz
-fuzz: ## Short fuzz runs: protocol detection, proxy config parsing, the injection webhook and patcher (FUZZTIME=10s).
+fuzz: ## Short fuzz runs: protocol detection, proxy config parsing, access log lines, the injection webhook and patcher (FUZZTIME=10s).
 	go test -run='^$$' -fuzz=FuzzDetect -fuzztime=$(or $(FUZZTIME),10s) ./proxy/detect/
 	go test -run='^$$' -fuzz=FuzzParseConfig -fuzztime=$(or $(FUZZTIME),10s) ./proxy/config/
+	go test -run='^$$' -fuzz=FuzzLogJSON -fuzztime=$(or $(FUZZTIME),10s) ./proxy/accesslog/
 	go test -run='^$$' -fuzz=FuzzInjectionWebhook -fuzztime=$(or $(FUZZTIME),10s) ./webhooks/
 	go test -run='^$$' -fuzz=FuzzPatch -fuzztime=$(or $(FUZZTIME),10s) ./webhooks/injection/
 

@@ -33,11 +33,8 @@ var (
 // plain HTTP/1.1, as a server that ignores Upgrade would answer it (tunnelling
 // it would carry HTTP/2 streams past routing and authorization).
 func upgradeOf(r *http.Request, rt *route.Route) (proto, refused string) {
-	if r.ProtoMajor != 1 || !connectionHas(r.Header, "upgrade") {
-		return "", ""
-	}
-	vals := r.Header.Values("Upgrade")
-	if len(vals) == 0 {
+	vals := r.Header["Upgrade"] // absent in almost every request: nothing else is looked at
+	if len(vals) == 0 || r.ProtoMajor != 1 || !connectionHas(r.Header, "upgrade") {
 		return "", ""
 	}
 	var protos []string
