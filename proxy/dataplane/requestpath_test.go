@@ -117,7 +117,7 @@ func TestOnlyAllowedUpgradesAreTunnelled(t *testing.T) {
 	p := startProxy(t, simpleConfig(up))
 	in := addr(t, p, "in")
 
-	resp, body, _, _ := rawRequest(t, in, "GET /h2c HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
+	resp, body, _, _ := rawRequest(t, in, "GET /h2c HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n")
 	if resp.StatusCode != 200 || body != "plain" {
 		t.Errorf("h2c upgrade: %d %q, want 200 \"plain\"", resp.StatusCode, body)
 	}

@@ -29,8 +29,8 @@ var (
 
 // upgradeOf returns the protocol an HTTP/1.1 request asks to switch to when
 // the route allows it. A request for another protocol is refused (its name
-// returned), except h2c: that Upgrade is dropped and the request goes on as
-// plain HTTP/1.1, as a server that ignores Upgrade would answer it (tunnelling
+// returned), except h2c: that Upgrade is dropped (with HTTP2-Settings) and the
+// request goes on as plain HTTP/1.1, as a server that ignores Upgrade would answer it (tunnelling
 // it would carry HTTP/2 streams past routing and authorization).
 func upgradeOf(r *http.Request, rt *route.Route) (proto, refused string) {
 	vals := r.Header["Upgrade"] // absent in almost every request: nothing else is looked at
@@ -53,7 +53,10 @@ func upgradeOf(r *http.Request, rt *route.Route) (proto, refused string) {
 	}
 	switch {
 	case onlyH2C:
-		return "", "" // removeHopHeaders drops Upgrade and the HTTP2-Settings named in Connection
+		// Forwarded as plain HTTP/1.1: removeHopHeaders drops Upgrade and
+		// Connection; HTTP2-Settings is hop-by-hop even when Connection omits it.
+		delete(r.Header, "Http2-Settings")
+		return "", ""
 	case len(protos) == 1 && rt.AllowsUpgrade(protos[0]):
 		return protos[0], ""
 	}
