@@ -26,6 +26,12 @@ func TestSidecarConfigFromFlagsAndEnv(t *testing.T) {
 		!cfg.AccessLog.Enabled || len(probes) != 3 {
 		t.Fatalf("%+v %v", cfg, probes)
 	}
+	cfg, _, _, err = sidecarConfig(sidecarFlags{15020, 15000, 15006, 15001, 1337}, func(k string) string {
+		return map[string]string{"KNIT_ACCESS_LOG": "Text"}[k]
+	})
+	if err != nil || !cfg.AccessLog.Enabled || cfg.AccessLog.Format != "text" {
+		t.Fatalf("KNIT_ACCESS_LOG=Text: %v %+v", err, cfg.AccessLog)
+	}
 	for _, tc := range []struct {
 		f    sidecarFlags
 		env  map[string]string
