@@ -3,6 +3,7 @@ package accesslog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -54,10 +55,11 @@ func TestLogIsValidJSONForEveryInput(t *testing.T) {
 			continue
 		}
 		var m map[string]any
-		json.Unmarshal(line, &m)
 		var want string // what encoding/json makes of it: U+FFFD per invalid byte
 		std, _ := json.Marshal(s)
-		json.Unmarshal(std, &want)
+		if err := errors.Join(json.Unmarshal(line, &m), json.Unmarshal(std, &want)); err != nil {
+			t.Fatal(err)
+		}
 		if m["path"] != want {
 			t.Errorf("%q: path decodes to %q, want %q", s, m["path"], want)
 		}

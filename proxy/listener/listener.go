@@ -290,7 +290,7 @@ func (c *routedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
-	return c.Conn.Close()
+	return c.Close()
 }
 
 // serveHTTP gives the connection to the current http.Server, which then

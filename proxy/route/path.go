@@ -65,9 +65,8 @@ func normalize(escaped string) (string, bool) {
 	var b strings.Builder
 	b.Grow(len(escaped))
 	for i := 0; i < len(escaped); i++ {
-		c := escaped[i]
-		switch {
-		case c == '%':
+		switch c := escaped[i]; c {
+		case '%':
 			if i+2 >= len(escaped) || !isHex(escaped[i+1]) || !isHex(escaped[i+2]) {
 				return "", false
 			}
@@ -83,7 +82,7 @@ func normalize(escaped string) (string, bool) {
 				b.WriteByte(upperHex[v>>4])
 				b.WriteByte(upperHex[v&15])
 			}
-		case c == '\\':
+		case '\\':
 			b.WriteByte('/')
 		default:
 			b.WriteByte(c)
