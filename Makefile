@@ -85,6 +85,10 @@ proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race whe
 	go test ./proxy/... ./cmd/knit-proxy/...
 	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/... ./proxy/appprobe/...
 
+.PHONY: proxy-conformance
+proxy-conformance: ## h2spec (HTTP/2 conformance) against knit-proxy's h2c and h2 (TLS) listeners; report in proxy/conformance/.
+	hack/proxy-conformance.sh
+
 # Go's fuzzer minimizes every new interesting input for up to 60 s by default
 # and does not count those runs: parsers with much new coverage early (the
 # YAML config) then show 0 execs/s for long stretches. A short run has no use
@@ -101,12 +105,13 @@ define fuzz
 endef
 
 .PHONY: fuzz
-fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, the injection webhook and patcher (FUZZTIME=10s).
+fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, access log lines, the injection webhook and patcher (FUZZTIME=10s).
 	$(call fuzz,FuzzDetect,./proxy/detect/)
 	$(call fuzz,FuzzParseConfig,./proxy/config/)
 	$(call fuzz,FuzzH1WriteRequest,./proxy/upstream/)
 	$(call fuzz,FuzzH1ReadResponse,./proxy/upstream/)
 	$(call fuzz,FuzzProxyMatchesNetHTTP,./proxy/dataplane/)
+	$(call fuzz,FuzzLogJSON,./proxy/accesslog/)
 	$(call fuzz,FuzzInjectionWebhook,./webhooks/)
 	$(call fuzz,FuzzPatch,./webhooks/injection/)
 

@@ -36,6 +36,17 @@ if grep -q '^fuzz:' Makefile; then
   step fuzz make -s fuzz
 fi
 
+# HTTP/2 conformance of the proxy (h2spec); its last line is the summary.
+conformance_summary=
+proxy_conformance() {
+  local out rc=0
+  out=$("$HACK_DIR/proxy-conformance.sh" 2>&1) || rc=$?
+  echo "$out"
+  conformance_summary=$(grep '^h2spec' <<<"$out" | tail -1)
+  return $rc
+}
+step proxy-conformance proxy_conformance
+
 count() { # count FILE ACTION: number of Go tests (not packages) with that outcome.
   [[ -f $1 ]] || { echo 0; return; }
   grep -c "\"Action\":\"$2\",\"Package\":\"[^\"]*\",\"Test\"" "$1" || true
@@ -43,9 +54,10 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
 echo
 echo "==================== test summary ===================="
-for s in generated unit integration fuzz; do
-  [[ -n ${result[$s]:-} ]] && printf '  %-12s %s\n' "$s" "${result[$s]}"
+for s in generated unit integration fuzz proxy-conformance; do
+  [[ -n ${result[$s]:-} ]] && printf '  %-18s %s\n' "$s" "${result[$s]}"
 done
+[[ -n $conformance_summary ]] && printf '  %s\n' "$conformance_summary"
 printf '  go tests:    %s passed, %s failed, %s skipped (unit + integration)\n' \
   $(( $(count "$REPORTS/unit.json" pass) + $(count "$REPORTS/integration.json" pass) )) \
   $(( $(count "$REPORTS/unit.json" fail) + $(count "$REPORTS/integration.json" fail) )) \

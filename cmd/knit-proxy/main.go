@@ -71,6 +71,9 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	if err != nil {
 		return err
 	}
+	if err := checkUID(f, os.Geteuid()); err != nil {
+		return err
+	}
 	for _, n := range notes {
 		log.Info(n)
 	}
@@ -83,14 +86,44 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		return fmt.Errorf("apply config: %w", err)
 	}
 	prober := appprobe.New(probes)
-	adm, err := admin.Start(cfg.Admin.Address, p, m.Registry, func(mux *http.ServeMux) {
+	adm, err := startAdmin(log, cfg.Admin, p, m, func(mux *http.ServeMux) {
 		mux.Handle("GET "+appprobe.PathPrefix, prober)
 	})
 	if err != nil {
-		return fmt.Errorf("admin: %w", err)
+		return err
 	}
-	log.Info("admin listening", "address", adm.Addr().String())
 	return serve(log, p, m, adm, nil, 0)
+}
+
+// startAdmin starts the full admin port and, when configured, the probe port
+// (with extra handlers); extra goes on the full port too.
+func startAdmin(log logr.Logger, cfg config.Admin, p *dataplane.Proxy, m *metrics.Metrics, extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
+	var out []*admin.Server
+	for _, a := range []struct {
+		addr  string
+		scope admin.Scope
+		field string
+	}{{cfg.Address, admin.Full, "admin.address"}, {cfg.ProbeAddress, admin.Probes, "admin.probeAddress"}} {
+		if a.addr == "" {
+			continue
+		}
+		s, err := admin.Start(a.addr, a.scope, p, m.Registry, extra...)
+		if err != nil {
+			closeAdmin(out)
+			return nil, fmt.Errorf("%s: %w", a.field, err)
+		}
+		log.Info("admin listening", "address", s.Addr().String(), "probesOnly", a.scope == admin.Probes)
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func closeAdmin(servers []*admin.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, s := range servers {
+		s.Close(ctx)
+	}
 }
 
 func run(log logr.Logger, path string, watchEvery time.Duration) error {
@@ -107,18 +140,15 @@ func run(log logr.Logger, path string, watchEvery time.Duration) error {
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}
-	var adm *admin.Server
-	if cfg.Admin.Address != "" {
-		if adm, err = admin.Start(cfg.Admin.Address, p, m.Registry); err != nil {
-			return fmt.Errorf("admin: %w", err)
-		}
-		log.Info("admin listening", "address", adm.Addr().String())
+	adm, err := startAdmin(log, cfg.Admin, p, m)
+	if err != nil {
+		return err
 	}
 	return serve(log, p, m, adm, w, watchEvery)
 }
 
 // serve reloads on file change or SIGHUP (with a config file, w) and drains on SIGTERM/SIGINT.
-func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm *admin.Server, w *watcher, watchEvery time.Duration) error {
+func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm []*admin.Server, w *watcher, watchEvery time.Duration) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	var tick <-chan time.Time
@@ -147,11 +177,7 @@ func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm *admin.S
 			ctx, cancel := context.WithTimeout(context.Background(), cur.Drain.Timeout.D())
 			derr := p.Drain(ctx)
 			cancel()
-			if adm != nil {
-				actx, acancel := context.WithTimeout(context.Background(), time.Second)
-				adm.Close(actx)
-				acancel()
-			}
+			closeAdmin(adm)
 			if derr != nil && !errors.Is(derr, context.DeadlineExceeded) {
 				return derr
 			}

@@ -108,6 +108,8 @@ func TestMeshedPodInNetworkNamespace(t *testing.T) {
 	}
 	serve(pod, ":8080", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "app %s", r.Host) })
 	serve(cli, "10.214.0.1:9090", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "remote %s", r.Host) })
+	// A remote server on the same port number as the sidecar's outbound listener.
+	serve(cli, "10.214.0.1:15001", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "remote %s", r.Host) })
 
 	// The sidecar, as UID 1337, started from a thread inside the pod namespace (the child inherits it).
 	cmd := exec.Command(bin, "run", "--sidecar", "--log-level=debug", "--admin-port=15020", "--inbound-port=15006", "--outbound-port=15001")
@@ -146,6 +148,26 @@ func TestMeshedPodInNetworkNamespace(t *testing.T) {
 	// Outbound: app → remote:9090, captured to :15001, forwarded to the remote.
 	if code, b := body(t, pod.client(), "http://10.214.0.1:9090/y"); code != 200 || b != "remote 10.214.0.1:9090" {
 		t.Fatalf("outbound: %d %q\n%s", code, b, logs.String())
+	}
+	// A remote port that equals a listener port is not a loop.
+	if code, b := body(t, pod.client(), "http://10.214.0.1:15001/z"); code != 200 || b != "remote 10.214.0.1:15001" {
+		t.Fatalf("outbound to a remote :15001: %d %q\n%s", code, b, logs.String())
+	}
+	// The pod network reaches probes and metrics only; /config and pprof are on loopback.
+	for _, path := range []string{"/config", "/debug/pprof/"} {
+		if code, _ := body(t, kubelet, "http://10.214.0.2:15020"+path); code != 404 {
+			t.Errorf("%s from the pod network: %d, want 404", path, code)
+		}
+		if code, _ := body(t, pod.client(), "http://127.0.0.1:15000"+path); code != 200 {
+			t.Errorf("%s on the pod's loopback: %d, want 200", path, code)
+		}
+	}
+	// (captured inbound and forwarded to POD_IP:15000, where nothing listens: 502)
+	if resp, err := kubelet.Get("http://10.214.0.2:15000/config"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Errorf("the full admin port answered the pod network")
+		}
 	}
 	_, metrics := body(t, kubelet, "http://10.214.0.2:15020/metrics")
 	for _, want := range []string{

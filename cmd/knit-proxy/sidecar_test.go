@@ -17,24 +17,31 @@ import (
 func TestSidecarConfigFromFlagsAndEnv(t *testing.T) {
 	env := map[string]string{"KNIT_ACCESS_LOG": "JSON",
 		"KNIT_APP_PROBES": `{"/app-health/app/liveness":{"tcpSocket":{"port":8080}},"/app-health/app/readiness":{"httpGet":{"path":"/healthz","port":8080}},"/app-health/app/startup":{"grpc":{"port":9090,"service":null}}}`}
-	cfg, probes, _, err := sidecarConfig(sidecarFlags{15020, 15006, 15001}, func(k string) string { return env[k] })
+	cfg, probes, _, err := sidecarConfig(sidecarFlags{15020, 15000, 15006, 15001, 1337}, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.Admin.Address != ":15020" || len(cfg.Listeners) != 2 || cfg.Listeners[0].Address != ":15006" ||
+	if cfg.Admin.ProbeAddress != ":15020" || cfg.Admin.Address != "127.0.0.1:15000" || len(cfg.Listeners) != 2 || cfg.Listeners[0].Address != ":15006" ||
 		!cfg.Listeners[0].OriginalDestination || cfg.Listeners[1].Direction != "outbound" || cfg.Listeners[1].Address != ":15001" ||
 		!cfg.AccessLog.Enabled || len(probes) != 3 {
 		t.Fatalf("%+v %v", cfg, probes)
+	}
+	cfg, _, _, err = sidecarConfig(sidecarFlags{15020, 15000, 15006, 15001, 1337}, func(k string) string {
+		return map[string]string{"KNIT_ACCESS_LOG": "Text"}[k]
+	})
+	if err != nil || !cfg.AccessLog.Enabled || cfg.AccessLog.Format != "text" {
+		t.Fatalf("KNIT_ACCESS_LOG=Text: %v %+v", err, cfg.AccessLog)
 	}
 	for _, tc := range []struct {
 		f    sidecarFlags
 		env  map[string]string
 		want string
 	}{
-		{sidecarFlags{0, 15006, 15001}, nil, "--admin-port: 0 is not a port"},
-		{sidecarFlags{15006, 15006, 15001}, nil, "must differ"},
-		{sidecarFlags{15020, 15006, 15001}, map[string]string{"KNIT_ACCESS_LOG": "yaml"}, "KNIT_ACCESS_LOG"},
-		{sidecarFlags{15020, 15006, 15001}, map[string]string{"KNIT_APP_PROBES": `{"/x":{}}`}, "KNIT_APP_PROBES"},
+		{sidecarFlags{0, 15000, 15006, 15001, 1337}, nil, "--admin-port: 0 is not a port"},
+		{sidecarFlags{15006, 15000, 15006, 15001, 1337}, nil, "must differ"},
+		{sidecarFlags{15020, 15020, 15006, 15001, 1337}, nil, "must differ"},
+		{sidecarFlags{15020, 15000, 15006, 15001, 1337}, map[string]string{"KNIT_ACCESS_LOG": "yaml"}, "KNIT_ACCESS_LOG"},
+		{sidecarFlags{15020, 15000, 15006, 15001, 1337}, map[string]string{"KNIT_APP_PROBES": `{"/x":{}}`}, "KNIT_APP_PROBES"},
 	} {
 		_, _, _, err := sidecarConfig(tc.f, func(k string) string { return tc.env[k] })
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -64,8 +71,9 @@ func TestSidecarBinary(t *testing.T) {
 	}))
 	defer app.Close()
 	appPort := strconv.Itoa(app.Listener.Addr().(*net.TCPAddr).Port)
-	admin, in, out := freePort(t), freePort(t), freePort(t)
-	cmd := exec.Command(bin, "run", "--sidecar", "--log-level=info", "--admin-port="+admin, "--inbound-port="+in, "--outbound-port="+out)
+	admin, local, in, out := freePort(t), freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin, "run", "--sidecar", "--log-level=info", "--admin-port="+admin, "--local-admin-port="+local,
+		"--inbound-port="+in, "--outbound-port="+out, "--proxy-uid="+strconv.Itoa(os.Geteuid()))
 	cmd.Env = append(os.Environ(), "POD_NAME=web-0", "POD_NAMESPACE=shop", "POD_IP=127.0.0.1", "KNIT_ACCESS_LOG=Off",
 		"KNIT_IDENTITY=spiffe://cluster.local/ns/shop/sa/default", "KNIT_REVISION=default-v0-1-0",
 		`KNIT_APP_PROBES={"/app-health/app/readiness":{"httpGet":{"path":"/healthz","port":`+appPort+`}},"/app-health/app/liveness":{"httpGet":{"path":"/bad","port":`+appPort+`}}}`)
@@ -76,8 +84,8 @@ func TestSidecarBinary(t *testing.T) {
 	}
 	defer cmd.Process.Kill()
 	base := "http://127.0.0.1:" + admin
-	get := func(path string) int {
-		resp, err := http.Get(base + path)
+	getFrom := func(url string) int {
+		resp, err := http.Get(url)
 		if err != nil {
 			return 0
 		}
@@ -85,6 +93,7 @@ func TestSidecarBinary(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	get := func(path string) int { return getFrom(base + path) }
 	deadline := time.Now().Add(10 * time.Second)
 	for get("/ready") != 200 {
 		if time.Now().After(deadline) {
@@ -96,6 +105,21 @@ func TestSidecarBinary(t *testing.T) {
 		"/app-health/app/liveness": 503, "/app-health/other/readiness": 404} {
 		if got := get(path); got != want {
 			t.Errorf("%s: %d, want %d", path, got, want)
+		}
+	}
+	// The probe port listens on every address (127.0.0.2 stands for the pod
+	// IP) and serves probes and metrics only; the full admin port is on
+	// 127.0.0.1 alone.
+	for url, want := range map[string]int{
+		"http://127.0.0.2:" + admin + "/ready": 200, "http://127.0.0.2:" + admin + "/metrics": 200,
+		"http://127.0.0.2:" + admin + "/config": 404, "http://127.0.0.2:" + admin + "/debug/pprof/": 404,
+		base + "/config": 404, base + "/debug/pprof/": 404,
+		"http://127.0.0.1:" + local + "/config": 200, "http://127.0.0.1:" + local + "/debug/pprof/": 200,
+		"http://127.0.0.1:" + local + "/metrics": 200,
+		"http://127.0.0.2:" + local + "/config":  0, // not listening there: connection refused
+	} {
+		if got := getFrom(url); got != want {
+			t.Errorf("%s: %d, want %d", url, got, want)
 		}
 	}
 	// Both listeners are bound (a direct connection is closed: it has no original destination to go to).
@@ -119,5 +143,17 @@ func TestSidecarBinary(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "sidecar mode") {
 		t.Errorf("log lacks the sidecar line:\n%s", stderr.String())
+	}
+}
+
+// The capture rules exempt one UID; running as any other would send the
+// proxy's own connections back to itself, so the sidecar refuses to start.
+func TestSidecarRefusesToRunAsAnotherUID(t *testing.T) {
+	bin := buildProxy(t)
+	cmd := exec.Command(bin, "run", "--sidecar", "--admin-port="+freePort(t), "--local-admin-port="+freePort(t),
+		"--inbound-port="+freePort(t), "--outbound-port="+freePort(t), "--proxy-uid="+strconv.Itoa(os.Geteuid()+1))
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "capture rules exempt only UID "+strconv.Itoa(os.Geteuid()+1)) {
+		t.Fatalf("exit %v, output:\n%s", err, out)
 	}
 }

@@ -1,5 +1,8 @@
-// Package admin serves the proxy's own endpoints: /live, /ready, /metrics,
-// /config (current config as JSON) and /debug/pprof for profiling.
+// Package admin serves the proxy's own endpoints. The full admin port serves
+// /live, /ready, /metrics, /config (current config as JSON) and /debug/pprof;
+// a probe port serves only /live, /ready and /metrics (plus the sidecar's
+// /app-health/), so that it may listen on the pod network while /config and
+// pprof stay on loopback.
 package admin
 
 import (
@@ -21,6 +24,16 @@ type State interface {
 	CurrentConfig() any
 }
 
+// Scope is what one admin port serves.
+type Scope int
+
+const (
+	// Full serves everything, /config and /debug/pprof/ included: bind it to loopback.
+	Full Scope = iota
+	// Probes serves only /live, /ready, /metrics and the extra handlers.
+	Probes
+)
+
 // Server is the admin HTTP server.
 type Server struct {
 	srv *http.Server
@@ -28,7 +41,7 @@ type Server struct {
 }
 
 // Start listens on addr. extra adds handlers (the sidecar's /app-health/).
-func Start(addr string, st State, reg *prometheus.Registry, extra ...func(*http.ServeMux)) (*Server, error) {
+func Start(addr string, scope Scope, st State, reg *prometheus.Registry, extra ...func(*http.ServeMux)) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))
@@ -41,16 +54,18 @@ func Start(addr string, st State, reg *prometheus.Registry, extra ...func(*http.
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		enc.Encode(st.CurrentConfig())
-	})
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if scope == Full {
+		mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			enc := json.NewEncoder(w)
+			enc.SetIndent("", "  ")
+			enc.Encode(st.CurrentConfig())
+		})
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	for _, f := range extra {
 		f(mux)
 	}
@@ -72,8 +87,11 @@ func Start(addr string, st State, reg *prometheus.Registry, extra ...func(*http.
 // Addr is the bound address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
-// Close stops the server.
+// Close stops the server; a nil server is a no-op.
 func (s *Server) Close(ctx context.Context) error {
+	if s == nil {
+		return nil
+	}
 	if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

@@ -42,6 +42,9 @@ func (b *Bootstrap) SetDefaults() {
 	if b.AccessLog.Enabled && b.AccessLog.Path == "" {
 		b.AccessLog.Path = "stdout"
 	}
+	if b.AccessLog.Format == "" {
+		b.AccessLog.Format = AccessLogJSON
+	}
 	if b.Tracing.OTLPEndpoint != "" {
 		if b.Tracing.SamplingRatio == 0 {
 			b.Tracing.SamplingRatio = 1
@@ -94,6 +97,9 @@ func (b *Bootstrap) SetDefaults() {
 				if r.Timeout == nil {
 					d := Duration(DefaultRouteTimeout)
 					r.Timeout = &d
+				}
+				if r.Upgrades == nil {
+					r.Upgrades = []string{"websocket"}
 				}
 				for c := range r.Clusters {
 					if r.Clusters[c].Weight == 0 {

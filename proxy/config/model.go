@@ -19,9 +19,15 @@ type Bootstrap struct {
 	Assignments  []Assignment  `json:"assignments,omitempty"`
 }
 
-// Admin is the port that serves /ready, /live, /metrics and /config.
+// Admin is the port that serves /ready, /live, /metrics, /config and
+// /debug/pprof/. Keep it on loopback: /config and pprof are for the operator
+// of the proxy only.
 type Admin struct {
 	Address string `json:"address"`
+	// ProbeAddress, when set, is a second admin port that serves only what
+	// the kubelet and Prometheus need (/live, /ready, /metrics, and the
+	// sidecar's /app-health/), so it may listen on the pod network.
+	ProbeAddress string `json:"probeAddress,omitempty"`
 }
 
 // Drain bounds how long in-flight work may finish after SIGTERM.
@@ -33,7 +39,18 @@ type Drain struct {
 type AccessLog struct {
 	Enabled bool   `json:"enabled,omitempty"`
 	Path    string `json:"path,omitempty"`
+	// Format is "json" (default: one JSON object per line) or "text" (one
+	// readable line per request).
+	Format AccessLogFormat `json:"format,omitempty"`
 }
+
+// AccessLogFormat is how access log lines are written.
+type AccessLogFormat string
+
+const (
+	AccessLogJSON AccessLogFormat = "json"
+	AccessLogText AccessLogFormat = "text"
+)
 
 // Tracing turns on OTLP span export. Trace headers are always forwarded.
 type Tracing struct {
@@ -131,6 +148,12 @@ type Route struct {
 	// gRPC streams and downloads).
 	Timeout *Duration    `json:"timeout,omitempty"`
 	Retry   *RetryPolicy `json:"retry,omitempty"`
+	// Upgrades lists the HTTP/1.1 Upgrade protocols tunnelled to the
+	// upstream (case-insensitive); unset means ["websocket"], [] none.
+	// Other upgrade requests are refused with 403, except "h2c", which is
+	// never tunnelled: its Upgrade header is dropped and the request is
+	// forwarded as plain HTTP/1.1.
+	Upgrades []string `json:"upgrades,omitempty"`
 }
 
 // RouteMatch: all given conditions must hold. Empty matches everything.

@@ -29,6 +29,14 @@ func (b *Bootstrap) Validate() error {
 	if b.Admin.Address != "" {
 		v.hostPort("admin.address", b.Admin.Address)
 	}
+	if b.Admin.ProbeAddress != "" {
+		v.hostPort("admin.probeAddress", b.Admin.ProbeAddress)
+	}
+	switch b.AccessLog.Format {
+	case "", AccessLogJSON, AccessLogText:
+	default:
+		v.add("accessLog.format", "must be json or text, got %q", b.AccessLog.Format)
+	}
 	if b.Drain.Timeout < 0 {
 		v.add("drain.timeout", "must not be negative")
 	}
@@ -314,6 +322,14 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 		}
 		if r.Timeout != nil && *r.Timeout < 0 {
 			v.add(rf+".timeout", "must not be negative")
+		}
+		for j, u := range r.Upgrades {
+			switch {
+			case u == "" || strings.ContainsAny(u, " \t,/"):
+				v.add(fmt.Sprintf("%s.upgrades[%d]", rf, j), "%q is not an upgrade protocol name", u)
+			case strings.EqualFold(u, "h2c"):
+				v.add(fmt.Sprintf("%s.upgrades[%d]", rf, j), "h2c upgrades are never tunnelled (they would carry HTTP/2 streams past routing)")
+			}
 		}
 		if rp := r.Retry; rp != nil {
 			if rp.Attempts < 0 || rp.Attempts > 10 {

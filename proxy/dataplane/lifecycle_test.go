@@ -134,7 +134,7 @@ func TestDrainCompletesInFlightRequests(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := addr(t, p, "in")
-	adm, err := admin.Start("127.0.0.1:0", p, p.Metrics.Registry)
+	adm, err := admin.Start("127.0.0.1:0", admin.Full, p, p.Metrics.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +188,7 @@ func TestDrainCompletesInFlightRequests(t *testing.T) {
 func TestAdminEndpoints(t *testing.T) {
 	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) })
 	p := startProxy(t, simpleConfig(up))
-	adm, err := admin.Start("127.0.0.1:0", p, p.Metrics.Registry)
+	adm, err := admin.Start("127.0.0.1:0", admin.Full, p, p.Metrics.Registry)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"reflect"
-	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -144,7 +143,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 		}
 		rl := p.listeners[lc.Name]
 		rl.cfg = lc
-		rl.handler.State.Store(&httpproxy.State{Direction: lc.Direction, Routes: tableOrEmpty(tables[lc.RouteConfig])})
+		rl.handler.State.Store(handlerState(lc, tables[lc.RouteConfig]))
 		rl.l.Update(settings[lc.Name])
 	}
 	for name, rl := range p.listeners {
@@ -167,11 +166,11 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 	return nil
 }
 
-func tableOrEmpty(t *route.Table) *route.Table {
+func handlerState(lc config.Listener, t *route.Table) *httpproxy.State {
 	if t == nil {
-		return &route.Table{}
+		t = &route.Table{}
 	}
-	return t
+	return &httpproxy.State{Direction: lc.Direction, Routes: t, TunnelIdle: lc.Limits.TCPIdleTimeout.D()}
 }
 
 func (p *Proxy) startListener(lc config.Listener, s *listener.Settings, t *route.Table) (*runningListener, error) {
@@ -180,7 +179,7 @@ func (p *Proxy) startListener(lc config.Listener, s *listener.Settings, t *route
 		NoRoute:   p.Metrics.For(string(lc.Direction), "", ""),
 		Log:       p.log,
 	}
-	h.State.Store(&httpproxy.State{Direction: lc.Direction, Routes: tableOrEmpty(t)})
+	h.State.Store(handlerState(lc, t))
 	l, err := listener.Start(s, h, p.log)
 	if err != nil {
 		return nil, err
@@ -195,12 +194,7 @@ func (p *Proxy) passthroughFor(lc config.Listener) (*passthrough.Registry, error
 	if r := p.passthru[lc.Name]; r != nil {
 		return r, nil
 	}
-	_, port, err := net.SplitHostPort(lc.Address)
-	if err != nil {
-		return nil, err
-	}
-	self, _ := strconv.ParseUint(port, 10, 16)
-	r, err := passthrough.New(lc.Direction, uint16(self), p.OriginalDst, p.Metrics, config.Duration(config.DefaultConnectTimeout))
+	r, err := passthrough.New(lc.Direction, p.OriginalDst, p.Metrics, config.Duration(config.DefaultConnectTimeout))
 	if err != nil {
 		return nil, err
 	}
@@ -229,7 +223,11 @@ func (p *Proxy) newObservers(ctx context.Context, cfg *config.Bootstrap) (*httpp
 	}
 	obs := &httpproxy.Observers{}
 	if cfg.AccessLog.Enabled {
-		l, err := accesslog.Open(cfg.AccessLog.Path)
+		format := accesslog.JSON
+		if cfg.AccessLog.Format == config.AccessLogText {
+			format = accesslog.Text
+		}
+		l, err := accesslog.Open(cfg.AccessLog.Path, format)
 		if err != nil {
 			return nil, fmt.Errorf("accessLog.path: %w", err)
 		}

@@ -7,9 +7,11 @@ package httpproxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -37,6 +39,9 @@ type Observers struct {
 type State struct {
 	Direction config.Direction
 	Routes    *route.Table
+	// TunnelIdle closes a CONNECT or Upgrade tunnel with no byte in either
+	// direction for this long (the listener's tcpIdleTimeout); 0: never.
+	TunnelIdle time.Duration
 }
 
 // Handler proxies the requests of one listener.
@@ -45,29 +50,41 @@ type Handler struct {
 	Observers *atomic.Pointer[Observers]
 	NoRoute   *metrics.Route // counts requests that matched no route
 	Log       logr.Logger
+	tunnels   tunnels
 }
 
 // retryBodyLimit is the largest request body buffered so it can be replayed.
 const retryBodyLimit = 64 << 10
 
-var (
-	errNoEndpoint = errors.New("no endpoint available")
-	errNoRoute    = errors.New("no route")
-)
+var errNoEndpoint = errors.New("no endpoint available")
 
 // ServeHTTP is the whole request path.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer h.logPanic(r)
 	start := time.Now()
 
-	// 1. route
+	// 1. route, on the normalised path (forwarded as routed)
 	st := h.State.Load()
+	if !route.NormalizePath(r) {
+		h.NoRoute.Request(http.StatusBadRequest, grpcStatusIfGRPC(r, 13))
+		writeError(w, r, http.StatusBadRequest, msgBadPath)
+		return
+	}
 	rt := routeFrom(r.Context()) // set for passthrough (original destination) connections
+	if r.Method == http.MethodConnect && (rt == nil || r.ProtoMajor != 1) {
+		// Not a forward proxy: only a sidecar passes an app's CONNECT on to
+		// where the app sent it (its HTTPS_PROXY).
+		h.NoRoute.Request(http.StatusMethodNotAllowed, -1)
+		w.Header().Set("Allow", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS, TRACE")
+		writeError(w, r, http.StatusMethodNotAllowed, msgNoConnect)
+		return
+	}
 	if rt == nil {
 		rt = st.Routes.Match(r)
 	}
 	if rt == nil {
 		h.NoRoute.Request(http.StatusNotFound, grpcStatusIfGRPC(r, 12))
-		writeError(w, r, http.StatusNotFound, errNoRoute)
+		writeError(w, r, http.StatusNotFound, msgNoRoute)
 		return
 	}
 	// 2. traffic split: which cluster
@@ -75,10 +92,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	stats := target.Stats(st.Direction)
 	cluster := target.Cluster
 
-	upgrade := isUpgrade(r)
+	// CONNECT and allowed upgrades become tunnels on their own connection.
+	upgrade, refused := upgradeOf(r, rt)
+	if refused != "" {
+		stats.Request(http.StatusForbidden, -1)
+		writeError(w, r, http.StatusForbidden, "upgrade to "+refused+" is not allowed on this route")
+		return
+	}
+	if upgrade != "" || r.Method == http.MethodConnect {
+		code, bytesOut, ep, err := h.tunnel(w, r, rt, cluster, upgrade, st.TunnelIdle)
+		stats.Latency.Observe(time.Since(start).Seconds())
+		stats.Request(code, -1)
+		h.logAccess(start, st, rt, cluster, r, code, -1, 1, bytesOut, "", ep, err)
+		return
+	}
+
 	var out *http.Request
 	var deadline time.Time
-	if cluster.FastH1 && !upgrade {
+	if cluster.FastH1 {
 		// Fast path: the inbound request is forwarded as is; the timeout is a
 		// connection deadline, so no context or timer is allocated.
 		out = r
@@ -88,12 +119,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	} else {
 		ctx := r.Context()
-		if rt.Timeout > 0 && !upgrade {
+		if rt.Timeout > 0 {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, rt.Timeout)
 			defer cancel()
 		}
-		out = outboundRequest(ctx, r, cluster, upgrade)
+		out = outboundRequest(ctx, r, cluster)
 	}
 	obs := h.Observers.Load()
 	ctx, span := obs.Tracer.Start(out.Context(), r, out.Header, string(st.Direction), rt.Name)
@@ -111,10 +142,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code = errorStatus(r, err)
 		grpcStatus = grpcStatusIfGRPC(r, 14) // UNAVAILABLE
-		writeError(w, r, code, err)
+		writeError(w, r, code, errorMessage(code))
 	} else if resp.StatusCode == http.StatusSwitchingProtocols {
-		code = resp.StatusCode
-		bytesOut, err = switchProtocols(w, resp)
+		// Only tunnels (above) may switch protocols.
+		resp.Body.Close()
+		code, err = http.StatusBadGateway, errUnaskedSwitch
+		writeError(w, r, code, errorMessage(code))
 	} else {
 		code = resp.StatusCode
 		bytesOut, grpcStatus, err = copyResponse(w, resp)
@@ -130,27 +163,50 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stats.Request(code, grpcStatus)
 	}
 	trace.End(span, code, cluster.Name, err)
-	if obs.AccessLog != nil {
-		e := &accesslog.Entry{
-			Start: start, Duration: elapsed, Direction: string(st.Direction), Route: rt.Name,
-			Upstream: cluster.Name, Method: r.Method, Authority: r.Host, Path: r.URL.Path,
-			Protocol: r.Proto, Status: code, GRPCStatus: grpcStatus, Attempts: attempts,
-			BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: trace.TraceID(span),
-		}
-		if ep != nil {
-			e.Endpoint = ep.Addr
-		}
-		if err != nil {
-			e.Error = err.Error()
-		}
-		obs.AccessLog.Log(e)
-	}
+	h.logAccess(start, st, rt, cluster, r, code, grpcStatus, attempts, bytesOut, trace.TraceID(span), ep, err)
 	var ube *upstreamBodyError
 	if errors.As(err, &ube) {
 		// The status line is gone; only a reset (HTTP/1: close without the
 		// last chunk; HTTP/2: RST_STREAM) tells the client the body is cut.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// logAccess writes the access log line, when the access log is on.
+func (h *Handler) logAccess(start time.Time, st *State, rt *route.Route, cluster *upstream.Cluster, r *http.Request,
+	code, grpcStatus, attempts int, bytesOut int64, traceID string, ep *balance.Endpoint, err error) {
+	obs := h.Observers.Load()
+	if obs.AccessLog == nil {
+		return
+	}
+	e := &accesslog.Entry{
+		Start: start, Duration: time.Since(start), Direction: string(st.Direction), Route: rt.Name,
+		Upstream: cluster.Name, Method: r.Method, Authority: r.Host, Path: r.URL.Path,
+		Protocol: r.Proto, Status: code, GRPCStatus: grpcStatus, Attempts: attempts,
+		BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: traceID,
+	}
+	if ep != nil {
+		e.Endpoint = ep.Addr
+	}
+	if err != nil {
+		e.Error = err.Error() // the detail goes to the operator's log, never to the client
+	}
+	obs.AccessLog.Log(e)
+}
+
+// logPanic logs a panic of the request path with its stack (net/http would
+// print it to a discarded error log) and lets net/http close the connection.
+func (h *Handler) logPanic(r *http.Request) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	if v == http.ErrAbortHandler { // a deliberate abort, not a bug
+		panic(v)
+	}
+	h.Log.Error(fmt.Errorf("panic: %v", v), "recovered a panic in the request path; closing the client connection",
+		"method", r.Method, "authority", r.Host, "path", r.URL.Path, "stack", string(debug.Stack()))
+	panic(http.ErrAbortHandler)
 }
 
 type routeKey struct{}
@@ -169,7 +225,7 @@ func routeFrom(ctx context.Context) *route.Route {
 
 // outboundRequest reuses the inbound request's header map (the server hands
 // it to us and never reads it again) minus hop-by-hop headers.
-func outboundRequest(ctx context.Context, r *http.Request, c *upstream.Cluster, upgrade bool) *http.Request {
+func outboundRequest(ctx context.Context, r *http.Request, c *upstream.Cluster) *http.Request {
 	out := r.WithContext(ctx)
 	out.URL = &url.URL{Scheme: c.Scheme(), Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery}
 	out.RequestURI = ""
@@ -177,15 +233,7 @@ func outboundRequest(ctx context.Context, r *http.Request, c *upstream.Cluster, 
 	if r.ContentLength == 0 {
 		out.Body = nil
 	}
-	var upgradeProto string
-	if upgrade {
-		upgradeProto = r.Header.Get("Upgrade")
-	}
 	removeHopHeaders(out.Header)
-	if upgrade {
-		out.Header["Connection"] = []string{"Upgrade"}
-		out.Header["Upgrade"] = []string{upgradeProto}
-	}
 	return out
 }
 
@@ -326,25 +374,74 @@ func grpcStatusIfGRPC(r *http.Request, s int) int {
 	return -1
 }
 
+// What clients are told. Never the error itself: dial errors name internal
+// addresses (the access log and metrics keep the detail).
+const (
+	msgNoRoute   = "no route for this request"
+	msgBadPath   = "invalid request path"
+	msgNoConnect = "CONNECT is not supported here: knit-proxy is not a forward proxy"
+)
+
+var errUnaskedSwitch = errors.New("upstream switched protocols without being asked to")
+
+func errorMessage(code int) string {
+	switch code {
+	case http.StatusServiceUnavailable:
+		return "no healthy upstream"
+	case http.StatusGatewayTimeout:
+		return "upstream request timeout"
+	case 499:
+		return "client closed the request"
+	}
+	return "upstream connect error or disconnect/reset before headers"
+}
+
 // writeError answers gRPC clients the gRPC way (trailers-only response with
 // grpc-status), others with a short text body.
-func writeError(w http.ResponseWriter, r *http.Request, code int, err error) {
+func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	h := w.Header()
 	if isGRPC(r) {
 		h.Set("Content-Type", "application/grpc")
 		s := 14 // UNAVAILABLE
-		if code == http.StatusNotFound {
+		switch code {
+		case http.StatusNotFound:
 			s = 12 // UNIMPLEMENTED
-		} else if code == http.StatusGatewayTimeout {
+		case http.StatusGatewayTimeout:
 			s = 4 // DEADLINE_EXCEEDED
+		case http.StatusBadRequest:
+			s = 13 // INTERNAL, as gRPC maps HTTP 400
+		case 499:
+			s = 1 // CANCELLED
 		}
 		h.Set("Grpc-Status", strconv.Itoa(s))
-		h.Set("Grpc-Message", err.Error())
+		h.Set("Grpc-Message", grpcMessage(msg))
 		w.WriteHeader(http.StatusOK)
 		return
 	}
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
-	_, _ = w.Write([]byte("knit-proxy: " + err.Error() + "\n"))
+	_, _ = w.Write([]byte("knit-proxy: " + msg + "\n"))
+}
+
+// grpcMessage percent-encodes a grpc-message value as the gRPC HTTP/2
+// protocol requires: bytes outside printable ASCII, and "%", become %XX.
+func grpcMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	for i := 0; i < len(msg); i++ {
+		if c := msg[i]; c < 0x20 || c > 0x7E || c == '%' {
+			b := make([]byte, 0, len(msg)+16)
+			b = append(b, msg[:i]...)
+			for ; i < len(msg); i++ {
+				c := msg[i]
+				if c < 0x20 || c > 0x7E || c == '%' {
+					b = append(b, '%', hex[c>>4], hex[c&15])
+				} else {
+					b = append(b, c)
+				}
+			}
+			return string(b)
+		}
+	}
+	return msg
 }

@@ -1,12 +1,9 @@
 package httpproxy
 
 import (
-	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/textproto"
 	"strconv"
@@ -51,18 +48,6 @@ func removeHopHeaders(h http.Header) {
 	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
 		delete(h, "Te")
 	}
-}
-
-func isUpgrade(r *http.Request) bool {
-	if r.ProtoMajor != 1 || r.Header.Get("Upgrade") == "" {
-		return false
-	}
-	for _, v := range r.Header["Connection"] {
-		if strings.Contains(strings.ToLower(v), "upgrade") {
-			return true
-		}
-	}
-	return false
 }
 
 // bufPool holds copy buffers so the body copy does not allocate per request.
@@ -145,45 +130,4 @@ func grpcStatus(resp *http.Response) int {
 		return 2 // UNKNOWN
 	}
 	return s
-}
-
-// switchProtocols completes an HTTP/1.1 upgrade (WebSocket and the like):
-// the client connection is taken over and bytes flow both ways untouched.
-func switchProtocols(w http.ResponseWriter, resp *http.Response) (int64, error) {
-	backend, ok := resp.Body.(io.ReadWriteCloser)
-	if !ok {
-		resp.Body.Close()
-		return 0, errors.New("upstream 101 without a writable body")
-	}
-	defer backend.Close()
-	client, brw, err := http.NewResponseController(w).Hijack()
-	if err != nil {
-		return 0, fmt.Errorf("hijack for upgrade: %w", err)
-	}
-	defer client.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 %s\r\n", http.StatusText(101))
-	if err := resp.Header.Write(brw); err != nil {
-		return 0, err
-	}
-	brw.WriteString("\r\n")
-	if err := brw.Flush(); err != nil {
-		return 0, err
-	}
-	return pipe(client, brw.Reader, backend), nil
-}
-
-// pipe copies both ways until either side closes; returns bytes to the client.
-func pipe(client net.Conn, clientBuf *bufio.Reader, backend io.ReadWriteCloser) int64 {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		io.Copy(backend, clientBuf)
-		if cw, ok := backend.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-	}()
-	n, _ := io.Copy(client, backend)
-	client.Close()
-	<-done
-	return n
 }

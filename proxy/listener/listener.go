@@ -254,7 +254,7 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 		raw = cc.Conn
 	}
 	dst, err := s.Passthrough.Lookup(raw)
-	if err == nil && dst.Port() == uint16(l.ln.Addr().(*net.TCPAddr).Port) {
+	if err == nil && passthrough.Loops(dst, l.ln.Addr().(*net.TCPAddr).AddrPort()) {
 		err = passthrough.ErrLoop // a direct connection, never redirected: forwarding it would loop
 	}
 	if err != nil {
@@ -304,6 +304,14 @@ type routedConn struct {
 	route *route.Route
 }
 
+// CloseWrite keeps half-close working for tunnels of passthrough connections.
+func (c *routedConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
+}
+
 // serveHTTP gives the connection to the current http.Server, which then
 // owns it. If a reload retired that server meanwhile, the next one takes it.
 func (l *Listener) serveHTTP(c net.Conn) {
@@ -323,7 +331,7 @@ func (l *Listener) serveHTTP(c net.Conn) {
 
 func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
 	if s.TCPCluster == nil {
-		c.Close()
+		refuse(c)
 		return
 	}
 	if terminateTLS {
@@ -340,6 +348,23 @@ func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
 	if err := tcpproxy.Serve(context.Background(), c, s.TCPCluster, s.TCPStats, s.Config.Limits.TCPIdleTimeout.D()); err != nil {
 		l.log.V(1).Info("tcp proxy failed", "error", err.Error())
 	}
+}
+
+// refuseLinger bounds how long a refused connection's remaining bytes are read.
+const refuseLinger = 500 * time.Millisecond
+
+// refuse closes a connection the listener has no use for (not HTTP, and no
+// tcpCluster) with a FIN rather than a reset: the kernel resets a socket
+// closed with unread input, so the client's remaining bytes are read first,
+// for a bounded time and amount.
+func refuse(c net.Conn) {
+	defer c.Close()
+	cw, ok := c.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil {
+		return
+	}
+	c.SetReadDeadline(time.Now().Add(refuseLinger))
+	io.CopyN(io.Discard, c, 64<<10)
 }
 
 // goOpaque runs f for c in a tracked goroutine so drain can wait for it.
@@ -389,6 +414,8 @@ func (l *Listener) Drain(ctx context.Context) error {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() { defer wg.Done(); l.handler.DrainTunnels(ctx) }() // hijacked: Shutdown does not see them
 	tcpDone := make(chan struct{})
 	go func() { l.conns.Wait(); close(tcpDone) }()
 	select {

@@ -32,7 +32,6 @@ const maxRoutes = 4096
 type Registry struct {
 	Lookup    Lookup
 	direction config.Direction
-	self      uint16 // the listener's own port: never a destination (loop)
 	metrics   *metrics.Metrics
 	base      map[config.ClusterProtocol]*upstream.Cluster
 
@@ -49,9 +48,40 @@ type key struct {
 // listener itself (a direct connection that was never redirected).
 var ErrLoop = errors.New("original destination is the proxy's own listener")
 
-// New returns a registry for a listener bound to port self.
-func New(direction config.Direction, self uint16, lookup Lookup, m *metrics.Metrics, connectTimeout config.Duration) (*Registry, error) {
-	r := &Registry{Lookup: lookup, direction: direction, self: self, metrics: m,
+// Loops reports whether a connection to dst would come back to the
+// listener bound at self: same port, and an address that reaches it (the
+// bound address, or any local address when it is bound to all of them). A
+// remote host that happens to use the listener's port is not a loop.
+func Loops(dst, self netip.AddrPort) bool {
+	if dst.Port() != self.Port() {
+		return false
+	}
+	a, s := dst.Addr().Unmap(), self.Addr().Unmap()
+	if !s.IsUnspecified() {
+		return a == s
+	}
+	return a.IsUnspecified() || a.IsLoopback() || isLocal(a)
+}
+
+// isLocal reports whether a is an address of this host (the pod).
+func isLocal(a netip.Addr) bool {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true // cannot tell: refusing is the safe side
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// New returns a registry for a listener.
+func New(direction config.Direction, lookup Lookup, m *metrics.Metrics, connectTimeout config.Duration) (*Registry, error) {
+	r := &Registry{Lookup: lookup, direction: direction, metrics: m,
 		base: map[config.ClusterProtocol]*upstream.Cluster{}, routes: map[key]*route.Route{}}
 	for _, p := range []config.ClusterProtocol{config.ClusterHTTP1, config.ClusterHTTP2, config.ClusterTCP} {
 		c, err := upstream.New(spec(p, connectTimeout), nil, nil)
@@ -73,7 +103,7 @@ func spec(p config.ClusterProtocol, connectTimeout config.Duration) config.Clust
 
 // Route returns the route for connections (or HTTP requests) to dst.
 func (r *Registry) Route(dst netip.AddrPort, proto config.ClusterProtocol) (*route.Route, error) {
-	if dst.Port() == r.self || !dst.IsValid() || dst.Addr().IsUnspecified() {
+	if !dst.IsValid() || dst.Addr().IsUnspecified() || dst.Port() == 0 {
 		return nil, fmt.Errorf("%w (%s)", ErrLoop, dst)
 	}
 	k := key{dst, proto}
@@ -91,7 +121,8 @@ func (r *Registry) Route(dst netip.AddrPort, proto config.ClusterProtocol) (*rou
 	// (bounded, unlike addresses). The control plane will name services.
 	name := string(r.direction) + "|" + strconv.Itoa(int(dst.Port()))
 	stats := r.metrics.For(string(r.direction), string(r.direction), name)
-	rt := &route.Route{Name: string(r.direction), Targets: []route.Target{{Cluster: c, Weight: 1, Inbound: stats, Outbound: stats}}}
+	rt := &route.Route{Name: string(r.direction), Upgrades: route.DefaultUpgrades,
+		Targets: []route.Target{{Cluster: c, Weight: 1, Inbound: stats, Outbound: stats}}}
 	if len(r.routes) >= maxRoutes {
 		r.routes = map[key]*route.Route{}
 	}

@@ -40,6 +40,23 @@ type Route struct {
 	total   uint64
 	Timeout time.Duration
 	Retry   *Retry
+	// Upgrades are the Upgrade protocols tunnelled for this route.
+	Upgrades []string
+}
+
+// DefaultUpgrades is what a route allows when its config says nothing.
+var DefaultUpgrades = []string{"websocket"}
+
+// AllowsUpgrade reports whether requests asking to switch to proto (one
+// token of an Upgrade header, "name" or "name/version") may be tunnelled.
+func (rt *Route) AllowsUpgrade(proto string) bool {
+	name, _, _ := strings.Cut(proto, "/")
+	for _, u := range rt.Upgrades {
+		if strings.EqualFold(u, name) {
+			return true
+		}
+	}
+	return false
 }
 
 // Target is one weighted cluster with its metric children per direction.
@@ -102,6 +119,7 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 			cr := &Route{
 				Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path,
 				methods: r.Match.Methods, headers: r.Match.Headers, Timeout: r.RouteTimeout(),
+				Upgrades: r.Upgrades,
 			}
 			for _, wc := range r.Clusters {
 				cr.Targets = append(cr.Targets, Target{

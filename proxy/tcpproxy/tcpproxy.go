@@ -52,16 +52,24 @@ func Serve(ctx context.Context, client net.Conn, c *upstream.Cluster, stats *met
 	stats.TCPOpened.Inc()
 	defer stats.TCPClosed.Inc()
 
+	Pipe(client, backend, idle, stats.TCPReceived.Add, stats.TCPSent.Add)
+	return nil
+}
+
+// Pipe copies both ways between client and backend until both directions
+// are done or nothing moves either way for idle (0: no idle limit); received
+// and sent count the bytes from and to the client. Half-closes pass through.
+// The caller closes both connections afterwards.
+func Pipe(client, backend net.Conn, idle time.Duration, received, sent func(float64)) {
 	var last atomic.Int64 // unix ns of the last byte in either direction
 	last.Store(time.Now().UnixNano())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		copyIdle(backend, client, idle, &last, stats.TCPReceived.Add)
+		copyIdle(backend, client, idle, &last, received)
 	}()
-	copyIdle(client, backend, idle, &last, stats.TCPSent.Add)
+	copyIdle(client, backend, idle, &last, sent)
 	<-done
-	return nil
 }
 
 // copyIdle copies until EOF, an error, or idle with no data, then half-closes
