@@ -30,9 +30,6 @@ import (
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 )
 
-// alwaysExcluded namespaces are never meshed, whatever their labels say.
-var alwaysExcluded = []string{metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease}
-
 // distributeTrustBundles writes the trust roots as ConfigMap knit-trust-bundle into the
 // control-plane namespace and every meshed namespace, and removes it from namespaces that left.
 func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshState) {
@@ -40,6 +37,9 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 		return
 	}
 	mesh := st.mesh
+	if !st.exclusionsKnown {
+		return // without the list, a bundle could land in cert-manager's namespace
+	}
 	meshed, err := r.meshedNamespaces(ctx, mesh)
 	if err != nil {
 		st.fail(err)
@@ -74,8 +74,8 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 }
 
 // meshedNamespaces lists the namespaces whose pods join the mesh: labelled knit.dev/inject=enabled
-// or knit.dev/rev=<revision>, or selected by spec.injection.namespaceSelector; never kube-system,
-// the control plane's or the operator's own.
+// or knit.dev/rev=<revision>, or selected by spec.injection.namespaceSelector; never one of
+// status.excludedNamespaces (see neverMeshed).
 func (r *MeshReconciler) meshedNamespaces(ctx context.Context, mesh *meshv1.Mesh) ([]string, error) {
 	var selector labels.Selector
 	if s := mesh.Spec.Injection.NamespaceSelector; s != nil {
@@ -88,7 +88,7 @@ func (r *MeshReconciler) meshedNamespaces(ctx context.Context, mesh *meshv1.Mesh
 	if err := r.List(ctx, &list); err != nil {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
 	}
-	excluded := append(slices.Clone(alwaysExcluded), mesh.Spec.ControlPlane.Namespace, r.OperatorNamespace)
+	excluded := mesh.Status.ExcludedNamespaces
 	var out []string
 	for _, ns := range list.Items {
 		if slices.Contains(excluded, ns.Name) || ns.DeletionTimestamp != nil {

@@ -93,4 +93,7 @@ const (
 	ReasonExternalIssuer = "ExternalIssuer"
 	// ReasonCertificateNotReady: a cert-manager Certificate the mesh needs is not Ready.
 	ReasonCertificateNotReady = "CertificateNotReady"
+	// ReasonSignerNotGranted: the operator may not grant the control plane approval for the
+	// issuer's signer; the message names the signer and the RBAC to add.
+	ReasonSignerNotGranted = "SignerNotGranted"
 )

@@ -214,8 +214,10 @@ const (
 // InjectionSpec configures sidecar injection and the injected proxy.
 type InjectionSpec struct {
 	// namespaceSelector selects namespaces whose pods get the proxy, in addition to namespaces
-	// labelled knit.dev/inject=enabled. kube-system and the mesh's own namespaces are always
-	// excluded.
+	// labelled knit.dev/inject=enabled. It cannot mesh the namespaces listed in
+	// status.excludedNamespaces (kube-system, kube-public, kube-node-lease, the control plane's,
+	// the operator's and cert-manager's): even an empty selector ({}, every namespace) skips
+	// them, so injection never depends on itself.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
@@ -411,6 +413,16 @@ type MeshStatus struct {
 	// trust describes the trust root in use.
 	// +optional
 	Trust *TrustStatus `json:"trust,omitempty"`
+
+	// excludedNamespaces are never meshed, whatever their labels or
+	// spec.injection.namespaceSelector say: kube-system, kube-public, kube-node-lease, the
+	// control plane's, the operator's, and cert-manager's (the namespace of its controller
+	// Deployment). Their pods are never sent to the injection webhook and they get no trust
+	// bundle, so a broad selector cannot stop cert-manager or the control plane from restarting.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
 }
 
 // DataPlaneStatus counts injected proxies.

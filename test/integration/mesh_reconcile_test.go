@@ -212,7 +212,8 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		ns := byName["namespace.inject.knit.dev"]
 		Expect(ns.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/inject", "enabled"))
 		Expect(ns.NamespaceSelector.MatchExpressions).To(ContainElement(metav1.LabelSelectorRequirement{
-			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", cpNamespace},
+			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
+			Values: []string{"kube-system", "kube-public", "kube-node-lease", cpNamespace, operatorNamespace},
 		}))
 		Expect(*ns.FailurePolicy).To(Equal(admissionregistrationv1.Fail))
 		Expect(*ns.TimeoutSeconds).To(BeNumerically("<=", 10))

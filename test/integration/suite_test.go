@@ -27,6 +27,7 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -44,6 +45,8 @@ var (
 	k8sClient client.Client
 	scheme    = controllers.NewScheme()
 	cancelMgr context.CancelFunc
+	// operatorConfig impersonates the operator's ServiceAccount: the manager runs with it.
+	operatorConfig *rest.Config
 	mgrDone   = make(chan error, 1)
 )
 
@@ -63,7 +66,8 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	operatorConfig = installOperatorRBAC(context.Background(), k8sClient, env.Config)
+	mgr, err := ctrl.NewManager(operatorConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -78,8 +82,10 @@ var _ = BeforeSuite(func() {
 	Expect(mgr.Add(server)).To(Succeed())
 
 	Expect((&controllers.MeshReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("knit-operator"),
+		Client:                 mgr.GetClient(),
+		Recorder:               mgr.GetEventRecorder("knit-operator"),
+		OperatorNamespace:      operatorNamespace,
+		OperatorServiceAccount: operatorServiceAccount,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context
