@@ -397,6 +397,17 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		m.Spec.Trust.IssuerRef = &meshv1.IssuerReference{Name: "user-ca", Kind: meshv1.IssuerKindIssuer, Group: "cert-manager.io"}
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
 
+		By("saying the operator may not grant approval for that issuer's signer")
+		Eventually(func(g Gomega) {
+			var rev meshv1.MeshRevision
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: revision}, &rev)).To(Succeed())
+			c := meta.FindStatusCondition(rev.Status.Conditions, meshv1.ConditionReconciled)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(meshv1.ReasonSignerNotGranted), c.Message)
+			g.Expect(c.Message).To(ContainSubstring("signer issuers.cert-manager.io/knit-system.user-ca"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		grantApproval(ctx, "approve-user-ca", "issuers.cert-manager.io/knit-system.user-ca")
+
 		By("rolling the control plane out with the new issuer")
 		Eventually(func(g Gomega) {
 			var dep appsv1.Deployment
