@@ -74,6 +74,7 @@ type MeshReconciler struct {
 	ExpiryWarning time.Duration
 
 	certManager *certManagerDetector
+	nameTaken   reportedOnce
 }
 
 // meshState is what one reconcile learns and decides, passed between its phases.
@@ -112,7 +113,7 @@ func (s *meshState) requeueAt(t time.Time) {
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=list;watch;create
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=update,resourceNames=knit-operator-secrets
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;update,resourceNames=knit-operator-secrets
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=knit-secrets-reader
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get,resourceNames=cert-manager-controller

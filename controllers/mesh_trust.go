@@ -137,7 +137,7 @@ func (r *MeshReconciler) bootstrapCA(ctx context.Context, mesh *meshv1.Mesh) err
 			syncTo(&ca.Spec, cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: rootCAName}}})
 		}},
 	} {
-		if err := ensure(ctx, r.Client, r.Scheme(), mesh, s.obj, s.sync); err != nil {
+		if err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, s.obj, s.sync); err != nil {
 			return err
 		}
 	}

@@ -110,6 +110,8 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			reason = meshv1.ReasonUnsupportedVersion
 		case errors.As(applyErr, &notGranted):
 			reason = meshv1.ReasonSignerNotGranted
+		case errors.As(applyErr, new(*NameTakenError)):
+			reason = meshv1.ReasonNameTaken
 		}
 		conditions.Set(conds, gen, meshv1.ConditionReconciled, metav1.ConditionFalse, reason, "%v", applyErr)
 	} else {
@@ -201,7 +203,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		}},
 	}
 	for _, s := range steps {
-		err := ensure(ctx, r.Client, scheme, rev, s.obj, s.sync)
+		err := ensure(ctx, r.Client, r.APIReader, scheme, rev, s.obj, s.sync)
 		if s.obj == role && apierrors.IsForbidden(err) {
 			return &SignerNotGrantedError{Signer: signerName(rev), Err: err}
 		}
@@ -218,7 +220,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		return errors.New(missingMessage(missing))
 	}
 	cert := &cmapi.Certificate{ObjectMeta: meta()}
-	if err := ensure(ctx, r.Client, scheme, rev, cert, func() {
+	if err := ensure(ctx, r.Client, r.APIReader, scheme, rev, cert, func() {
 		syncLabels(cert, labels)
 		syncTo(&cert.Spec, desiredServingCertificate(rev))
 	}); err != nil {
@@ -237,7 +239,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		return err
 	}
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
-	return ensure(ctx, r.Client, scheme, rev, mwc, func() {
+	return ensure(ctx, r.Client, r.APIReader, scheme, rev, mwc, func() {
 		syncLabels(mwc, labels)
 		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, active, excluded, ca))
 	})

@@ -43,7 +43,7 @@ func (r *MeshReconciler) ensureSecretsAccess(ctx context.Context, mesh *meshv1.M
 		return nil
 	}
 	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: secretsAccessName, Namespace: mesh.Spec.ControlPlane.Namespace}}
-	return ensure(ctx, r.Client, r.Scheme(), mesh, binding, func() {
+	return ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, binding, func() {
 		syncLabels(binding, map[string]string{meshv1.LabelPartOf: meshv1.PartOfValue, meshv1.LabelComponent: "operator"})
 		if binding.RoleRef.Name == "" { // roleRef is immutable
 			binding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: r.SecretsReaderRole}

@@ -93,6 +93,9 @@ const (
 	ReasonExternalIssuer = "ExternalIssuer"
 	// ReasonCertificateNotReady: a cert-manager Certificate the mesh needs is not Ready.
 	ReasonCertificateNotReady = "CertificateNotReady"
+	// ReasonNameTaken: an object knit needs to create exists and is a person's; knit leaves it
+	// alone and the message names it.
+	ReasonNameTaken = "NameTaken"
 	// ReasonSignerNotGranted: the operator may not grant the control plane approval for the
 	// issuer's signer; the message names the signer and the RBAC to add.
 	ReasonSignerNotGranted = "SignerNotGranted"
