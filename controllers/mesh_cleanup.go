@@ -141,6 +141,9 @@ func (r *MeshReconciler) releaseNamespace(ctx context.Context, mesh *meshv1.Mesh
 // every namespace and what cert-manager derives from knit's Certificates.
 func (r *MeshReconciler) foreignObjects(ctx context.Context, ns string) ([]string, error) {
 	kinds := []schema.GroupVersionKind{
+		// Certificates first: what cert-manager derives from knit's Certificates (requests,
+		// temporary private-key Secrets) is owned by them.
+		cmapi.SchemeGroupVersion.WithKind(cmapi.CertificateKind),
 		corev1.SchemeGroupVersion.WithKind("Secret"),
 		corev1.SchemeGroupVersion.WithKind("ConfigMap"),
 		corev1.SchemeGroupVersion.WithKind("ServiceAccount"),
@@ -149,11 +152,10 @@ func (r *MeshReconciler) foreignObjects(ctx context.Context, ns string) ([]strin
 		appsv1.SchemeGroupVersion.WithKind("Deployment"),
 		policyv1.SchemeGroupVersion.WithKind("PodDisruptionBudget"),
 		cmapi.SchemeGroupVersion.WithKind(cmapi.IssuerKind),
-		cmapi.SchemeGroupVersion.WithKind(cmapi.CertificateKind),
 		cmapi.SchemeGroupVersion.WithKind(cmapi.CertificateRequestKind),
 	}
 	var foreign []string
-	ourCertificates := map[string]bool{} // Certificates come before their requests in kinds
+	ourCertificates := map[string]bool{}
 	for _, gvk := range kinds {
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
@@ -182,17 +184,12 @@ func madeByKnit(kind string, obj *metav1.PartialObjectMetadata, ourCertificates 
 	if obj.Labels[meshv1.LabelPartOf] == meshv1.PartOfValue {
 		return true
 	}
-	switch {
-	case kind == "ServiceAccount" && obj.Name == "default",
-		kind == "ConfigMap" && obj.Name == "kube-root-ca.crt":
+	if kind == "ServiceAccount" && obj.Name == "default" || kind == "ConfigMap" && obj.Name == "kube-root-ca.crt" {
 		return true
-	case kind == cmapi.CertificateRequestKind:
-		// cert-manager owns each request by its Certificate: a request for a knit Certificate
-		// is knit's.
-		for _, o := range obj.OwnerReferences {
-			if o.Kind == cmapi.CertificateKind && ourCertificates[o.Name] {
-				return true
-			}
+	}
+	for _, o := range obj.OwnerReferences {
+		if o.Kind == cmapi.CertificateKind && ourCertificates[o.Name] {
+			return true
 		}
 	}
 	return false

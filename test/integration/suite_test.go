@@ -49,7 +49,7 @@ var (
 	cancelMgr context.CancelFunc
 	// operatorConfig impersonates the operator's ServiceAccount: the manager runs with it.
 	operatorConfig *rest.Config
-	mgrDone   = make(chan error, 1)
+	mgrDone        = make(chan error, 1)
 )
 
 func TestIntegration(t *testing.T) {
