@@ -104,7 +104,7 @@ func (s *meshState) requeueAt(t time.Time) {
 
 // RBAC of the operator: only the verbs the code uses (the integration suite runs the reconcilers
 // as the operator's ServiceAccount, so a missing one fails a spec); cluster-scoped objects and
-// Secrets by name. TestOperatorRBAC (rbac_test.go) checks the generated role.
+// Secrets only in the control-plane namespace. rbac_test.go checks the generated role.
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes/status,verbs=patch
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes/finalizers,verbs=update
