@@ -211,10 +211,10 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		Expect(rev.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/rev", revision))
 		ns := byName["namespace.inject.knit.dev"]
 		Expect(ns.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/inject", "enabled"))
-		Expect(ns.NamespaceSelector.MatchExpressions).To(ContainElement(metav1.LabelSelectorRequirement{
-			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn,
-			Values: []string{"kube-system", "kube-public", "kube-node-lease", cpNamespace, operatorNamespace},
-		}))
+		Expect(ns.NamespaceSelector.MatchExpressions).To(ContainElement(And(
+			HaveField("Key", "kubernetes.io/metadata.name"), HaveField("Operator", metav1.LabelSelectorOpNotIn),
+			HaveField("Values", ContainElements("kube-system", "kube-public", "kube-node-lease", cpNamespace, operatorNamespace)),
+		)))
 		Expect(*ns.FailurePolicy).To(Equal(admissionregistrationv1.Fail))
 		Expect(*ns.TimeoutSeconds).To(BeNumerically("<=", 10))
 		Expect(ns.ClientConfig.Service.Name).To(Equal(cpName))

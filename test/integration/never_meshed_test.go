@@ -63,7 +63,10 @@ var _ = Describe("Namespaces injection depends on", Ordered, func() {
 		m.Spec.Injection.FailurePolicy = meshv1.FailurePolicyFail
 		Expect(k8sClient.Create(ctx, m)).To(Succeed())
 	})
-	AfterAll(func() { deleteMesh(ctx) })
+	AfterAll(func() {
+		deleteMesh(ctx)
+		Expect(k8sClient.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "cert-manager", Namespace: certManagerNS}})).To(Succeed())
+	})
 
 	It("are never selected by a webhook, even by an empty namespaceSelector with failurePolicy Fail", func() {
 		var mwc admissionregistrationv1.MutatingWebhookConfiguration
