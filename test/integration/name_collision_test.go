@@ -53,7 +53,12 @@ var _ = Describe("Objects the operator's cache cannot see", Ordered, func() {
 			expectCondition(g, getMesh(g), meshv1.ConditionReady, metav1.ConditionTrue, "")
 		}).WithTimeout(60 * time.Second).Should(Succeed())
 	})
-	AfterAll(func() { deleteMesh(ctx) })
+	AfterAll(func() {
+		deleteMesh(ctx)
+		for _, name := range []string{"own-bundle", "next-door"} { // they stay Terminating: no longer meshed
+			Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}))).To(Succeed())
+		}
+	})
 
 	It("leaves a person's own knit-trust-bundle ConfigMap alone, says so once on its namespace, and the mesh stays Ready", func() {
 		Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "own-bundle"}})).To(Succeed())
@@ -107,13 +112,16 @@ var _ = Describe("Objects the operator's cache cannot see", Ordered, func() {
 
 		var bundle corev1.ConfigMap
 		bundleKey := client.ObjectKey{Namespace: "next-door", Name: "knit-trust-bundle"}
-		Expect(k8sClient.Get(ctx, bundleKey, &bundle)).To(Succeed())
+		_, err := controllerutilCreateOrPatchLabels(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "next-door"}},
+			map[string]string{meshv1.LabelRevision: revision})
+		Expect(err).NotTo(HaveOccurred())
+		Eventually(func() error { return k8sClient.Get(ctx, bundleKey, &bundle) }).WithTimeout(30 * time.Second).Should(Succeed())
 		patch = client.MergeFrom(bundle.DeepCopy())
 		bundle.Labels = nil
 		Expect(k8sClient.Patch(ctx, &bundle, patch)).To(Succeed())
 		// A namespace label change makes the Mesh reconcile; the ConfigMap's own events are not seen.
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "next-door"}}
-		_, err := controllerutilCreateOrPatchLabels(ctx, ns, map[string]string{"touched": "yes"})
+		_, err = controllerutilCreateOrPatchLabels(ctx, ns, map[string]string{"touched": "yes"})
 		Expect(err).NotTo(HaveOccurred())
 
 		Eventually(func(g Gomega) {
