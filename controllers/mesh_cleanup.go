@@ -163,6 +163,12 @@ func (r *MeshReconciler) foreignObjects(ctx context.Context, ns string) ([]strin
 			if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
 				continue // kind not served (cert-manager removed): nothing of it to keep
 			}
+			if apierrors.IsForbidden(err) {
+				// What cannot be seen cannot be proven knit's: keep the namespace rather than
+				// delete a person's objects or hold the Mesh's deletion forever.
+				foreign = append(foreign, gvk.Kind+"s (the operator may not list them)")
+				continue
+			}
 			return nil, fmt.Errorf("listing %s in Namespace %s: %w", gvk.Kind, ns, err)
 		}
 		for _, obj := range list.Items {
