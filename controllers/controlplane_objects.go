@@ -204,17 +204,17 @@ func desiredServingCertificate(rev *meshv1.MeshRevision) cmapi.CertificateSpec {
 }
 
 // controlPlaneRules is what a revision's control plane may do: read what discovery and
-// injection need, review tokens for identity, and request and approve workload certificates.
-// The operator holds these permissions itself (RBAC markers on MeshRevisionReconciler) so the
-// API server lets it grant them.
-func controlPlaneRules() []rbacv1.PolicyRule {
+// injection need, review tokens for identity, and request workload certificates and approve
+// them for its own issuer's signer only. The operator holds these permissions itself (RBAC
+// markers on MeshRevisionReconciler) so the API server lets it grant them.
+func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
 	return []rbacv1.PolicyRule{
 		{APIGroups: []string{""}, Resources: []string{"services", "pods", "namespaces", "configmaps"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"discovery.k8s.io"}, Resources: []string{"endpointslices"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"authentication.k8s.io"}, Resources: []string{"tokenreviews"}, Verbs: []string{"create"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests/status"}, Verbs: []string{"update", "patch"}},
-		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"signers"}, Verbs: []string{"approve"}},
+		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"signers"}, Verbs: []string{"approve"}, ResourceNames: []string{signerName(rev)}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshes", "meshrevisions"}, Verbs: []string{"get", "list", "watch"}},
 	}

@@ -22,7 +22,10 @@ import (
 	"maps"
 
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -31,11 +34,20 @@ import (
 // ensure creates obj, or brings the live object in line with what sync writes into it, owned by
 // owner. The write happens only when sync changed something, so a reconcile with nothing new
 // makes no API write.
-func ensure(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner, obj client.Object, sync func()) error {
-	res, err := controllerutil.CreateOrUpdate(ctx, c, obj, func() error {
+//
+// The cache holds only objects with knit's labels. When one of knit's children lost its labels
+// (a person stripped them), the cache misses it and the create fails with AlreadyExists: ensure
+// then reads it from live (uncached), and if owner controls it, restores it. An object of that
+// name that knit does not own is left alone and reported as a *NameTakenError.
+func ensure(ctx context.Context, c client.Client, live client.Reader, scheme *runtime.Scheme, owner, obj client.Object, sync func()) error {
+	mutate := func() error {
 		sync()
 		return controllerutil.SetControllerReference(owner, obj, scheme)
-	})
+	}
+	res, err := controllerutil.CreateOrUpdate(ctx, c, obj, mutate)
+	if apierrors.IsAlreadyExists(err) && live != nil {
+		res, err = controllerutil.OperationResultUpdated, adoptStripped(ctx, c, live, owner, obj, mutate)
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", kindOf(obj, scheme), client.ObjectKeyFromObject(obj), err)
 	}
@@ -43,6 +55,32 @@ func ensure(ctx context.Context, c client.Client, scheme *runtime.Scheme, owner,
 		log.FromContext(ctx).Info("object "+string(res), "kind", kindOf(obj, scheme), "object", client.ObjectKeyFromObject(obj))
 	}
 	return nil
+}
+
+// adoptStripped repairs a child of owner that the cache cannot see, or reports whose it is not.
+func adoptStripped(ctx context.Context, c client.Client, live client.Reader, owner, obj client.Object, mutate func() error) error {
+	key := client.ObjectKeyFromObject(obj)
+	if err := live.Get(ctx, key, obj); err != nil {
+		return err
+	}
+	if !metav1.IsControlledBy(obj, owner) {
+		return &NameTakenError{Object: key, UID: obj.GetUID()}
+	}
+	if err := mutate(); err != nil {
+		return err
+	}
+	return c.Update(ctx, obj)
+}
+
+// NameTakenError says an object knit needs to create exists already and is not knit's: a
+// person's object of the same name, which knit does not touch.
+type NameTakenError struct {
+	Object client.ObjectKey
+	UID    types.UID
+}
+
+func (e *NameTakenError) Error() string {
+	return "an object of this name exists that knit did not make; knit leaves it alone: rename or delete it"
 }
 
 // syncTo sets *live to desired unless live already holds everything desired sets. Empty strings,

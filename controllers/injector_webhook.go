@@ -58,13 +58,8 @@ func injectionArgs(mesh *meshv1.Mesh, proxyImage string, rev *meshv1.MeshRevisio
 // desiredInjectorWebhooks selects the pods a revision injects: those in namespaces labelled
 // knit.dev/rev=<revision>; and, for the active revision, those in namespaces labelled
 // knit.dev/inject=enabled or matching spec.injection.namespaceSelector (without a revision
-// label). kube-system, the control plane's and the operator's namespaces never; pods labelled
-// knit.dev/inject=false never.
-func desiredInjectorWebhooks(mesh *meshv1.Mesh, rev *meshv1.MeshRevision, active bool, operatorNS string, caBundle []byte) []admissionregistrationv1.MutatingWebhook {
-	excluded := []string{metav1.NamespaceSystem, rev.Spec.Namespace}
-	if operatorNS != "" && operatorNS != rev.Spec.Namespace {
-		excluded = append(excluded, operatorNS)
-	}
+// label). The excluded namespaces (neverMeshed) never; pods labelled knit.dev/inject=false never.
+func desiredInjectorWebhooks(mesh *meshv1.Mesh, rev *meshv1.MeshRevision, active bool, excluded []string, caBundle []byte) []admissionregistrationv1.MutatingWebhook {
 	notExcluded := metav1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: excluded}
 	noRevision := metav1.LabelSelectorRequirement{Key: meshv1.LabelRevision, Operator: metav1.LabelSelectorOpDoesNotExist}
 

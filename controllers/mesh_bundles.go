@@ -19,19 +19,19 @@ package controllers
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 )
-
-// alwaysExcluded namespaces are never meshed, whatever their labels say.
-var alwaysExcluded = []string{metav1.NamespaceSystem, metav1.NamespacePublic, corev1.NamespaceNodeLease}
 
 // distributeTrustBundles writes the trust roots as ConfigMap knit-trust-bundle into the
 // control-plane namespace and every meshed namespace, and removes it from namespaces that left.
@@ -40,6 +40,9 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 		return
 	}
 	mesh := st.mesh
+	if !st.exclusionsKnown {
+		return // without the list, a bundle could land in cert-manager's namespace
+	}
 	meshed, err := r.meshedNamespaces(ctx, mesh)
 	if err != nil {
 		st.fail(err)
@@ -49,10 +52,16 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 	data := map[string]string{TrustBundleKey: string(bytes.Join(st.roots, nil))}
 	for _, ns := range targets {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: TrustBundleName, Namespace: ns}}
-		if err := ensure(ctx, r.Client, r.Scheme(), mesh, cm, func() {
+		err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, cm, func() {
 			syncLabels(cm, map[string]string{meshv1.LabelPartOf: meshv1.PartOfValue, meshv1.LabelTrustBundle: "true"})
 			syncTo(&cm.Data, data)
-		}); err != nil {
+		})
+		var taken *NameTakenError
+		switch {
+		case errors.As(err, &taken):
+			// A person's own ConfigMap of that name: only this namespace goes without a bundle.
+			r.reportNameTaken(mesh, taken)
+		case err != nil:
 			st.fail(err)
 		}
 	}
@@ -74,8 +83,8 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 }
 
 // meshedNamespaces lists the namespaces whose pods join the mesh: labelled knit.dev/inject=enabled
-// or knit.dev/rev=<revision>, or selected by spec.injection.namespaceSelector; never kube-system,
-// the control plane's or the operator's own.
+// or knit.dev/rev=<revision>, or selected by spec.injection.namespaceSelector; never one of
+// status.excludedNamespaces (see neverMeshed).
 func (r *MeshReconciler) meshedNamespaces(ctx context.Context, mesh *meshv1.Mesh) ([]string, error) {
 	var selector labels.Selector
 	if s := mesh.Spec.Injection.NamespaceSelector; s != nil {
@@ -88,7 +97,7 @@ func (r *MeshReconciler) meshedNamespaces(ctx context.Context, mesh *meshv1.Mesh
 	if err := r.List(ctx, &list); err != nil {
 		return nil, fmt.Errorf("listing namespaces: %w", err)
 	}
-	excluded := append(slices.Clone(alwaysExcluded), mesh.Spec.ControlPlane.Namespace, r.OperatorNamespace)
+	excluded := mesh.Status.ExcludedNamespaces
 	var out []string
 	for _, ns := range list.Items {
 		if slices.Contains(excluded, ns.Name) || ns.DeletionTimestamp != nil {
@@ -101,4 +110,38 @@ func (r *MeshReconciler) meshedNamespaces(ctx context.Context, mesh *meshv1.Mesh
 		}
 	}
 	return out, nil
+}
+
+// reportNameTaken tells, once per object, that a person's object holds a name knit needs: as a
+// Warning on the namespace whose pods miss their trust bundle, and on the Mesh.
+func (r *MeshReconciler) reportNameTaken(mesh *meshv1.Mesh, taken *NameTakenError) {
+	if r.Recorder == nil || !r.nameTaken.firstReport(taken) {
+		return
+	}
+	msg := fmt.Sprintf("ConfigMap %s exists and was not made by knit: pods in namespace %s get no trust bundle "+
+		"(and meshed pods there cannot start) until it is renamed or deleted; the rest of the mesh is unaffected",
+		taken.Object, taken.Object.Namespace)
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: taken.Object.Namespace}}
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	r.Recorder.Eventf(ns, mesh, corev1.EventTypeWarning, meshv1.ReasonNameTaken, "DistributeTrustBundle", "%s", msg)
+	r.Recorder.Eventf(mesh, nil, corev1.EventTypeWarning, meshv1.ReasonNameTaken, "DistributeTrustBundle", "%s", msg)
+}
+
+// reportedOnce remembers which name collisions were reported, by the colliding object's UID.
+type reportedOnce struct {
+	mu   sync.Mutex
+	seen map[types.UID]bool
+}
+
+func (o *reportedOnce) firstReport(e *NameTakenError) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.seen == nil {
+		o.seen = map[types.UID]bool{}
+	}
+	if o.seen[e.UID] {
+		return false
+	}
+	o.seen[e.UID] = true
+	return true
 }

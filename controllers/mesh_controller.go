@@ -24,6 +24,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -37,6 +38,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -63,10 +65,16 @@ type MeshReconciler struct {
 	Versions  versions.Table
 	// OperatorNamespace is never meshed.
 	OperatorNamespace string
+	// OperatorServiceAccount is the operator's ServiceAccount (in OperatorNamespace), to which
+	// it binds SecretsReaderRole in the control-plane namespace.
+	OperatorServiceAccount string
+	// SecretsReaderRole: see DefaultSecretsReaderRole.
+	SecretsReaderRole string
 	// ExpiryWarning: see DefaultExpiryWarning.
 	ExpiryWarning time.Duration
 
 	certManager *certManagerDetector
+	nameTaken   reportedOnce
 }
 
 // meshState is what one reconcile learns and decides, passed between its phases.
@@ -75,6 +83,8 @@ type meshState struct {
 	release *versions.Release // nil when spec.version cannot run
 	issuer  meshv1.IssuerReference
 	roots   [][]byte // PEM of the trust roots, newest first
+	// exclusionsKnown is true once status.excludedNamespaces is current.
+	exclusionsKnown bool
 	// requeueAfter asks for a reconcile at a known future event (a certificate nearing expiry).
 	requeueAfter time.Duration
 	errs         []error
@@ -92,17 +102,24 @@ func (s *meshState) requeueAt(t time.Time) {
 	}
 }
 
-// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions,verbs=get;list;watch;create;update;patch;delete
+// RBAC of the operator: only the verbs the code uses (the integration suite runs the reconcilers
+// as the operator's ServiceAccount, so a missing one fails a spec); cluster-scoped objects and
+// Secrets only in the control-plane namespace. rbac_test.go checks the generated role.
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes/status,verbs=patch
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshes/finalizers,verbs=update
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
-// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create
-// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=secrets,verbs=get
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=list;watch;create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;update,resourceNames=knit-operator-secrets
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=knit-secrets-reader
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get
-// +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;certificates,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get,resourceNames=cert-manager-controller
+// +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;certificates,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
+// +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=list
 
 // Reconcile runs the phases in order; a phase that fails is reported in status and the rest
 // still run where they can, so one fault does not hide the state of everything else.
@@ -112,13 +129,22 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	r.setDefaults()
+	if !mesh.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, &mesh)
+	}
+	if err := r.addFinalizer(ctx, &mesh); err != nil {
+		return ctrl.Result{}, err
+	}
 	before := mesh.DeepCopy()
 	st := &meshState{mesh: &mesh}
 	conditions.InitUnknown(&mesh.Status.Conditions, mesh.Generation, meshv1.ReasonPending, meshv1.MeshConditionTypes...)
 
 	if err := r.ensureNamespace(ctx, &mesh); err != nil {
 		st.fail(err)
+	} else if err := r.ensureSecretsAccess(ctx, &mesh); err != nil {
+		st.fail(err)
 	}
+	r.findExclusions(ctx, st)
 	r.resolveVersion(st)
 	if r.checkDependencies(ctx, st) {
 		r.reconcileTrust(ctx, st)
@@ -143,8 +169,9 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	return ctrl.Result{RequeueAfter: st.requeueAfter}, nil
 }
 
-// ensureNamespace creates the control-plane namespace when missing. A namespace the operator
-// creates is owned by the Mesh; one a person made stays theirs.
+// ensureNamespace creates the control-plane namespace when missing, marked as the operator's
+// (AnnotationCreatedBy). It is not owned by the Mesh: the garbage collector would delete it with
+// everything in it, a person's Issuers and Secrets included. finalize decides instead.
 func (r *MeshReconciler) ensureNamespace(ctx context.Context, mesh *meshv1.Mesh) error {
 	name := mesh.Spec.ControlPlane.Namespace
 	var ns corev1.Namespace
@@ -153,16 +180,33 @@ func (r *MeshReconciler) ensureNamespace(ctx context.Context, mesh *meshv1.Mesh)
 		return fmt.Errorf("reading Namespace %s: %w", name, err)
 	}
 	if err == nil {
-		return nil
+		return r.disownNamespace(ctx, mesh, &ns)
 	}
-	ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
-		meshv1.LabelPartOf: meshv1.PartOfValue,
-	}}}
-	if err := ctrl.SetControllerReference(mesh, &ns, r.Scheme()); err != nil {
-		return err
-	}
+	ns = corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name:        name,
+		Labels:      map[string]string{meshv1.LabelPartOf: meshv1.PartOfValue},
+		Annotations: map[string]string{AnnotationCreatedBy: createdByOperator},
+	}}
 	if err := r.Create(ctx, &ns); err != nil {
 		return fmt.Errorf("creating Namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// disownNamespace drops the Mesh's owner reference from a namespace an earlier operator version
+// created with one, so deleting the Mesh cannot delete it through the garbage collector.
+func (r *MeshReconciler) disownNamespace(ctx context.Context, mesh *meshv1.Mesh, ns *corev1.Namespace) error {
+	if !metav1.IsControlledBy(ns, mesh) {
+		return nil
+	}
+	patch := client.MergeFrom(ns.DeepCopy())
+	ns.OwnerReferences = slices.DeleteFunc(ns.OwnerReferences, func(o metav1.OwnerReference) bool { return o.UID == mesh.UID })
+	if ns.Annotations == nil {
+		ns.Annotations = map[string]string{}
+	}
+	ns.Annotations[AnnotationCreatedBy] = createdByOperator
+	if err := r.Patch(ctx, ns, patch); err != nil {
+		return fmt.Errorf("removing the Mesh's owner reference from Namespace %s: %w", ns.Name, err)
 	}
 	return nil
 }
@@ -273,6 +317,9 @@ func (r *MeshReconciler) setDefaults() {
 	if r.Versions.Versions == nil {
 		r.Versions = versions.Default
 	}
+	if r.SecretsReaderRole == "" {
+		r.SecretsReaderRole = DefaultSecretsReaderRole
+	}
 	if r.ExpiryWarning == 0 {
 		r.ExpiryWarning = DefaultExpiryWarning
 	}
@@ -293,7 +340,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: meshv1.MeshName}}}
 	})
 	c, err := ctrl.NewControllerManagedBy(mgr).
-		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, beingDeleted))).
 		Owns(&meshv1.MeshRevision{}).
 		Owns(&corev1.ConfigMap{}, builder.WithPredicates(trustBundlePredicate)).
 		// Namespaces join and leave the mesh by their labels.
@@ -334,6 +381,11 @@ var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object
 	}
 	return false
 })
+
+// beingDeleted passes the update that starts a Mesh's deletion, so its finalizer runs.
+var beingDeleted = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
+	return !e.ObjectNew.GetDeletionTimestamp().IsZero()
+}}
 
 var ourLabels = predicate.NewPredicateFuncs(func(obj client.Object) bool {
 	return obj.GetLabels()[meshv1.LabelPartOf] == meshv1.PartOfValue

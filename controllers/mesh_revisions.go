@@ -35,7 +35,7 @@ func (r *MeshReconciler) reconcileRevisions(ctx context.Context, st *meshState) 
 	if st.release != nil {
 		rev := &meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: RevisionName(mesh.Name, st.release.Version)}}
 		issuer := issuerFor(mesh)
-		err := ensure(ctx, r.Client, r.Scheme(), mesh, rev, func() {
+		err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, rev, func() {
 			syncLabels(rev, map[string]string{meshv1.LabelPartOf: meshv1.PartOfValue})
 			if rev.Spec.Version == "" { // version and namespace are immutable
 				rev.Spec.Version = st.release.Version

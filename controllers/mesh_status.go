@@ -37,6 +37,8 @@ var readyRequirements = []conditions.Requirement{
 	{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionDependenciesHealthy, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue},
+	// A spec asking for what the mesh does not do yet (mtls.mode STRICT) is not Ready.
+	{Type: meshv1.ConditionSpecSupported, Healthy: metav1.ConditionTrue},
 }
 
 // computeStatus derives the remaining conditions and fields from what the phases found.
@@ -101,6 +103,7 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 		s.Version = active.Spec.Version
 	}
 
+	reportUnimplemented(mesh)
 	r.computeDegraded(mesh)
 	sum := conditions.Summarize(s.Conditions, meshv1.ReasonAllReady, meshv1.ReasonNotReady, readyRequirements...)
 	set(meshv1.ConditionReady, sum.Status, sum.Reason, "%s", sum.Message)

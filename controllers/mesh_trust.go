@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/x509"
@@ -62,38 +63,43 @@ func issuerFor(mesh *meshv1.Mesh) meshv1.IssuerReference {
 	return meshv1.IssuerReference{Name: caIssuerName, Kind: meshv1.IssuerKindIssuer, Group: cmapi.SchemeGroupVersion.Group}
 }
 
+// issuerState is what the operator learned about the issuer chain: whether it signs, and if not,
+// the reason (one of knit's, chosen from cert-manager's conditions and the API's typed errors).
+type issuerState struct {
+	ready   bool
+	status  metav1.ConditionStatus
+	reason  string
+	message string
+}
+
+func issuerOK(format string, args ...any) issuerState {
+	return issuerState{ready: true, status: metav1.ConditionTrue, reason: meshv1.ReasonAsExpected, message: fmt.Sprintf(format, args...)}
+}
+
+func issuerNot(reason, format string, args ...any) issuerState {
+	return issuerState{status: metav1.ConditionFalse, reason: reason, message: fmt.Sprintf(format, args...)}
+}
+
 // reconcileTrust makes sure the issuer chain exists and is Ready, and learns the trust roots.
 func (r *MeshReconciler) reconcileTrust(ctx context.Context, st *meshState) {
 	mesh := st.mesh
-	var ready bool
-	var msg string
+	var is issuerState
 	var rootSecret client.ObjectKey
 	ns := mesh.Spec.ControlPlane.Namespace
 	if mesh.Spec.Trust.IssuerRef == nil {
 		if err := r.bootstrapCA(ctx, mesh); err != nil {
 			st.fail(err)
 		}
-		ready, msg = r.bootstrapReady(ctx, ns)
+		is = r.bootstrapReady(ctx, ns)
 		rootSecret = client.ObjectKey{Namespace: ns, Name: rootCAName}
 	} else {
-		ready, msg = r.userIssuerReady(ctx, mesh)
+		is = r.userIssuerReady(ctx, mesh)
 		// The user's issuer says nothing portable about its CA; the chain cert-manager returned
-		// with the active revision's serving certificate does.
+		// with the active revision's serving certificate (its ca.crt) does.
 		rootSecret = client.ObjectKey{Namespace: ns, Name: controlPlaneName(&meshv1.MeshRevision{
 			ObjectMeta: metav1.ObjectMeta{Name: RevisionName(mesh.Name, mesh.Spec.Version)}})}
 	}
-	reason := meshv1.ReasonAsExpected
-	status := metav1.ConditionTrue
-	switch {
-	case ready:
-	case strings.Contains(msg, "not found"):
-		status, reason = metav1.ConditionFalse, meshv1.ReasonIssuerNotFound
-	case strings.HasPrefix(msg, "external:"):
-		status, reason, msg = metav1.ConditionUnknown, meshv1.ReasonExternalIssuer, strings.TrimPrefix(msg, "external:")
-	default:
-		status, reason = metav1.ConditionFalse, meshv1.ReasonIssuerNotReady
-	}
-	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesReady, status, reason, "%s", msg)
+	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesReady, is.status, is.reason, "%s", is.message)
 
 	if err := r.observeRoot(ctx, st, rootSecret); err != nil {
 		st.fail(err)
@@ -137,7 +143,7 @@ func (r *MeshReconciler) bootstrapCA(ctx context.Context, mesh *meshv1.Mesh) err
 			syncTo(&ca.Spec, cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: rootCAName}}})
 		}},
 	} {
-		if err := ensure(ctx, r.Client, r.Scheme(), mesh, s.obj, s.sync); err != nil {
+		if err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, s.obj, s.sync); err != nil {
 			return err
 		}
 	}
@@ -145,71 +151,74 @@ func (r *MeshReconciler) bootstrapCA(ctx context.Context, mesh *meshv1.Mesh) err
 }
 
 // bootstrapReady reports whether the bootstrapped chain is Ready, naming the first link that is not.
-func (r *MeshReconciler) bootstrapReady(ctx context.Context, ns string) (bool, string) {
+func (r *MeshReconciler) bootstrapReady(ctx context.Context, ns string) issuerState {
 	for _, name := range []string{selfSignedIssuerName, caIssuerName} {
-		if ok, msg := r.issuerReady(ctx, meshv1.IssuerReference{Name: name, Kind: meshv1.IssuerKindIssuer, Group: cmapi.SchemeGroupVersion.Group}, ns); !ok {
-			return false, msg
+		if is := r.issuerReady(ctx, meshv1.IssuerReference{Name: name, Kind: meshv1.IssuerKindIssuer, Group: cmapi.SchemeGroupVersion.Group}, ns); !is.ready {
+			return is
 		}
 	}
 	var root cmapi.Certificate
 	key := client.ObjectKey{Namespace: ns, Name: rootCAName}
 	if err := r.Get(ctx, key, &root); err != nil {
-		return false, fmt.Sprintf("root CA Certificate %s: %v", key, err)
+		if apierrors.IsNotFound(err) {
+			return issuerNot(meshv1.ReasonCertificateNotReady, "root CA Certificate %s does not exist yet", key)
+		}
+		return issuerNot(meshv1.ReasonReconcileFailed, "reading root CA Certificate %s: %v", key, err)
 	}
 	if ok, msg := certificateReady(&root); !ok {
-		return false, fmt.Sprintf("root CA Certificate %s is not Ready: %s", key, msg)
+		return issuerNot(meshv1.ReasonCertificateNotReady, "root CA Certificate %s is not Ready: %s", key, msg)
 	}
-	return true, fmt.Sprintf("Issuer %s/%s is Ready, signing with the root CA of Certificate %s", ns, caIssuerName, key)
+	return issuerOK("Issuer %s/%s is Ready, signing with the root CA of Certificate %s", ns, caIssuerName, key)
 }
 
 // userIssuerReady checks the issuer the Mesh names: the operator only reads it.
-func (r *MeshReconciler) userIssuerReady(ctx context.Context, mesh *meshv1.Mesh) (bool, string) {
+func (r *MeshReconciler) userIssuerReady(ctx context.Context, mesh *meshv1.Mesh) issuerState {
 	ref := *mesh.Spec.Trust.IssuerRef
 	if ref.Group != "" && ref.Group != cmapi.SchemeGroupVersion.Group {
-		return false, fmt.Sprintf("external:%s %s of group %s is an external issuer; knit does not read its readiness, the serving Certificate's status shows whether it signs", ref.Kind, ref.Name, ref.Group)
+		return issuerState{status: metav1.ConditionUnknown, reason: meshv1.ReasonExternalIssuer, message: fmt.Sprintf(
+			"%s %s of group %s is an external issuer; knit does not read its readiness, the serving Certificate's status shows whether it signs",
+			ref.Kind, ref.Name, ref.Group)}
 	}
-	ok, msg := r.issuerReady(ctx, ref, mesh.Spec.ControlPlane.Namespace)
-	if ok {
-		return true, msg + " (spec.trust.issuerRef)"
+	is := r.issuerReady(ctx, ref, mesh.Spec.ControlPlane.Namespace)
+	if is.ready {
+		is.message += " (spec.trust.issuerRef)"
+	} else {
+		is.message += "; fix it or spec.trust.issuerRef"
 	}
-	return false, msg + "; fix it or spec.trust.issuerRef"
+	return is
 }
 
 // issuerReady reads the Ready condition of an Issuer (in ns) or ClusterIssuer.
-func (r *MeshReconciler) issuerReady(ctx context.Context, ref meshv1.IssuerReference, ns string) (bool, string) {
+func (r *MeshReconciler) issuerReady(ctx context.Context, ref meshv1.IssuerReference, ns string) issuerState {
 	var (
+		obj  client.Object
 		stat *cmapi.IssuerStatus
 		what string
+		key  client.ObjectKey
 	)
 	if ref.Kind == meshv1.IssuerKindClusterIssuer {
 		ci := &cmapi.ClusterIssuer{}
-		stat, what = &ci.Status, "ClusterIssuer "+ref.Name
-		if err := r.Get(ctx, client.ObjectKey{Name: ref.Name}, ci); err != nil {
-			return false, describeGetError(what, err)
-		}
+		obj, stat, what, key = ci, &ci.Status, "ClusterIssuer "+ref.Name, client.ObjectKey{Name: ref.Name}
 	} else {
 		is := &cmapi.Issuer{}
-		stat, what = &is.Status, fmt.Sprintf("Issuer %s/%s", ns, ref.Name)
-		if err := r.Get(ctx, client.ObjectKey{Namespace: ns, Name: ref.Name}, is); err != nil {
-			return false, describeGetError(what, err)
+		obj, stat, what, key = is, &is.Status, fmt.Sprintf("Issuer %s/%s", ns, ref.Name), client.ObjectKey{Namespace: ns, Name: ref.Name}
+	}
+	if err := r.Get(ctx, key, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			return issuerNot(meshv1.ReasonIssuerNotFound, "%s not found", what)
 		}
+		return issuerNot(meshv1.ReasonReconcileFailed, "reading %s: %v", what, err)
 	}
 	for _, c := range stat.Conditions {
 		if c.Type == cmapi.IssuerConditionReady {
 			if c.Status == cmmeta.ConditionTrue {
-				return true, what + " is Ready"
+				return issuerOK("%s is Ready", what)
 			}
-			return false, fmt.Sprintf("%s is not Ready: %s", what, c.Message)
+			// cert-manager's own reason (e.g. ErrGetKeyPair) says what is wrong with it.
+			return issuerNot(meshv1.ReasonIssuerNotReady, "%s is not Ready (cert-manager: %s): %s", what, c.Reason, c.Message)
 		}
 	}
-	return false, what + " is not Ready: cert-manager has not reported on it yet"
-}
-
-func describeGetError(what string, err error) string {
-	if apierrors.IsNotFound(err) {
-		return what + " not found"
-	}
-	return fmt.Sprintf("reading %s: %v", what, err)
+	return issuerNot(meshv1.ReasonIssuerNotReady, "%s is not Ready: cert-manager has not reported on it yet", what)
 }
 
 // observeRoot reads the current trust root from a cert-manager Secret, records it in status,
@@ -227,17 +236,23 @@ func (r *MeshReconciler) observeRoot(ctx context.Context, st *meshState, secretK
 	if err != nil {
 		return fmt.Errorf("reading Secret %s: %w", secretKey, err)
 	}
-	rootPEM := secret.Data[cmmeta.TLSCAKey]
-	if secretKey.Name == rootCAName || len(rootPEM) == 0 {
-		rootPEM = secret.Data[corev1.TLSCertKey] // the self-signed root is its own certificate
-	}
-	roots := parseCertificates(rootPEM)
-	if len(roots) == 0 {
-		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesHealthy, metav1.ConditionFalse,
-			meshv1.ReasonCertificateNotReady, "Secret %s holds no PEM certificate", secretKey)
+	// cert-manager puts the CA chain that signed the certificate in ca.crt; the trust root is its
+	// self-signed CA. Never the leaf in tls.crt: trusting it would trust nothing else.
+	chain := parseCertificates(secret.Data[cmmeta.TLSCAKey])
+	root := selfSignedRoot(chain)
+	if root == nil {
+		what := "holds no CA certificate in ca.crt"
+		if len(chain) > 0 {
+			what = fmt.Sprintf("has %d CA certificate(s) in ca.crt but none is self-signed (an intermediate without its root)", len(chain))
+		}
+		msg := fmt.Sprintf("Secret %s %s: the issuer does not publish the root CA that proxies must trust, so no trust bundle is distributed; "+
+			"use an issuer that returns its CA chain ending in its self-signed root (such as a cert-manager CA issuer whose Secret holds the root)", secretKey, what)
+		// Meshed pods need the bundle to start: this is an outage, not a warning.
+		for _, t := range []string{meshv1.ConditionCertificatesReady, meshv1.ConditionCertificatesHealthy} {
+			conditions.Set(&mesh.Status.Conditions, mesh.Generation, t, metav1.ConditionFalse, meshv1.ReasonIssuerPublishesNoCA, "%s", msg)
+		}
 		return nil
 	}
-	root := roots[len(roots)-1] // the last certificate of a chain is the anchor
 	fingerprint := fingerprintOf(root)
 	mesh.Status.Trust = &meshv1.TrustStatus{RootNotAfter: &metav1.Time{Time: root.NotAfter}, RootFingerprint: fingerprint}
 
@@ -258,6 +273,16 @@ func (r *MeshReconciler) observeRoot(ctx context.Context, st *meshState, secretK
 		meshv1.ReasonAsExpected, "trust root %q (Secret %s) is valid until %s",
 		root.Subject.CommonName, secretKey, root.NotAfter.UTC().Format(time.RFC3339))
 	st.requeueAt(root.NotAfter.Add(-r.ExpiryWarning))
+	return nil
+}
+
+// selfSignedRoot returns the self-signed certificate of a CA chain: the trust anchor.
+func selfSignedRoot(chain []*x509.Certificate) *x509.Certificate {
+	for _, c := range chain {
+		if c.IsCA && bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
+			return c
+		}
+	}
 	return nil
 }
 

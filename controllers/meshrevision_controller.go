@@ -29,6 +29,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -57,21 +58,27 @@ type MeshRevisionReconciler struct {
 	certManager *certManagerDetector
 }
 
+// Cluster-scoped children by name: one per supported release (internal/versions); rbac_test.go
+// fails when a release is missing here.
 // +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions,verbs=get;list;watch
-// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=cert-manager.io,resources=certificates,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;create;update;patch;delete
-// The control plane's own permissions, which the operator must hold to grant:
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions/status,verbs=patch
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups="",resources=services;serviceaccounts,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=list;watch;create
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;update,resourceNames=knit-controlplane-v0-1-0;knit-controlplane-v0-2-0
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=list;watch;create
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update;delete,resourceNames=knit-injector-v0-1-0;knit-injector-v0-2-0
+// The control plane's own permissions (controlPlaneRules), which the operator must hold to grant.
+// Approval only for the signer of the CA the operator bootstraps; a Mesh naming another issuer
+// needs a cluster admin to grant the operator approval for that signer (README, "Your own issuer").
 // +kubebuilder:rbac:groups="",resources=services;pods;namespaces;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
 // +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=update;patch
-// +kubebuilder:rbac:groups=cert-manager.io,resources=signers,verbs=approve
+// +kubebuilder:rbac:groups=cert-manager.io,resources=signers,verbs=approve,resourceNames="issuers.cert-manager.io/knit-system.knit-ca"
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes,verbs=get;list;watch
 
 // Reconcile makes the revision's control plane match its spec and records its availability.
@@ -97,8 +104,14 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if applyErr != nil {
 		reason := meshv1.ReasonReconcileFailed
 		var unsupported *versions.UnsupportedError
-		if errors.As(applyErr, &unsupported) {
+		var notGranted *SignerNotGrantedError
+		switch {
+		case errors.As(applyErr, &unsupported):
 			reason = meshv1.ReasonUnsupportedVersion
+		case errors.As(applyErr, &notGranted):
+			reason = meshv1.ReasonSignerNotGranted
+		case errors.As(applyErr, new(*NameTakenError)):
+			reason = meshv1.ReasonNameTaken
 		}
 		conditions.Set(conds, gen, meshv1.ConditionReconciled, metav1.ConditionFalse, reason, "%v", applyErr)
 	} else {
@@ -134,6 +147,9 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	if err := r.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &mesh); err != nil {
 		return fmt.Errorf("reading Mesh %s: %w", meshv1.MeshName, err)
 	}
+	if !mesh.DeletionTimestamp.IsZero() {
+		return nil // the Mesh's finalizer removes the webhooks; nothing may bring them back
+	}
 	injectArgs, err := injectionArgs(&mesh, release.ProxyImage, rev)
 	if err != nil {
 		return err
@@ -155,7 +171,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		sync func()
 	}{
 		{sa, func() { syncLabels(sa, labels) }},
-		{role, func() { syncLabels(role, labels); syncTo(&role.Rules, controlPlaneRules()) }},
+		{role, func() { syncLabels(role, labels); syncTo(&role.Rules, controlPlaneRules(rev)) }},
 		{binding, func() {
 			syncLabels(binding, labels)
 			// roleRef is immutable: set once, at creation.
@@ -187,7 +203,11 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		}},
 	}
 	for _, s := range steps {
-		if err := ensure(ctx, r.Client, scheme, rev, s.obj, s.sync); err != nil {
+		err := ensure(ctx, r.Client, r.APIReader, scheme, rev, s.obj, s.sync)
+		if s.obj == role && apierrors.IsForbidden(err) {
+			return &SignerNotGrantedError{Signer: signerName(rev), Err: err}
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -200,7 +220,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		return errors.New(missingMessage(missing))
 	}
 	cert := &cmapi.Certificate{ObjectMeta: meta()}
-	if err := ensure(ctx, r.Client, scheme, rev, cert, func() {
+	if err := ensure(ctx, r.Client, r.APIReader, scheme, rev, cert, func() {
 		syncLabels(cert, labels)
 		syncTo(&cert.Spec, desiredServingCertificate(rev))
 	}); err != nil {
@@ -214,10 +234,14 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		return err
 	}
 	active := mesh.Status.ActiveRevision == rev.Name || RevisionName(mesh.Name, mesh.Spec.Version) == rev.Name
+	excluded, err := neverMeshed(ctx, r.APIReader, rev.Spec.Namespace, r.OperatorNamespace)
+	if err != nil {
+		return err
+	}
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
-	return ensure(ctx, r.Client, scheme, rev, mwc, func() {
+	return ensure(ctx, r.Client, r.APIReader, scheme, rev, mwc, func() {
 		syncLabels(mwc, labels)
-		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, active, r.OperatorNamespace, ca))
+		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, active, excluded, ca))
 	})
 }
 

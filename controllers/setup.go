@@ -59,6 +59,7 @@ func CacheOptions() cache.Options {
 		&policyv1.PodDisruptionBudget{}:                         byLabel,
 		&rbacv1.ClusterRole{}:                                   byLabel,
 		&rbacv1.ClusterRoleBinding{}:                            byLabel,
+		&rbacv1.RoleBinding{}:                                   byLabel,
 		&admissionregistrationv1.MutatingWebhookConfiguration{}: byLabel,
 	}}
 }

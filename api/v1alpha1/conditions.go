@@ -39,6 +39,9 @@ const (
 	ConditionUpgrading = "Upgrading"
 	// ConditionDegraded is True when part of the mesh that was working no longer is.
 	ConditionDegraded = "Degraded"
+	// ConditionSpecSupported is False when the spec sets fields that have no effect yet
+	// (NotYetImplemented); the message names them.
+	ConditionSpecSupported = "SpecSupported"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -53,6 +56,7 @@ var MeshConditionTypes = []string{
 	ConditionInjectionReady,
 	ConditionUpgrading,
 	ConditionDegraded,
+	ConditionSpecSupported,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -93,4 +97,15 @@ const (
 	ReasonExternalIssuer = "ExternalIssuer"
 	// ReasonCertificateNotReady: a cert-manager Certificate the mesh needs is not Ready.
 	ReasonCertificateNotReady = "CertificateNotReady"
+	// ReasonIssuerPublishesNoCA: the issuer returns no self-signed root CA with its certificates
+	// (ca.crt), so there is no trust root to distribute.
+	ReasonIssuerPublishesNoCA = "IssuerPublishesNoCA"
+	// ReasonNotYetImplemented: the spec sets fields that have no effect yet; the message names them.
+	ReasonNotYetImplemented = "NotYetImplemented"
+	// ReasonNameTaken: an object knit needs to create exists and is a person's; knit leaves it
+	// alone and the message names it.
+	ReasonNameTaken = "NameTaken"
+	// ReasonSignerNotGranted: the operator may not grant the control plane approval for the
+	// issuer's signer; the message names the signer and the RBAC to add.
+	ReasonSignerNotGranted = "SignerNotGranted"
 )

@@ -36,7 +36,9 @@ type MeshSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^v[0-9]+\\\\.[0-9]+\\\\.[0-9]+(-[0-9A-Za-z.-]+)?$')",message="version must be a release such as v0.1.0 (v<major>.<minor>.<patch>, optionally -<prerelease>)"
 	Version string `json:"version"`
 
-	// upgrade controls how a change of version is rolled out.
+	// upgrade controls how a change of version is rolled out. Not yet implemented: a new
+	// version runs as a new MeshRevision beside the old one and new pods are injected by it, but
+	// no workload is restarted onto it; non-default values show in the SpecSupported condition.
 	// +optional
 	// +kubebuilder:default={}
 	Upgrade UpgradeSpec `json:"upgrade,omitzero"`
@@ -56,7 +58,8 @@ type MeshSpec struct {
 	// +kubebuilder:default={}
 	Injection InjectionSpec `json:"injection,omitzero"`
 
-	// gateways are ingress proxy Deployments (and their Services) the operator runs.
+	// gateways are ingress proxy Deployments (and their Services) the operator runs. Not yet
+	// implemented: no gateway is deployed.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -90,20 +93,22 @@ const (
 // UpgradeSpec controls how a change of spec.version is rolled out.
 type UpgradeSpec struct {
 	// strategy is RevisionBased (default: the new version runs beside the old one until every
-	// workload has moved) or InPlace (the control plane is replaced).
+	// workload has moved) or InPlace (the control plane is replaced). InPlace is not yet
+	// implemented.
 	// +optional
 	// +kubebuilder:default=RevisionBased
 	Strategy UpgradeStrategy `json:"strategy,omitempty"`
 
 	// batchSize is how many workloads (Deployments, StatefulSets, DaemonSets) are restarted onto
-	// the new revision at a time.
+	// the new revision at a time. Not yet implemented.
 	// +optional
 	// +kubebuilder:default=5
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	BatchSize int32 `json:"batchSize,omitempty"`
 
-	// paused stops moving workloads to the new revision; both revisions keep running.
+	// paused stops moving workloads to the new revision; both revisions keep running. Not yet
+	// implemented.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 }
@@ -128,6 +133,7 @@ type TrustSpec struct {
 	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
 
 	// workloadCertDuration is the lifetime of workload certificates; between 1h and 2160h (90 days).
+	// Not yet implemented: no workload certificate is issued yet.
 	// +optional
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:Type=string
@@ -136,7 +142,7 @@ type TrustSpec struct {
 	WorkloadCertDuration metav1.Duration `json:"workloadCertDuration,omitzero"`
 
 	// workloadCertRenewBefore is how long before expiry a workload certificate is renewed;
-	// at least 5m and shorter than workloadCertDuration.
+	// at least 5m and shorter than workloadCertDuration. Not yet implemented.
 	// +optional
 	// +kubebuilder:default="8h"
 	// +kubebuilder:validation:Type=string
@@ -189,8 +195,9 @@ const (
 
 // MTLSSpec configures mutual TLS between proxies.
 type MTLSSpec struct {
-	// mode is PERMISSIVE (default: meshed traffic uses mTLS, plaintext from outside the mesh is
-	// still accepted) or STRICT (inbound accepts only mTLS).
+	// mode is PERMISSIVE (default) or STRICT (inbound accepts only mTLS). Not yet implemented:
+	// proxies do not use mutual TLS yet, so traffic between them is plaintext whatever the mode;
+	// STRICT shows as SpecSupported=False (NotYetImplemented) and keeps the Mesh from being Ready.
 	// +optional
 	// +kubebuilder:default=PERMISSIVE
 	Mode MTLSMode `json:"mode,omitempty"`
@@ -214,8 +221,10 @@ const (
 // InjectionSpec configures sidecar injection and the injected proxy.
 type InjectionSpec struct {
 	// namespaceSelector selects namespaces whose pods get the proxy, in addition to namespaces
-	// labelled knit.dev/inject=enabled. kube-system and the mesh's own namespaces are always
-	// excluded.
+	// labelled knit.dev/inject=enabled. It cannot mesh the namespaces listed in
+	// status.excludedNamespaces (kube-system, kube-public, kube-node-lease, the control plane's,
+	// the operator's and cert-manager's): even an empty selector ({}, every namespace) skips
+	// them, so injection never depends on itself.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
@@ -324,14 +333,15 @@ type ObservabilitySpec struct {
 	// +kubebuilder:default=Off
 	AccessLogFormat AccessLogFormat `json:"accessLogFormat,omitempty"`
 
-	// tracing configures W3C trace-context spans exported over OTLP.
+	// tracing configures W3C trace-context spans exported over OTLP. Not yet implemented.
 	// +optional
 	Tracing *TracingSpec `json:"tracing,omitempty"`
 }
 
 // MetricsSpec configures the Prometheus endpoint of proxies.
 type MetricsSpec struct {
-	// enabled serves /metrics on the proxy admin port.
+	// enabled serves /metrics on the proxy admin port. Proxies serve metrics today whatever it
+	// says: false is not yet implemented.
 	// +optional
 	// +kubebuilder:default=true
 	Enabled *bool `json:"enabled,omitempty"`
@@ -404,26 +414,19 @@ type MeshStatus struct {
 	// +optional
 	ActiveRevision string `json:"activeRevision,omitempty"`
 
-	// dataPlane counts the injected proxies.
-	// +optional
-	DataPlane DataPlaneStatus `json:"dataPlane,omitzero"`
-
 	// trust describes the trust root in use.
 	// +optional
 	Trust *TrustStatus `json:"trust,omitempty"`
-}
 
-// DataPlaneStatus counts injected proxies.
-type DataPlaneStatus struct {
-	// proxies is the number of pods with a knit proxy.
+	// excludedNamespaces are never meshed, whatever their labels or
+	// spec.injection.namespaceSelector say: kube-system, kube-public, kube-node-lease, the
+	// control plane's, the operator's, and cert-manager's (the namespace of its controller
+	// Deployment). Their pods are never sent to the injection webhook and they get no trust
+	// bundle, so a broad selector cannot stop cert-manager or the control plane from restarting.
 	// +optional
-	Proxies int32 `json:"proxies"`
-	// upToDate is the number of those proxies on the desired version.
-	// +optional
-	UpToDate int32 `json:"upToDate"`
-	// ready is the number of those proxies whose pod is Ready.
-	// +optional
-	Ready int32 `json:"ready"`
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
 }
 
 // TrustStatus describes the trust root.

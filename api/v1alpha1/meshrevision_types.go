@@ -73,10 +73,6 @@ type MeshRevisionStatus struct {
 	// readyReplicas is the number of ready control-plane pods.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas"`
-
-	// proxies is the number of pods injected by this revision.
-	// +optional
-	Proxies int32 `json:"proxies"`
 }
 
 // MeshRevision is one mesh version the operator runs: a control plane and the proxies it
@@ -87,7 +83,6 @@ type MeshRevisionStatus struct {
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.spec.version`
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Replicas",type=integer,JSONPath=`.status.readyReplicas`
-// +kubebuilder:printcolumn:name="Proxies",type=integer,JSONPath=`.status.proxies`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type MeshRevision struct {
 	metav1.TypeMeta `json:",inline"`

@@ -37,6 +37,7 @@ func main() {
 		probeAddr      string
 		leaderElection bool
 		leaderElectNS  string
+		secretsReader  string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to; 0 disables it.")
@@ -47,6 +48,8 @@ func main() {
 		"Elect a leader so that only one operator replica reconciles at a time.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "",
 		"Namespace of the leader-election Lease; defaults to the pod's namespace in-cluster.")
+	flag.StringVar(&secretsReader, "secrets-reader-role", controllers.DefaultSecretsReaderRole,
+		"ClusterRole the operator binds to its own ServiceAccount in the control-plane namespace to read Secrets there.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -54,13 +57,13 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS); err != nil {
+	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader); err != nil {
 		setupLog.Error(err, "manager stopped")
 		os.Exit(1)
 	}
 }
 
-func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS string) error {
+func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS, secretsReader string) error {
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
@@ -83,6 +86,9 @@ func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElectio
 		Client:            mgr.GetClient(),
 		Recorder:          mgr.GetEventRecorder("knit-operator"),
 		OperatorNamespace: os.Getenv("POD_NAMESPACE"),
+		// Set from the pod's spec.serviceAccountName (config/manager).
+		OperatorServiceAccount: os.Getenv("SERVICE_ACCOUNT_NAME"),
+		SecretsReaderRole:      secretsReader,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

@@ -130,6 +130,19 @@ func controlPlanePods() map[string]string {
 	return pods
 }
 
+// readyPods maps each running, not deleted pod of a namespace to its Ready status.
+func readyPods(ns string) map[string]string {
+	out, _ := tryKubectl("-n", ns, "get", "pods",
+		"-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}`)
+	pods := map[string]string{}
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(l); len(f) == 3 && f[1] == "Running" {
+			pods[f[0]] = f[2]
+		}
+	}
+	return pods
+}
+
 // tableColumn returns the value in column col of the row named row of kubectl's table output.
 func tableColumn(table, row, col string) string {
 	lines := strings.Split(strings.TrimSpace(table), "\n")
@@ -507,6 +520,85 @@ spec:
 			WithTimeout(3*time.Minute).WithPolling(5*time.Second).Should(Equal("True"), "DependenciesHealthy returns to True once cert-manager runs")
 		GinkgoWriter.Printf("DependenciesHealthy=True again %s after cert-manager was back\n", time.Since(start).Round(time.Second))
 		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
+	})
+
+	It("never meshes cert-manager's or the control plane's namespace: with namespaceSelector {} and failurePolicy Fail both restart and the mesh returns to Ready", Label("exclusions"), func() {
+		kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"injection":{"namespaceSelector":{},"failurePolicy":"Fail"}}}`)
+		DeferCleanup(func() {
+			_, _ = tryKubectl("patch", "mesh", "default", "--type", "json", "-p", `[{"op":"remove","path":"/spec/injection/namespaceSelector"}]`)
+		})
+		Eventually(func(g Gomega) {
+			g.Expect(strings.Fields(meshField(`{range .status.excludedNamespaces[*]}{@}{" "}{end}`))).To(
+				ContainElements("kube-system", "knit-system", "knit-operator", "cert-manager"))
+			hooks, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-1-0", "-o", `jsonpath={.webhooks[*].name}`)
+			g.Expect(hooks).To(ContainSubstring("selector.inject.knit.dev"))
+		}).WithTimeout(2 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
+
+		// Restart both: every pod of theirs is created anew while every other namespace is meshed.
+		before := map[string]string{}
+		for _, ns := range []string{"cert-manager", "knit-system"} {
+			for name := range readyPods(ns) {
+				before[name] = ns
+			}
+			kubectl("-n", ns, "delete", "pods", "--all", "--wait=false")
+		}
+		start := time.Now()
+		Eventually(func(g Gomega) {
+			for _, ns := range []string{"cert-manager", "knit-system"} {
+				pods := readyPods(ns)
+				g.Expect(pods).NotTo(BeEmpty(), "pods in %s", ns)
+				for name, ready := range pods {
+					g.Expect(before).NotTo(HaveKey(name), "%s/%s is an old pod", ns, name)
+					g.Expect(ready).To(Equal("True"), "%s/%s Ready", ns, name)
+				}
+			}
+			out, err := tryKubectl("get", "mesh")
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			g.Expect(tableColumn(out, "default", "READY")).To(Equal("True"), out)
+		}).WithTimeout(4*time.Minute).WithPolling(2*time.Second).Should(Succeed(), "cert-manager and the control plane come back and the mesh is Ready")
+		GinkgoWriter.Printf("cert-manager and the control plane back, Mesh Ready, %s after the restart\n", time.Since(start).Round(time.Second))
+		containers := kubectl("-n", "cert-manager", "get", "pods", "-o", `jsonpath={range .items[*]}{.metadata.name}{": "}{.spec.initContainers[*].name}{" "}{.spec.containers[*].name}{"\n"}{end}`)
+		Expect(containers).NotTo(ContainSubstring("knit-proxy"), "cert-manager's pods are never injected")
+		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
+	})
+
+	It("deletes the Mesh and nothing a person made: webhooks first, pods then start uninjected, no knit object remains", Label("deletion"), func() {
+		const ns = "knit-e2e-after-mesh"
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %s, labels: {knit.dev/inject: enabled}}
+`, ns))
+		DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
+		kubectl("delete", "mesh", "default", "--timeout=3m")
+
+		ours := "app.kubernetes.io/part-of=knit"
+		Eventually(func(g Gomega) {
+			for _, kind := range []string{"mutatingwebhookconfigurations", "clusterroles", "clusterrolebindings", "meshrevisions",
+				"namespaces", "deployments", "services", "serviceaccounts", "configmaps", "rolebindings",
+				"certificates.cert-manager.io", "issuers.cert-manager.io"} {
+				out, err := tryKubectl("get", kind, "-A", "-l", ours, "-o", "name")
+				g.Expect(err).NotTo(HaveOccurred(), out)
+				g.Expect(strings.TrimSpace(out)).To(BeEmpty(), "knit's %s left after the Mesh was deleted", kind)
+			}
+		}).WithTimeout(3 * time.Minute).WithPolling(3 * time.Second).Should(Succeed())
+
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Pod
+metadata: {name: plain, namespace: %s}
+spec:
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: main
+    image: %s
+    imagePullPolicy: Never
+    securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+`, ns, imageRef("e2e-probe")))
+		Eventually(func() string {
+			phase, _ := tryKubectl("-n", ns, "get", "pod", "plain", "-o", "jsonpath={.status.phase}")
+			return phase
+		}).WithTimeout(90 * time.Second).WithPolling(time.Second).Should(Or(Equal("Running"), Equal("Succeeded")))
+		Expect(kubectl("-n", ns, "get", "pod", "plain", "-o", `jsonpath={.spec.initContainers[*].name} {.spec.containers[*].name}`)).
+			To(Equal(" main"), "a pod in a formerly meshed namespace runs uninjected")
 	})
 
 	It("leaves no process, link, route, mount or rule behind after cluster-down", Label("teardown"), func() {

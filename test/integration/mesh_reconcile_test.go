@@ -211,9 +211,10 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		Expect(rev.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/rev", revision))
 		ns := byName["namespace.inject.knit.dev"]
 		Expect(ns.NamespaceSelector.MatchLabels).To(HaveKeyWithValue("knit.dev/inject", "enabled"))
-		Expect(ns.NamespaceSelector.MatchExpressions).To(ContainElement(metav1.LabelSelectorRequirement{
-			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", cpNamespace},
-		}))
+		Expect(ns.NamespaceSelector.MatchExpressions).To(ContainElement(And(
+			HaveField("Key", "kubernetes.io/metadata.name"), HaveField("Operator", metav1.LabelSelectorOpNotIn),
+			HaveField("Values", ContainElements("kube-system", "kube-public", "kube-node-lease", cpNamespace, operatorNamespace)),
+		)))
 		Expect(*ns.FailurePolicy).To(Equal(admissionregistrationv1.Fail))
 		Expect(*ns.TimeoutSeconds).To(BeNumerically("<=", 10))
 		Expect(ns.ClientConfig.Service.Name).To(Equal(cpName))
@@ -395,6 +396,17 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		patch = client.MergeFrom(m.DeepCopy())
 		m.Spec.Trust.IssuerRef = &meshv1.IssuerReference{Name: "user-ca", Kind: meshv1.IssuerKindIssuer, Group: "cert-manager.io"}
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
+
+		By("saying the operator may not grant approval for that issuer's signer")
+		Eventually(func(g Gomega) {
+			var rev meshv1.MeshRevision
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Name: revision}, &rev)).To(Succeed())
+			c := meta.FindStatusCondition(rev.Status.Conditions, meshv1.ConditionReconciled)
+			g.Expect(c).NotTo(BeNil())
+			g.Expect(c.Reason).To(Equal(meshv1.ReasonSignerNotGranted), c.Message)
+			g.Expect(c.Message).To(ContainSubstring("signer issuers.cert-manager.io/knit-system.user-ca"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		grantApproval(ctx, "approve-user-ca", "issuers.cert-manager.io/knit-system.user-ca")
 
 		By("rolling the control plane out with the new issuer")
 		Eventually(func(g Gomega) {

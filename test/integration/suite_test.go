@@ -27,6 +27,9 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -44,7 +47,9 @@ var (
 	k8sClient client.Client
 	scheme    = controllers.NewScheme()
 	cancelMgr context.CancelFunc
-	mgrDone   = make(chan error, 1)
+	// operatorConfig impersonates the operator's ServiceAccount: the manager runs with it.
+	operatorConfig *rest.Config
+	mgrDone        = make(chan error, 1)
 )
 
 func TestIntegration(t *testing.T) {
@@ -63,7 +68,11 @@ var _ = BeforeSuite(func() {
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 
-	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+	operatorConfig = installOperatorRBAC(context.Background(), k8sClient, env.Config)
+	// The control-plane namespace of most specs exists before the Mesh, as a person may make it:
+	// the operator never deletes it, and envtest (no namespace controller) could not finish that.
+	Expect(k8sClient.Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "knit-system"}})).To(Succeed())
+	mgr, err := ctrl.NewManager(operatorConfig, ctrl.Options{
 		Scheme:                 scheme,
 		Cache:                  controllers.CacheOptions(),
 		Metrics:                metricsserver.Options{BindAddress: "0"},
@@ -78,8 +87,10 @@ var _ = BeforeSuite(func() {
 	Expect(mgr.Add(server)).To(Succeed())
 
 	Expect((&controllers.MeshReconciler{
-		Client:   mgr.GetClient(),
-		Recorder: mgr.GetEventRecorder("knit-operator"),
+		Client:                 mgr.GetClient(),
+		Recorder:               mgr.GetEventRecorder("knit-operator"),
+		OperatorNamespace:      operatorNamespace,
+		OperatorServiceAccount: operatorServiceAccount,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	var ctx context.Context
