@@ -24,9 +24,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -75,6 +77,10 @@ type meshState struct {
 	release *versions.Release // nil when spec.version cannot run
 	issuer  meshv1.IssuerReference
 	roots   [][]byte // PEM of the trust roots, newest first
+	// desiredRevision is the MeshRevision that runs spec.version, once it exists.
+	desiredRevision string
+	// unknownRevisionNamespaces are namespaces labelled for a revision that does not exist.
+	unknownRevisionNamespaces []string
 	// requeueAfter asks for a reconcile at a known future event (a certificate nearing expiry).
 	requeueAfter time.Duration
 	errs         []error
@@ -100,7 +106,7 @@ func (s *meshState) requeueAt(t time.Time) {
 // +kubebuilder:rbac:groups="",resources=configmaps,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;certificates,verbs=get;list;watch;create;update;patch;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
 
@@ -206,7 +212,7 @@ func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) b
 			metav1.ConditionUnknown, meshv1.ReasonCertManagerMissing, "%s", msg)
 		return false
 	}
-	stalled, msg, err := r.certManager.stalled(ctx, time.Now())
+	stalled, msg, lapsesAt, err := r.certManager.stalled(ctx, time.Now())
 	switch {
 	case err != nil:
 		st.fail(err)
@@ -217,8 +223,11 @@ func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) b
 		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
 			metav1.ConditionTrue, meshv1.ReasonAsExpected, "cert-manager is installed and its controller is running")
 	}
-	// Nothing is notified when cert-manager stops: look again a little after its Lease would lapse.
-	st.requeueAt(time.Now().Add(time.Minute))
+	// A renewal of cert-manager's Lease is watched; its absence is not: look again just after
+	// the Lease would lapse.
+	if !lapsesAt.IsZero() {
+		st.requeueAt(lapsesAt)
+	}
 	return true
 }
 
@@ -239,8 +248,17 @@ func (r *MeshReconciler) recordTransitions(before, after *meshv1.Mesh) {
 		if !conditionHealthy(c) && c.Status != metav1.ConditionUnknown {
 			kind = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(after, nil, kind, c.Reason, "StatusChange", "%s is %s: %s", c.Type, c.Status, c.Message)
+		r.Recorder.Eventf(after, nil, kind, c.Reason, eventAction(c), "%s is %s: %s", c.Type, c.Status, c.Message)
 	}
+}
+
+// eventAction names what changed. The event recorder folds events with the same reason and
+// action into one series that keeps the first message, so the action carries the condition,
+// its status and a digest of its message: a different message is a different event.
+func eventAction(c metav1.Condition) string {
+	h := fnv.New32a()
+	h.Write([]byte(c.Message))
+	return fmt.Sprintf("Set%s%s-%08x", c.Type, c.Status, h.Sum32())
 }
 
 // conditionHealthy says whether a condition reads as good news: True for most, False for
@@ -301,6 +319,9 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// cert-manager being installed (or removed) changes DependenciesHealthy.
 		Watches(&apiextensionsv1.CustomResourceDefinition{}, enqueueMesh,
 			builder.OnlyMetadata, builder.WithPredicates(certManagerCRDPredicate)).
+		// A renewal of cert-manager's Lease is its controller running again (the cache holds
+		// only that Lease).
+		Watches(&coordinationv1.Lease{}, enqueueMesh, builder.WithPredicates(certManagerLeasePredicate)).
 		Named("mesh").
 		Build(r)
 	if err != nil {
@@ -333,6 +354,10 @@ var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object
 		}
 	}
 	return false
+})
+
+var certManagerLeasePredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {
+	return client.ObjectKeyFromObject(obj) == certManagerLease
 })
 
 var ourLabels = predicate.NewPredicateFuncs(func(obj client.Object) bool {

@@ -39,6 +39,13 @@ const (
 	ConditionUpgrading = "Upgrading"
 	// ConditionDegraded is True when part of the mesh that was working no longer is.
 	ConditionDegraded = "Degraded"
+	// ConditionNamespacesInjected is False when a namespace asks for a MeshRevision that does
+	// not exist: its new pods start without a proxy. It does not affect Ready.
+	ConditionNamespacesInjected = "NamespacesInjected"
+	// ConditionHighlyAvailable is False when one voluntary disruption (a node drain) can stop
+	// pod creation in meshed namespaces: a single control-plane replica with failurePolicy
+	// Fail. It is a warning and does not affect Ready.
+	ConditionHighlyAvailable = "HighlyAvailable"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -53,6 +60,8 @@ var MeshConditionTypes = []string{
 	ConditionInjectionReady,
 	ConditionUpgrading,
 	ConditionDegraded,
+	ConditionNamespacesInjected,
+	ConditionHighlyAvailable,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -93,4 +102,16 @@ const (
 	ReasonExternalIssuer = "ExternalIssuer"
 	// ReasonCertificateNotReady: a cert-manager Certificate the mesh needs is not Ready.
 	ReasonCertificateNotReady = "CertificateNotReady"
+	// ReasonRevisionNotServing: the MeshRevision for spec.version cannot serve yet (its
+	// control-plane Deployment is not Available or its webhook has no ready endpoint), so the
+	// previous revision keeps injecting.
+	ReasonRevisionNotServing = "RevisionNotServing"
+	// ReasonWebhookNotServing: the injection webhook is configured but nothing answers behind
+	// it (no ready endpoint in the control plane's Service).
+	ReasonWebhookNotServing = "WebhookNotServing"
+	// ReasonRevisionNotFound: a namespace is labelled knit.dev/rev for a MeshRevision that does
+	// not exist.
+	ReasonRevisionNotFound = "RevisionNotFound"
+	// ReasonSingleReplicaFailClosed: one control-plane replica with failurePolicy Fail.
+	ReasonSingleReplicaFailClosed = "SingleReplicaFailClosed"
 )
