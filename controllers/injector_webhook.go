@@ -212,6 +212,20 @@ func webhookCABundle(current, live []byte, rolledOut bool) []byte {
 	return out
 }
 
+// bundleHolds says whether every certificate of ca is in bundle.
+func bundleHolds(bundle, ca []byte) bool {
+	have := map[string]bool{}
+	for _, c := range parseCertificates(bundle) {
+		have[string(c.Raw)] = true
+	}
+	for _, c := range parseCertificates(ca) {
+		if !have[string(c.Raw)] {
+			return false
+		}
+	}
+	return true
+}
+
 // webhookEndpointsReady says whether the control plane's Service has a ready endpoint with the
 // webhook port: what the API server needs to call the webhook. The EndpointSlice controller
 // marks an endpoint ready only once the pod's readiness probe passes, and the control plane is

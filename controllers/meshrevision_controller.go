@@ -143,6 +143,16 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	if err != nil {
 		return err
 	}
+	// Trust comes before use: pods restart with a certificate whose CA the webhook's caBundle
+	// already holds (or before any webhook exists).
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(mwc), mwc); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", mwc.Name, err)
+	}
+	podCert := serving.fingerprint
+	if live := liveCABundle(mwc); len(live) > 0 && !bundleHolds(live, serving.ca) {
+		podCert = "" // keep the running pods until the next reconcile, after the caBundle update
+	}
 	name, ns := controlPlaneName(rev), rev.Spec.Namespace
 	labels := controlPlaneLabels(rev)
 	meta := func() metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: ns} }
@@ -177,7 +187,11 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		}},
 		{dep, func() {
 			syncLabels(dep, labels)
-			want := desiredDeployment(rev, release.ControlPlaneImage, injectArgs, serving.fingerprint)
+			fingerprint := podCert
+			if fingerprint == "" {
+				fingerprint = dep.Spec.Template.Annotations[annotationServingCertificate]
+			}
+			want := desiredDeployment(rev, release.ControlPlaneImage, injectArgs, fingerprint)
 			if dep.Spec.Selector == nil { // immutable once created
 				dep.Spec.Selector = want.Selector
 			}
@@ -226,13 +240,14 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 			return err
 		}
 	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
+	mwc = &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
 	return ensure(ctx, r.Client, scheme, rev, mwc, func() {
 		syncLabels(mwc, labels)
 		injectsNamespaces := active || (handingOver && hasNamespaceHooks(mwc))
 		// Every root that may have signed a certificate a control-plane pod still serves stays
 		// trusted until the Deployment runs only pods started with the current certificate.
-		bundle := webhookCABundle(serving.ca, liveCABundle(mwc), rolledOut(dep))
+		allServeCurrent := rolledOut(dep) && dep.Spec.Template.Annotations[annotationServingCertificate] == serving.fingerprint
+		bundle := webhookCABundle(serving.ca, liveCABundle(mwc), allServeCurrent)
 		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, injectsNamespaces, r.OperatorNamespace, bundle))
 	})
 }

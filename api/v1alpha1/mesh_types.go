@@ -454,8 +454,6 @@ type TrustStatus struct {
 // +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.version`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Upgrading",type=string,JSONPath=`.status.conditions[?(@.type=="Upgrading")].status`
-// Generation beside Observed shows a spec the operator has not acted on yet (it is down or busy):
-// the status columns then describe an older spec.
 // +kubebuilder:printcolumn:name="Generation",type=integer,JSONPath=`.metadata.generation`
 // +kubebuilder:printcolumn:name="Observed",type=integer,JSONPath=`.status.observedGeneration`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

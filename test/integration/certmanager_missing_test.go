@@ -19,6 +19,7 @@ package integration
 import (
 	"context"
 	"os"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -88,6 +89,9 @@ var _ = Describe("The operator on a cluster without cert-manager", Ordered, func
 			expectCondition(g, &m, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerMissing)
 			ready := expectCondition(g, &m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
 			g.Expect(ready.Message).To(ContainSubstring("DependenciesHealthy=False (CertManagerMissing)"))
+			// Said once, however many conditions it fails.
+			g.Expect(strings.Count(ready.Message, "cert-manager is not installed")).To(Equal(1), ready.Message)
+			g.Expect(len(ready.Message)).To(BeNumerically("<=", 1024))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 		Consistently(mgrDone, 2*time.Second).ShouldNot(Receive(), "the manager stopped")
 	})

@@ -62,6 +62,7 @@ var _ = BeforeSuite(func() {
 
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+	env.RouteServices(standins.dial)
 
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:                 scheme,
