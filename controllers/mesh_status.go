@@ -36,8 +36,8 @@ var readyRequirements = []conditions.Requirement{
 	{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionReconciled, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionAvailable, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionControlPlaneReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue},
+	{Type: meshv1.ConditionControlPlaneReady, Healthy: metav1.ConditionTrue},
 }
 
 // computeStatus derives the remaining conditions and fields from what the phases found.
@@ -58,7 +58,9 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 	} // else resolveVersion said why the version cannot run
 
 	active := findRevision(revisions, s.ActiveRevision)
-	// The active revision's own conditions say whether the mesh serves and injects.
+	// The active revision's own conditions say whether the mesh serves and injects. Their
+	// messages are taken as they are (they name the revision's objects), so that the Ready
+	// summary can point at them instead of repeating them from ControlPlaneReady.
 	for _, t := range []string{meshv1.ConditionAvailable, meshv1.ConditionInjectionReady} {
 		switch c := revisionCondition(active, t); {
 		case active == nil:
@@ -66,7 +68,7 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 		case c == nil:
 			set(t, metav1.ConditionUnknown, meshv1.ReasonPending, "MeshRevision %s has not reported %s yet", active.Name, t)
 		default:
-			set(t, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
+			set(t, c.Status, c.Reason, "%s", c.Message)
 		}
 	}
 
