@@ -322,9 +322,10 @@ func deploymentAvailability(dep *appsv1.Deployment, key client.ObjectKey) (bool,
 		return false, fmt.Sprintf("Deployment %s does not exist yet", key)
 	}
 	counts := fmt.Sprintf("Deployment %s has %d of %d replicas available", key, dep.Status.AvailableReplicas, ptr.Deref(dep.Spec.Replicas, 0))
-	if !rolledOut(dep) {
-		// A rollout or scale-up is normal work: the Deployment's own Available condition (its
-		// pods within maxUnavailable) says whether it serves meanwhile.
+	// A rollout or scale-up is normal work: the Deployment's own Available condition (its pods
+	// within maxUnavailable) says whether it serves meanwhile.
+	want := ptr.Deref(dep.Spec.Replicas, 1)
+	if s := dep.Status; s.ObservedGeneration < dep.Generation || s.UpdatedReplicas < want || s.Replicas > want {
 		counts += "; a rollout is in progress"
 	}
 	for _, c := range dep.Status.Conditions {
