@@ -27,6 +27,7 @@ import (
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -130,10 +131,11 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 
 		first.hold() // the Deployment controller is slow to roll the new generation
 		patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.ControlPlane.Replicas = 3 })
-		Eventually(func(g Gomega) {
-			c := expectCondition(g, getMesh(g), meshv1.ConditionAvailable, "", "")
-			g.Expect(c.Message).To(ContainSubstring("has 2 of 3 replicas available"))
-		}).WithTimeout(30 * time.Second).Should(Succeed())
+		Eventually(func(g Gomega) string {
+			c := meta.FindStatusCondition(getMesh(g).Status.Conditions, meshv1.ConditionAvailable)
+			g.Expect(c).NotTo(BeNil())
+			return c.Message
+		}).WithTimeout(30 * time.Second).Should(ContainSubstring("has 2 of 3 replicas available"))
 		first.release()
 		Eventually(func(g Gomega) {
 			m := getMesh(g)
@@ -180,6 +182,7 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 
 		By("keeping the old revision for the namespaces that name it")
 		ensureNamespace(ctx, "pinned-shop", map[string]string{meshv1.LabelRevision: revision})
+		DeferCleanup(func() { ensureNamespace(ctx, "pinned-shop", map[string]string{meshv1.LabelRevision: ""}) })
 		Expect(createPod(ctx, "pinned-shop")).To(Equal(revision))
 	})
 
@@ -192,6 +195,7 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 
 	It("names a namespace labelled for a revision that does not exist", func() {
 		ensureNamespace(ctx, "stale-shop", map[string]string{meshv1.LabelRevision: "default-v0-0-7"})
+		DeferCleanup(func() { ensureNamespace(ctx, "stale-shop", map[string]string{meshv1.LabelRevision: ""}) })
 		Eventually(func(g Gomega) {
 			c := expectCondition(g, getMesh(g), meshv1.ConditionNamespacesInjected, metav1.ConditionFalse, meshv1.ReasonRevisionNotFound)
 			g.Expect(c.Message).To(ContainSubstring("stale-shop (knit.dev/rev=default-v0-0-7)"))
