@@ -126,6 +126,7 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 		deleteMesh(ctx)
 		Expect(k8sClient.Create(ctx, meshSelecting())).To(Succeed())
 		DeferCleanup(func() { deleteMesh(ctx) })
+		DeferCleanup(standins.stopAll) // before the Mesh goes (cleanups run last-in first-out)
 		standins.start(ctx, revision)
 		ensureNamespace(ctx, ns, selectedLabel)
 		Eventually(func(g Gomega) {

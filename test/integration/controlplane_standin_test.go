@@ -98,7 +98,8 @@ func (c *controlPlanes) dial(ctx context.Context, address string) (net.Conn, err
 	return nil, fmt.Errorf("no Service has ClusterIP %s", host)
 }
 
-// start runs the revision's control plane: serving, Deployment available, endpoint ready.
+// start runs the revision's control plane: serving, Deployment available, endpoint ready, until
+// stopAll.
 func (c *controlPlanes) start(ctx context.Context, revision string) *controlPlane {
 	GinkgoHelper()
 	cp := &controlPlane{revision: revision, key: revisionServiceKey(revision), done: make(chan struct{})}
@@ -130,8 +131,20 @@ func (c *controlPlanes) start(ctx context.Context, revision string) *controlPlan
 	c.running[cp.key] = cp
 	c.mu.Unlock()
 	go cp.followRollouts()
-	DeferCleanup(func() { c.stop(cp) })
 	return cp
+}
+
+// stopAll stops every running stand-in, as at the end of a container that started them.
+func (c *controlPlanes) stopAll() {
+	c.mu.Lock()
+	var all []*controlPlane
+	for _, cp := range c.running {
+		all = append(all, cp)
+	}
+	c.mu.Unlock()
+	for _, cp := range all {
+		c.stop(cp)
+	}
 }
 
 func (c *controlPlanes) stop(cp *controlPlane) {

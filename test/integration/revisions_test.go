@@ -95,6 +95,7 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 		deleteMesh(ctx)
 		Expect(k8sClient.Create(ctx, meshSelecting())).To(Succeed())
 		DeferCleanup(func() { deleteMesh(ctx) })
+		DeferCleanup(standins.stopAll) // before the Mesh goes (cleanups run last-in first-out)
 		first = standins.start(ctx, revision)
 		ensureNamespace(ctx, ns, selectedLabel)
 		Eventually(func(g Gomega) {
