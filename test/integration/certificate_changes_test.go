@@ -81,6 +81,12 @@ func (l *podLoop) finish() (int, []string) {
 	return l.created, l.failures
 }
 
+func (l *podLoop) failed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.failures) > 0
+}
+
 func (l *podLoop) count() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -147,7 +153,7 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 			g.Expect(injectorCABundle(g, ctx)).To(Equal(ca), "the webhook still trusts an earlier root")
 		}).WithTimeout(120 * time.Second).Should(Succeed())
 		after := loop.count()
-		Eventually(loop.count).WithTimeout(30 * time.Second).Should(BeNumerically(">=", after+5))
+		Eventually(func() bool { return loop.count() >= after+5 || loop.failed() }).WithTimeout(30 * time.Second).Should(BeTrue())
 		created, failures := loop.finish()
 		Expect(failures).To(BeEmpty(), "pod creation failed during the change (%d pods injected)", created)
 		fmt.Fprintf(GinkgoWriter, "%d pods created and injected during the change\n", created)

@@ -19,7 +19,6 @@ package integration
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -245,6 +244,3 @@ func updateDeploymentStatus(ctx context.Context, key client.ObjectKey) error {
 	}
 	return k8sClient.Status().Update(ctx, &dep)
 }
-
-// errAdmission tells an admission refusal from other errors in a pod loop.
-var errAdmission = errors.New("admission failed")

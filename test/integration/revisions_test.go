@@ -107,28 +107,40 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 	It("stays Ready, and not Degraded, through a control-plane scale-up and rollout", func() {
 		w, err := client.NewWithWatch(env.Config, client.Options{Scheme: scheme})
 		Expect(err).NotTo(HaveOccurred())
-		watch, err := w.Watch(ctx, &meshv1.MeshList{})
-		Expect(err).NotTo(HaveOccurred())
+		wctx, stopWatching := context.WithCancel(ctx)
 		var seen []string
 		var mu sync.Mutex
-		watched := make(chan struct{})
+		watching, watched := make(chan struct{}), make(chan struct{})
+		var once sync.Once
 		go func() {
 			defer close(watched)
-			for ev := range watch.ResultChan() {
-				m, ok := ev.Object.(*meshv1.Mesh)
-				if !ok {
+			// A watch the API server ends (its cache lagging behind etcd under load) is opened
+			// again; a new watch starts with the Mesh as it is.
+			for wctx.Err() == nil {
+				wi, err := w.Watch(wctx, &meshv1.MeshList{})
+				if err != nil {
+					time.Sleep(100 * time.Millisecond)
 					continue
 				}
-				for _, c := range m.Status.Conditions {
-					if (c.Type == meshv1.ConditionReady && c.Status != metav1.ConditionTrue) ||
-						(c.Type == meshv1.ConditionDegraded && c.Status == metav1.ConditionTrue) {
-						mu.Lock()
-						seen = append(seen, fmt.Sprintf("%s=%s: %s", c.Type, c.Status, c.Message))
-						mu.Unlock()
+				for ev := range wi.ResultChan() {
+					m, ok := ev.Object.(*meshv1.Mesh)
+					if !ok {
+						break
+					}
+					once.Do(func() { close(watching) })
+					for _, c := range m.Status.Conditions {
+						if (c.Type == meshv1.ConditionReady && c.Status != metav1.ConditionTrue) ||
+							(c.Type == meshv1.ConditionDegraded && c.Status == metav1.ConditionTrue) {
+							mu.Lock()
+							seen = append(seen, fmt.Sprintf("%s=%s: %s", c.Type, c.Status, c.Message))
+							mu.Unlock()
+						}
 					}
 				}
+				wi.Stop()
 			}
 		}()
+		Eventually(watching).WithTimeout(10 * time.Second).Should(BeClosed())
 
 		first.hold() // the Deployment controller is slow to roll the new generation
 		patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.ControlPlane.Replicas = 3 })
@@ -145,7 +157,7 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 			g.Expect(c.Message).NotTo(ContainSubstring("rollout"))
 			expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionTrue, "")
 		}).WithTimeout(30 * time.Second).Should(Succeed())
-		watch.Stop()
+		stopWatching()
 		<-watched
 		mu.Lock()
 		defer mu.Unlock()
