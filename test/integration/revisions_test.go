@@ -19,6 +19,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -110,6 +111,16 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 		wctx, stopWatching := context.WithCancel(ctx)
 		var seen []string
 		var mu sync.Mutex
+		record := func(m *meshv1.Mesh) {
+			for _, c := range m.Status.Conditions {
+				if (c.Type == meshv1.ConditionReady && c.Status != metav1.ConditionTrue) ||
+					(c.Type == meshv1.ConditionDegraded && c.Status == metav1.ConditionTrue) {
+					mu.Lock()
+					seen = append(seen, fmt.Sprintf("%s=%s: %s", c.Type, c.Status, c.Message))
+					mu.Unlock()
+				}
+			}
+		}
 		watching, watched := make(chan struct{}), make(chan struct{})
 		var once sync.Once
 		go func() {
@@ -117,7 +128,9 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 			// A watch the API server ends (its cache lagging behind etcd under load) is opened
 			// again; a new watch starts with the Mesh as it is.
 			for wctx.Err() == nil {
-				wi, err := w.Watch(wctx, &meshv1.MeshList{})
+				// From the API server's watch cache as it is ("0"): an empty resourceVersion asks
+				// for the newest, which a lagging cache may refuse.
+				wi, err := w.Watch(wctx, &meshv1.MeshList{}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: "0"}})
 				if err != nil {
 					time.Sleep(100 * time.Millisecond)
 					continue
@@ -128,14 +141,7 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 						break
 					}
 					once.Do(func() { close(watching) })
-					for _, c := range m.Status.Conditions {
-						if (c.Type == meshv1.ConditionReady && c.Status != metav1.ConditionTrue) ||
-							(c.Type == meshv1.ConditionDegraded && c.Status == metav1.ConditionTrue) {
-							mu.Lock()
-							seen = append(seen, fmt.Sprintf("%s=%s: %s", c.Type, c.Status, c.Message))
-							mu.Unlock()
-						}
-					}
+					record(m)
 				}
 				wi.Stop()
 			}
@@ -145,8 +151,12 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 		first.hold() // the Deployment controller is slow to roll the new generation
 		patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.ControlPlane.Replicas = 3 })
 		Eventually(func(g Gomega) string {
-			c := meta.FindStatusCondition(getMesh(g).Status.Conditions, meshv1.ConditionAvailable)
+			m := getMesh(g)
+			c := meta.FindStatusCondition(m.Status.Conditions, meshv1.ConditionAvailable)
 			g.Expect(c).NotTo(BeNil())
+			if strings.Contains(c.Message, "has 2 of 3 replicas available") {
+				record(m) // the Mesh in the middle of the rollout, whatever the watch saw
+			}
 			return c.Message
 		}).WithTimeout(30 * time.Second).Should(ContainSubstring("has 2 of 3 replicas available"))
 		first.release()
