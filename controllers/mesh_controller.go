@@ -231,14 +231,14 @@ func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) b
 	return true
 }
 
-// recordTransitions emits an event for each condition whose status changed.
+// recordTransitions emits an event for each condition whose status or reason changed.
 func (r *MeshReconciler) recordTransitions(before, after *meshv1.Mesh) {
 	if r.Recorder == nil {
 		return
 	}
 	for _, c := range after.Status.Conditions {
 		old := findCondition(before.Status.Conditions, c.Type)
-		if old != nil && old.Status == c.Status {
+		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
 			continue
 		}
 		if c.Status == metav1.ConditionUnknown && old == nil {

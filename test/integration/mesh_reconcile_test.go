@@ -288,6 +288,11 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 				expectCondition(g, m, meshv1.ConditionAvailable, metav1.ConditionTrue, "")
 				g.Expect(m.Status.Version).To(Equal("v0.1.0"))
 			}).WithTimeout(30 * time.Second).Should(Succeed())
+			// Back to a good version in between, so each bad one is a change of its own.
+			patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.Version = "v0.1.0" })
+			Eventually(func(g Gomega) {
+				expectCondition(g, getMesh(g), meshv1.ConditionReconciled, metav1.ConditionTrue, "")
+			}).WithTimeout(30 * time.Second).Should(Succeed())
 		}
 		m := getMesh(Default)
 		patch := client.MergeFrom(m.DeepCopy())

@@ -19,7 +19,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -37,7 +36,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -136,16 +135,13 @@ var _ = Describe("The sample Mesh", Ordered, func() {
 
 	It("shows in kubectl get whether the operator has observed the current spec", func() {
 		// What kubectl get prints: the API server's table of the printer columns.
-		httpc, err := rest.HTTPClientFor(env.Config)
+		cs, err := kubernetes.NewForConfig(env.Config)
 		Expect(err).NotTo(HaveOccurred())
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, env.Config.Host+"/apis/mesh.knit.dev/v1alpha1/meshes", nil)
-		Expect(err).NotTo(HaveOccurred())
-		req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
-		resp, err := httpc.Do(req)
-		Expect(err).NotTo(HaveOccurred())
-		defer resp.Body.Close()
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/apis/mesh.knit.dev/v1alpha1/meshes").
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+		Expect(err).NotTo(HaveOccurred(), string(raw))
 		var table metav1.Table
-		Expect(json.NewDecoder(resp.Body).Decode(&table)).To(Succeed())
+		Expect(json.Unmarshal(raw, &table)).To(Succeed(), string(raw))
 		column := map[string]int{}
 		for i, c := range table.ColumnDefinitions {
 			column[c.Name] = i
