@@ -104,29 +104,31 @@ const leaseGrace = 30 * time.Second
 
 // stalled reports, with a message, when cert-manager's controller has stopped renewing its
 // Lease. No Lease (leader election off, or another namespace) means there is nothing to judge.
-func (d *certManagerDetector) stalled(ctx context.Context, now time.Time) (bool, string, error) {
+// While it runs, lapsesAt is when it will count as stopped unless renewed again: renewals are
+// watched, a lapse is not, so the caller looks again then.
+func (d *certManagerDetector) stalled(ctx context.Context, now time.Time) (stalled bool, msg string, lapsesAt time.Time, err error) {
 	var lease coordinationv1.Lease
-	err := d.reader.Get(ctx, certManagerLease, &lease)
+	err = d.reader.Get(ctx, certManagerLease, &lease)
 	if apierrors.IsNotFound(err) {
-		return false, "", nil
+		return false, "", time.Time{}, nil
 	}
 	if err != nil {
-		return false, "", fmt.Errorf("reading Lease %s: %w", certManagerLease, err)
+		return false, "", time.Time{}, fmt.Errorf("reading Lease %s: %w", certManagerLease, err)
 	}
 	if lease.Spec.RenewTime == nil {
-		return false, "", nil
+		return false, "", time.Time{}, nil
 	}
 	duration := 15 * time.Second
 	if lease.Spec.LeaseDurationSeconds != nil {
 		duration = time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
 	}
 	renewed := lease.Spec.RenewTime.Time
-	if now.Sub(renewed) <= duration+leaseGrace {
-		return false, "", nil
+	if lapse := renewed.Add(duration + leaseGrace); !now.After(lapse) {
+		return false, "", lapse.Add(time.Second), nil
 	}
 	return true, fmt.Sprintf("cert-manager's controller is not running: its Lease %s was last renewed at %s; "+
 		"no certificate is issued or renewed until it runs again (check its Deployment, e.g. kubectl -n cert-manager get deployments)",
-		certManagerLease, renewed.UTC().Format(time.RFC3339)), nil
+		certManagerLease, renewed.UTC().Format(time.RFC3339)), time.Time{}, nil
 }
 
 func missingMessage(missing []string) string {

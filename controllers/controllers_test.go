@@ -23,14 +23,18 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"strings"
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 )
 
 func selfSigned(t *testing.T, cn string, notAfter time.Time) *x509.Certificate {
@@ -111,15 +115,21 @@ func TestDeploymentAvailability(t *testing.T) {
 		msg  string
 	}{
 		{"missing", appsv1.Deployment{}, false, "Deployment knit-system/cp does not exist yet"},
-		{"rolling out", appsv1.Deployment{ObjectMeta: created, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
+		{"rolling out is still available", appsv1.Deployment{ObjectMeta: created, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
 			Status: appsv1.DeploymentStatus{ObservedGeneration: 1, AvailableReplicas: 2, Conditions: available}},
-			false, "Deployment knit-system/cp has 2 of 2 replicas available; generation 2 is not rolled out yet"},
+			true, "Deployment knit-system/cp has 2 of 2 replicas available; a rollout is in progress"},
+		{"scaling up is still available", appsv1.Deployment{ObjectMeta: created, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](3)},
+			Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2, Conditions: available}},
+			true, "Deployment knit-system/cp has 2 of 3 replicas available; a rollout is in progress"},
 		{"no pods", appsv1.Deployment{ObjectMeta: created, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
 			Status: appsv1.DeploymentStatus{ObservedGeneration: 2}},
+			false, "Deployment knit-system/cp has 0 of 2 replicas available; a rollout is in progress"},
+		{"crash loop", appsv1.Deployment{ObjectMeta: created, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
+			Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 2, UpdatedReplicas: 2}},
 			false, "Deployment knit-system/cp has 0 of 2 replicas available"},
 		{"available", appsv1.Deployment{ObjectMeta: created, Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](2)},
-			Status: appsv1.DeploymentStatus{ObservedGeneration: 2, AvailableReplicas: 1, Conditions: available}},
-			true, "Deployment knit-system/cp has 1 of 2 replicas available"},
+			Status: appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2, Conditions: available}},
+			true, "Deployment knit-system/cp has 2 of 2 replicas available"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,5 +144,86 @@ func TestDeploymentAvailability(t *testing.T) {
 func TestRevisionName(t *testing.T) {
 	if got := RevisionName("default", "v0.1.0-rc.1"); got != "default-v0-1-0-rc-1" {
 		t.Errorf("RevisionName = %q", got)
+	}
+}
+
+func TestSyncToRemovesWhatDesiredNoLongerHas(t *testing.T) {
+	hook := func(name string) admissionregistrationv1.MutatingWebhook {
+		return admissionregistrationv1.MutatingWebhook{Name: name}
+	}
+	live := []admissionregistrationv1.MutatingWebhook{hook("rev"), hook("namespace"), hook("selector")}
+	syncTo(&live, []admissionregistrationv1.MutatingWebhook{hook("rev")})
+	if len(live) != 1 || live[0].Name != "rev" {
+		t.Errorf("webhooks after sync = %v, want only rev", live)
+	}
+
+	args := []string{"--a", "--b"}
+	syncTo(&args, []string{"--a"})
+	if len(args) != 1 {
+		t.Errorf("args after sync = %v, want [--a]", args)
+	}
+
+	// What the API server defaults (fields desired leaves empty) is still not drift.
+	port := []corev1.ServicePort{{Name: "webhook", Port: 443, Protocol: corev1.ProtocolTCP}}
+	before := port[0]
+	syncTo(&port, []corev1.ServicePort{{Name: "webhook", Port: 443}})
+	if port[0] != before {
+		t.Errorf("a defaulted field counted as drift: %+v", port[0])
+	}
+}
+
+func TestWebhookCABundleKeepsOldRootsUntilTheRolloutCompletes(t *testing.T) {
+	now := time.Now()
+	oldRoot, newRoot := selfSigned(t, "old", now.Add(time.Hour)), selfSigned(t, "new", now.Add(time.Hour))
+	tests := []struct {
+		name        string
+		current     []byte
+		live        []byte
+		rolledOut   bool
+		wantRootsCN []string
+	}{
+		{"first configuration", encodePEM(newRoot), nil, false, []string{"new"}},
+		{"CA changed, pods not rolled yet", encodePEM(newRoot), encodePEM(oldRoot), false, []string{"new", "old"}},
+		{"still rolling: not repeated", encodePEM(newRoot), append(encodePEM(newRoot), encodePEM(oldRoot)...), false, []string{"new", "old"}},
+		{"rolled out: old root dropped", encodePEM(newRoot), append(encodePEM(newRoot), encodePEM(oldRoot)...), true, []string{"new"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := commonNames(t, [][]byte{webhookCABundle(tt.current, tt.live, tt.rolledOut)})
+			if strings.Join(got, ",") != strings.Join(tt.wantRootsCN, ",") {
+				t.Errorf("caBundle roots = %v, want %v", got, tt.wantRootsCN)
+			}
+		})
+	}
+}
+
+func TestChooseActiveWaitsForTheNewRevisionToServe(t *testing.T) {
+	rev := func(name string, serving bool) meshv1.MeshRevision {
+		status := metav1.ConditionFalse
+		if serving {
+			status = metav1.ConditionTrue
+		}
+		r := meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: name, Generation: 1}}
+		r.Status.ObservedGeneration = 1
+		for _, t := range []string{meshv1.ConditionAvailable, meshv1.ConditionInjectionReady} {
+			r.Status.Conditions = append(r.Status.Conditions, metav1.Condition{Type: t, Status: status, Reason: "R"})
+		}
+		return r
+	}
+	tests := []struct {
+		name, current, want string
+		revisions           []meshv1.MeshRevision
+	}{
+		{"first install", "", "v2", []meshv1.MeshRevision{rev("v2", false)}},
+		{"new revision not serving", "v1", "v1", []meshv1.MeshRevision{rev("v1", true), rev("v2", false)}},
+		{"new revision serving", "v1", "v2", []meshv1.MeshRevision{rev("v1", true), rev("v2", true)}},
+		{"current revision gone", "v1", "v2", []meshv1.MeshRevision{rev("v2", false)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := chooseActive(tt.current, "v2", tt.revisions); got != tt.want {
+				t.Errorf("chooseActive = %s, want %s", got, tt.want)
+			}
+		})
 	}
 }

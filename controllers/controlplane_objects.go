@@ -68,15 +68,24 @@ func controlPlaneSelector(rev *meshv1.MeshRevision) map[string]string {
 	return map[string]string{"app": "knit-controlplane", meshv1.LabelRevision: rev.Name}
 }
 
-func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []string) appsv1.DeploymentSpec {
+// annotationServingCertificate on the control plane's pod template is the fingerprint of the
+// serving certificate the pods start with: a new certificate rolls the pods, and once the
+// rollout is complete no pod can serve an older one, so the webhook may stop trusting its CA.
+const annotationServingCertificate = "knit.dev/serving-certificate"
+
+func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []string, servingCertFingerprint string) appsv1.DeploymentSpec {
 	name := controlPlaneName(rev)
 	cp := rev.Spec.ControlPlane
 	podLabels := withLabels(controlPlaneLabels(rev), controlPlaneSelector(rev))
+	var podAnnotations map[string]string
+	if servingCertFingerprint != "" {
+		podAnnotations = map[string]string{annotationServingCertificate: servingCertFingerprint}
+	}
 	return appsv1.DeploymentSpec{
 		Replicas: ptr.To(cp.Replicas),
 		Selector: &metav1.LabelSelector{MatchLabels: controlPlaneSelector(rev)},
 		Template: corev1.PodTemplateSpec{
-			ObjectMeta: metav1.ObjectMeta{Labels: podLabels},
+			ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
 			Spec: corev1.PodSpec{
 				ServiceAccountName: name,
 				SecurityContext: &corev1.PodSecurityContext{

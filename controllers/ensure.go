@@ -20,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"reflect"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -83,14 +84,57 @@ func (e *NameTakenError) Error() string {
 	return "an object of this name exists that knit did not make; knit leaves it alone: rename or delete it"
 }
 
-// syncTo sets *live to desired unless live already holds everything desired sets. Empty strings,
-// nil pointers, slices and maps in desired are ignored (equality.Semantic.DeepDerivative), so
-// values the API server defaulted there do not count as drift, while an edit to a field knit
-// sets is reverted. Numbers and bools are always compared: desired must spell out defaults.
+// syncTo sets *live to desired unless live already holds exactly what desired sets. Empty
+// strings, nil pointers, slices and maps in desired are ignored (equality.Semantic.DeepDerivative),
+// so values the API server defaulted there do not count as drift, while an edit to a field knit
+// sets is reverted. Numbers and bools are always compared: desired must spell out defaults. A
+// list desired sets must have its length too: DeepDerivative alone accepts a longer live list,
+// so an item knit stopped asking for (a webhook, an argument) would stay.
 func syncTo[T any](live *T, desired T) {
-	if !equality.Semantic.DeepDerivative(desired, *live) {
+	if !equality.Semantic.DeepDerivative(desired, *live) || !sameListLengths(reflect.ValueOf(desired), reflect.ValueOf(*live)) {
 		*live = desired
 	}
+}
+
+// sameListLengths walks desired and live together and reports whether every non-empty list in
+// desired has as many items as the live one. Unexported fields (inside resource.Quantity, say)
+// are representation, not content, and are not walked.
+func sameListLengths(desired, live reflect.Value) bool {
+	if !desired.IsValid() || !live.IsValid() {
+		return true
+	}
+	switch desired.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if desired.IsNil() || live.IsNil() {
+			return true
+		}
+		return sameListLengths(desired.Elem(), live.Elem())
+	case reflect.Struct:
+		for i := range desired.NumField() {
+			if desired.Type().Field(i).IsExported() && !sameListLengths(desired.Field(i), live.Field(i)) {
+				return false
+			}
+		}
+	case reflect.Slice:
+		if desired.Len() == 0 {
+			return true
+		}
+		if desired.Len() != live.Len() {
+			return false
+		}
+		for i := range desired.Len() {
+			if !sameListLengths(desired.Index(i), live.Index(i)) {
+				return false
+			}
+		}
+	case reflect.Map:
+		for _, k := range desired.MapKeys() {
+			if !sameListLengths(desired.MapIndex(k), live.MapIndex(k)) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // syncLabels adds or corrects the given labels, leaving others alone.

@@ -17,7 +17,10 @@ limitations under the License.
 package controllers
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -25,6 +28,7 @@ import (
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -101,7 +105,7 @@ func desiredInjectorWebhooks(mesh *meshv1.Mesh, rev *meshv1.MeshRevision, active
 	if !active {
 		return hooks
 	}
-	hooks = append(hooks, webhook("namespace.inject.knit.dev", metav1.LabelSelector{
+	hooks = append(hooks, webhook(namespaceHookName, metav1.LabelSelector{
 		MatchLabels:      map[string]string{meshv1.LabelInject: meshv1.InjectEnabled},
 		MatchExpressions: []metav1.LabelSelectorRequirement{noRevision, notExcluded},
 	}))
@@ -114,16 +118,141 @@ func desiredInjectorWebhooks(mesh *meshv1.Mesh, rev *meshv1.MeshRevision, active
 	return hooks
 }
 
-// servingCA reads the CA that signed the revision's serving certificate, for the webhook's
-// caBundle. Empty until cert-manager has issued it.
-func (r *MeshRevisionReconciler) servingCA(ctx context.Context, rev *meshv1.MeshRevision) ([]byte, error) {
+// servingCert is what a revision's control plane serves with, from the Secret cert-manager
+// writes: the CA that signed it (ca.crt) and the fingerprint of the certificate itself.
+type servingCert struct {
+	ca          []byte
+	fingerprint string
+}
+
+// servingCertificate reads the revision's serving certificate Secret. Empty until cert-manager
+// has issued it.
+func (r *MeshRevisionReconciler) servingCertificate(ctx context.Context, rev *meshv1.MeshRevision) (servingCert, error) {
 	var secret corev1.Secret
 	key := client.ObjectKey{Namespace: rev.Spec.Namespace, Name: controlPlaneName(rev)}
 	if err := r.APIReader.Get(ctx, key, &secret); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, nil
+			return servingCert{}, nil
 		}
-		return nil, fmt.Errorf("reading Secret %s: %w", key, err)
+		return servingCert{}, fmt.Errorf("reading Secret %s: %w", key, err)
 	}
-	return secret.Data[cmmeta.TLSCAKey], nil
+	out := servingCert{ca: secret.Data[cmmeta.TLSCAKey]}
+	if crt := secret.Data[corev1.TLSCertKey]; len(crt) > 0 {
+		sum := sha256.Sum256(crt)
+		out.fingerprint = hex.EncodeToString(sum[:12])
+	}
+	return out, nil
+}
+
+// namespaceHookName is the webhook every active revision has: it selects namespaces labelled
+// knit.dev/inject=enabled.
+const namespaceHookName = "namespace.inject.knit.dev"
+
+func hasNamespaceHooks(mwc *admissionregistrationv1.MutatingWebhookConfiguration) bool {
+	for _, w := range mwc.Webhooks {
+		if w.Name == namespaceHookName && len(w.ClientConfig.CABundle) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitsNamespaceHooks says whether the active revision's webhook configuration does not carry
+// the namespace hooks yet, so the revision that had them must keep them a little longer.
+func (r *MeshRevisionReconciler) awaitsNamespaceHooks(ctx context.Context, activeRevision string) (bool, error) {
+	key := client.ObjectKey{Name: injectorName(&meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: activeRevision}})}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := r.Get(ctx, key, &mwc); client.IgnoreNotFound(err) != nil {
+		return false, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", key.Name, err)
+	}
+	return !hasNamespaceHooks(&mwc), nil
+}
+
+// liveCABundle is the caBundle the API server uses for the configuration now.
+func liveCABundle(mwc *admissionregistrationv1.MutatingWebhookConfiguration) []byte {
+	for _, w := range mwc.Webhooks {
+		if len(w.ClientConfig.CABundle) > 0 {
+			return w.ClientConfig.CABundle
+		}
+	}
+	return nil
+}
+
+// maxWebhookRoots bounds the caBundle: the current CA and those a rollout still depends on.
+const maxWebhookRoots = 4
+
+// webhookCABundle is the current serving CA, followed, until every control-plane pod was
+// started with the current certificate (rolledOut), by the roots of the live bundle: a pod
+// started earlier may still serve a certificate one of them signed (an issuerRef switch or a
+// root rotation changes the CA at once, while pods pick the new certificate up later).
+func webhookCABundle(current, live []byte, rolledOut bool) []byte {
+	if rolledOut || len(live) == 0 {
+		return current
+	}
+	out := bytes.Clone(current)
+	seen := map[string]bool{}
+	n := 0
+	for _, c := range parseCertificates(current) {
+		seen[string(c.Raw)] = true
+		n++
+	}
+	for _, c := range parseCertificates(live) {
+		if seen[string(c.Raw)] || n >= maxWebhookRoots {
+			continue
+		}
+		seen[string(c.Raw)] = true
+		n++
+		out = append(out, encodePEM(c)...)
+	}
+	return out
+}
+
+// bundleHolds says whether every certificate of ca is in bundle.
+func bundleHolds(bundle, ca []byte) bool {
+	have := map[string]bool{}
+	for _, c := range parseCertificates(bundle) {
+		have[string(c.Raw)] = true
+	}
+	for _, c := range parseCertificates(ca) {
+		if !have[string(c.Raw)] {
+			return false
+		}
+	}
+	return true
+}
+
+// webhookEndpointsReady says whether the control plane's Service has a ready endpoint with the
+// webhook port: what the API server needs to call the webhook. The EndpointSlice controller
+// marks an endpoint ready only once the pod's readiness probe passes, and the control plane is
+// ready only while it serves a valid certificate.
+func (r *MeshRevisionReconciler) webhookEndpointsReady(ctx context.Context, svc client.ObjectKey) (bool, string, error) {
+	var slices discoveryv1.EndpointSliceList
+	if err := r.List(ctx, &slices, client.InNamespace(svc.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name}); err != nil {
+		return false, "", fmt.Errorf("listing EndpointSlices of Service %s: %w", svc, err)
+	}
+	ready := 0
+	for _, slice := range slices.Items {
+		if !hasPort(slice.Ports, "webhook") {
+			continue
+		}
+		for _, ep := range slice.Endpoints {
+			if ptr.Deref(ep.Conditions.Ready, true) {
+				ready++
+			}
+		}
+	}
+	if ready == 0 {
+		return false, "it has no ready endpoint", nil
+	}
+	return true, fmt.Sprintf("%d ready endpoint(s)", ready), nil
+}
+
+func hasPort(ports []discoveryv1.EndpointPort, name string) bool {
+	for _, p := range ports {
+		if ptr.Deref(p.Name, "") == name {
+			return true
+		}
+	}
+	return false
 }

@@ -24,10 +24,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"slices"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -85,6 +87,10 @@ type meshState struct {
 	roots   [][]byte // PEM of the trust roots, newest first
 	// exclusionsKnown is true once status.excludedNamespaces is current.
 	exclusionsKnown bool
+	// desiredRevision is the MeshRevision that runs spec.version, once it exists.
+	desiredRevision string
+	// unknownRevisionNamespaces are namespaces labelled for a revision that does not exist.
+	unknownRevisionNamespaces []string
 	// requeueAfter asks for a reconcile at a known future event (a certificate nearing expiry).
 	requeueAfter time.Duration
 	errs         []error
@@ -116,7 +122,7 @@ func (s *meshState) requeueAt(t time.Time) {
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;update,resourceNames=knit-operator-secrets
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=knit-secrets-reader
 // +kubebuilder:rbac:groups=apiextensions.k8s.io,resources=customresourcedefinitions,verbs=get;list;watch
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get,resourceNames=cert-manager-controller
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;list;watch,resourceNames=cert-manager-controller
 // +kubebuilder:rbac:groups=cert-manager.io,resources=issuers;certificates,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=cert-manager.io,resources=clusterissuers,verbs=get;list;watch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=list
@@ -250,7 +256,7 @@ func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) b
 			metav1.ConditionUnknown, meshv1.ReasonCertManagerMissing, "%s", msg)
 		return false
 	}
-	stalled, msg, err := r.certManager.stalled(ctx, time.Now())
+	stalled, msg, lapsesAt, err := r.certManager.stalled(ctx, time.Now())
 	switch {
 	case err != nil:
 		st.fail(err)
@@ -261,19 +267,22 @@ func (r *MeshReconciler) checkDependencies(ctx context.Context, st *meshState) b
 		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionDependenciesHealthy,
 			metav1.ConditionTrue, meshv1.ReasonAsExpected, "cert-manager is installed and its controller is running")
 	}
-	// Nothing is notified when cert-manager stops: look again a little after its Lease would lapse.
-	st.requeueAt(time.Now().Add(time.Minute))
+	// A renewal of cert-manager's Lease is watched; its absence is not: look again just after
+	// the Lease would lapse.
+	if !lapsesAt.IsZero() {
+		st.requeueAt(lapsesAt)
+	}
 	return true
 }
 
-// recordTransitions emits an event for each condition whose status changed.
+// recordTransitions emits an event for each condition whose status or reason changed.
 func (r *MeshReconciler) recordTransitions(before, after *meshv1.Mesh) {
 	if r.Recorder == nil {
 		return
 	}
 	for _, c := range after.Status.Conditions {
 		old := findCondition(before.Status.Conditions, c.Type)
-		if old != nil && old.Status == c.Status {
+		if old != nil && old.Status == c.Status && old.Reason == c.Reason {
 			continue
 		}
 		if c.Status == metav1.ConditionUnknown && old == nil {
@@ -283,8 +292,17 @@ func (r *MeshReconciler) recordTransitions(before, after *meshv1.Mesh) {
 		if !conditionHealthy(c) && c.Status != metav1.ConditionUnknown {
 			kind = corev1.EventTypeWarning
 		}
-		r.Recorder.Eventf(after, nil, kind, c.Reason, "StatusChange", "%s is %s: %s", c.Type, c.Status, c.Message)
+		r.Recorder.Eventf(after, nil, kind, c.Reason, eventAction(c), "%s is %s: %s", c.Type, c.Status, c.Message)
 	}
+}
+
+// eventAction names what changed. The event recorder folds events with the same reason and
+// action into one series that keeps the first message, so the action carries the condition,
+// its status and a digest of its message: a different message is a different event.
+func eventAction(c metav1.Condition) string {
+	h := fnv.New32a()
+	h.Write([]byte(c.Message))
+	return fmt.Sprintf("Set%s%s-%08x", c.Type, c.Status, h.Sum32())
 }
 
 // conditionHealthy says whether a condition reads as good news: True for most, False for
@@ -348,6 +366,9 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// cert-manager being installed (or removed) changes DependenciesHealthy.
 		Watches(&apiextensionsv1.CustomResourceDefinition{}, enqueueMesh,
 			builder.OnlyMetadata, builder.WithPredicates(certManagerCRDPredicate)).
+		// A renewal of cert-manager's Lease is its controller running again (the cache holds
+		// only that Lease).
+		Watches(&coordinationv1.Lease{}, enqueueMesh, builder.WithPredicates(certManagerLeasePredicate)).
 		Named("mesh").
 		Build(r)
 	if err != nil {
@@ -386,6 +407,10 @@ var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object
 var beingDeleted = predicate.Funcs{UpdateFunc: func(e event.UpdateEvent) bool {
 	return !e.ObjectNew.GetDeletionTimestamp().IsZero()
 }}
+
+var certManagerLeasePredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {
+	return client.ObjectKeyFromObject(obj) == certManagerLease
+})
 
 var ourLabels = predicate.NewPredicateFuncs(func(obj client.Object) bool {
 	return obj.GetLabels()[meshv1.LabelPartOf] == meshv1.PartOfValue

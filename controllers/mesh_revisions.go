@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"sort"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -28,8 +30,9 @@ import (
 )
 
 // reconcileRevisions makes sure the MeshRevision for spec.version exists and matches the Mesh,
-// and returns every revision the Mesh owns. Earlier revisions keep running: the upgrade
-// controller retires them once no workload uses them.
+// moves status.activeRevision to it once it can serve, and returns every revision the Mesh
+// owns. Earlier revisions keep running: the upgrade controller retires them once no workload
+// uses them.
 func (r *MeshReconciler) reconcileRevisions(ctx context.Context, st *meshState) []meshv1.MeshRevision {
 	mesh := st.mesh
 	if st.release != nil {
@@ -48,7 +51,7 @@ func (r *MeshReconciler) reconcileRevisions(ctx context.Context, st *meshState) 
 		if err != nil {
 			st.fail(err)
 		} else {
-			mesh.Status.ActiveRevision = rev.Name
+			st.desiredRevision = rev.Name
 		}
 	}
 
@@ -64,5 +67,64 @@ func (r *MeshReconciler) reconcileRevisions(ctx context.Context, st *meshState) 
 		}
 	}
 	sort.Slice(owned, func(i, j int) bool { return owned[i].Name < owned[j].Name })
+	if st.desiredRevision != "" {
+		mesh.Status.ActiveRevision = chooseActive(mesh.Status.ActiveRevision, st.desiredRevision, owned)
+	}
+	unknown, err := r.namespacesWithUnknownRevision(ctx, owned)
+	if err != nil {
+		st.fail(err)
+	}
+	st.unknownRevisionNamespaces = unknown
 	return owned
+}
+
+// chooseActive keeps injection on the current revision until the desired one serves, so a new
+// version whose control plane never comes up (bad image, crash loop) leaves injection where it
+// works. With no working revision to keep, the desired one is active at once.
+func chooseActive(current, desired string, revisions []meshv1.MeshRevision) string {
+	if current == desired || findRevision(revisions, current) == nil {
+		return desired
+	}
+	if ok, _ := revisionServes(findRevision(revisions, desired)); ok {
+		return desired
+	}
+	return current
+}
+
+// revisionServes says whether a revision's control plane is Available and its webhook has a
+// ready endpoint, as its own status reports for its current spec, and if not, why.
+func revisionServes(rev *meshv1.MeshRevision) (bool, string) {
+	if rev == nil {
+		return false, "it does not exist yet"
+	}
+	if rev.Status.ObservedGeneration != rev.Generation {
+		return false, "its status does not describe its current spec yet"
+	}
+	for _, t := range []string{meshv1.ConditionAvailable, meshv1.ConditionInjectionReady} {
+		c := meta.FindStatusCondition(rev.Status.Conditions, t)
+		if c == nil {
+			return false, t + " is not reported yet"
+		}
+		if c.Status != metav1.ConditionTrue {
+			return false, fmt.Sprintf("%s=%s (%s): %s", t, c.Status, c.Reason, c.Message)
+		}
+	}
+	return true, ""
+}
+
+// namespacesWithUnknownRevision lists the namespaces labelled knit.dev/rev with a revision that
+// does not exist: no webhook selects them, so their new pods start without a proxy.
+func (r *MeshReconciler) namespacesWithUnknownRevision(ctx context.Context, revisions []meshv1.MeshRevision) ([]string, error) {
+	var list corev1.NamespaceList
+	if err := r.List(ctx, &list, client.HasLabels{meshv1.LabelRevision}); err != nil {
+		return nil, fmt.Errorf("listing namespaces: %w", err)
+	}
+	var out []string
+	for _, ns := range list.Items {
+		want := ns.Labels[meshv1.LabelRevision]
+		if ns.DeletionTimestamp == nil && findRevision(revisions, want) == nil {
+			out = append(out, fmt.Sprintf("%s (knit.dev/rev=%s)", ns.Name, want))
+		}
+	}
+	return out, nil
 }

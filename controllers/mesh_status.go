@@ -30,13 +30,14 @@ import (
 
 // readyRequirements are the conditions the Ready summary depends on. CertificatesHealthy is a
 // warning (Degraded), not an outage: a root nearing expiry still works.
+// Causes come before effects, so the summary says a cause once and points at it after.
 var readyRequirements = []conditions.Requirement{
+	{Type: meshv1.ConditionDependenciesHealthy, Healthy: metav1.ConditionTrue},
+	{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionReconciled, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionAvailable, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionControlPlaneReady, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionCertificatesReady, Healthy: metav1.ConditionTrue},
-	{Type: meshv1.ConditionDependenciesHealthy, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue},
+	{Type: meshv1.ConditionControlPlaneReady, Healthy: metav1.ConditionTrue},
 	// A spec asking for what the mesh does not do yet (mtls.mode STRICT) is not Ready.
 	{Type: meshv1.ConditionSpecSupported, Healthy: metav1.ConditionTrue},
 }
@@ -55,11 +56,13 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 		set(meshv1.ConditionReconciled, metav1.ConditionFalse, meshv1.ReasonReconcileFailed, "%v", errors.Join(st.errs...))
 	case st.release != nil:
 		set(meshv1.ConditionReconciled, metav1.ConditionTrue, meshv1.ReasonReconciled,
-			"generation %d applied: MeshRevision %s runs %s", gen, s.ActiveRevision, st.release.Version)
+			"generation %d applied: MeshRevision %s runs %s", gen, st.desiredRevision, st.release.Version)
 	} // else resolveVersion said why the version cannot run
 
 	active := findRevision(revisions, s.ActiveRevision)
-	// The active revision's own conditions say whether the mesh serves and injects.
+	// The active revision's own conditions say whether the mesh serves and injects. Their
+	// messages are taken as they are (they name the revision's objects), so that the Ready
+	// summary can point at them instead of repeating them from ControlPlaneReady.
 	for _, t := range []string{meshv1.ConditionAvailable, meshv1.ConditionInjectionReady} {
 		switch c := revisionCondition(active, t); {
 		case active == nil:
@@ -67,7 +70,7 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 		case c == nil:
 			set(t, metav1.ConditionUnknown, meshv1.ReasonPending, "MeshRevision %s has not reported %s yet", active.Name, t)
 		default:
-			set(t, c.Status, c.Reason, "MeshRevision %s: %s", active.Name, c.Message)
+			set(t, c.Status, c.Reason, "%s", c.Message)
 		}
 	}
 
@@ -93,10 +96,17 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 			"MeshRevision %s ready", strings.Join(names, ", "))
 	}
 
-	if len(revisions) > 1 {
+	desired := findRevision(revisions, st.desiredRevision)
+	switch {
+	case desired != nil && st.desiredRevision != s.ActiveRevision:
+		_, why := revisionServes(desired)
+		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRevisionNotServing,
+			"MeshRevision %s (%s) cannot serve yet: %s; MeshRevision %s keeps injecting until it can",
+			desired.Name, desired.Spec.Version, why, s.ActiveRevision)
+	case len(revisions) > 1:
 		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRevisionsInFlight,
 			"MeshRevisions %s run side by side; workloads move to %s", strings.Join(names, ", "), s.ActiveRevision)
-	} else {
+	default:
 		set(meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate, "one MeshRevision runs the mesh")
 	}
 	if len(revisions) == 1 && active != nil && meta.IsStatusConditionTrue(active.Status.Conditions, meshv1.ConditionAvailable) {
@@ -104,6 +114,16 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 	}
 
 	reportUnimplemented(mesh)
+	if len(st.unknownRevisionNamespaces) > 0 {
+		set(meshv1.ConditionNamespacesInjected, metav1.ConditionFalse, meshv1.ReasonRevisionNotFound,
+			"namespaces labelled for a MeshRevision that does not exist start new pods without a proxy: %s; "+
+				"label them knit.dev/rev=%s or knit.dev/inject=enabled instead",
+			strings.Join(st.unknownRevisionNamespaces, ", "), s.ActiveRevision)
+	} else {
+		set(meshv1.ConditionNamespacesInjected, metav1.ConditionTrue, meshv1.ReasonAsExpected,
+			"every namespace labelled knit.dev/rev names an existing MeshRevision")
+	}
+	computeHighlyAvailable(mesh)
 	r.computeDegraded(mesh)
 	sum := conditions.Summarize(s.Conditions, meshv1.ReasonAllReady, meshv1.ReasonNotReady, readyRequirements...)
 	set(meshv1.ConditionReady, sum.Status, sum.Reason, "%s", sum.Message)
@@ -133,6 +153,24 @@ func (r *MeshReconciler) computeDegraded(mesh *meshv1.Mesh) {
 	}
 	conditions.Set(&s.Conditions, mesh.Generation, meshv1.ConditionDegraded, metav1.ConditionFalse,
 		meshv1.ReasonAsExpected, "nothing that worked has stopped working")
+}
+
+// computeHighlyAvailable warns when a node drain can stop pod creation in meshed namespaces:
+// the PodDisruptionBudget lets the only control-plane pod be evicted, and with failurePolicy
+// Fail the API server refuses pods while no webhook answers.
+func computeHighlyAvailable(mesh *meshv1.Mesh) {
+	spec := mesh.Spec
+	if spec.ControlPlane.Replicas < 2 && spec.Injection.FailurePolicy == meshv1.FailurePolicyFail {
+		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionHighlyAvailable, metav1.ConditionFalse,
+			meshv1.ReasonSingleReplicaFailClosed,
+			"controlPlane.replicas is %d and injection.failurePolicy is Fail: a node drain may evict the only "+
+				"control-plane pod, and until it runs again the API server refuses pod creation in meshed namespaces; "+
+				"set controlPlane.replicas to 2 or more", spec.ControlPlane.Replicas)
+		return
+	}
+	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionHighlyAvailable, metav1.ConditionTrue,
+		meshv1.ReasonAsExpected, "controlPlane.replicas is %d with injection.failurePolicy %s",
+		spec.ControlPlane.Replicas, spec.Injection.FailurePolicy)
 }
 
 func findRevision(revs []meshv1.MeshRevision, name string) *meshv1.MeshRevision {

@@ -26,6 +26,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -154,6 +155,20 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	if err != nil {
 		return err
 	}
+	serving, err := r.servingCertificate(ctx, rev)
+	if err != nil {
+		return err
+	}
+	// Trust comes before use: pods restart with a certificate whose CA the webhook's caBundle
+	// already holds (or before any webhook exists).
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
+	if err := r.Get(ctx, client.ObjectKeyFromObject(mwc), mwc); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", mwc.Name, err)
+	}
+	podCert := serving.fingerprint
+	if live := liveCABundle(mwc); len(live) > 0 && !bundleHolds(live, serving.ca) {
+		podCert = "" // keep the running pods until the next reconcile, after the caBundle update
+	}
 	name, ns := controlPlaneName(rev), rev.Spec.Namespace
 	labels := controlPlaneLabels(rev)
 	meta := func() metav1.ObjectMeta { return metav1.ObjectMeta{Name: name, Namespace: ns} }
@@ -188,7 +203,11 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		}},
 		{dep, func() {
 			syncLabels(dep, labels)
-			want := desiredDeployment(rev, release.ControlPlaneImage, injectArgs)
+			fingerprint := podCert
+			if fingerprint == "" {
+				fingerprint = dep.Spec.Template.Annotations[annotationServingCertificate]
+			}
+			want := desiredDeployment(rev, release.ControlPlaneImage, injectArgs, fingerprint)
 			if dep.Spec.Selector == nil { // immutable once created
 				dep.Spec.Selector = want.Selector
 			}
@@ -229,19 +248,31 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 
 	// The webhook configuration waits for the serving certificate: without its CA the API
 	// server could not call the webhook, and with failurePolicy Fail no meshed pod would start.
-	ca, err := r.servingCA(ctx, rev)
-	if err != nil || len(ca) == 0 {
-		return err
+	if len(serving.ca) == 0 {
+		return nil
 	}
-	active := mesh.Status.ActiveRevision == rev.Name || RevisionName(mesh.Name, mesh.Spec.Version) == rev.Name
 	excluded, err := neverMeshed(ctx, r.APIReader, rev.Spec.Namespace, r.OperatorNamespace)
 	if err != nil {
 		return err
 	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
+	// Namespaces move to the active revision; a revision that injected them keeps its hooks
+	// until the active one's webhook configuration carries them, so no pod falls in between.
+	active := mesh.Status.ActiveRevision == rev.Name
+	handingOver := false
+	if !active && mesh.Status.ActiveRevision != "" {
+		if handingOver, err = r.awaitsNamespaceHooks(ctx, mesh.Status.ActiveRevision); err != nil {
+			return err
+		}
+	}
+	mwc = &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
 	return ensure(ctx, r.Client, r.APIReader, scheme, rev, mwc, func() {
 		syncLabels(mwc, labels)
-		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, active, excluded, ca))
+		injectsNamespaces := active || (handingOver && hasNamespaceHooks(mwc))
+		// Every root that may have signed a certificate a control-plane pod still serves stays
+		// trusted until the Deployment runs only pods started with the current certificate.
+		allServeCurrent := rolledOut(dep) && dep.Spec.Template.Annotations[annotationServingCertificate] == serving.fingerprint
+		bundle := webhookCABundle(serving.ca, liveCABundle(mwc), allServeCurrent)
+		syncTo(&mwc.Webhooks, desiredInjectorWebhooks(&mesh, rev, injectsNamespaces, excluded, bundle))
 	})
 }
 
@@ -262,26 +293,37 @@ func (r *MeshRevisionReconciler) observeAvailability(ctx context.Context, rev *m
 		conditions.Set(conds, gen, meshv1.ConditionAvailable, metav1.ConditionFalse, meshv1.ReasonDeploymentUnavailable, "%s", msg)
 	}
 
+	// Injection is judged by what the API server would do with a pod now, which does not
+	// depend on cert-manager being up: a configured webhook with a CA, and a ready endpoint
+	// behind its Service.
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	mwcKey := client.ObjectKey{Name: injectorName(rev)}
+	switch err := r.Get(ctx, mwcKey, &mwc); {
+	case client.IgnoreNotFound(err) != nil:
+		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", mwcKey.Name, err)
+	case err != nil || len(liveCABundle(&mwc)) == 0:
+		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonCertificateNotReady,
+			"MutatingWebhookConfiguration %s waits for the serving certificate in Secret %s", mwcKey.Name, key)
+	default:
+		serving, msg, err := r.webhookEndpointsReady(ctx, key)
+		switch {
+		case err != nil:
+			return err
+		case serving:
+			conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionTrue, meshv1.ReasonAsExpected,
+				"MutatingWebhookConfiguration %s routes pod creation to Service %s: %s", mwcKey.Name, key, msg)
+		default:
+			conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonWebhookNotServing,
+				"MutatingWebhookConfiguration %s routes pod creation to Service %s, but %s", mwcKey.Name, key, msg)
+		}
+	}
+
 	if missing, err := r.certManager.missing(ctx); err != nil {
 		return err
 	} else if len(missing) > 0 {
 		conditions.Set(conds, gen, meshv1.ConditionCertificatesReady, metav1.ConditionFalse,
 			meshv1.ReasonCertManagerMissing, "%s", missingMessage(missing))
-		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionFalse,
-			meshv1.ReasonCertManagerMissing, "injection needs a serving certificate: %s", missingMessage(missing))
 		return nil
-	}
-	var mwc admissionregistrationv1.MutatingWebhookConfiguration
-	mwcKey := client.ObjectKey{Name: injectorName(rev)}
-	switch err := r.Get(ctx, mwcKey, &mwc); {
-	case err == nil && len(mwc.Webhooks) > 0 && len(mwc.Webhooks[0].ClientConfig.CABundle) > 0:
-		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionTrue, meshv1.ReasonAsExpected,
-			"MutatingWebhookConfiguration %s routes pod creation to Service %s", mwcKey.Name, key)
-	case client.IgnoreNotFound(err) != nil:
-		return fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", mwcKey.Name, err)
-	default:
-		conditions.Set(conds, gen, meshv1.ConditionInjectionReady, metav1.ConditionFalse, meshv1.ReasonCertificateNotReady,
-			"MutatingWebhookConfiguration %s waits for the serving certificate in Secret %s", mwcKey.Name, key)
 	}
 
 	var cert cmapi.Certificate
@@ -304,8 +346,11 @@ func deploymentAvailability(dep *appsv1.Deployment, key client.ObjectKey) (bool,
 		return false, fmt.Sprintf("Deployment %s does not exist yet", key)
 	}
 	counts := fmt.Sprintf("Deployment %s has %d of %d replicas available", key, dep.Status.AvailableReplicas, ptr.Deref(dep.Spec.Replicas, 0))
-	if dep.Status.ObservedGeneration < dep.Generation {
-		return false, fmt.Sprintf("%s; generation %d is not rolled out yet", counts, dep.Generation)
+	// A rollout or scale-up is normal work: the Deployment's own Available condition (its pods
+	// within maxUnavailable) says whether it serves meanwhile.
+	want := ptr.Deref(dep.Spec.Replicas, 1)
+	if s := dep.Status; s.ObservedGeneration < dep.Generation || s.UpdatedReplicas < want || s.Replicas > want {
+		counts += "; a rollout is in progress"
 	}
 	for _, c := range dep.Status.Conditions {
 		if c.Type == appsv1.DeploymentAvailable && c.Status == corev1.ConditionTrue && dep.Status.AvailableReplicas > 0 {
@@ -313,6 +358,15 @@ func deploymentAvailability(dep *appsv1.Deployment, key client.ObjectKey) (bool,
 		}
 	}
 	return false, counts
+}
+
+// rolledOut says whether every pod of the Deployment runs its current template and is
+// available, with no pod of an earlier template left.
+func rolledOut(dep *appsv1.Deployment) bool {
+	want := ptr.Deref(dep.Spec.Replicas, 1)
+	s := dep.Status
+	return !dep.CreationTimestamp.IsZero() && s.ObservedGeneration >= dep.Generation &&
+		s.UpdatedReplicas == want && s.Replicas == want && s.AvailableReplicas == want
 }
 
 // certificateReady reads cert-manager's Ready condition of a Certificate.
@@ -342,6 +396,13 @@ func (r *MeshRevisionReconciler) revisionsOf(ctx context.Context, _ client.Objec
 	return reqs
 }
 
+func revisionOfLabel(_ context.Context, obj client.Object) []reconcile.Request {
+	if name := obj.GetLabels()[meshv1.LabelRevision]; name != "" {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+	}
+	return nil
+}
+
 // SetupWithManager registers the reconciler; watches on cert-manager kinds start once
 // cert-manager is installed.
 func (r *MeshRevisionReconciler) SetupWithManager(mgr ctrl.Manager, cm *certManagerDetector) error {
@@ -354,7 +415,12 @@ func (r *MeshRevisionReconciler) SetupWithManager(mgr ctrl.Manager, cm *certMana
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&rbacv1.ClusterRole{}).
 		Owns(&rbacv1.ClusterRoleBinding{}).
-		Owns(&admissionregistrationv1.MutatingWebhookConfiguration{}).
+		// A revision hands its namespace hooks over once the active one's configuration has
+		// them: any injector change concerns every revision.
+		Watches(&admissionregistrationv1.MutatingWebhookConfiguration{}, handler.EnqueueRequestsFromMapFunc(r.revisionsOf)).
+		// Ready endpoints behind the control plane's Service are what lets the webhook answer.
+		// The EndpointSlice controller copies the Service's labels, knit.dev/rev among them.
+		Watches(&discoveryv1.EndpointSlice{}, handler.EnqueueRequestsFromMapFunc(revisionOfLabel)).
 		// The Mesh's injection settings and active revision shape every revision's objects.
 		Watches(&meshv1.Mesh{}, handler.EnqueueRequestsFromMapFunc(r.revisionsOf)).
 		Named("meshrevision").

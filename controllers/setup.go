@@ -20,10 +20,13 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -52,6 +55,13 @@ func CacheOptions() cache.Options {
 	ours := labels.SelectorFromSet(labels.Set{meshv1.LabelPartOf: meshv1.PartOfValue})
 	byLabel := cache.ByObject{Label: ours}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		// The EndpointSlice controller copies the Service's labels, knit's among them.
+		&discoveryv1.EndpointSlice{}: byLabel,
+		// Only cert-manager's leader-election Lease tells the operator anything.
+		&coordinationv1.Lease{}: {
+			Namespaces: map[string]cache.Config{certManagerLease.Namespace: {}},
+			Field:      fields.OneTermEqualSelector("metadata.name", certManagerLease.Name),
+		},
 		&corev1.ConfigMap{}:                                     {Label: labels.SelectorFromSet(labels.Set{meshv1.LabelTrustBundle: "true"})},
 		&appsv1.Deployment{}:                                    byLabel,
 		&corev1.Service{}:                                       byLabel,

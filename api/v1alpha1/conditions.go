@@ -42,6 +42,13 @@ const (
 	// ConditionSpecSupported is False when the spec sets fields that have no effect yet
 	// (NotYetImplemented); the message names them.
 	ConditionSpecSupported = "SpecSupported"
+	// ConditionNamespacesInjected is False when a namespace asks for a MeshRevision that does
+	// not exist: its new pods start without a proxy. It does not affect Ready.
+	ConditionNamespacesInjected = "NamespacesInjected"
+	// ConditionHighlyAvailable is False when one voluntary disruption (a node drain) can stop
+	// pod creation in meshed namespaces: a single control-plane replica with failurePolicy
+	// Fail. It is a warning and does not affect Ready.
+	ConditionHighlyAvailable = "HighlyAvailable"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -57,6 +64,8 @@ var MeshConditionTypes = []string{
 	ConditionUpgrading,
 	ConditionDegraded,
 	ConditionSpecSupported,
+	ConditionNamespacesInjected,
+	ConditionHighlyAvailable,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -108,4 +117,16 @@ const (
 	// ReasonSignerNotGranted: the operator may not grant the control plane approval for the
 	// issuer's signer; the message names the signer and the RBAC to add.
 	ReasonSignerNotGranted = "SignerNotGranted"
+	// ReasonRevisionNotServing: the MeshRevision for spec.version cannot serve yet (its
+	// control-plane Deployment is not Available or its webhook has no ready endpoint), so the
+	// previous revision keeps injecting.
+	ReasonRevisionNotServing = "RevisionNotServing"
+	// ReasonWebhookNotServing: the injection webhook is configured but nothing answers behind
+	// it (no ready endpoint in the control plane's Service).
+	ReasonWebhookNotServing = "WebhookNotServing"
+	// ReasonRevisionNotFound: a namespace is labelled knit.dev/rev for a MeshRevision that does
+	// not exist.
+	ReasonRevisionNotFound = "RevisionNotFound"
+	// ReasonSingleReplicaFailClosed: one control-plane replica with failurePolicy Fail.
+	ReasonSingleReplicaFailClosed = "SingleReplicaFailClosed"
 )

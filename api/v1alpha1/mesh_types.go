@@ -225,6 +225,8 @@ type InjectionSpec struct {
 	// status.excludedNamespaces (kube-system, kube-public, kube-node-lease, the control plane's,
 	// the operator's and cert-manager's): even an empty selector ({}, every namespace) skips
 	// them, so injection never depends on itself.
+	// Removing it removes its webhook: pods created afterwards in namespaces it selected start
+	// without a proxy.
 	// +optional
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector,omitempty"`
 
@@ -374,7 +376,9 @@ type ControlPlaneSpec struct {
 	Namespace string `json:"namespace,omitempty"`
 
 	// replicas of each revision's control plane; two or more keep injection available during
-	// node drains.
+	// node drains. With 1 and injection.failurePolicy Fail, the Mesh's HighlyAvailable
+	// condition is False: draining the node of the only control-plane pod refuses pod creation
+	// in meshed namespaces until it runs again.
 	// +optional
 	// +kubebuilder:default=2
 	// +kubebuilder:validation:Minimum=1
@@ -410,7 +414,11 @@ type MeshStatus struct {
 	// +optional
 	DesiredVersion string `json:"desiredVersion,omitempty"`
 
-	// activeRevision is the MeshRevision that injects new pods.
+	// activeRevision is the MeshRevision that injects new pods in namespaces labelled
+	// knit.dev/inject=enabled or selected by spec.injection.namespaceSelector. After a change of
+	// spec.version it moves to the new revision only once that revision's control-plane
+	// Deployment is Available and its webhook has a ready endpoint; until then the previous
+	// revision keeps injecting (the Upgrading condition says why).
 	// +optional
 	ActiveRevision string `json:"activeRevision,omitempty"`
 
@@ -450,6 +458,8 @@ type TrustStatus struct {
 // +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.version`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Upgrading",type=string,JSONPath=`.status.conditions[?(@.type=="Upgrading")].status`
+// +kubebuilder:printcolumn:name="Generation",type=integer,JSONPath=`.metadata.generation`
+// +kubebuilder:printcolumn:name="Observed",type=integer,JSONPath=`.status.observedGeneration`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:printcolumn:name="Message",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].message`,priority=1
 type Mesh struct {

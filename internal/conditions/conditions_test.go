@@ -17,7 +17,9 @@ limitations under the License.
 package conditions
 
 import (
+	"strings"
 	"testing"
+	"unicode/utf8"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
@@ -77,5 +79,38 @@ func TestInitUnknownKeepsExisting(t *testing.T) {
 	}
 	if conds[1].Type != "B" || conds[1].Status != metav1.ConditionUnknown || conds[1].ObservedGeneration != 3 {
 		t.Errorf("B = %+v, want Unknown at generation 3", conds[1])
+	}
+}
+
+func TestSummarizeSaysEachThingOnce(t *testing.T) {
+	missing := "cert-manager is not installed: CustomResourceDefinition certificates.cert-manager.io not found"
+	conds := []metav1.Condition{
+		{Type: "DependenciesHealthy", Status: "False", Reason: "CertManagerMissing", Message: missing},
+		{Type: "CertificatesReady", Status: "False", Reason: "CertManagerMissing", Message: missing},
+		{Type: "ControlPlaneReady", Status: "False", Reason: "NotReady", Message: "MeshRevision r1: Reconciled=False (ReconcileFailed): " + missing},
+	}
+	reqs := []Requirement{
+		{Type: "DependenciesHealthy", Healthy: "True"},
+		{Type: "CertificatesReady", Healthy: "True"},
+		{Type: "ControlPlaneReady", Healthy: "True"},
+	}
+	got := Summarize(conds, "Ok", "NotOk", reqs...).Message
+	if n := strings.Count(got, missing); n != 1 {
+		t.Errorf("the missing dependency is said %d times, want once: %s", n, got)
+	}
+	want := "DependenciesHealthy=False (CertManagerMissing): " + missing +
+		"; CertificatesReady=False (CertManagerMissing): (see DependenciesHealthy)" +
+		"; ControlPlaneReady=False (NotReady): MeshRevision r1: Reconciled=False (ReconcileFailed): (see DependenciesHealthy)"
+	if got != want {
+		t.Errorf("Summarize message\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestSetBoundsTheMessage(t *testing.T) {
+	var conds []metav1.Condition
+	Set(&conds, 1, "Ready", metav1.ConditionFalse, "NotReady", "%s", strings.Repeat("é", 2*MaxMessageLength))
+	msg := conds[0].Message
+	if len(msg) > MaxMessageLength || !utf8.ValidString(msg) || !strings.HasSuffix(msg, " …") {
+		t.Errorf("message of %d bytes (valid UTF-8: %v) ends %q", len(msg), utf8.ValidString(msg), msg[len(msg)-8:])
 	}
 }

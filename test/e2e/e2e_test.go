@@ -491,6 +491,62 @@ spec:
 		_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
 	})
 
+	It("upgrades the mesh without an injection gap: pods created afterwards get the new revision's proxy", Label("upgrade"), func() {
+		const ns = "knit-e2e-upgrade"
+		probe := imageRef("e2e-probe")
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %s, labels: {knit.dev/inject: enabled}}
+`, ns))
+		DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
+		Expect(meshField("{.status.activeRevision}")).To(Equal("default-v0-1-0"))
+
+		kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"version":"v0.2.0"}}`)
+		start := time.Now()
+		sawWaiting := false
+		Eventually(func(g Gomega) {
+			if meshCondition("Upgrading", "reason") == "RevisionNotServing" && !sawWaiting {
+				sawWaiting = true
+				GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
+			}
+			g.Expect(meshField("{.status.activeRevision}")).To(Equal("default-v0-2-0"))
+		}).WithTimeout(3*time.Minute).WithPolling(time.Second).Should(Succeed(), "injection moves to default-v0-2-0 once it serves")
+		GinkgoWriter.Printf("active revision default-v0-2-0 %s after the version change\n", time.Since(start).Round(time.Second))
+		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
+		Eventually(func() string {
+			out, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-1-0", "-o", `jsonpath={.webhooks[*].name}`)
+			return strings.TrimSpace(out)
+		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Equal("rev.inject.knit.dev"),
+			"the old revision keeps only the webhook for namespaces that name it")
+		Expect(strings.Fields(kubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`))).
+			To(ContainElements("rev.inject.knit.dev", "namespace.inject.knit.dev"))
+
+		applyManifest(fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: after-upgrade, namespace: %[1]s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: after-upgrade}}
+  template:
+    metadata: {labels: {app: after-upgrade}}
+    spec:
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: app
+        image: %[2]s
+        imagePullPolicy: Never
+        args: [serve, ":8080"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+`, ns, probe))
+		kubectl("-n", ns, "rollout", "status", "deployment/after-upgrade", "--timeout=120s")
+		pod := kubectl("-n", ns, "get", "pods", "-l", "app=after-upgrade", "-o", "jsonpath={.items[0].metadata.name}")
+		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.metadata.annotations.knit\.dev/injected-revision}`)).To(Equal("default-v0-2-0"))
+		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.spec.initContainers[?(@.name=="knit-proxy")].image}`)).To(HaveSuffix(":v0.2.0"))
+		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
+	})
+
 	It("tells in describe mesh when cert-manager's controller is not running, and recovers", Label("certmanager"), func() {
 		// The operator judges cert-manager by the Lease kube-system/cert-manager-controller: the
 		// installed controller must elect its leader there, under that name.

@@ -18,12 +18,25 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
+	"strings"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -88,6 +101,9 @@ var _ = Describe("The operator on a cluster without cert-manager", Ordered, func
 			expectCondition(g, &m, meshv1.ConditionCertificatesReady, metav1.ConditionFalse, meshv1.ReasonCertManagerMissing)
 			ready := expectCondition(g, &m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
 			g.Expect(ready.Message).To(ContainSubstring("DependenciesHealthy=False (CertManagerMissing)"))
+			// Said once, however many conditions it fails.
+			g.Expect(strings.Count(ready.Message, "cert-manager is not installed")).To(Equal(1), ready.Message)
+			g.Expect(len(ready.Message)).To(BeNumerically("<=", 1024))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 		Consistently(mgrDone, 2*time.Second).ShouldNot(Receive(), "the manager stopped")
 	})
@@ -106,4 +122,79 @@ var _ = Describe("The operator on a cluster without cert-manager", Ordered, func
 			g.Expect(c.Get(ctx, client.ObjectKey{Namespace: "knit-system", Name: "knit-controlplane-v0-1-0"}, &cert)).To(Succeed())
 		}).WithTimeout(60 * time.Second).Should(Succeed())
 	})
+
+	It("keeps InjectionReady while the webhook can answer, even once cert-manager is removed", func() {
+		key := client.ObjectKey{Namespace: "knit-system", Name: "knit-controlplane-v0-1-0"}
+		// No cert-manager controller runs here: write the serving Secret as it would, and play
+		// the Deployment and EndpointSlice controllers.
+		crt, tlsKey := selfSignedServingCertificate(key)
+		Expect(c.Create(ctx, &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name},
+			Type:       corev1.SecretTypeTLS,
+			Data:       map[string][]byte{"tls.crt": crt, "tls.key": tlsKey, "ca.crt": crt},
+		})).To(Succeed())
+		Expect(c.Create(ctx, &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name + "-standin", Labels: map[string]string{
+				discoveryv1.LabelServiceName: key.Name, meshv1.LabelPartOf: meshv1.PartOfValue, meshv1.LabelRevision: "default-v0-1-0",
+			}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{"192.0.2.10"}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+			Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("webhook"), Port: ptr.To[int32](8443)}},
+		})).To(Succeed())
+		Eventually(func(g Gomega) {
+			var dep appsv1.Deployment
+			g.Expect(c.Get(ctx, key, &dep)).To(Succeed())
+			n := ptr.Deref(dep.Spec.Replicas, 1)
+			dep.Status = appsv1.DeploymentStatus{ObservedGeneration: dep.Generation, Replicas: n, ReadyReplicas: n, AvailableReplicas: n, UpdatedReplicas: n,
+				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable"}}}
+			g.Expect(c.Status().Update(ctx, &dep)).To(Succeed())
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		meshCond := func(g Gomega, t string) metav1.Condition {
+			var m meshv1.Mesh
+			g.Expect(c.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &m)).To(Succeed())
+			cond := meta.FindStatusCondition(m.Status.Conditions, t)
+			g.Expect(cond).NotTo(BeNil())
+			return *cond
+		}
+		Eventually(func(g Gomega) {
+			g.Expect(meshCond(g, meshv1.ConditionInjectionReady).Status).To(Equal(metav1.ConditionTrue), meshCond(g, meshv1.ConditionInjectionReady).Message)
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		By("removing cert-manager's CRDs")
+		for _, name := range []string{"certificates.cert-manager.io", "certificaterequests.cert-manager.io", "issuers.cert-manager.io", "clusterissuers.cert-manager.io"} {
+			Expect(client.IgnoreNotFound(c.Delete(ctx, &apiextensionsv1.CustomResourceDefinition{ObjectMeta: metav1.ObjectMeta{Name: name}}))).To(Succeed())
+		}
+		Eventually(func(g Gomega) {
+			var rev meshv1.MeshRevision
+			g.Expect(c.Get(ctx, client.ObjectKey{Name: "default-v0-1-0"}, &rev)).To(Succeed())
+			certs := meta.FindStatusCondition(rev.Status.Conditions, meshv1.ConditionCertificatesReady)
+			g.Expect(certs).NotTo(BeNil())
+			g.Expect(certs.Reason).To(Equal(meshv1.ReasonCertManagerMissing))
+			inj := meta.FindStatusCondition(rev.Status.Conditions, meshv1.ConditionInjectionReady)
+			g.Expect(inj.Status).To(Equal(metav1.ConditionTrue), "pods are still injected: %s", inj.Message)
+			g.Expect(meshCond(g, meshv1.ConditionDependenciesHealthy).Reason).To(Equal(meshv1.ReasonCertManagerMissing))
+			g.Expect(meshCond(g, meshv1.ConditionInjectionReady).Status).To(Equal(metav1.ConditionTrue))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
 })
+
+// selfSignedServingCertificate is a serving certificate for a Service, as cert-manager would
+// issue it, for an environment where cert-manager's controller does not run.
+func selfSignedServingCertificate(svc client.ObjectKey) (certPEM, keyPEM []byte) {
+	GinkgoHelper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	Expect(err).NotTo(HaveOccurred())
+	name := svc.Name + "." + svc.Namespace + ".svc"
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, DNSNames: []string{name},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	Expect(err).NotTo(HaveOccurred())
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	Expect(err).NotTo(HaveOccurred())
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}

@@ -33,6 +33,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,22 +72,16 @@ func expectCondition(g Gomega, m *meshv1.Mesh, t string, status metav1.Condition
 }
 
 // markAvailable stands in for kube-controller-manager and kubelet, which envtest does not run:
-// it reports the control-plane Deployment's pods as available.
+// it reports the control-plane Deployment's pods as available and ready behind its Service.
+// Nothing serves there: a spec that creates pods the webhook selects starts a stand-in
+// (controlPlanes.start) instead.
 func markAvailable(ctx context.Context, key client.ObjectKey) {
 	GinkgoHelper()
 	Eventually(func(g Gomega) {
+		g.Expect(updateDeploymentStatus(ctx, key)).To(Succeed())
 		var dep appsv1.Deployment
 		g.Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
-		replicas := ptr.Deref(dep.Spec.Replicas, 1)
-		dep.Status = appsv1.DeploymentStatus{
-			ObservedGeneration: dep.Generation,
-			Replicas:           replicas, ReadyReplicas: replicas, AvailableReplicas: replicas, UpdatedReplicas: replicas,
-			Conditions: []appsv1.DeploymentCondition{{
-				Type: appsv1.DeploymentAvailable, Status: corev1.ConditionTrue, Reason: "MinimumReplicasAvailable",
-				LastUpdateTime: metav1.Now(), LastTransitionTime: metav1.Now(),
-			}},
-		}
-		g.Expect(k8sClient.Status().Update(ctx, &dep)).To(Succeed())
+		g.Expect(ensureEndpoint(ctx, key, dep.Labels[meshv1.LabelRevision])).To(Succeed())
 	}).WithTimeout(30 * time.Second).Should(Succeed())
 }
 
@@ -294,6 +289,11 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 				expectCondition(g, m, meshv1.ConditionAvailable, metav1.ConditionTrue, "")
 				g.Expect(m.Status.Version).To(Equal("v0.1.0"))
 			}).WithTimeout(30 * time.Second).Should(Succeed())
+			// Back to a good version in between, so each bad one is a change of its own.
+			patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.Version = "v0.1.0" })
+			Eventually(func(g Gomega) {
+				expectCondition(g, getMesh(g), meshv1.ConditionReconciled, metav1.ConditionTrue, "")
+			}).WithTimeout(30 * time.Second).Should(Succeed())
 		}
 		m := getMesh(Default)
 		patch := client.MergeFrom(m.DeepCopy())
@@ -302,6 +302,21 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		Eventually(func(g Gomega) {
 			expectCondition(g, getMesh(g), meshv1.ConditionReady, metav1.ConditionTrue, "")
 		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		By("telling each change in its own event, with its own message")
+		for _, want := range []string{"v9.9.9 is not a release this operator knows", "v0.0.9 is end of life"} {
+			Eventually(func(g Gomega) []string {
+				var list eventsv1.EventList
+				g.Expect(k8sClient.List(ctx, &list, client.InNamespace(metav1.NamespaceDefault))).To(Succeed())
+				var notes []string
+				for _, e := range list.Items {
+					if e.Regarding.Kind == "Mesh" && e.Reason == meshv1.ReasonUnsupportedVersion {
+						notes = append(notes, e.Note)
+					}
+				}
+				return notes
+			}).WithTimeout(30*time.Second).Should(ContainElement(ContainSubstring(want)), "no event says %q", want)
+		}
 	})
 
 	It("makes no API write when reconciling again with nothing changed", func() {
@@ -341,25 +356,23 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		Expect(k8sClient.Create(ctx, lease)).To(Succeed())
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, lease))).To(Succeed()) })
 
-		// Nothing notifies the operator when cert-manager stops; its periodic look is what finds
-		// out. Run that look now rather than wait a minute.
-		reconcileNow := func() {
-			_, err := newMeshReconciler(k8sClient).Reconcile(ctx, requestFor(meshv1.MeshName))
-			Expect(err).NotTo(HaveOccurred())
-		}
-		reconcileNow()
-		m := getMesh(Default)
-		c := expectCondition(Default, m, meshv1.ConditionDependenciesHealthy, metav1.ConditionFalse, meshv1.ReasonCertManagerNotRunning)
-		Expect(c.Message).To(ContainSubstring("cert-manager's controller is not running: its Lease kube-system/cert-manager-controller was last renewed at"))
-		ready := expectCondition(Default, m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
-		Expect(ready.Message).To(ContainSubstring("DependenciesHealthy=False (CertManagerNotRunning)"))
-		expectCondition(Default, m, meshv1.ConditionDegraded, metav1.ConditionTrue, "")
+		// The operator watches the Lease: a change is seen within seconds, not at the next poll.
+		Eventually(func(g Gomega) {
+			m := getMesh(g)
+			c := expectCondition(g, m, meshv1.ConditionDependenciesHealthy, metav1.ConditionFalse, meshv1.ReasonCertManagerNotRunning)
+			g.Expect(c.Message).To(ContainSubstring("cert-manager's controller is not running: its Lease kube-system/cert-manager-controller was last renewed at"))
+			ready := expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
+			g.Expect(ready.Message).To(ContainSubstring("DependenciesHealthy=False (CertManagerNotRunning)"))
+			expectCondition(g, m, meshv1.ConditionDegraded, metav1.ConditionTrue, "")
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 
+		By("renewing the Lease, as cert-manager does when it runs again")
 		patch := client.MergeFrom(lease.DeepCopy())
 		lease.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
 		Expect(k8sClient.Patch(ctx, lease, patch)).To(Succeed())
-		reconcileNow()
-		expectCondition(Default, getMesh(Default), meshv1.ConditionDependenciesHealthy, metav1.ConditionTrue, meshv1.ReasonAsExpected)
+		Eventually(func(g Gomega) {
+			expectCondition(g, getMesh(g), meshv1.ConditionDependenciesHealthy, metav1.ConditionTrue, meshv1.ReasonAsExpected)
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 	})
 
 	It("uses the issuer a user names, and flips CertificatesHealthy when its root nears expiry", func() {
@@ -417,6 +430,8 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		markAvailable(ctx, cpKey)
 
 		Eventually(func(g Gomega) {
+			// The pods restart with the new serving certificate: the Deployment rolls again.
+			g.Expect(updateDeploymentStatus(ctx, cpKey)).To(Succeed())
 			m := getMesh(g)
 			c := expectCondition(g, m, meshv1.ConditionCertificatesReady, metav1.ConditionTrue, "")
 			g.Expect(c.Message).To(ContainSubstring("Issuer knit-system/user-ca is Ready (spec.trust.issuerRef)"))

@@ -18,6 +18,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -35,6 +36,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -129,6 +131,28 @@ var _ = Describe("The sample Mesh", Ordered, func() {
 		}
 		Expect(got.Status.DesiredVersion).To(Equal("v0.1.0"))
 		Expect(got.Status.ActiveRevision).To(Equal("default-v0-1-0"))
+	})
+
+	It("shows in kubectl get whether the operator has observed the current spec", func() {
+		// What kubectl get prints: the API server's table of the printer columns.
+		cs, err := kubernetes.NewForConfig(env.Config)
+		Expect(err).NotTo(HaveOccurred())
+		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/apis/mesh.knit.dev/v1alpha1/meshes").
+			SetHeader("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io").DoRaw(ctx)
+		Expect(err).NotTo(HaveOccurred(), string(raw))
+		var table metav1.Table
+		Expect(json.Unmarshal(raw, &table)).To(Succeed(), string(raw))
+		column := map[string]int{}
+		for i, c := range table.ColumnDefinitions {
+			column[c.Name] = i
+		}
+		Expect(column).To(HaveKey("Generation"))
+		Expect(column).To(HaveKey("Observed"))
+		Expect(table.Rows).To(HaveLen(1))
+		var got meshv1.Mesh
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &got)).To(Succeed())
+		Expect(table.Rows[0].Cells[column["Generation"]]).To(BeNumerically("==", got.Generation))
+		Expect(table.Rows[0].Cells[column["Observed"]]).To(BeNumerically("==", got.Status.ObservedGeneration))
 	})
 
 	It("records the new generation after a spec change", func() {

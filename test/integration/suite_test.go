@@ -67,6 +67,7 @@ var _ = BeforeSuite(func() {
 
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
+	env.RouteServices(standins.dial)
 
 	operatorConfig = installOperatorRBAC(context.Background(), k8sClient, env.Config)
 	// The control-plane namespace of most specs exists before the Mesh, as a person may make it:

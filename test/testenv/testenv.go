@@ -47,6 +47,7 @@ type Env struct {
 	env         *envtest.Environment
 	certManager *exec.Cmd
 	cmDone      chan error
+	egress      *serviceEgress
 }
 
 // Options say which parts to start.
@@ -110,11 +111,18 @@ func Start(opts Options) (*Env, error) {
 			LocalServingHost: "127.0.0.1",
 		},
 	}}
+	egress, egressConfig, err := startServiceEgress()
+	if err != nil {
+		return nil, fmt.Errorf("starting the API server's egress proxy: %w", err)
+	}
+	e.egress = egress
+	e.env.ControlPlane.GetAPIServer().Configure().Set("egress-selector-config-file", egressConfig)
 	fmt.Fprintf(opts.Out, "testbed: starting %s and etcd %s\n",
 		binaryVersion(filepath.Join(assets, "kube-apiserver"), "--version"),
 		binaryVersion(filepath.Join(assets, "etcd"), "--version"))
 	cfg, err := e.env.Start()
 	if err != nil {
+		egress.close()
 		return nil, fmt.Errorf("starting kube-apiserver and etcd: %w", err)
 	}
 	e.Config = cfg
@@ -180,6 +188,12 @@ func (e *Env) WebhookServing() (host string, port int, certDir string) {
 	return o.LocalServingHost, o.LocalServingPort, o.LocalServingCertDir
 }
 
+// RouteServices sets how the API server reaches Services (webhooks configured with a Service
+// reference): each connection it opens to ClusterIP:port goes to dial. Without it, or when dial
+// fails, the connection is refused, as for a Service without endpoints; it never leaves the
+// machine.
+func (e *Env) RouteServices(dial ServiceDialer) { e.egress.setDialer(dial) }
+
 // KubeConfig returns a kubeconfig for a user of the test API server in the given groups, for
 // processes that run beside the tests (the manager, kubectl, cert-manager).
 func (e *Env) KubeConfig(name string, groups ...string) ([]byte, error) {
@@ -231,6 +245,9 @@ func (e *Env) Stop() error {
 	}
 	if err := e.env.Stop(); err != nil {
 		errs = append(errs, fmt.Errorf("stopping kube-apiserver and etcd: %w", err))
+	}
+	if e.egress != nil {
+		e.egress.close()
 	}
 	return errors.Join(errs...)
 }
