@@ -18,6 +18,7 @@ package webhooks
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -29,9 +30,20 @@ import (
 )
 
 func testWebhook() http.Handler {
-	return NewInjectionWebhook(&PodInjector{Config: func() (injection.Config, error) {
-		return injection.Config{Revision: "r1", ProxyImage: "proxy:1", ProxyVersion: "v1", TrustDomain: "cluster.local"}, nil
-	}})
+	return NewInjectionWebhook(&PodInjector{
+		Config: func() (injection.Config, error) {
+			return injection.Config{Revision: "r1", ProxyImage: "proxy:1", ProxyVersion: "v1", TrustDomain: "cluster.local"}, nil
+		},
+		Namespaces: meshedNamespace{},
+	})
+}
+
+// meshedNamespace answers that every namespace is meshed and holds its trust bundle: these
+// tests are about decoding requests, not namespaces.
+type meshedNamespace struct{}
+
+func (meshedNamespace) Namespace(_ context.Context, name string) (injection.Namespace, error) {
+	return injection.Namespace{Name: name, HasTrustBundle: true}, nil
 }
 
 const validReview = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",` +

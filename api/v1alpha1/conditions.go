@@ -39,6 +39,9 @@ const (
 	ConditionUpgrading = "Upgrading"
 	// ConditionDegraded is True when part of the mesh that was working no longer is.
 	ConditionDegraded = "Degraded"
+	// ConditionPodSecurityCompatible is False when a meshed namespace enforces a Pod Security
+	// level (baseline, restricted) that refuses injected pods; the message names the namespaces.
+	ConditionPodSecurityCompatible = "PodSecurityCompatible"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -53,6 +56,7 @@ var MeshConditionTypes = []string{
 	ConditionInjectionReady,
 	ConditionUpgrading,
 	ConditionDegraded,
+	ConditionPodSecurityCompatible,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -93,4 +97,7 @@ const (
 	ReasonExternalIssuer = "ExternalIssuer"
 	// ReasonCertificateNotReady: a cert-manager Certificate the mesh needs is not Ready.
 	ReasonCertificateNotReady = "CertificateNotReady"
+	// ReasonPodSecurityRefusesInjection: a meshed namespace enforces a Pod Security level that
+	// refuses knit's init container.
+	ReasonPodSecurityRefusesInjection = "PodSecurityRefusesInjection"
 )
