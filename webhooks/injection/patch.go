@@ -63,6 +63,9 @@ func Patch(raw []byte, ns Namespace, cfg Config) ([]jsonpatch.Operation, error) 
 // a JSON patch applies to: keys match case-sensitively and a repeated key counts once (the last),
 // as in the API server's decoder and in the JSON-patch library it applies patches with.
 func decodePod(raw []byte) (map[string]any, *corev1.Pod, error) {
+	if !json.Valid(raw) {
+		return nil, nil, errors.New("decoding pod: not one valid JSON value")
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber() // numbers keep their text
 	var doc map[string]any
@@ -71,9 +74,6 @@ func decodePod(raw []byte) (map[string]any, *corev1.Pod, error) {
 	}
 	if doc == nil {
 		return nil, nil, errors.New("decoding pod: the object is null")
-	}
-	if dec.More() {
-		return nil, nil, errors.New("decoding pod: data after the object")
 	}
 	canonical, err := json.Marshal(doc)
 	if err != nil {
