@@ -63,6 +63,9 @@ func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 	if err != nil {
 		return admission.Errored(http.StatusServiceUnavailable, err)
 	}
+	if p.Namespaces == nil {
+		return admission.Errored(http.StatusInternalServerError, errNoNamespaces)
+	}
 	ns, err := p.Namespaces.Namespace(ctx, req.Namespace)
 	if err != nil {
 		return admission.Errored(http.StatusServiceUnavailable, err)
@@ -91,6 +94,7 @@ type webhookError string
 func (e webhookError) Error() string { return string(e) }
 
 const (
-	errNoRequest   = webhookError("the AdmissionReview carries no request")
-	errEmptyObject = webhookError("the AdmissionReview carries no object")
+	errNoRequest    = webhookError("the AdmissionReview carries no request")
+	errEmptyObject  = webhookError("the AdmissionReview carries no object")
+	errNoNamespaces = webhookError("the injection webhook was started without a namespace reader")
 )

@@ -17,8 +17,8 @@ limitations under the License.
 // Command knit-controlplane is one revision's control plane: it serves the sidecar-injection
 // webhook with the serving certificate cert-manager issued for the revision (reloaded on
 // rotation) and reports health. The webhook reads namespaces and trust-bundle ConfigMaps
-// (metadata only) from a cache that has synced before it serves. The xDS and identity servers join it next, sharing the
-// certificate.
+// (metadata only) from a cache that has synced before it serves. The xDS and identity servers
+// join it next, sharing the certificate.
 package main
 
 import (
