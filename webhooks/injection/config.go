@@ -57,6 +57,8 @@ const (
 	// the identity server; tokens for the API server are not accepted there.
 	TokenAudience = "knit.dev"
 
+	// ProxyUID is the proxy's UID, the same in every pod: the capture leaves its traffic alone,
+	// so a pod with another container running as it is refused rather than given another UID.
 	ProxyUID        int64 = 1337
 	AdminPort       int32 = 15020
 	InboundPort     int32 = 15006
