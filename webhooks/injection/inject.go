@@ -111,9 +111,15 @@ func (a *additions) apply(pod *corev1.Pod) {
 	}
 	for _, r := range a.probes {
 		c := &pod.Spec.Containers[r.container]
-		probe := map[string]*corev1.Probe{
-			"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe, "startupProbe": c.StartupProbe,
-		}[r.field]
+		var probe *corev1.Probe
+		switch r.field {
+		case "readinessProbe":
+			probe = c.ReadinessProbe
+		case "livenessProbe":
+			probe = c.LivenessProbe
+		case "startupProbe":
+			probe = c.StartupProbe
+		}
 		probe.ProbeHandler = *r.handler.DeepCopy()
 	}
 	pod.Spec.InitContainers = append(slices.Clone(a.initContainers), pod.Spec.InitContainers...)
