@@ -157,6 +157,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		r.distributeTrustBundles(ctx, st)
 	}
 	revisions := r.reconcileRevisions(ctx, st)
+	r.reportPodSecurity(ctx, st) // mesh_podsecurity.go
 	r.computeStatus(st, revisions)
 
 	if !equality.Semantic.DeepEqual(before.Status, mesh.Status) {

@@ -36,12 +36,18 @@ const InjectPath = "/inject"
 type PodInjector struct {
 	// Config returns the current injection settings of this revision.
 	Config func() (injection.Config, error)
+	// Namespaces says what injection needs to know about the pod's namespace: its Pod Security
+	// level and whether its trust bundle exists.
+	Namespaces NamespaceReader
 }
 
 var _ admission.Handler = &PodInjector{}
 
 // Handle injects a pod being created. A pod that opts out, or is already injected, is allowed
-// unchanged; an override annotation that cannot be parsed refuses the pod with a message naming it.
+// unchanged. A pod that could not run meshed is refused with a message that says why and what to
+// do: an override annotation that cannot be parsed, a knit.dev/inject value knit does not know,
+// a container running as the proxy's UID, a namespace whose Pod Security level refuses the
+// injected init container, or a namespace whose trust bundle does not exist yet.
 func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admission.Response {
 	logger := log.FromContext(ctx).WithValues("namespace", req.Namespace, "name", req.Name)
 	if req.UID == "" {
@@ -57,7 +63,14 @@ func (p *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 	if err != nil {
 		return admission.Errored(http.StatusServiceUnavailable, err)
 	}
-	ops, err := injection.Patch(req.Object.Raw, req.Namespace, cfg)
+	if p.Namespaces == nil {
+		return admission.Errored(http.StatusInternalServerError, errNoNamespaces)
+	}
+	ns, err := p.Namespaces.Namespace(ctx, req.Namespace)
+	if err != nil {
+		return admission.Errored(http.StatusServiceUnavailable, err)
+	}
+	ops, err := injection.Patch(req.Object.Raw, ns, cfg)
 	if err != nil {
 		logger.Info("pod refused", "reason", err.Error())
 		return admission.Denied("knit-proxy injection: " + err.Error())
@@ -81,6 +94,7 @@ type webhookError string
 func (e webhookError) Error() string { return string(e) }
 
 const (
-	errNoRequest   = webhookError("the AdmissionReview carries no request")
-	errEmptyObject = webhookError("the AdmissionReview carries no object")
+	errNoRequest    = webhookError("the AdmissionReview carries no request")
+	errEmptyObject  = webhookError("the AdmissionReview carries no object")
+	errNoNamespaces = webhookError("the injection webhook was started without a namespace reader")
 )

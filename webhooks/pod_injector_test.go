@@ -18,20 +18,34 @@ package webhooks
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	admissionv1 "k8s.io/api/admission/v1"
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 func testWebhook() http.Handler {
-	return NewInjectionWebhook(&PodInjector{Config: func() (injection.Config, error) {
-		return injection.Config{Revision: "r1", ProxyImage: "proxy:1", ProxyVersion: "v1", TrustDomain: "cluster.local"}, nil
-	}})
+	return NewInjectionWebhook(&PodInjector{
+		Config: func() (injection.Config, error) {
+			return injection.Config{Revision: "r1", ProxyImage: "proxy:1", ProxyVersion: "v1", TrustDomain: "cluster.local"}, nil
+		},
+		Namespaces: meshedNamespace{},
+	})
+}
+
+// meshedNamespace answers that every namespace is meshed and holds its trust bundle: these
+// tests are about decoding requests, not namespaces.
+type meshedNamespace struct{}
+
+func (meshedNamespace) Namespace(_ context.Context, name string) (injection.Namespace, error) {
+	return injection.Namespace{Name: name, HasTrustBundle: true}, nil
 }
 
 const validReview = `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1",` +
@@ -72,5 +86,26 @@ func TestValidReviewIsPatched(t *testing.T) {
 	}
 	if r := review.Response; r == nil || !r.Allowed || r.PatchType == nil || len(r.Patch) == 0 || r.UID != "u1" {
 		t.Fatalf("response = %+v, want an allowed JSON patch for uid u1", review.Response)
+	}
+	// The patch applies to the pod sent, as the API server applies it, and injects it.
+	var sent admissionv1.AdmissionReview
+	if err := json.Unmarshal([]byte(validReview), &sent); err != nil {
+		t.Fatal(err)
+	}
+	patch, err := jsonpatch.DecodePatch(review.Response.Patch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	patched, err := patch.Apply(sent.Request.Object.Raw)
+	if err != nil {
+		t.Fatalf("the patch does not apply: %v", err)
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(patched, &pod); err != nil {
+		t.Fatal(err)
+	}
+	if len(pod.Spec.InitContainers) != 2 || pod.Spec.InitContainers[1].Name != injection.ProxyContainerName ||
+		len(pod.Spec.Containers) != 1 || pod.Spec.Containers[0].Name != "app" {
+		t.Errorf("patched pod = %s, want app with knit's init containers", patched)
 	}
 }

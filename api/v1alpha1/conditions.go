@@ -49,6 +49,9 @@ const (
 	// pod creation in meshed namespaces: a single control-plane replica with failurePolicy
 	// Fail. It is a warning and does not affect Ready.
 	ConditionHighlyAvailable = "HighlyAvailable"
+	// ConditionPodSecurityCompatible is False when a meshed namespace enforces a Pod Security
+	// level (baseline, restricted) that refuses injected pods; the message names the namespaces.
+	ConditionPodSecurityCompatible = "PodSecurityCompatible"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -66,6 +69,7 @@ var MeshConditionTypes = []string{
 	ConditionSpecSupported,
 	ConditionNamespacesInjected,
 	ConditionHighlyAvailable,
+	ConditionPodSecurityCompatible,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -129,4 +133,7 @@ const (
 	ReasonRevisionNotFound = "RevisionNotFound"
 	// ReasonSingleReplicaFailClosed: one control-plane replica with failurePolicy Fail.
 	ReasonSingleReplicaFailClosed = "SingleReplicaFailClosed"
+	// ReasonPodSecurityRefusesInjection: a meshed namespace enforces a Pod Security level that
+	// refuses knit's init container.
+	ReasonPodSecurityRefusesInjection = "PodSecurityRefusesInjection"
 )

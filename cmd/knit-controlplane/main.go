@@ -16,8 +16,9 @@ limitations under the License.
 
 // Command knit-controlplane is one revision's control plane: it serves the sidecar-injection
 // webhook with the serving certificate cert-manager issued for the revision (reloaded on
-// rotation) and reports health. The xDS and identity servers join it next, sharing the
-// certificate.
+// rotation) and reports health. The webhook reads namespaces and trust-bundle ConfigMaps
+// (metadata only) from a cache that has synced before it serves. The xDS and identity servers
+// join it next, sharing the certificate.
 package main
 
 import (
@@ -52,6 +53,8 @@ type options struct {
 	revision, trustDomain, tlsDir       string
 	issuerName, issuerKind, issuerGroup string
 	healthAddr                          string
+	// namespaces is the webhook's view of namespaces and trust bundles (a cache in main).
+	namespaces webhooks.NamespaceReader
 }
 
 func main() {
@@ -79,6 +82,15 @@ func main() {
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	restConfig, err := ctrl.GetConfig()
+	if err != nil {
+		log.Error(err, "no API server configuration")
+		os.Exit(1)
+	}
+	if o.namespaces, err = webhooks.WatchNamespaces(ctx, log, restConfig); err != nil {
+		log.Error(err, "control plane stopped")
+		os.Exit(1)
+	}
 	if err := run(ctx, log, o); err != nil {
 		log.Error(err, "control plane stopped")
 		os.Exit(1)
@@ -88,6 +100,9 @@ func main() {
 func run(ctx context.Context, log logr.Logger, o options) error {
 	if o.revision == "" || o.inject.ProxyImage == "" {
 		return errors.New("--revision and --proxy-image are required")
+	}
+	if o.namespaces == nil {
+		return errors.New("no namespace reader")
 	}
 	if err := json.Unmarshal([]byte(o.proxyResources), &o.inject.Resources); err != nil {
 		return fmt.Errorf("--proxy-resources: %w", err)
@@ -108,7 +123,8 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	})
 	cfg := o.inject
 	hooks.Register(webhooks.InjectPath, webhooks.NewInjectionWebhook(&webhooks.PodInjector{
-		Config: func() (injection.Config, error) { return cfg, nil },
+		Config:     func() (injection.Config, error) { return cfg, nil },
+		Namespaces: o.namespaces,
 	}))
 	go func() {
 		if err := hooks.Start(ctx); err != nil {

@@ -24,6 +24,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"math/big"
@@ -135,7 +136,15 @@ func testOptions(dir, healthAddr string) options {
 	_, port, _ := net.SplitHostPort(freeAddrNoT())
 	p, _ := strconv.Atoi(port)
 	return options{revision: "default-v0-1-0", tlsDir: dir, healthAddr: healthAddr, webhookHost: "127.0.0.1", webhookPort: p,
-		proxyResources: "{}", inject: injection.Config{ProxyImage: "proxy:1"}}
+		proxyResources: "{}", inject: injection.Config{ProxyImage: "proxy:1"}, namespaces: noAPIServer{}}
+}
+
+// noAPIServer stands in for the namespace cache where these tests run without an API server;
+// they check health and readiness, not admission.
+type noAPIServer struct{}
+
+func (noAPIServer) Namespace(context.Context, string) (injection.Namespace, error) {
+	return injection.Namespace{}, errors.New("no API server in this test")
 }
 
 func freeAddrNoT() string {

@@ -578,6 +578,82 @@ spec:
 		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
 	})
 
+	It("never leaves a pod hanging for its trust bundle: labelled and created in the same second, with cert-manager stopped", Label("injection", "trustbundle"), func() {
+		const ns = "knit-e2e-early"
+		probe := imageRef("e2e-probe")
+		kubectl("-n", "cert-manager", "scale", "deployment", "cert-manager", "--replicas=0")
+		DeferCleanup(func() {
+			_, _ = tryKubectl("-n", "cert-manager", "scale", "deployment", "cert-manager", "--replicas=1")
+			_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
+		})
+		pod := `
+  securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+  containers:
+  - name: app
+    image: %[2]s
+    imagePullPolicy: Never
+    args: [serve, ":8080"]
+    readinessProbe: {httpGet: {path: /healthz, port: 8080}, periodSeconds: 2}
+    securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}`
+		// One apply: the namespace joins the mesh in the same second as its pods are created.
+		manifest := fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: bare, namespace: %[1]s}
+spec:`+pod+`
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: early, namespace: %[1]s}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: early}}
+  template:
+    metadata: {labels: {app: early}}
+    spec:`+strings.ReplaceAll(pod, "\n  ", "\n      ")+`
+`, ns, probe)
+		cmd := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "apply", "-f", "-")
+		cmd.Stdin = strings.NewReader(manifest)
+		out, err := cmd.CombinedOutput()
+		GinkgoWriter.Printf("kubectl apply: %v\n%s", err, out)
+
+		// The bare pod is either refused, saying why, or admitted after the bundle: then it runs.
+		if err != nil {
+			Expect(string(out)).To(ContainSubstring("has no ConfigMap knit-trust-bundle yet"))
+		} else {
+			kubectl("-n", ns, "wait", "pod/bare", "--for=condition=Ready", "--timeout=120s")
+		}
+		// The Deployment's pod is created again by its ReplicaSet until admitted, and runs meshed.
+		start := time.Now()
+		kubectl("-n", ns, "rollout", "status", "deployment/early", "--timeout=120s")
+		GinkgoWriter.Printf("Deployment created with the namespace label Ready after %s\n", time.Since(start).Round(time.Second))
+		GinkgoWriter.Print(kubectl("-n", ns, "get", "events", "--field-selector", "involvedObject.kind=ReplicaSet"))
+		inits := kubectl("-n", ns, "get", "pods", "-l", "app=early", "-o", `jsonpath={.items[0].spec.initContainers[*].name}`)
+		Expect(strings.Fields(inits)).To(Equal([]string{"knit-init", "knit-proxy"}))
+	})
+
+	It("names meshed namespaces whose Pod Security level refuses injected pods, and refuses their pods with the fix", Label("injection", "podsecurity"), func() {
+		const ns = "knit-e2e-baseline"
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %s, labels: {knit.dev/inject: enabled, pod-security.kubernetes.io/enforce: baseline}}
+`, ns))
+		DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
+		Eventually(func(g Gomega) {
+			g.Expect(meshCondition("PodSecurityCompatible", "status")).To(Equal("False"))
+			g.Expect(meshCondition("PodSecurityCompatible", "message")).To(ContainSubstring(ns + " (baseline)"))
+		}).WithTimeout(time.Minute).WithPolling(2 * time.Second).Should(Succeed())
+		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
+
+		out, err := tryKubectl("-n", ns, "run", "web", "--image="+imageRef("e2e-probe"), "--image-pull-policy=Never", "--restart=Never")
+		Expect(err).To(HaveOccurred(), out)
+		Expect(out).To(ContainSubstring(`enforces Pod Security level "baseline"`), out)
+		Expect(out).To(ContainSubstring("pod-security.kubernetes.io/enforce=privileged"), out)
+	})
+
 	It("never meshes cert-manager's or the control plane's namespace: with namespaceSelector {} and failurePolicy Fail both restart and the mesh returns to Ready", Label("exclusions"), func() {
 		kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"injection":{"namespaceSelector":{},"failurePolicy":"Fail"}}}`)
 		DeferCleanup(func() {

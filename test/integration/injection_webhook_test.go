@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -108,6 +109,41 @@ func ensureNamespace(ctx context.Context, name string, labels map[string]string)
 	Expect(err).NotTo(HaveOccurred())
 }
 
+// ensureMeshedNamespace labels a namespace for injection (plus extra labels; an empty value
+// removes one) and writes its trust bundle, as the operator would for a Mesh. The bundle carries
+// the operator's trust-bundle label so a Mesh reconciled in another spec adopts it.
+func ensureMeshedNamespace(ctx context.Context, name string, extra map[string]string) {
+	GinkgoHelper()
+	labels := map[string]string{meshv1.LabelInject: meshv1.InjectEnabled}
+	maps.Copy(labels, extra)
+	ensureNamespace(ctx, name, labels)
+	ensureTrustBundle(ctx, name)
+}
+
+func ensureTrustBundle(ctx context.Context, namespace string) {
+	GinkgoHelper()
+	bundle := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: injection.TrustBundleName, Namespace: namespace,
+			Labels: map[string]string{meshv1.LabelTrustBundle: "true"}},
+		Data: map[string]string{"ca.crt": "written by the test"},
+	}
+	if err := k8sClient.Create(ctx, bundle); !apierrors.IsAlreadyExists(err) {
+		Expect(err).NotTo(HaveOccurred())
+	}
+}
+
+// expectInjectionRefused checks that creating pod is refused by the injection webhook with a message
+// containing each of the given parts.
+func expectInjectionRefused(ctx context.Context, pod *corev1.Pod, parts ...string) {
+	GinkgoHelper()
+	err := k8sClient.Create(ctx, pod)
+	Expect(apierrors.IsForbidden(err)).To(BeTrue(), "got %v", err)
+	Expect(err.Error()).To(ContainSubstring(`admission webhook "namespace.inject.knit.dev" denied the request: knit-proxy injection:`))
+	for _, part := range parts {
+		Expect(err.Error()).To(ContainSubstring(part))
+	}
+}
+
 func injected(p *corev1.Pod) bool {
 	for _, c := range p.Spec.InitContainers {
 		if c.Name == injection.ProxyContainerName {
@@ -121,7 +157,7 @@ var _ = Describe("The injection webhook, called by the real API server", func() 
 	ctx := context.Background()
 
 	It("injects a pod created in a namespace labelled for injection", func() {
-		ensureNamespace(ctx, "meshed", map[string]string{meshv1.LabelInject: meshv1.InjectEnabled})
+		ensureMeshedNamespace(ctx, "meshed", nil)
 		pod := appPod("web")
 		pod.Namespace = "meshed"
 		Expect(k8sClient.Create(ctx, pod)).To(Succeed())
@@ -142,7 +178,7 @@ var _ = Describe("The injection webhook, called by the real API server", func() 
 		ensureNamespace(ctx, "unmeshed", nil)
 		ensureNamespace(ctx, "kube-system", map[string]string{meshv1.LabelInject: meshv1.InjectEnabled})
 		DeferCleanup(func() { ensureNamespace(ctx, "kube-system", map[string]string{meshv1.LabelInject: ""}) })
-		ensureNamespace(ctx, "meshed", map[string]string{meshv1.LabelInject: meshv1.InjectEnabled})
+		ensureMeshedNamespace(ctx, "meshed", nil)
 
 		for _, pod := range []*corev1.Pod{
 			appPod("outside", func(p *corev1.Pod) { p.Namespace = "unmeshed" }),
@@ -164,7 +200,7 @@ var _ = Describe("The injection webhook, called by the real API server", func() 
 	})
 
 	It("refuses a pod whose override annotation is malformed, naming the annotation", func() {
-		ensureNamespace(ctx, "meshed", map[string]string{meshv1.LabelInject: meshv1.InjectEnabled})
+		ensureMeshedNamespace(ctx, "meshed", nil)
 		pod := appPod("typo", func(p *corev1.Pod) {
 			p.Namespace = "meshed"
 			p.Annotations = map[string]string{injection.AnnotationProxyMemory: "lots"}
@@ -175,6 +211,7 @@ var _ = Describe("The injection webhook, called by the real API server", func() 
 	})
 
 	It("answers malformed AdmissionReviews with an error, and keeps serving", func() {
+		ensureMeshedNamespace(ctx, "meshed", nil)
 		host, port, certDir := env.WebhookServing()
 		caPEM, err := os.ReadFile(filepath.Join(certDir, "tls.crt"))
 		Expect(err).NotTo(HaveOccurred())

@@ -65,6 +65,8 @@ var _ = BeforeSuite(func() {
 		MutatingWebhooks: []*admissionregistrationv1.MutatingWebhookConfiguration{injectionWebhookConfiguration()}})
 	Expect(err).NotTo(HaveOccurred())
 
+	var suiteCtx context.Context
+	suiteCtx, cancelMgr = context.WithCancel(context.Background())
 	k8sClient, err = client.New(env.Config, client.Options{Scheme: scheme})
 	Expect(err).NotTo(HaveOccurred())
 	env.RouteServices(standins.dial)
@@ -82,8 +84,12 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	host, port, certDir := env.WebhookServing()
 	server := webhook.NewServer(webhook.Options{Host: host, Port: port, CertDir: certDir})
+	// The webhook reads namespaces as the control plane does: from its own cache, synced first.
+	namespaces, err := webhooks.WatchNamespaces(suiteCtx, ctrl.Log.WithName("namespaces"), env.Config)
+	Expect(err).NotTo(HaveOccurred())
 	server.Register(webhooks.InjectPath, webhooks.NewInjectionWebhook(&webhooks.PodInjector{
-		Config: func() (injection.Config, error) { return testInjectionConfig, nil },
+		Config:     func() (injection.Config, error) { return testInjectionConfig, nil },
+		Namespaces: namespaces,
 	}))
 	Expect(mgr.Add(server)).To(Succeed())
 
@@ -94,11 +100,9 @@ var _ = BeforeSuite(func() {
 		OperatorServiceAccount: operatorServiceAccount,
 	}).SetupWithManager(mgr)).To(Succeed())
 
-	var ctx context.Context
-	ctx, cancelMgr = context.WithCancel(context.Background())
 	go func() {
 		defer GinkgoRecover()
-		mgrDone <- mgr.Start(ctx)
+		mgrDone <- mgr.Start(suiteCtx)
 	}()
 })
 

@@ -24,8 +24,11 @@ import corev1 "k8s.io/api/core/v1"
 
 // Annotations (and the one label) a pod may carry to steer injection, and those injection writes.
 const (
-	// AnnotationInject set to "false" (or the label of the same name) keeps a pod out of the mesh.
+	// AnnotationInject set to "false" (or the label of the same name) keeps a pod out of the mesh;
+	// "true" is the default. Any other value refuses the pod, naming the two.
 	AnnotationInject = "knit.dev/inject"
+	InjectTrue       = "true"
+	InjectFalse      = "false"
 
 	AnnotationProxyCPU         = "knit.dev/proxy-cpu"
 	AnnotationProxyMemory      = "knit.dev/proxy-memory"
@@ -54,13 +57,17 @@ const (
 	// the identity server; tokens for the API server are not accepted there.
 	TokenAudience = "knit.dev"
 
+	// ProxyUID is the proxy's UID, the same in every pod: the capture leaves its traffic alone,
+	// so a pod with another container running as it is refused rather than given another UID.
 	ProxyUID        int64 = 1337
 	AdminPort       int32 = 15020
 	InboundPort     int32 = 15006
 	OutboundPort    int32 = 15001
 	tokenExpirySecs int64 = 3600
 	appHealthPrefix       = "/app-health/"
-	trustBundleName       = "knit-trust-bundle"
+	// TrustBundleName is the ConfigMap, in the pod's namespace, that the proxy mounts: the
+	// operator writes it into every meshed namespace.
+	TrustBundleName = "knit-trust-bundle"
 )
 
 // Config is what the mesh says about injected proxies, for one revision.

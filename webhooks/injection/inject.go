@@ -19,6 +19,7 @@ package injection
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -36,7 +37,7 @@ type Skip struct{ Reason string }
 // ShouldInject reports whether a pod joins the mesh, and if not, why.
 func ShouldInject(pod *corev1.Pod) Skip {
 	switch {
-	case pod.Annotations[AnnotationInject] == "false" || pod.Labels[AnnotationInject] == "false":
+	case pod.Annotations[AnnotationInject] == InjectFalse || pod.Labels[AnnotationInject] == InjectFalse:
 		return Skip{"the pod opts out with knit.dev/inject=false"}
 	case pod.Spec.HostNetwork:
 		return Skip{"the pod uses the host network, whose traffic cannot be captured per pod"}
@@ -46,43 +47,125 @@ func ShouldInject(pod *corev1.Pod) Skip {
 	return Skip{}
 }
 
+// CheckInjectValue refuses a knit.dev/inject label or annotation whose value knit does not
+// know: a pod marked "no" or "disabled" must not be meshed silently against its author's wish.
+func CheckInjectValue(pod *corev1.Pod) error {
+	for _, m := range []struct {
+		kind   string
+		values map[string]string
+	}{{"label", pod.Labels}, {"annotation", pod.Annotations}} {
+		if v, ok := m.values[AnnotationInject]; ok && v != InjectTrue && v != InjectFalse {
+			return fmt.Errorf("%s %s: %q is not %q or %q; %q keeps the pod out of the mesh",
+				m.kind, AnnotationInject, v, InjectTrue, InjectFalse, InjectFalse)
+		}
+	}
+	return nil
+}
+
 func named(name string) func(corev1.Container) bool {
 	return func(c corev1.Container) bool { return c.Name == name }
+}
+
+// additions is what injection adds to one pod, computed once and then either applied to the
+// typed pod (Inject) or turned into a JSON patch against the pod's own JSON (Patch).
+type additions struct {
+	// initContainers (knit-init, knit-proxy) go before the pod's own init containers.
+	initContainers []corev1.Container
+	// volumes go after the pod's own volumes.
+	volumes     []corev1.Volume
+	annotations map[string]string
+	// serviceAccountName is set when the pod names none.
+	serviceAccountName string
+	probes             []probeRewrite
+}
+
+// probeRewrite points one app probe at the proxy's admin port.
+type probeRewrite struct {
+	container int
+	field     string // JSON name: readinessProbe, livenessProbe or startupProbe
+	handler   corev1.ProbeHandler
 }
 
 // Inject adds the mesh to pod in place. The namespace is the pod's (a pod being created may not
 // carry it yet). Overrides in annotations that cannot be parsed are an error naming the
 // annotation, so a typo refuses the pod instead of silently running with defaults.
 func Inject(pod *corev1.Pod, namespace string, cfg Config) error {
+	if err := CheckInjectValue(pod); err != nil {
+		return err
+	}
 	if ShouldInject(pod).Reason != "" {
 		return nil
 	}
-	resources, err := proxyResources(pod.Annotations, cfg.Resources)
+	add, err := plan(pod, namespace, cfg)
 	if err != nil {
 		return err
 	}
+	add.apply(pod)
+	return nil
+}
+
+// apply makes the additions to the typed pod.
+func (a *additions) apply(pod *corev1.Pod) {
+	if a.serviceAccountName != "" {
+		pod.Spec.ServiceAccountName = a.serviceAccountName
+	}
+	for _, r := range a.probes {
+		c := &pod.Spec.Containers[r.container]
+		var probe *corev1.Probe
+		switch r.field {
+		case "readinessProbe":
+			probe = c.ReadinessProbe
+		case "livenessProbe":
+			probe = c.LivenessProbe
+		case "startupProbe":
+			probe = c.StartupProbe
+		}
+		probe.ProbeHandler = *r.handler.DeepCopy()
+	}
+	pod.Spec.InitContainers = append(slices.Clone(a.initContainers), pod.Spec.InitContainers...)
+	pod.Spec.Volumes = append(pod.Spec.Volumes, a.volumes...)
+	if pod.Annotations == nil {
+		pod.Annotations = map[string]string{}
+	}
+	maps.Copy(pod.Annotations, a.annotations)
+}
+
+// plan decides what injection adds to pod, refusing with a message what cannot work meshed.
+func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
+	if err := checkProxyUIDUnused(pod); err != nil {
+		return nil, err
+	}
+	resources, err := proxyResources(pod.Annotations, cfg.Resources)
+	if err != nil {
+		return nil, err
+	}
 	capture, err := captureArgs(pod)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	logLevel := cfg.LogLevel
 	if v, ok := pod.Annotations[AnnotationProxyLogLevel]; ok {
 		if !slices.Contains([]string{"debug", "info", "warn", "error"}, v) {
-			return fmt.Errorf("annotation %s: %q is not one of debug, info, warn, error", AnnotationProxyLogLevel, v)
+			return nil, fmt.Errorf("annotation %s: %q is not one of debug, info, warn, error", AnnotationProxyLogLevel, v)
 		}
 		logLevel = v
 	}
-	probes, err := rewriteProbes(pod)
+	probes, originals, err := rewriteProbes(pod)
 	if err != nil {
-		return err
+		return nil, err
 	}
 
+	add := &additions{probes: probes, annotations: map[string]string{
+		AnnotationInjectedRevision: cfg.Revision,
+		AnnotationProxyVersion:     cfg.ProxyVersion,
+	}}
 	// The ServiceAccount admission plugin sets this before webhooks run; where it does not,
 	// the projected token below would make the pod invalid, so name the default one here.
-	if pod.Spec.ServiceAccountName == "" {
-		pod.Spec.ServiceAccountName = "default"
-	}
 	sa := pod.Spec.ServiceAccountName
+	if sa == "" {
+		sa = "default"
+		add.serviceAccountName = sa
+	}
 	identity := fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", cfg.TrustDomain, namespace, sa)
 
 	initC := corev1.Container{
@@ -155,30 +238,25 @@ func Inject(pod *corev1.Pod, namespace string, cfg Config) error {
 		},
 	}
 	if len(probes) > 0 {
-		raw, err := json.Marshal(probes)
+		raw, err := json.Marshal(originals)
 		if err != nil {
-			return fmt.Errorf("encoding app probes: %w", err)
+			return nil, fmt.Errorf("encoding app probes: %w", err)
 		}
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_APP_PROBES", Value: string(raw)})
 	}
 
-	pod.Spec.InitContainers = append([]corev1.Container{initC, proxy}, pod.Spec.InitContainers...)
-	pod.Spec.Volumes = append(pod.Spec.Volumes,
-		corev1.Volume{Name: TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+	add.initContainers = []corev1.Container{initC, proxy}
+	add.volumes = []corev1.Volume{
+		{Name: TokenVolumeName, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
 			Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{
 				Audience: TokenAudience, ExpirationSeconds: ptr.To(tokenExpirySecs), Path: "token",
 			}}},
 		}}},
-		corev1.Volume{Name: TrustVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: trustBundleName},
+		{Name: TrustVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: TrustBundleName},
 		}}},
-	)
-	if pod.Annotations == nil {
-		pod.Annotations = map[string]string{}
 	}
-	pod.Annotations[AnnotationInjectedRevision] = cfg.Revision
-	pod.Annotations[AnnotationProxyVersion] = cfg.ProxyVersion
-	return nil
+	return add, nil
 }
 
 func fieldEnv(name, path string) corev1.EnvVar {
@@ -266,25 +344,56 @@ func checkCIDR(s string) error {
 // rewriteProbes points the app containers' HTTP, TCP and gRPC probes at the proxy's admin port,
 // which the capture leaves alone, and returns the original handlers by their new paths: the
 // proxy checks the app on the kubelet's behalf from inside the pod, so probes keep working
-// when inbound traffic must be mutual TLS.
-func rewriteProbes(pod *corev1.Pod) (map[string]corev1.ProbeHandler, error) {
-	out := map[string]corev1.ProbeHandler{}
+// when inbound traffic must be mutual TLS. The pod itself is not changed.
+func rewriteProbes(pod *corev1.Pod) ([]probeRewrite, map[string]corev1.ProbeHandler, error) {
+	var rewrites []probeRewrite
+	originals := map[string]corev1.ProbeHandler{}
 	for i := range pod.Spec.Containers {
 		c := &pod.Spec.Containers[i]
-		for kind, p := range map[string]*corev1.Probe{"readiness": c.ReadinessProbe, "liveness": c.LivenessProbe, "startup": c.StartupProbe} {
-			if p == nil || p.Exec != nil {
+		for _, p := range []struct {
+			kind, field string
+			probe       *corev1.Probe
+		}{
+			{"readiness", "readinessProbe", c.ReadinessProbe},
+			{"liveness", "livenessProbe", c.LivenessProbe},
+			{"startup", "startupProbe", c.StartupProbe},
+		} {
+			if p.probe == nil || p.probe.Exec != nil {
 				continue // exec probes run inside the container: nothing to reroute
 			}
-			original := *p.ProbeHandler.DeepCopy()
+			original := *p.probe.ProbeHandler.DeepCopy()
 			if err := resolveNamedPort(&original, c); err != nil {
-				return nil, fmt.Errorf("container %s %s probe: %w", c.Name, kind, err)
+				return nil, nil, fmt.Errorf("container %s %s probe: %w", c.Name, p.kind, err)
 			}
-			path := appHealthPrefix + c.Name + "/" + kind
-			out[path] = original
-			p.ProbeHandler = corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AdminPort)}}
+			path := appHealthPrefix + c.Name + "/" + p.kind
+			originals[path] = original
+			rewrites = append(rewrites, probeRewrite{container: i, field: p.field, handler: corev1.ProbeHandler{
+				HTTPGet: &corev1.HTTPGetAction{Path: path, Port: intstr.FromInt32(AdminPort)},
+			}})
 		}
 	}
-	return out, nil
+	return rewrites, originals, nil
+}
+
+// checkProxyUIDUnused refuses a pod with a container that runs as the proxy's UID: the capture
+// leaves that UID's traffic alone, so the container would silently bypass the mesh.
+func checkProxyUIDUnused(pod *corev1.Pod) error {
+	var podUID *int64
+	if pod.Spec.SecurityContext != nil {
+		podUID = pod.Spec.SecurityContext.RunAsUser
+	}
+	for _, c := range slices.Concat(pod.Spec.InitContainers, pod.Spec.Containers) {
+		uid := podUID
+		if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
+			uid = c.SecurityContext.RunAsUser
+		}
+		if uid != nil && *uid == ProxyUID {
+			return fmt.Errorf("container %s runs as UID %d, the UID of knit-proxy, whose traffic is never captured: "+
+				"its traffic would bypass the mesh; run it as another UID (securityContext.runAsUser), "+
+				"or keep the pod out of the mesh with the annotation %s=%s", c.Name, ProxyUID, AnnotationInject, InjectFalse)
+		}
+	}
+	return nil
 }
 
 // resolveNamedPort turns a named probe port into its number: the proxy does not see the spec.

@@ -25,9 +25,12 @@ import (
 	"strings"
 	"testing"
 
+	jsonpatch "gopkg.in/evanphx/json-patch.v4"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -61,7 +64,12 @@ func readPod(t *testing.T, path string) []byte {
 	return raw
 }
 
-// TestGoldenPatches compares the patch for each testdata pod with its reviewed golden file.
+// testNamespace is a meshed namespace whose trust bundle exists, without a Pod Security label.
+var testNamespace = Namespace{Name: "shop", HasTrustBundle: true}
+
+// TestGoldenPatches compares the patch for each testdata pod with its reviewed golden file,
+// then applies it as the API server does and checks that the result is the injected pod and
+// keeps every field of the pod's own.
 // Run `go test ./webhooks/injection -update` after a deliberate change and review the diff.
 func TestGoldenPatches(t *testing.T) {
 	pods, err := filepath.Glob("testdata/*.pod.yaml")
@@ -71,9 +79,20 @@ func TestGoldenPatches(t *testing.T) {
 	for _, path := range pods {
 		name := strings.TrimSuffix(filepath.Base(path), ".pod.yaml")
 		t.Run(name, func(t *testing.T) {
-			ops, err := Patch(readPod(t, path), "shop", testConfig)
+			raw := readPod(t, path)
+			ops, err := Patch(raw, testNamespace, testConfig)
 			if err != nil {
 				t.Fatal(err)
+			}
+			patched := applyAsAPIServer(t, raw, ops)
+			if want := intendedPod(t, raw); !equality.Semantic.DeepEqual(decodeAsAPIServer(t, patched), want) {
+				wantJSON, _ := json.MarshalIndent(want, "", "  ")
+				t.Errorf("the patched pod is not the injected pod:\npatched: %s\nwant: %s", patched, wantJSON)
+			}
+			if len(ops) > 0 {
+				if err := keepsOwnFields(raw, patched); err != nil {
+					t.Errorf("the patch loses a field of the pod: %v", err)
+				}
 			}
 			got, err := json.MarshalIndent(ops, "", "  ")
 			if err != nil {
@@ -146,16 +165,22 @@ func TestNamedProbePortThatDoesNotExist(t *testing.T) {
 }
 
 func TestPatchRefusesWhatIsNotAPod(t *testing.T) {
-	for _, raw := range []string{``, `{`, `[]`, `{"spec": {"containers": 5}}`} {
-		if _, err := Patch([]byte(raw), "shop", testConfig); err == nil {
+	for _, raw := range []string{``, `{`, `[]`, `null`, `{} {}`, `{"spec": {"containers": 5}}`} {
+		if _, err := Patch([]byte(raw), testNamespace, testConfig); err == nil {
 			t.Errorf("Patch(%q) succeeded", raw)
 		}
 	}
 }
 
+// FuzzPatch patches random pods: the patch must apply as the API server applies it, and the
+// result must be a pod with knit's containers first that keeps every field of the pod's own.
 func FuzzPatch(f *testing.F) {
-	for _, p := range []string{"plain", "probes", "overrides", "job"} {
-		y, err := os.ReadFile("testdata/" + p + ".pod.yaml")
+	pods, err := filepath.Glob("testdata/*.pod.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, path := range pods {
+		y, err := os.ReadFile(path)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -166,13 +191,42 @@ func FuzzPatch(f *testing.F) {
 		f.Add(raw)
 	}
 	f.Add([]byte(`{"metadata":{"annotations":{"knit.dev/exclude-inbound-ports":",,"}}}`))
+	f.Add([]byte(`{"metadata":null,"spec":{"initContainers":null,"volumes":[null],"containers":[{"startupProbe":{}}]}}`))
+	f.Add([]byte(`{"spec":{"containers":[{"readinessProbe":{"tcpSocket":{"port":1}}}]},"spec":{"containers":[{}]}}`))
+	f.Add([]byte(`{"Spec":{"containers":[{"livenessProbe":{"grpc":{"port":1},"x":1e400}}]},"metadata":{"annotations":{"a/b~c":"1"}}}`))
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		ops, err := Patch(raw, "shop", testConfig)
+		ops, err := Patch(raw, testNamespace, testConfig)
 		if err != nil {
 			return // refusing bad input is fine; crashing is not
 		}
-		if _, err := json.Marshal(ops); err != nil {
+		if len(ops) == 0 {
+			return // not injected
+		}
+		encoded, err := json.Marshal(ops)
+		if err != nil {
 			t.Fatalf("patch does not encode: %v", err)
+		}
+		patch, err := jsonpatch.DecodePatch(encoded)
+		if err != nil {
+			t.Fatalf("patch does not decode: %v", err)
+		}
+		patched, err := patch.Apply(raw)
+		if err != nil {
+			t.Fatalf("patch %s does not apply: %v", encoded, err)
+		}
+		// A pod the API server could decode (it sends no other) must still decode patched.
+		var pod corev1.Pod
+		if sigsjson.UnmarshalCaseSensitivePreserveInts(raw, &corev1.Pod{}) == nil {
+			if err := sigsjson.UnmarshalCaseSensitivePreserveInts(patched, &pod); err != nil {
+				t.Fatalf("the patched pod does not decode: %v\n%s", err, patched)
+			}
+			if len(pod.Spec.InitContainers) < 2 || pod.Spec.InitContainers[0].Name != InitContainerName ||
+				pod.Spec.InitContainers[1].Name != ProxyContainerName {
+				t.Fatalf("the patched pod does not start with knit's init containers: %s", patched)
+			}
+		}
+		if err := keepsOwnFields(raw, patched); err != nil {
+			t.Fatalf("patch %s loses a field of the pod: %v", encoded, err)
 		}
 	})
 }
