@@ -34,4 +34,16 @@ fi
 mkdir -p bin/bench
 go build -o bin/knit-proxy ./cmd/knit-proxy
 go build -o bin/bench/bench ./test/bench
-exec bin/bench/bench -fortio "$FORTIO_DIR/fortio" -knit-proxy bin/knit-proxy -out bin/bench "$@"
+
+# BENCH_BASELINE=<git revision> adds that revision's knit-proxy as target knit-base, measured in
+# the same interleaved rounds, so a change is judged against its parent on the same machine state.
+baseline=()
+if [[ -n ${BENCH_BASELINE:-} ]]; then
+  src=$(mktemp -d)
+  trap 'git worktree remove --force "$src" >/dev/null 2>&1 || rm -rf "$src"' EXIT
+  git worktree add --detach -q "$src" "$BENCH_BASELINE"
+  (cd "$src" && go build -o "$OLDPWD/bin/bench/knit-proxy-base" ./cmd/knit-proxy)
+  echo "baseline: knit-proxy at $(git rev-parse --short "$BENCH_BASELINE") as knit-base"
+  baseline=(-baseline-proxy bin/bench/knit-proxy-base)
+fi
+bin/bench/bench -fortio "$FORTIO_DIR/fortio" -knit-proxy bin/knit-proxy -out bin/bench "${baseline[@]}" "$@"

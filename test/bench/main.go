@@ -27,6 +27,7 @@ import (
 var (
 	fortio   = flag.String("fortio", "", "path to fortio v1.68.2")
 	proxyBin = flag.String("knit-proxy", "bin/knit-proxy", "path to the knit-proxy binary")
+	baseBin  = flag.String("baseline-proxy", "", "path to an earlier knit-proxy binary, measured as target knit-base in the same interleaved rounds")
 	outDir   = flag.String("out", "bin/bench", "directory for configs, logs and result.json")
 	duration = flag.Duration("duration", 5*time.Second, "length of each measured run")
 	rounds   = flag.Int("rounds", 3, "rounds; each round runs every target once per scenario, interleaved, and the median is reported")
@@ -87,7 +88,10 @@ func main() {
 			continue
 		}
 		var names []string
-		for _, name := range []string{"direct", "knit", "nginx", "haproxy"} {
+		for _, name := range []string{"direct", "knit", "knit-base", "nginx", "haproxy"} {
+			if name == "knit-base" && *baseBin == "" {
+				continue
+			}
 			if *only == "" || strings.Contains(","+*only+",", ","+name+",") {
 				names = append(names, name)
 			}
@@ -128,7 +132,9 @@ func startServer(name string, tlsMode bool, upPort, upTLSPort int, cert, key, pe
 			port = upTLSPort
 		}
 	case "knit":
-		p = startKnit(port, upPort, tlsMode, cert, key)
+		p = startKnit(*proxyBin, port, upPort, tlsMode, cert, key)
+	case "knit-base":
+		p = startKnit(*baseBin, port, upPort, tlsMode, cert, key)
 	case "nginx":
 		p = startNginxProxy(port, upPort, tlsMode, cert, key)
 	case "haproxy":
@@ -294,6 +300,13 @@ func ratios(res Result) map[string]float64 {
 			}
 			out[set.prefix+"."+t.Name+".throughput_vs_direct"] = t.MaxQPS.QPS / d.MaxQPS.QPS
 			out[set.prefix+"."+t.Name+".added_p99_ms_at_1000"] = t.At1000.Percentiles["p99"] - d.At1000.Percentiles["p99"]
+		}
+		if b, ok := by["knit-base"]; ok && b.MaxQPS.QPS > 0 {
+			k := by["knit"]
+			out[set.prefix+".knit_vs_baseline.throughput"] = k.MaxQPS.QPS / b.MaxQPS.QPS
+			if b.At5000.CPUPer10k > 0 {
+				out[set.prefix+".knit_vs_baseline.cpu_per_request"] = k.At5000.CPUPer10k / b.At5000.CPUPer10k
+			}
 		}
 		k, h := by["knit"], by["haproxy"]
 		if k.Name != "" && h.Name != "" {
@@ -483,7 +496,7 @@ backend be
 	return start("haproxy", []string{"haproxy", "-db", "-f", path})
 }
 
-func startKnit(port, upPort int, tlsMode bool, cert, key string) *proc {
+func startKnit(binary string, port, upPort int, tlsMode bool, cert, key string) *proc {
 	admin := freePort()
 	tlsBlock := ""
 	if tlsMode {
@@ -502,10 +515,10 @@ clusters:
 - name: upstream
   endpoints: [{address: "127.0.0.1:%d"}]
 `, admin, port, tlsBlock, upPort)
-	path := filepath.Join(*outDir, "knit-proxy.yaml")
+	path := filepath.Join(*outDir, fmt.Sprintf("knit-proxy-%d.yaml", port))
 	must(os.WriteFile(path, []byte(conf), 0o644))
-	bin, _ := filepath.Abs(*proxyBin)
-	p := start("knit-proxy", []string{bin, "run", "--config", path, "--watch-interval", "0"})
+	bin, _ := filepath.Abs(binary)
+	p := start(fmt.Sprintf("knit-proxy-%d", port), []string{bin, "run", "--config", path, "--watch-interval", "0"})
 	p.adminPort = admin
 	return p
 }
