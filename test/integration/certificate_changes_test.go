@@ -188,6 +188,7 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 			}
 		})
 		Eventually(func(g Gomega) { certReady(g, client.ObjectKeyFromObject(root)) }).WithTimeout(60 * time.Second).Should(Succeed())
+		grantApproval(ctx, "approve-switch-ca", "issuers.cert-manager.io/"+cpNamespace+".switch-ca")
 
 		expectNoRefusalWhile(func() {
 			patchMesh(ctx, func(m *meshv1.Mesh) {

@@ -97,12 +97,15 @@ func (s *statusCounter) Patch(ctx context.Context, obj client.Object, patch clie
 	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
 }
 
+// newMeshReconciler and newRevisionReconciler are configured as the suite's manager runs them:
+// a reconciler that knew another operator namespace would want other webhooks, and the two
+// would take turns rewriting them.
 func newMeshReconciler(c client.Client) *controllers.MeshReconciler {
-	return &controllers.MeshReconciler{Client: c}
+	return &controllers.MeshReconciler{Client: c, OperatorNamespace: operatorNamespace, OperatorServiceAccount: operatorServiceAccount}
 }
 
 func newRevisionReconciler(c client.Client) *controllers.MeshRevisionReconciler {
-	return &controllers.MeshRevisionReconciler{Client: c}
+	return &controllers.MeshRevisionReconciler{Client: c, OperatorNamespace: operatorNamespace}
 }
 
 func requestFor(name string) reconcile.Request {
