@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`, and what .ci/run calls):
-#   1. generated files are not stale;
+#   1. generated files are not stale, and no file repeats upstream code (check-upstream-copies);
 #   2. unit tests, and the integration suite against a real kube-apiserver + etcd + cert-manager;
 #   3. short fuzz runs;
 # then one summary of what ran.
@@ -24,6 +24,7 @@ step() { # step NAME CMD...: run one stage, remember its outcome, carry on to th
 }
 
 step generated "$HACK_DIR/verify-generated.sh"
+step upstream-copies "$HACK_DIR/check-upstream-copies.sh"
 
 # Unit tests of every package but the integration suite, then the suite itself, verbosely, so
 # the log shows the real processes it starts.
@@ -43,8 +44,8 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
 echo
 echo "==================== test summary ===================="
-for s in generated unit integration fuzz; do
-  [[ -n ${result[$s]:-} ]] && printf '  %-12s %s\n' "$s" "${result[$s]}"
+for s in generated upstream-copies unit integration fuzz; do
+  [[ -n ${result[$s]:-} ]] && printf '  %-16s %s\n' "$s" "${result[$s]}"
 done
 printf '  go tests:    %s passed, %s failed, %s skipped (unit + integration)\n' \
   $(( $(count "$REPORTS/unit.json" pass) + $(count "$REPORTS/integration.json" pass) )) \
