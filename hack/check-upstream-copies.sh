@@ -16,19 +16,8 @@
 # through the k8s.io/* modules instead).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
-
-MODULE_DIRS=(. hack/cert-manager-controller hack/cert-manager-images hack/coredns hack/images)
-
-# Direct requirements of every module of the repository, as path@version, once each.
-requirements() {
-  local d
-  for d in "${MODULE_DIRS[@]}"; do
-    (cd "$d" && go list -m -f '{{if not .Indirect}}{{if not .Main}}{{.Path}}@{{.Version}}{{end}}{{end}}' all) ||
-      die "listing the requirements of $d/go.mod"
-  done | grep -v '^$' | sort -u
-  echo "k8s.io/kubernetes@$KUBERNETES_VERSION"
-}
+export GOFLAGS="${GOFLAGS% -mod=mod}"  # build the checker from go.mod as committed
 
 args=()
-while read -r mod; do args+=(-module "$mod"); done < <(requirements)
-go run ./hack/upstream-copies -repo "$REPO_ROOT" "${args[@]}"
+for f in go.mod hack/*/go.mod; do args+=(-requirements-of "$f"); done
+go run ./hack/upstream-copies -repo "$REPO_ROOT" "${args[@]}" -module "k8s.io/kubernetes@$KUBERNETES_VERSION"

@@ -56,11 +56,18 @@ func main() {
 		common    = flag.Int("common", 8, "a run found in more upstream places than this is generic")
 		upstreams upstreamList
 		modules   upstreamList
+		goMods    upstreamList
 	)
 	flag.Var(&upstreams, "upstream", "NAME=DIR of an upstream source tree (repeatable)")
 	flag.Var(&modules, "module", "PATH@VERSION of a Go module whose source is an upstream tree (repeatable)")
+	flag.Var(&goMods, "requirements-of", "a go.mod file whose direct requirements are upstream trees (repeatable)")
 	flag.Parse()
-	dirs, err := moduleDirs(modules)
+	required, err := directRequirements(goMods)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "upstream-copies:", err)
+		os.Exit(2)
+	}
+	dirs, err := moduleDirs(append(required, modules...))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "upstream-copies:", err)
 		os.Exit(2)
@@ -80,13 +87,45 @@ func main() {
 	}
 }
 
+// directRequirements returns the requirements the go.mod files list as direct, as PATH@VERSION,
+// once each. It reads the files only (go mod edit), so no go.sum is touched.
+func directRequirements(goMods []string) ([]string, error) {
+	seen := map[string]bool{}
+	var mods []string
+	for _, f := range goMods {
+		out, err := exec.Command("go", "mod", "edit", "-json", f).Output()
+		if err != nil {
+			return nil, fmt.Errorf("reading %s: %w", f, err)
+		}
+		var m struct {
+			Require []struct {
+				Path, Version string
+				Indirect      bool
+			}
+		}
+		if err := json.Unmarshal(out, &m); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", f, err)
+		}
+		for _, r := range m.Require {
+			if mod := r.Path + "@" + r.Version; !r.Indirect && !seen[mod] {
+				seen[mod] = true
+				mods = append(mods, mod)
+			}
+		}
+	}
+	return mods, nil
+}
+
 // moduleDirs downloads the modules (a no-op when they are in the module cache) and returns
-// them as NAME=DIR, with one `go mod download` for all.
+// them as NAME=DIR, with one `go mod download` for all. It runs outside any module, so that no
+// go.mod or go.sum of the repository changes.
 func moduleDirs(modules []string) ([]string, error) {
 	if len(modules) == 0 {
 		return nil, nil
 	}
 	cmd := exec.Command("go", append([]string{"mod", "download", "-json"}, modules...)...)
+	cmd.Dir = os.TempDir()
+	cmd.Env = append(os.Environ(), "GOFLAGS=", "GOWORK=off")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
