@@ -30,6 +30,9 @@ step upstream-copies "$HACK_DIR/check-upstream-copies.sh"
 # the log shows the real processes it starts.
 unit_pkgs=$(go list ./... | grep -v '/test/integration')
 step unit go tool gotestsum --format pkgname --jsonfile "$REPORTS/unit.json" -- -count=1 $unit_pkgs
+# The cert-manager launcher is a module of its own; -trimpath as in hack/build-cert-manager.sh, so
+# the packages that build compiled are reused.
+step launcher go test -C hack/cert-manager-controller -trimpath -count=1 ./...
 step integration go tool gotestsum --format standard-verbose --jsonfile "$REPORTS/integration.json" -- \
   -count=1 -timeout 20m ./test/integration/... -ginkgo.v -ginkgo.junit-report="$REPORTS/integration-junit.xml"
 
@@ -44,7 +47,7 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
 echo
 echo "==================== test summary ===================="
-for s in generated upstream-copies unit integration fuzz; do
+for s in generated upstream-copies unit launcher integration fuzz; do
   [[ -n ${result[$s]:-} ]] && printf '  %-16s %s\n' "$s" "${result[$s]}"
 done
 printf '  go tests:    %s passed, %s failed, %s skipped (unit + integration)\n' \
