@@ -22,9 +22,11 @@ BIN="$OUT/cert-manager-controller"
 STAMP="$BIN.sha256"
 CRDS="$OUT/crds"
 
+# binary_current [HASH]: the binary is built from HASH (default: the launcher source as it is now)
+# and reports the pinned version.
 binary_current() {
   [[ -x "$BIN" && -f "$STAMP" ]] || return 1
-  [[ "$(cat "$STAMP")" == "$(cert_manager_src_hash)" ]] || return 1
+  [[ "$(cat "$STAMP")" == "${1:-$(cert_manager_src_hash)}" ]] || return 1
   [[ "$("$BIN" --version 2>/dev/null | head -1)" == "cert-manager-controller $V" ]]
 }
 
@@ -66,7 +68,7 @@ build_binary() {
   )
   mv -f "$BIN.tmp" "$BIN"
   echo "$hash" >"$STAMP"
-  binary_current || die "built $BIN but it does not report cert-manager-controller $V"
+  binary_current "$hash" || die "built $BIN but it does not report cert-manager-controller $V"
 }
 
 build() {
