@@ -171,11 +171,11 @@ func check(w io.Writer, repo string, upstreams []string, maxShared, common int) 
 		if err != nil {
 			return 0, err
 		}
-		fmt.Fprintf(w, "upstream-copies: %s: %d files read (%s)\n", name, n, dir)
+		_, _ = fmt.Fprintf(w, "upstream-copies: %s: %d files read (%s)\n", name, n, dir)
 		read += n
 	}
 	found := idx.report(w, common)
-	fmt.Fprintf(w, "upstream-copies: %d repository files against %d upstream files: %d runs of more than %d shared lines\n",
+	_, _ = fmt.Fprintf(w, "upstream-copies: %d repository files against %d upstream files: %d runs of more than %d shared lines\n",
 		len(idx.repoFiles), read, found, maxShared)
 	return found, nil
 }
@@ -450,7 +450,7 @@ func (x *index) report(w io.Writer, common int) int {
 			first, last := hs[start], hs[i-1]
 			rl := x.repoFiles[k.file].lines
 			n := last.repo.at - first.repo.at + x.k
-			fmt.Fprintf(w, "%s:%d-%d ~ %s:%d-%d (%d shared lines)\n",
+			_, _ = fmt.Fprintf(w, "%s:%d-%d ~ %s:%d-%d (%d shared lines)\n",
 				x.repoFiles[k.file].path, rl[first.repo.at].no, rl[last.repo.at+x.k-1].no,
 				k.upstream, first.upLines[first.upAt].no, last.upLines[last.upAt+x.k-1].no, n)
 			found++
