@@ -70,6 +70,9 @@ const (
 	maxIssueBackoff = 32 * time.Hour
 )
 
+// errReported marks a command-line error the flag package has already printed, with the usage.
+var errReported = errors.New("invalid command line")
+
 type options struct {
 	kubeconfig               string
 	clusterResourceNamespace string
@@ -100,7 +103,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	klog.InitFlags(fs) // --v and the other logging flags cert-manager's logs honour
 	if err := fs.Parse(args); err != nil {
-		return o, err
+		if errors.Is(err, flag.ErrHelp) {
+			return o, err
+		}
+		return o, fmt.Errorf("%w: %w", errReported, err)
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -113,6 +119,8 @@ func main() {
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		return
+	case errors.Is(err, errReported):
+		os.Exit(2)
 	case err != nil:
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
