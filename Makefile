@@ -13,7 +13,6 @@ GOARCH := $(shell go env GOARCH)
 KNIT_CACHE ?= $(or $(XDG_DATA_HOME),$(HOME)/.local/share)/knit
 export KNIT_CACHE
 KUBE_BIN := $(KNIT_CACHE)/k8s/$(KUBERNETES_VERSION)-$(GOOS)-$(GOARCH)
-CM_DIR   := $(KNIT_CACHE)/cert-manager/$(CERT_MANAGER_VERSION)-$(GOOS)-$(GOARCH)
 
 CONTROLLER_GEN := go tool controller-gen
 # Packages that carry kubebuilder markers (the nested tool modules under hack/ are not ours).
@@ -63,6 +62,10 @@ tools: ## Build (or reuse from the per-user cache) kube-apiserver, etcd, cert-ma
 .PHONY: test
 test: tools ## Unit + integration tests against a real kube-apiserver, etcd and cert-manager.
 	hack/test.sh
+
+.PHONY: check-upstream-copies
+check-upstream-copies: ## Fail when a file shares more than six lines with the pinned source of a project knit builds on.
+	hack/check-upstream-copies.sh
 
 .PHONY: verify-generated
 verify-generated: ## Fail when committed generated files differ from what controller-gen makes.

@@ -1,39 +1,32 @@
 #!/usr/bin/env bash
 # Builds the real cert-manager controller and copies its CRDs, from the Go module proxy, into
-# $KNIT_CACHE/cert-manager/<version>-<os>-<arch>/:
+# $KNIT_CACHE/cert-manager/<version>-<launcher source hash>-<os>-<arch>/ (lib.sh: cert_manager_dir):
 #   cert-manager-controller          the binary (`--version` prints the pinned version)
 #   cert-manager-controller.sha256   stamp: sha256 of the launcher source it was built from
 #   crds/*.yaml                      deploy/crds/*.yaml of the cert-manager module zip
 #
 # Upstream's cmd/controller is a nested module the proxy does not serve, and the Venafi issuer's
-# dependency (github.com/Venafi/vcert/v5) cannot be fetched, so the binary is built from the small
-# launcher module in hack/cert-manager-controller/, which wires cert-manager's own controllers (all
-# but Venafi) the way upstream's cmd/controller does. See its main.go.
+# dependency (github.com/Venafi/vcert/v5) cannot be fetched, so the binary is built from knit's
+# small launcher module in hack/cert-manager-controller/, which runs the cert-manager controllers
+# knit needs from cert-manager's own packages. See its main.go.
 #
 # Nothing is rebuilt when the binary reports the pinned version and its stamp matches the launcher
-# source; editing the launcher (or its go.mod/go.sum) triggers a rebuild.
+# source; editing the launcher (or its go.mod/go.sum) builds a new cache entry.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 V=$CERT_MANAGER_VERSION
 MODULE=github.com/cert-manager/cert-manager
 SRC="$HACK_DIR/cert-manager-controller"
-OUT="$KNIT_CACHE/cert-manager/$V-$GOOS_HOST-$GOARCH_HOST"
+OUT=$(cert_manager_dir)
 BIN="$OUT/cert-manager-controller"
 STAMP="$BIN.sha256"
 CRDS="$OUT/crds"
 
-# sha256 over the launcher module's files (names and contents) and the pinned version.
-source_hash() {
-  {
-    (cd "$SRC" && find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 |
-      LC_ALL=C sort -z | xargs -0 sha256sum)
-    echo "CERT_MANAGER_VERSION=$V"
-  } | sha256sum | cut -d' ' -f1
-}
-
+# binary_current [HASH]: the binary is built from HASH (default: the launcher source as it is now)
+# and reports the pinned version.
 binary_current() {
   [[ -x "$BIN" && -f "$STAMP" ]] || return 1
-  [[ "$(cat "$STAMP")" == "$(source_hash)" ]] || return 1
+  [[ "$(cat "$STAMP")" == "${1:-$(cert_manager_src_hash)}" ]] || return 1
   [[ "$("$BIN" --version 2>/dev/null | head -1)" == "cert-manager-controller $V" ]]
 }
 
@@ -67,7 +60,7 @@ build_binary() {
     die "hack/cert-manager-controller/go.mod requires $MODULE $pinned, versions.env says $V: run (cd hack/cert-manager-controller && go get $MODULE@$V && go mod tidy)"
 
   local hash pkg=$MODULE/pkg/util
-  hash=$(source_hash)
+  hash=$(cert_manager_src_hash)
   log "building cert-manager controller $V (cold: ~5-10 min on 2 cores)"
   (
     cd "$SRC"
@@ -75,7 +68,7 @@ build_binary() {
   )
   mv -f "$BIN.tmp" "$BIN"
   echo "$hash" >"$STAMP"
-  binary_current || die "built $BIN but it does not report cert-manager-controller $V"
+  binary_current "$hash" || die "built $BIN but it does not report cert-manager-controller $V"
 }
 
 build() {

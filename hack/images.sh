@@ -15,7 +15,7 @@ cd "$REPO_ROOT"
 OUT="$REPO_ROOT/bin/images"
 TOOL="$OUT/knit-images"
 COMPONENT="$REPO_ROOT/config/images/kustomization.yaml"
-CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
+CM_DIR=$(cert_manager_dir)
 ALL=(pause coredns e2e-probe controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
 # `mesh`: the mesh's own images, per supported mesh version, named by the operator's
 # internal/versions/versions.yaml (the operator puts those references into the Deployments it makes).

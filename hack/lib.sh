@@ -29,3 +29,23 @@ with_lock() {
   "$@"
   flock -u "$lockfd"
 }
+
+# cert_manager_src_hash: sha256 over the cert-manager launcher module's files (names and
+# contents) and the pinned version: what the cached binary was built from.
+cert_manager_src_hash() {
+  {
+    (cd "$HACK_DIR/cert-manager-controller" &&
+      find . -type f \( -name '*.go' -o -name go.mod -o -name go.sum \) -print0 |
+      LC_ALL=C sort -z | xargs -0 sha256sum)
+    echo "CERT_MANAGER_VERSION=$CERT_MANAGER_VERSION"
+  } | sha256sum | cut -d' ' -f1
+}
+
+# cert_manager_dir: this checkout's cert-manager entry in the cache. The launcher source is part
+# of the key, so clones and worktrees with different launchers each keep their own binary instead
+# of rebuilding over one another's.
+cert_manager_dir() {
+  local h
+  h=$(cert_manager_src_hash)
+  echo "$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-${h:0:12}-$GOOS_HOST-$GOARCH_HOST"
+}

@@ -20,7 +20,7 @@ fi
 # bin/k8s is what envtest's KUBEBUILDER_ASSETS points at: one directory with kube-apiserver,
 # etcd and kubectl (links into the cache).
 KUBE_BIN="$KNIT_CACHE/k8s/$KUBERNETES_VERSION-$GOOS_HOST-$GOARCH_HOST"
-CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
+CM_DIR=$(cert_manager_dir)
 mkdir -p "$REPO_ROOT/bin/k8s"
 for b in "$KUBE_BIN"/*; do ln -sfn "$b" "$REPO_ROOT/bin/k8s/$(basename "$b")"; done
 ln -sfn "$(command -v etcd)" "$REPO_ROOT/bin/k8s/etcd"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`, and what .ci/run calls):
-#   1. generated files are not stale;
+#   1. generated files are not stale, and no file repeats upstream code (check-upstream-copies);
 #   2. unit tests, and the integration suite against a real kube-apiserver + etcd + cert-manager;
 #   3. short fuzz runs;
 # then one summary of what ran.
@@ -24,11 +24,16 @@ step() { # step NAME CMD...: run one stage, remember its outcome, carry on to th
 }
 
 step generated "$HACK_DIR/verify-generated.sh"
+step upstream-copies "$HACK_DIR/check-upstream-copies.sh"
 
 # Unit tests of every package but the integration suite, then the suite itself, verbosely, so
 # the log shows the real processes it starts.
 unit_pkgs=$(go list ./... | grep -v '/test/integration')
 step unit go tool gotestsum --format pkgname --jsonfile "$REPORTS/unit.json" -- -count=1 $unit_pkgs
+# The cert-manager launcher is a module of its own; -trimpath as in hack/build-cert-manager.sh, so
+# the packages that build compiled are reused, and no vet (it would analyse all of cert-manager's
+# ~1,200 dependency packages first: many minutes).
+step launcher go test -C hack/cert-manager-controller -trimpath -vet=off -count=1 ./...
 step integration go tool gotestsum --format standard-verbose --jsonfile "$REPORTS/integration.json" -- \
   -count=1 -timeout 20m ./test/integration/... -ginkgo.v -ginkgo.junit-report="$REPORTS/integration-junit.xml"
 
@@ -54,7 +59,7 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
 echo
 echo "==================== test summary ===================="
-for s in generated unit integration fuzz proxy-conformance; do
+for s in generated upstream-copies unit launcher integration fuzz proxy-conformance; do
   [[ -n ${result[$s]:-} ]] && printf '  %-18s %s\n' "$s" "${result[$s]}"
 done
 [[ -n $conformance_summary ]] && printf '  %s\n' "$conformance_summary"

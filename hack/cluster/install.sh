@@ -8,7 +8,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 source "$HACK_DIR/cluster/env.sh"
 cd "$REPO_ROOT"
 what=${1:-all}
-CM_DIR="$KNIT_CACHE/cert-manager/$CERT_MANAGER_VERSION-$GOOS_HOST-$GOARCH_HOST"
+CM_DIR=$(cert_manager_dir)
 
 wait_for() { # wait_for WHAT TIMEOUT CMD...
   local what=$1 timeout=$2 t=$SECONDS; shift 2

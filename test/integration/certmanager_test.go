@@ -18,8 +18,12 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"net/url"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -60,7 +64,8 @@ func readLeaf(ctx context.Context, key client.ObjectKey) *x509.Certificate {
 }
 
 // This spec proves the testbed is real: the cert-manager controller running as a process issues
-// a CA from a self-signed issuer, then signs a workload certificate with it.
+// a CA from a self-signed issuer, then signs a workload certificate with it, and approves and
+// signs a CertificateRequest made from a bare CSR (the flow of a mesh's own CA client).
 var _ = Describe("The cert-manager controller in the testbed", Ordered, func() {
 	ctx := context.Background()
 	ns := "cert-manager-proof"
@@ -121,5 +126,42 @@ var _ = Describe("The cert-manager controller in the testbed", Ordered, func() {
 		Expect(leaf.URIs[0].String()).To(Equal(spiffe))
 		Expect(leaf.Issuer.CommonName).To(Equal("knit test root"))
 		Expect(leaf.CheckSignatureFrom(root)).To(Succeed(), "the leaf is signed by the root cert-manager issued")
+	})
+
+	It("approves a CertificateRequest made from a CSR and signs the CSR's key with that CA", func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		Expect(err).NotTo(HaveOccurred())
+		const spiffe = "spiffe://cluster.local/ns/mesh/sa/proxy"
+		id, err := url.Parse(spiffe)
+		Expect(err).NotTo(HaveOccurred())
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id}}, key)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(k8sClient.Create(ctx, &cmapi.CertificateRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: "proxy-csr", Namespace: ns},
+			Spec: cmapi.CertificateRequestSpec{
+				Request:   pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}),
+				Duration:  &metav1.Duration{Duration: time.Hour},
+				Usages:    []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageServerAuth, cmapi.UsageClientAuth},
+				IssuerRef: cmmeta.IssuerReference{Name: "ca", Kind: "Issuer", Group: "cert-manager.io"},
+			},
+		})).To(Succeed())
+
+		// Nobody but cert-manager's own approver (certificaterequests-approver) approves here.
+		var cr cmapi.CertificateRequest
+		Eventually(func(g Gomega) {
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "proxy-csr"}, &cr)).To(Succeed())
+			g.Expect(cr.Status.Conditions).To(ContainElement(And(
+				HaveField("Type", cmapi.CertificateRequestConditionApproved), HaveField("Status", cmmeta.ConditionTrue))))
+			g.Expect(cr.Status.Certificate).NotTo(BeEmpty())
+		}).WithTimeout(90 * time.Second).WithPolling(250 * time.Millisecond).Should(Succeed())
+
+		block, _ := pem.Decode(cr.Status.Certificate)
+		Expect(block).NotTo(BeNil())
+		signed, err := x509.ParseCertificate(block.Bytes)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(signed.PublicKey).To(Equal(key.Public()), "the certificate carries the CSR's key")
+		Expect(signed.URIs).To(HaveLen(1))
+		Expect(signed.URIs[0].String()).To(Equal(spiffe))
+		Expect(signed.CheckSignatureFrom(readLeaf(ctx, client.ObjectKey{Namespace: ns, Name: "root-ca"}))).To(Succeed())
 	})
 })
