@@ -111,6 +111,7 @@ func (c *controlPlanes) start(ctx context.Context, revision string) *controlPlan
 			cfg.Revision = revision
 			return cfg, nil
 		},
+		Namespaces: suiteNamespaces,
 	}))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	Expect(err).NotTo(HaveOccurred())

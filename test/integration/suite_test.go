@@ -50,6 +50,9 @@ var (
 	// operatorConfig impersonates the operator's ServiceAccount: the manager runs with it.
 	operatorConfig *rest.Config
 	mgrDone        = make(chan error, 1)
+	// suiteNamespaces is the injection webhook's namespace reader, shared with the control-plane
+	// stand-ins, which serve the same webhook.
+	suiteNamespaces webhooks.NamespaceReader
 )
 
 func TestIntegration(t *testing.T) {
@@ -87,6 +90,7 @@ var _ = BeforeSuite(func() {
 	// The webhook reads namespaces as the control plane does: from its own cache, synced first.
 	namespaces, err := webhooks.WatchNamespaces(suiteCtx, ctrl.Log.WithName("namespaces"), env.Config)
 	Expect(err).NotTo(HaveOccurred())
+	suiteNamespaces = namespaces
 	server.Register(webhooks.InjectPath, webhooks.NewInjectionWebhook(&webhooks.PodInjector{
 		Config:     func() (injection.Config, error) { return testInjectionConfig, nil },
 		Namespaces: namespaces,
