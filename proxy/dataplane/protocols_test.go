@@ -20,28 +20,7 @@ import (
 )
 
 // simpleConfig: one auto listener "in" routing everything to cluster "c".
-func simpleConfig(endpoints ...string) string {
-	eps := ""
-	for _, e := range endpoints {
-		eps += fmt.Sprintf("\n  - address: %s", e)
-	}
-	return fmt.Sprintf(`
-listeners:
-- name: in
-  address: 127.0.0.1:0
-  routeConfig: main
-routeConfigs:
-- name: main
-  virtualHosts:
-  - name: all
-    routes:
-    - name: default
-      clusters: [{name: c}]
-clusters:
-- name: c
-  endpoints:%s
-`, eps)
-}
+func simpleConfig(endpoints ...string) string { return proxyConfig("", "", "", endpoints...) }
 
 func TestHTTP1KeepAliveAndChunked(t *testing.T) {
 	var upConns sync.Map

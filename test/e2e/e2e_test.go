@@ -391,25 +391,7 @@ spec:
   selector: {app: echo}
   ports: [{name: http, port: 80, targetPort: 8080}]
 ---
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: echo, namespace: %[1]s}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: echo}}
-  template:
-    metadata: {labels: {app: echo}}
-    spec:
-      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: app
-        image: %[2]s
-        imagePullPolicy: Never
-        args: [serve, ":8080"]
-        ports: [{name: http, containerPort: 8080}]
-        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
-        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-`, ns, probe))
+`, ns) + probeDeployment(ns, "echo", 2))
 		start := time.Now()
 		kubectl("-n", ns, "rollout", "status", "deployment/echo", "--timeout=120s")
 		GinkgoWriter.Printf("meshed Deployment of 2 Ready after %s\n", time.Since(start).Round(time.Second))
@@ -493,7 +475,6 @@ spec:
 
 	It("upgrades the mesh without an injection gap: pods created afterwards get the new revision's proxy", Label("upgrade"), func() {
 		const ns = "knit-e2e-upgrade"
-		probe := imageRef("e2e-probe")
 		applyManifest(fmt.Sprintf(`apiVersion: v1
 kind: Namespace
 metadata: {name: %s, labels: {knit.dev/inject: enabled}}
@@ -521,25 +502,7 @@ metadata: {name: %s, labels: {knit.dev/inject: enabled}}
 		Expect(strings.Fields(kubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`))).
 			To(ContainElements("rev.inject.knit.dev", "namespace.inject.knit.dev"))
 
-		applyManifest(fmt.Sprintf(`apiVersion: apps/v1
-kind: Deployment
-metadata: {name: after-upgrade, namespace: %[1]s}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: after-upgrade}}
-  template:
-    metadata: {labels: {app: after-upgrade}}
-    spec:
-      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
-      containers:
-      - name: app
-        image: %[2]s
-        imagePullPolicy: Never
-        args: [serve, ":8080"]
-        ports: [{name: http, containerPort: 8080}]
-        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
-        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
-`, ns, probe))
+		applyManifest(probeDeployment(ns, "after-upgrade", 1))
 		kubectl("-n", ns, "rollout", "status", "deployment/after-upgrade", "--timeout=120s")
 		pod := kubectl("-n", ns, "get", "pods", "-l", "app=after-upgrade", "-o", "jsonpath={.items[0].metadata.name}")
 		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.metadata.annotations.knit\.dev/injected-revision}`)).To(Equal("default-v0-2-0"))
@@ -747,3 +710,27 @@ spec:
 		Expect(routes).NotTo(ContainSubstring(strings.Split(cluster.serviceCIDR, "/")[0]))
 	})
 })
+
+// probeDeployment is a Deployment of the e2e probe image serving HTTP on :8080 with a readiness
+// probe, restricted as Pod Security's restricted level asks, labelled app=<name>.
+func probeDeployment(ns, name string, replicas int) string {
+	return fmt.Sprintf(`apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %[2]s, namespace: %[1]s}
+spec:
+  replicas: %[3]d
+  selector: {matchLabels: {app: %[2]s}}
+  template:
+    metadata: {labels: {app: %[2]s}}
+    spec:
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+      - name: app
+        image: %[4]s
+        imagePullPolicy: Never
+        args: [serve, ":8080"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+        securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
+`, ns, name, replicas, imageRef("e2e-probe"))
+}
