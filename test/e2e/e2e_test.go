@@ -617,6 +617,32 @@ metadata: {name: %s, labels: {knit.dev/inject: enabled, pod-security.kubernetes.
 		Expect(out).To(ContainSubstring("pod-security.kubernetes.io/enforce=privileged"), out)
 	})
 
+	It("leaves a person's own knit-trust-bundle ConfigMap alone and names it in describe mesh, while the mesh stays Ready", Label("collision"), func() {
+		const ns = "knit-e2e-own-bundle"
+		applyManifest(fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %[1]s}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: knit-trust-bundle, namespace: %[1]s}
+data: {ca.crt: "a person's own"}
+`, ns))
+		DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
+		kubectl("label", "namespace", ns, "knit.dev/inject=enabled")
+
+		var describe string
+		Eventually(func(g Gomega) {
+			describe = kubectl("describe", "mesh", "default")
+			g.Expect(describe).To(ContainSubstring("NameTaken"))
+			g.Expect(describe).To(ContainSubstring("ConfigMap " + ns + "/knit-trust-bundle exists and was not made by knit"))
+		}).WithTimeout(time.Minute).WithPolling(2 * time.Second).Should(Succeed())
+		GinkgoWriter.Print(describe)
+		Expect(meshCondition("Ready", "status")).To(Equal("True"), "one namespace's collision does not make the mesh not Ready")
+		Expect(kubectl("-n", ns, "get", "configmap", "knit-trust-bundle", "-o", `jsonpath={.data.ca\.crt}`)).
+			To(Equal("a person's own"), "knit never touches a person's object")
+	})
+
 	It("never meshes cert-manager's or the control plane's namespace: with namespaceSelector {} and failurePolicy Fail both restart and the mesh returns to Ready", Label("exclusions"), func() {
 		kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"injection":{"namespaceSelector":{},"failurePolicy":"Fail"}}}`)
 		DeferCleanup(func() {
