@@ -651,7 +651,9 @@ data: {ca.crt: "a person's own"}
 		Eventually(func(g Gomega) {
 			g.Expect(strings.Fields(meshField(`{range .status.excludedNamespaces[*]}{@}{" "}{end}`))).To(
 				ContainElements("kube-system", "knit-system", "knit-operator", "cert-manager"))
-			hooks, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-1-0", "-o", `jsonpath={.webhooks[*].name}`)
+			// The active revision's configuration (the upgrade spec, when it ran, moved it to v0.2.0).
+			active := strings.TrimPrefix(meshField("{.status.activeRevision}"), "default-")
+			hooks, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-"+active, "-o", `jsonpath={.webhooks[*].name}`)
 			g.Expect(hooks).To(ContainSubstring("selector.inject.knit.dev"))
 		}).WithTimeout(2 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 
