@@ -206,6 +206,10 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 		By("keeping the old revision for the namespaces that name it")
 		ensureNamespace(ctx, "pinned-shop", map[string]string{meshv1.LabelRevision: revision})
 		DeferCleanup(func() { ensureNamespace(ctx, "pinned-shop", map[string]string{meshv1.LabelRevision: ""}) })
+		// The webhook admits pods once the namespace's trust bundle exists.
+		Eventually(func() error {
+			return k8sClient.Get(ctx, client.ObjectKey{Namespace: "pinned-shop", Name: "knit-trust-bundle"}, &corev1.ConfigMap{})
+		}).WithTimeout(30 * time.Second).Should(Succeed())
 		Expect(createPod(ctx, "pinned-shop")).To(Equal(revision))
 	})
 

@@ -50,12 +50,7 @@ type serviceEgress struct {
 const egressSelectorConfig = `apiVersion: apiserver.k8s.io/v1beta1
 kind: EgressSelectorConfiguration
 egressSelections:
-- name: cluster
-  connection:
-    proxyProtocol: HTTPConnect
-    transport:
-      uds:
-        udsName: %s
+- {name: cluster, connection: {proxyProtocol: HTTPConnect, transport: {uds: {udsName: %q}}}}
 `
 
 // startServiceEgress serves the proxy and returns the path of the API server's egress
