@@ -102,7 +102,9 @@ var _ = Describe("Injection across a mesh upgrade", Ordered, func() {
 		Eventually(func(g Gomega) {
 			expectCondition(g, getMesh(g), meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllReady)
 		}).WithTimeout(60 * time.Second).Should(Succeed())
-		Expect(createPod(ctx, ns)).To(Equal(revision))
+		// The API server matches webhook namespace selectors against its own namespace cache, which
+		// may not have seen the label yet: the first pods can be admitted before it has.
+		Eventually(func() (string, error) { return createPod(ctx, ns) }).WithTimeout(10 * time.Second).Should(Equal(revision))
 	})
 
 	It("stays Ready, and not Degraded, through a control-plane scale-up and rollout", func() {
