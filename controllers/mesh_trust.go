@@ -35,6 +35,7 @@ import (
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 	"github.com/knit-mesh/knit/internal/conditions"
+	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 // Names of the trust chain the operator bootstraps in the control-plane namespace when the Mesh
@@ -45,8 +46,8 @@ const (
 	rootCAName           = "knit-root-ca" // Certificate and Secret
 	caIssuerName         = "knit-ca"
 	// TrustBundleName is the ConfigMap holding the trust roots (key ca.crt) in the control-plane
-	// namespace and in every meshed namespace.
-	TrustBundleName = "knit-trust-bundle"
+	// namespace and in every meshed namespace: the one the injected proxy mounts.
+	TrustBundleName = injection.TrustBundleName
 	TrustBundleKey  = "ca.crt"
 
 	rootCADuration    = 365 * 24 * time.Hour
