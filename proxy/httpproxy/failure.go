@@ -41,7 +41,7 @@ func classify(out *http.Request, cb *clientBody, resp *http.Response, err error,
 	switch {
 	case cb != nil && cb.failed() != nil:
 		return cb.failed(), balance.NotEndpoint
-	case errors.Is(ctxErr, context.Canceled):
+	case errors.Is(ctxErr, context.Canceled) || errors.Is(err, upstream.ErrClientGone):
 		return fmt.Errorf("%w: %w", errClientGone, err), balance.NotEndpoint
 	case errors.Is(ctxErr, context.DeadlineExceeded) || (!deadline.IsZero() && !time.Now().Before(deadline)):
 		return fmt.Errorf("%w: %w", errRouteTimeout, err), balance.NotEndpoint
@@ -54,11 +54,12 @@ func classify(out *http.Request, cb *clientBody, resp *http.Response, err error,
 // failureReason is the metrics reason of a failed request, "" for none
 // beyond its status.
 func failureReason(err error) string {
+	if err == nil {
+		return "" // before the targets of errors.As below, which escape
+	}
 	var bodyErr *clientBodyError
 	var ube *upstreamBodyError
 	switch {
-	case err == nil:
-		return ""
 	case errors.As(err, &ube):
 		if errors.Is(err, context.DeadlineExceeded) {
 			return "route_timeout"

@@ -14,6 +14,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -151,7 +152,8 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 			MaxReceiveBufferPerConnection: 4 << 20,
 			MaxReceiveBufferPerStream:     1 << 20,
 		},
-		// Passthrough connections carry their route to the handler.
+		// Passthrough connections carry their route to the handler; the
+		// accepted socket tells fast-path exchanges when its client is gone.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rc, ok := c.(*routedConn); ok {
 				ctx = httpproxy.WithRoute(ctx, rc.route)
@@ -159,6 +161,9 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 			}
 			if fc, ok := c.(*framingConn); ok {
 				ctx = context.WithValue(ctx, framingKey{}, fc)
+			}
+			if cc := acceptedConn(c); cc != nil {
+				ctx = upstream.WithClientConn(ctx, &cc.client)
 			}
 			return ctx
 		},
@@ -531,18 +536,56 @@ func (w *closeAfterReply) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 func (w *closeAfterReply) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// countedConn keeps the listener's count of open connections, and bounds
-// writes to HTTP clients.
+// countedConn keeps the listener's count of open connections, bounds
+// writes to HTTP clients, and reports the socket failing (EOF, reset, a
+// failed write) to the exchange running for it, as net/http cancels the
+// request's context for the same events.
 type countedConn struct {
 	net.Conn
-	open  *atomic.Int64
-	once  sync.Once
-	write writeTimeout
+	open   *atomic.Int64
+	once   sync.Once
+	write  writeTimeout
+	client upstream.ClientConn
+}
+
+func (c *countedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		// Not a deadline: net/http's own (background-read abort, header and
+		// idle timeouts) and the body idle timeout leave the client there.
+		c.client.Gone()
+	}
+	return n, err
 }
 
 func (c *countedConn) Write(b []byte) (int, error) {
 	c.write.before(c.Conn)
-	return c.Conn.Write(b)
+	n, err := c.Conn.Write(b)
+	if err != nil {
+		c.client.Gone()
+	}
+	return n, err
+}
+
+// acceptedConn finds the accepted socket under the wrappers an HTTP
+// connection may have (passthrough route, framing watch, sniffed bytes, TLS).
+func acceptedConn(c net.Conn) *countedConn {
+	for {
+		switch x := c.(type) {
+		case *countedConn:
+			return x
+		case *routedConn:
+			c = x.Conn
+		case *framingConn:
+			c = x.Conn
+		case *detect.Conn:
+			c = x.Conn
+		case *tls.Conn:
+			c = x.NetConn()
+		default:
+			return nil
+		}
+	}
 }
 
 // httpConn turns on the response write timeout for a connection that will

@@ -29,8 +29,8 @@ import (
 //
 // A connection goes back to the pool only when it is provably clean: the
 // response was read to its end, the server did not ask to close, and no byte
-// beyond the response is buffered. Before reuse, a non-blocking peek checks
-// that the server has not closed it and sent nothing unasked for.
+// beyond the response is buffered. Before every reuse, a non-blocking peek
+// checks that the server has not closed it and sent nothing unasked for.
 
 const h1BufSize = 4 << 10
 
@@ -61,8 +61,9 @@ type h1Host struct {
 
 type h1Conn struct {
 	conn        net.Conn
-	br          *bufio.Reader // reads through h1Conn.Read (header limit)
-	bw          *bufio.Writer // writes through h1Conn.Write (byte count)
+	raw         syscall.RawConn // for the liveness peek; nil if conn has no fd
+	br          *bufio.Reader   // reads through h1Conn.Read (header limit)
+	bw          *bufio.Writer   // writes through h1Conn.Write (byte count)
 	addr        string
 	pool        *h1Pool
 	lastUsed    time.Time
@@ -70,6 +71,18 @@ type h1Conn struct {
 	readLimit   int64 // bytes that may still be read; bounds a header block
 	read        int64 // bytes read from the socket in all
 	written     int64 // bytes handed to the socket for the current request
+
+	// Bound once per connection, so a request allocates no closures.
+	peekFd    func(fd uintptr)
+	peekN     uintptr
+	peekErrno syscall.Errno
+	abortFn   func()
+
+	// Who aborts the current exchange when its client goes away: an HTTP/1
+	// client connection, or else a context.AfterFunc (stopCtx).
+	client  *ClientConn
+	stopCtx func() bool
+	body    countingReader // the current request's body, counted
 }
 
 func (c *h1Conn) Read(p []byte) (int, error) {
@@ -97,25 +110,53 @@ func (c *h1Conn) clean() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
+	if c.raw == nil {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	// Control, not Read: no deadline check (an idle connection keeps its last
+	// exchange's deadline; the next exchange sets its own) and no poller.
+	if err := c.raw.Control(c.peekFd); err != nil {
 		return false
 	}
-	var b [1]byte
-	var n uintptr
-	var errno syscall.Errno
-	err = rc.Read(func(fd uintptr) bool {
-		n, _, errno = syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-			syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-		return true // never wait: this is a probe
-	})
 	// EAGAIN: open and nothing to read. 0 bytes: the server closed it.
 	// 1 byte: the server sent something nobody asked for.
-	return err == nil && (errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK) && n != 1
+	return (c.peekErrno == syscall.EAGAIN || c.peekErrno == syscall.EWOULDBLOCK) && c.peekN != 1
+}
+
+// peek looks at the socket without reading or blocking (MSG_DONTWAIT), so a
+// raw syscall is enough: it never parks the thread.
+func (c *h1Conn) peek(fd uintptr) {
+	var b [1]byte
+	c.peekN, _, c.peekErrno = syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+}
+
+// abort unblocks whatever the exchange waits on; the connection is then
+// discarded (unwatch reports it).
+func (c *h1Conn) abort() { c.conn.SetDeadline(aLongTimeAgo) }
+
+// watch arranges for the exchange on c to be aborted when its client goes
+// away: through the client's connection for HTTP/1 (cc), else through ctx.
+func (c *h1Conn) watch(ctx context.Context, cc *ClientConn) {
+	if cc != nil {
+		c.client = cc
+		cc.watch(c)
+		return
+	}
+	c.stopCtx = context.AfterFunc(ctx, c.abortFn)
+}
+
+// unwatch ends the watch; false: the exchange was aborted for its client.
+func (c *h1Conn) unwatch() bool {
+	if cc := c.client; cc != nil {
+		c.client = nil
+		return cc.unwatch(c)
+	}
+	if stop := c.stopCtx; stop != nil {
+		c.stopCtx = nil
+		return stop()
+	}
+	return true
 }
 
 func newH1Pool(d *net.Dialer, maxIdle, maxConns int, idleFor time.Duration, maxHeader int) *h1Pool {
@@ -220,15 +261,20 @@ func (p *h1Pool) dial(ctx context.Context, addr string, deadline time.Time) (*h1
 	}
 	pc := &h1Conn{conn: c, addr: addr, pool: p, readLimit: math.MaxInt64}
 	pc.br, pc.bw = bufio.NewReaderSize(pc, h1BufSize), bufio.NewWriterSize(pc, h1BufSize)
+	if sc, ok := c.(syscall.Conn); ok {
+		if pc.raw, err = sc.SyscallConn(); err != nil {
+			c.Close()
+			p.release(addr)
+			return nil, false, err
+		}
+	}
+	pc.peekFd, pc.abortFn = pc.peek, pc.abort
 	return pc, false, nil
 }
 
 // put returns a clean connection: to a waiter, or to the idle list.
 func (p *h1Pool) put(pc *h1Conn) {
-	if pc.hasDeadline {
-		pc.conn.SetDeadline(time.Time{})
-		pc.hasDeadline = false
-	}
+	pc.body = countingReader{} // drop the request body
 	pc.lastUsed = time.Now()
 	p.mu.Lock()
 	h := p.host(pc.addr)
@@ -296,6 +342,10 @@ var aLongTimeAgo = time.Unix(1, 0)
 // sent again), or the request is idempotent and has no body, as in net/http.
 func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time) (*http.Response, error) {
 	ctx := req.Context()
+	var cc *ClientConn
+	if req.ProtoMajor == 1 {
+		cc = clientConnFrom(ctx)
+	}
 	for attempt := 0; ; attempt++ {
 		pc, reused, err := c.h1.get(ctx, addr, deadline)
 		if err != nil {
@@ -306,13 +356,14 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 			pc.hasDeadline = !deadline.IsZero()
 		}
 		// The client going away unblocks whatever the exchange waits on.
-		stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(aLongTimeAgo) })
+		pc.watch(ctx, cc)
 		pc.written = 0
-		var body countingReader
+		body := &pc.body
+		*body = countingReader{}
 		if req.Body != nil && req.Body != http.NoBody {
 			body.r = req.Body
 		}
-		err = writeRequest(pc.bw, req, &body, addr)
+		err = writeRequest(pc.bw, req, body, addr)
 		var resp *http.Response
 		if err == nil {
 			pc.readLimit = c.h1.maxHeader + h1BufSize
@@ -325,8 +376,12 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 			pc.readLimit = math.MaxInt64
 		}
 		if err != nil {
-			stop()
+			aborted := !pc.unwatch()
 			c.h1.discard(pc)
+			if aborted {
+				// The abort may come before net/http cancels ctx: say why.
+				return nil, fmt.Errorf("%w: %w", ErrClientGone, err)
+			}
 			if reused && attempt == 0 && ctx.Err() == nil && body.err == nil && retryableOnFreshConn(req, err, pc.written, body.n) {
 				if pc.written == 0 && body.n > 0 {
 					req.Body, _ = req.GetBody() // retryableOnFreshConn checked GetBody
@@ -337,17 +392,17 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 		}
 		keep := !resp.Close && !req.Close
 		if resp.Body == http.NoBody {
-			finish(pc, stop, keep)
+			finish(pc, keep)
 			return resp, nil
 		}
-		resp.Body = &h1Body{rc: resp.Body, pc: pc, stop: stop, keep: keep}
+		resp.Body = &h1Body{rc: resp.Body, pc: pc, keep: keep}
 		return resp, nil
 	}
 }
 
 // finish ends an exchange whose response was read to its end.
-func finish(pc *h1Conn, stop func() bool, keep bool) {
-	if stop() && keep && pc.br.Buffered() == 0 {
+func finish(pc *h1Conn, keep bool) {
+	if pc.unwatch() && keep && pc.br.Buffered() == 0 {
 		pc.pool.put(pc)
 		return
 	}
@@ -513,7 +568,6 @@ func validRequestTarget(req *http.Request) error {
 type h1Body struct {
 	rc   io.ReadCloser
 	pc   *h1Conn
-	stop func() bool
 	keep bool
 	done bool
 }
@@ -525,7 +579,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.done = true
-		finish(b.pc, b.stop, b.keep)
+		finish(b.pc, b.keep)
 	}
 	return n, err
 }
@@ -534,7 +588,7 @@ func (b *h1Body) Read(p []byte) (int, error) {
 func (b *h1Body) Close() error {
 	if !b.done {
 		b.done = true
-		b.stop()
+		b.pc.unwatch()
 		b.pc.pool.discard(b.pc)
 	}
 	return nil
