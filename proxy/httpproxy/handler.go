@@ -164,12 +164,18 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	trace.End(span, code, cluster.Name, err)
 	h.logAccess(start, st, rt, cluster, r, code, grpcStatus, attempts, bytesOut, trace.TraceID(span), ep, err)
-	var ube *upstreamBodyError
-	if errors.As(err, &ube) {
+	if err != nil && isUpstreamBodyError(err) {
 		// The status line is gone; only a reset (HTTP/1: close without the
 		// last chunk; HTTP/2: RST_STREAM) tells the client the body is cut.
 		panic(http.ErrAbortHandler)
 	}
+}
+
+// isUpstreamBodyError keeps errors.As's target (it escapes) off the
+// success path.
+func isUpstreamBodyError(err error) bool {
+	var ube *upstreamBodyError
+	return errors.As(err, &ube)
 }
 
 // logAccess writes the access log line, when the access log is on.

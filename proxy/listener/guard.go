@@ -84,6 +84,14 @@ func (c *framingConn) scan(b []byte) {
 
 // lineByte looks at one byte at the start of a line.
 func (c *framingConn) lineByte(x byte) {
+	if c.np == 0 {
+		switch x {
+		case 'c', 'C', 't', 'T', '\r', '\n':
+		default: // most lines: no name of interest starts this way
+			c.lineStart = false
+			return
+		}
+	}
 	if x == '\n' && (c.np == 0 || (c.np == 1 && c.pending[0] == '\r')) {
 		// A blank line ends a header block.
 		if c.seenCL && c.seenTE {

@@ -14,7 +14,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"os"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -134,7 +133,9 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 	protos.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor == 1 && (g.retiring.Load() || framingSuspect(r.Context())) {
+			// Both framings parse as chunked (net/http drops Content-Length),
+			// so only a chunked request can be a suspect one.
+			if r.ProtoMajor == 1 && (g.retiring.Load() || (r.TransferEncoding != nil && framingSuspect(r.Context()))) {
 				w = &closeAfterReply{ResponseWriter: w}
 			}
 			httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D())
@@ -550,7 +551,7 @@ type countedConn struct {
 
 func (c *countedConn) Read(b []byte) (int, error) {
 	n, err := c.Conn.Read(b)
-	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+	if err != nil && !isTimeout(err) {
 		// Not a deadline: net/http's own (background-read abort, header and
 		// idle timeouts) and the body idle timeout leave the client there.
 		c.client.Gone()
@@ -565,6 +566,11 @@ func (c *countedConn) Write(b []byte) (int, error) {
 		c.client.Gone()
 	}
 	return n, err
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error) // no errors.As: net/http aborts a read this way per request
+	return ok && ne.Timeout()
 }
 
 // acceptedConn finds the accepted socket under the wrappers an HTTP
