@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -282,16 +283,123 @@ func TestConnectionsPerEndpointAreCapped(t *testing.T) {
 	}
 }
 
-// The fast path lets go of the upstream as soon as the client leaves.
+// The fast path lets go of the upstream as soon as the client leaves: an
+// HTTP/1 client by closing its connection (plaintext or TLS: the listener's
+// socket reports it), an HTTP/2 client by resetting its stream while the
+// connection stays (the request's context reports it).
 func TestFastPathNoticesClientGoingAway(t *testing.T) {
-	up, arrived, gaveUp := stuckUpstream(t)
-	p := startProxy(t, proxyConfig("", "timeout: 0s", "", up))
-	c, err := net.Dial("tcp", addr(t, p, "in"))
+	arrived, gaveUp := make(chan struct{}, 100), make(chan struct{}, 100)
+	stuck := stuckHandler(arrived, gaveUp)
+	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/quick" {
+			io.WriteString(w, "quick")
+			return
+		}
+		stuck(w, r)
+	}))
+	certFile, keyFile, _ := writeCert(t, t.TempDir(), "proxy")
+	p := startProxy(t, proxyConfig(fmt.Sprintf("tls: {certFile: %s, keyFile: %s}", certFile, keyFile), "timeout: 0s", "", up))
+	dials := map[string]func() (net.Conn, error){
+		"http1": func() (net.Conn, error) { return net.Dial("tcp", addr(t, p, "in")) },
+		"http1 over TLS": func() (net.Conn, error) {
+			return tls.Dial("tcp", addr(t, p, "in"), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+		},
+	}
+	for name, dial := range dials {
+		t.Run(name, func(t *testing.T) {
+			c, err := dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A first request on the connection completes (its upstream
+			// connection goes back to the pool); the second is stuck at the
+			// upstream when the client leaves.
+			br := bufio.NewReader(c)
+			io.WriteString(c, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if b, _ := io.ReadAll(resp.Body); string(b) != "quick" {
+				t.Fatalf("first request: %d %q", resp.StatusCode, b)
+			}
+			io.WriteString(c, "GET /stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+			await(t, arrived, "the request to reach the upstream")
+			c.Close()
+			await(t, gaveUp, "the upstream request to end with its client")
+		})
+	}
+	t.Run("http2 stream reset", func(t *testing.T) {
+		cl := h2cClient()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr(t, p, "in")+"/", nil)
+			if resp, err := cl.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		await(t, arrived, "the request to reach the upstream")
+		cancel() // RST_STREAM; the client's connection stays open
+		await(t, gaveUp, "the upstream request to end with its stream")
+		await(t, done, "the client to return")
+	})
+}
+
+// A client leaving after its exchange ended does not touch the upstream
+// connection that exchange used, now carrying another client's request.
+func TestClientLeavingAfterItsExchangeSparesTheNextUser(t *testing.T) {
+	arrived, release := make(chan struct{}, 10), make(chan struct{})
+	var conns atomic.Int64
+	up := httpUpstreamServer(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			arrived <- struct{}{}
+			<-release
+		}
+		io.WriteString(w, r.URL.Path)
+	}, &conns)
+	// Two client connections at most: a third is served only once the proxy
+	// has closed the first one, after reading its end (which aborts the
+	// exchange the first client's socket is watching, if any).
+	p := startProxy(t, proxyConfig("limits: {maxConnections: 2}", "timeout: 0s", "", up))
+	a, err := net.Dial("tcp", addr(t, p, "in"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	await(t, arrived, "the request to reach the upstream")
-	c.Close()
-	await(t, gaveUp, "the upstream request to end with its client")
+	io.WriteString(a, "GET /quick HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(a), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+
+	type result struct {
+		code int
+		body string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, body := get(t, client(), "http://"+addr(t, p, "in")+"/slow")
+		done <- result{code, body}
+	}()
+	await(t, arrived, "the second client's request to reach the upstream")
+	a.Close() // the first client leaves while the second one's exchange runs
+	waitFor(t, "the proxy to close the first client's connection", func() bool {
+		c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := c.Get("http://" + addr(t, p, "in") + "/third")
+		if err != nil {
+			return false // refused: the first connection is still open
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	close(release)
+	r := <-done
+	if r.code != 200 || r.body != "/slow" {
+		t.Fatalf("second client got %d %q after the first one left", r.code, r.body)
+	}
+	if conns.Load() != 2 {
+		t.Fatalf("upstream saw %d connections, want 2 (the second request reuses the first one's)", conns.Load())
+	}
 }

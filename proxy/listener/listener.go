@@ -153,8 +153,8 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 			MaxReceiveBufferPerConnection: 4 << 20,
 			MaxReceiveBufferPerStream:     1 << 20,
 		},
-		// Passthrough connections carry their route to the handler; the
-		// accepted socket tells fast-path exchanges when its client is gone.
+		// Passthrough connections carry their route to the handler; a
+		// plaintext socket tells fast-path exchanges when its client is gone.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rc, ok := c.(*routedConn); ok {
 				ctx = httpproxy.WithRoute(ctx, rc.route)
@@ -573,8 +573,11 @@ func isTimeout(err error) bool {
 	return ok && ne.Timeout()
 }
 
-// acceptedConn finds the accepted socket under the wrappers an HTTP
-// connection may have (passthrough route, framing watch, sniffed bytes, TLS).
+// acceptedConn finds the accepted socket under the wrappers a plaintext
+// HTTP connection may have (passthrough route, framing watch, sniffed
+// bytes). Not under TLS: a client's close_notify ends the TLS stream (and
+// net/http cancels the request) without the socket reporting anything, so
+// requests over TLS are watched through their context.
 func acceptedConn(c net.Conn) *countedConn {
 	for {
 		switch x := c.(type) {
@@ -586,8 +589,6 @@ func acceptedConn(c net.Conn) *countedConn {
 			c = x.Conn
 		case *detect.Conn:
 			c = x.Conn
-		case *tls.Conn:
-			c = x.NetConn()
 		default:
 			return nil
 		}

@@ -16,7 +16,9 @@ var ErrClientGone = errors.New("client connection closed during the exchange")
 // request (an allocation-heavy registration in the request context's
 // children): an HTTP/1 connection carries one exchange at a time, so one
 // slot per connection, set and cleared with an atomic store, is enough.
-// HTTP/2 streams, which end without their connection, keep AfterFunc.
+// HTTP/2 streams, which end without their connection, and HTTP/1 over TLS,
+// whose close_notify ends the stream without the socket failing, keep
+// AfterFunc.
 type ClientConn struct {
 	gone atomic.Bool
 	busy atomic.Pointer[h1Conn] // the upstream connection of the current exchange
