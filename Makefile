@@ -119,7 +119,7 @@ fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and re
 	$(call fuzz,FuzzPatch,./webhooks/injection/)
 
 .PHONY: bench
-bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json.
+bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback, then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.
 	hack/bench.sh $(BENCH_ARGS)
 
 .PHONY: run-stop
