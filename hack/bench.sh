@@ -137,9 +137,9 @@ for r in $(seq "$ir_rounds"); do
   for mode in plain tls; do
     for t in "${targets[@]}"; do
       key=$t-$mode
-      callgrind_control -z "${vpid[$key]}" >/dev/null
+      callgrind_control -z "${vpid[$key]}" >/dev/null 2>&1
       load "${url[$key]}" "$ir_requests"
-      callgrind_control -d "round$r" "${vpid[$key]}" >/dev/null
+      callgrind_control -d "round$r" "${vpid[$key]}" >/dev/null 2>&1
       n=$(($(awk '/^totals:/ {print $2}' "$ir/$key.callgrind.$r") / ir_requests))
       counts[$key]+="$n "
       echo "   round $r/$ir_rounds $key: $n instructions/request" >&2
