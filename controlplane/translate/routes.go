@@ -43,8 +43,8 @@ type compiledRoute struct {
 	ref     RouteRef
 	created time.Time
 	entries []entry
-	// refs is the first backendRef problem (ResolvedRefs=False), if any.
-	refs *problem
+	// refs are the backendRef problems (ResolvedRefs=False: the first one's reason, all messages).
+	refs []problem
 	// invalid lists rules that could not be represented (dropped, or answering 500).
 	invalid []string
 	// rules counts all rules, to tell a partly invalid route from a wholly invalid one.
@@ -58,6 +58,16 @@ type compiledRoute struct {
 type backendPort struct {
 	svc  serviceKey
 	port int32
+}
+
+// addRefProblem records a backendRef problem once.
+func (cr *compiledRoute) addRefProblem(p problem) {
+	for _, old := range cr.refs {
+		if old.message == p.message {
+			return
+		}
+	}
+	cr.refs = append(cr.refs, p)
 }
 
 // problem is a condition reason with its message.
@@ -93,8 +103,8 @@ func (b *ruleBuilder) resolveBackends(refs []gwv1.BackendRef) (*routev3.RouteAct
 			w = uint32(*ref.Weight)
 		}
 		cluster, p := b.resolve(ref.BackendObjectReference)
-		if p != nil && b.route.refs == nil {
-			b.route.refs = p
+		if p != nil {
+			b.route.addRefProblem(*p)
 		}
 		if w == 0 {
 			continue

@@ -252,13 +252,17 @@ func attach(cr *compiledRoute, refs []gwv1.ParentReference, generation int64, se
 		if !isServiceParent(ref) {
 			continue
 		}
-		accepted := condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "", generation)
+		accepted := condition(gwv1.RouteConditionAccepted, true, gwv1.RouteReasonAccepted, "attached to the Service's HTTP ports", generation)
 		if p := attachParent(cr, ref, services, tables); p != nil {
 			accepted = condition(gwv1.RouteConditionAccepted, false, p.reason, p.message, generation)
 		}
 		resolved := condition(gwv1.RouteConditionResolvedRefs, true, gwv1.RouteReasonResolvedRefs, "all backendRefs resolved", generation)
-		if cr.refs != nil {
-			resolved = condition(gwv1.RouteConditionResolvedRefs, false, cr.refs.reason, cr.refs.message, generation)
+		if len(cr.refs) > 0 {
+			msgs := make([]string, 0, len(cr.refs))
+			for _, p := range cr.refs {
+				msgs = append(msgs, p.message)
+			}
+			resolved = condition(gwv1.RouteConditionResolvedRefs, false, cr.refs[0].reason, strings.Join(msgs, "; "), generation)
 		}
 		conds := []metav1.Condition{accepted, resolved}
 		if len(cr.invalid) > 0 {
