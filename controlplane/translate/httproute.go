@@ -14,7 +14,6 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-
 package translate
 
 import (
@@ -58,8 +57,8 @@ func (b *ruleBuilder) httpRule(index int, rule *gwv1.HTTPRouteRule) ([]entry, er
 		matches = []gwv1.HTTPRouteMatch{{}}
 	}
 	type matched struct {
-		match *routev3.RouteMatch
-		order precedence
+		match    *routev3.RouteMatch
+		order    precedence
 		isPrefix bool
 	}
 	var ms []matched

@@ -14,7 +14,6 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-
 // Package translate turns Kubernetes Services, EndpointSlices, Pods and Gateway API mesh routes
 // (GAMMA: HTTPRoute and GRPCRoute whose parentRefs name a Service) into the Envoy xDS resources
 // of controlplane/xds/CONTRACT.md. It is pure: no client, no clock, the same inputs give the same

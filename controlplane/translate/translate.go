@@ -14,7 +14,6 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-
 package translate
 
 import (
@@ -148,7 +147,9 @@ func Translate(in Inputs) *Model {
 	for k := range services {
 		keys = append(keys, k)
 	}
-	slices.SortFunc(keys, func(a, b serviceKey) int { return cmp.Or(cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name)) })
+	slices.SortFunc(keys, func(a, b serviceKey) int {
+		return cmp.Or(cmp.Compare(a.namespace, b.namespace), cmp.Compare(a.name, b.name))
+	})
 	tables := map[backendPort]*table{}
 	for _, k := range keys {
 		sv := services[k]

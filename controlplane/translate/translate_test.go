@@ -14,7 +14,6 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-
 package translate
 
 import (
@@ -232,13 +231,13 @@ func TestRoutesFollowGatewayAPIPrecedence(t *testing.T) {
 		got = append(got, strings.TrimPrefix(r.Name, "httproute/shop/"))
 	}
 	want := []string{
-		"a-older/rule/1/match/2",  // exact
-		"a-older/rule/2/match/0",  // regex
-		"a-older/rule/1/match/1",  // prefix /api with method
-		"a-older/rule/1/match/0",  // prefix /api with one header
-		"a-older/rule/0/match/1",  // prefix /api (trailing slash ignored), no method or header
-		"a-older/rule/0/match/0",  // prefix / of the older route
-		"b-newer/rule/0/match/0",  // same match, newer route
+		"a-older/rule/1/match/2", // exact
+		"a-older/rule/2/match/0", // regex
+		"a-older/rule/1/match/1", // prefix /api with method
+		"a-older/rule/1/match/0", // prefix /api with one header
+		"a-older/rule/0/match/1", // prefix /api (trailing slash ignored), no method or header
+		"a-older/rule/0/match/0", // prefix / of the older route
+		"b-newer/rule/0/match/0", // same match, newer route
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("order:\n got %v\nwant %v", got, want)
