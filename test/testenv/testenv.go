@@ -67,8 +67,21 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+// GatewayAPICRDDir is the directory of Gateway API's standard-channel CRDs in the module cache,
+// at the version go.mod requires (the module ships them under config/crd/standard).
+func GatewayAPICRDDir() (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	cmd.Dir = RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the sigs.k8s.io/gateway-api module (go mod download): %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
+}
+
 // Start starts kube-apiserver + etcd from $KUBEBUILDER_ASSETS, installs the CRDs under
-// config/crd/bases (and cert-manager's from $KNIT_CERT_MANAGER_DIR/crds), and, if asked, the
+// config/crd/bases, Gateway API's standard CRDs (GatewayAPICRDDir), cert-manager's from
+// $KNIT_CERT_MANAGER_DIR/crds, and, if asked, the
 // cert-manager controller. Missing binaries are an error that says how to get them: a test that
 // silently skipped here could never fail.
 func Start(opts Options) (*Env, error) {
@@ -93,7 +106,11 @@ func Start(opts Options) (*Env, error) {
 		return nil, fmt.Errorf("creating log dir: %w", err)
 	}
 
-	crdPaths := []string{filepath.Join(root, "config", "crd", "bases")}
+	gatewayAPI, err := GatewayAPICRDDir()
+	if err != nil {
+		return nil, err
+	}
+	crdPaths := []string{filepath.Join(root, "config", "crd", "bases"), gatewayAPI}
 	cmDir := os.Getenv("KNIT_CERT_MANAGER_DIR")
 	if opts.CertManager {
 		if cmDir == "" {
