@@ -22,6 +22,7 @@ import (
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -30,6 +31,7 @@ import (
 	"github.com/go-logr/logr"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/knit-mesh/knit/controlplane/translate"
 )
@@ -62,30 +64,57 @@ func Snapshot(version string, res translate.Resources) (*cachev3.Snapshot, error
 	return cachev3.NewSnapshot(version, out)
 }
 
-// publisher keeps one snapshot per namespace that has connected proxies, from the latest model.
+// publisher serves what the translation produced through two caches: endpoints, the same for
+// every proxy and the part that changes most, from one linear cache whose per-resource versions
+// are computed once per change (not once per namespace); clusters, listeners and routes from
+// snapshots per namespace, replaced only when something other than endpoints changed.
 type publisher struct {
 	log   logr.Logger
-	cache cachev3.SnapshotCache
+	snaps cachev3.SnapshotCache
+	eds   *cachev3.LinearCache
+	cache cachev3.Cache
 
 	mu      sync.Mutex
 	model   *translate.Model
 	version uint64
 	active  map[string]int // namespace → open streams
+	sent    map[string]*endpointv3.ClusterLoadAssignment
 }
 
 func newPublisher(log logr.Logger) *publisher {
-	return &publisher{
+	p := &publisher{
 		log:    log,
-		cache:  cachev3.NewSnapshotCache(true, namespaceHash{}, nil),
+		snaps:  cachev3.NewSnapshotCache(true, namespaceHash{}, nil),
+		eds:    cachev3.NewLinearCache(resourcev3.EndpointType),
 		active: map[string]int{},
+		sent:   map[string]*endpointv3.ClusterLoadAssignment{},
 	}
+	byType := func(typeURL string) string {
+		if typeURL == resourcev3.EndpointType {
+			return "eds"
+		}
+		return "snapshot"
+	}
+	p.cache = &cachev3.MuxCache{
+		Classify:      func(r *cachev3.Request) string { return byType(r.GetTypeUrl()) },
+		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return byType(r.GetTypeUrl()) },
+		Caches:        map[string]cachev3.Cache{"eds": p.eds, "snapshot": p.snaps},
+	}
+	return p
 }
 
-// publish installs a new model and pushes it to every active namespace; the delta server sends
-// each stream only the resources whose content changed.
-func (p *publisher) publish(ctx context.Context, m *translate.Model) {
+// publish installs a new model: changed endpoints go to the linear cache; when structural
+// (Services or routes changed, or the first model), every active namespace gets a new snapshot
+// of clusters, listeners and routes. The delta server sends each stream only the resources whose
+// content changed.
+func (p *publisher) publish(ctx context.Context, m *translate.Model, structural bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.updateEndpointsLocked(m)
+	if !structural && p.model != nil {
+		p.model = m
+		return
+	}
 	p.model = m
 	p.version++
 	for ns := range p.active {
@@ -93,13 +122,40 @@ func (p *publisher) publish(ctx context.Context, m *translate.Model) {
 	}
 }
 
+func (p *publisher) updateEndpointsLocked(m *translate.Model) {
+	next := make(map[string]*endpointv3.ClusterLoadAssignment, len(m.LoadAssignment))
+	changed := map[string]cachetypes.Resource{}
+	for _, cla := range m.LoadAssignment {
+		next[cla.ClusterName] = cla
+		if old, ok := p.sent[cla.ClusterName]; !ok || !proto.Equal(old, cla) {
+			changed[cla.ClusterName] = cla
+		}
+	}
+	var removed []string
+	for name := range p.sent {
+		if _, ok := next[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(changed) == 0 && len(removed) == 0 {
+		return
+	}
+	if err := p.eds.UpdateResources(changed, removed); err != nil {
+		p.log.Error(err, "updating endpoints")
+		return
+	}
+	p.sent = next
+}
+
 func (p *publisher) setLocked(ctx context.Context, ns string) {
 	if p.model == nil {
 		return // the first translation publishes it
 	}
-	snap, err := Snapshot(versionString(p.version), p.model.Resources(ns))
+	res := p.model.Resources(ns)
+	res.LoadAssignment = nil // served by the linear cache
+	snap, err := Snapshot(versionString(p.version), res)
 	if err == nil {
-		err = p.cache.SetSnapshot(ctx, ns, snap)
+		err = p.snaps.SetSnapshot(ctx, ns, snap)
 	}
 	if err != nil {
 		p.log.Error(err, "setting the xDS snapshot", "namespace", ns)
@@ -122,7 +178,7 @@ func (p *publisher) close(ns string) {
 	defer p.mu.Unlock()
 	if p.active[ns]--; p.active[ns] <= 0 {
 		delete(p.active, ns)
-		p.cache.ClearSnapshot(ns)
+		p.snaps.ClearSnapshot(ns)
 	}
 }
 

@@ -19,6 +19,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -109,23 +110,36 @@ type builder struct {
 	trigger     chan struct{}
 
 	httpRoutes, grpcRoutes bool // whether the Gateway API kinds are installed
+	// structural is set when something other than endpoints changed since the last build.
+	structural atomic.Bool
 }
 
 // watch subscribes to every kind the translation reads. Gateway API route kinds whose CRDs are
 // not installed are skipped with a log line (Services still get their default routes).
 func (b *builder) watch(ctx context.Context) error {
-	handler := toolscache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { b.poke() },
-		UpdateFunc: func(any, any) { b.poke() },
-		DeleteFunc: func(any) { b.poke() },
+	handler := func(structural bool) toolscache.ResourceEventHandlerFuncs {
+		poke := func() {
+			if structural {
+				b.structural.Store(true)
+			}
+			b.poke()
+		}
+		return toolscache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { poke() },
+			UpdateFunc: func(any, any) { poke() },
+			DeleteFunc: func(any) { poke() },
+		}
 	}
+	// EndpointSlices and Pods change only endpoints; the rest changes clusters, listeners or routes.
 	kinds := []struct {
-		obj      client.Object
-		optional *bool
+		obj        client.Object
+		optional   *bool
+		structural bool
 	}{
-		{&corev1.Service{}, nil}, {&discoveryv1.EndpointSlice{}, nil}, {&corev1.Pod{}, nil},
-		{&gwv1.HTTPRoute{}, &b.httpRoutes}, {&gwv1.GRPCRoute{}, &b.grpcRoutes},
+		{&corev1.Service{}, nil, true}, {&discoveryv1.EndpointSlice{}, nil, false}, {&corev1.Pod{}, nil, false},
+		{&gwv1.HTTPRoute{}, &b.httpRoutes, true}, {&gwv1.GRPCRoute{}, &b.grpcRoutes, true},
 	}
+	b.structural.Store(true)
 	for _, k := range kinds {
 		inf, err := b.informers.GetInformer(ctx, k.obj)
 		if k.optional != nil && meta.IsNoMatchError(err) {
@@ -138,7 +152,7 @@ func (b *builder) watch(ctx context.Context) error {
 		if k.optional != nil {
 			*k.optional = true
 		}
-		if _, err := inf.AddEventHandler(handler); err != nil {
+		if _, err := inf.AddEventHandler(handler(k.structural)); err != nil {
 			return fmt.Errorf("xds: watching %T: %w", k.obj, err)
 		}
 	}
@@ -196,6 +210,7 @@ func (b *builder) run(ctx context.Context) {
 
 // build reads the cache, translates, publishes and writes route status.
 func (b *builder) build(ctx context.Context) error {
+	structural := b.structural.Swap(false)
 	in := translate.Inputs{TrustDomain: b.trustDomain}
 	var svcs corev1.ServiceList
 	var eps discoveryv1.EndpointSliceList
@@ -211,6 +226,9 @@ func (b *builder) build(ctx context.Context) error {
 			continue
 		}
 		if err := b.reader.List(ctx, l.list); err != nil {
+			if structural {
+				b.structural.Store(true)
+			}
 			return fmt.Errorf("listing %T: %w", l.list, err)
 		}
 	}
@@ -220,7 +238,7 @@ func (b *builder) build(ctx context.Context) error {
 	for _, p := range m.Problems {
 		b.log.Info("translation problem", "problem", p)
 	}
-	b.pub.publish(ctx, m)
+	b.pub.publish(ctx, m, structural)
 	if b.status != nil {
 		if err := writeRouteStatus(ctx, b.log, b.status, in, m.Status); err != nil {
 			return err
