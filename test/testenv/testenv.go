@@ -59,6 +59,9 @@ type Options struct {
 	// MutatingWebhooks are installed pointing at a server the test runs on 127.0.0.1 (see
 	// WebhookServing); the API server calls it as it would a webhook in a cluster.
 	MutatingWebhooks []*admissionregistrationv1.MutatingWebhookConfiguration
+	// ServiceCIDR is the API server's service-cluster-ip-range; empty keeps envtest's (a /24,
+	// too small for benchmarks with a thousand Services).
+	ServiceCIDR string
 }
 
 // RepoRoot is the root of the knit repository, found from this source file.
@@ -134,6 +137,9 @@ func Start(opts Options) (*Env, error) {
 	}
 	e.egress = egress
 	e.env.ControlPlane.GetAPIServer().Configure().Set("egress-selector-config-file", egressConfig)
+	if opts.ServiceCIDR != "" {
+		e.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", opts.ServiceCIDR)
+	}
 	fmt.Fprintf(opts.Out, "testbed: starting %s and etcd %s\n",
 		binaryVersion(filepath.Join(assets, "kube-apiserver"), "--version"),
 		binaryVersion(filepath.Join(assets, "etcd"), "--version"))

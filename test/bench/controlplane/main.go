@@ -102,7 +102,7 @@ func run() error {
 	ctrllog.SetLogger(logr.Discard())
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	env, err := testenv.Start(testenv.Options{Out: os.Stderr})
+	env, err := testenv.Start(testenv.Options{Out: os.Stderr, ServiceCIDR: "10.96.0.0/16"})
 	if err != nil {
 		return err
 	}
