@@ -35,7 +35,7 @@ func compileGRPCRoute(gr *gwv1.GRPCRoute, services map[serviceKey]*serviceView) 
 		rules:   len(gr.Spec.Rules),
 		grpc:    true,
 	}
-	b := &ruleBuilder{services: services, route: cr, ns: gr.Namespace}
+	b := newRuleBuilder(services, cr, gr.Spec.ParentRefs)
 	for i := range gr.Spec.Rules {
 		entries, err := b.grpcRule(i, &gr.Spec.Rules[i])
 		if err != nil {
@@ -81,20 +81,29 @@ func (b *ruleBuilder) grpcRule(index int, rule *gwv1.GRPCRouteRule) ([]entry, er
 		}
 	}
 	refs := make([]gwv1.BackendRef, 0, len(rule.BackendRefs))
-	for _, br := range rule.BackendRefs {
-		if len(br.Filters) > 0 {
-			ruleErr = fmt.Errorf("backendRef %s: per-backend filters are not supported", br.Name)
-		}
+	headers := make([]backendHeaders, len(rule.BackendRefs))
+	for i, br := range rule.BackendRefs {
 		refs = append(refs, br.BackendRef)
+		for _, f := range br.Filters {
+			switch f.Type {
+			case gwv1.GRPCRouteFilterRequestHeaderModifier:
+				headers[i].addRequest(f.RequestHeaderModifier)
+			case gwv1.GRPCRouteFilterResponseHeaderModifier:
+				headers[i].addResponse(f.ResponseHeaderModifier)
+			default:
+				ruleErr = fmt.Errorf("backendRef %s: filter %s is not supported on a backend", br.Name, f.Type)
+			}
+		}
 	}
 	if ruleErr == nil && rule.SessionPersistence != nil {
 		ruleErr = fmt.Errorf("sessionPersistence is not supported")
 	}
 	if ruleErr != nil {
 		tmpl.Action = direct500()
-	} else if action, dr := b.resolveBackends(refs); dr != nil {
+	} else if action, dr, only := b.resolveBackends(refs, headers); dr != nil {
 		tmpl.Action = &routev3.Route_DirectResponse{DirectResponse: dr}
 	} else {
+		only.applyTo(tmpl)
 		tmpl.Action = &routev3.Route_Route{Route: action}
 	}
 	out := make([]entry, 0, len(ms))

@@ -37,7 +37,7 @@ func compileHTTPRoute(hr *gwv1.HTTPRoute, services map[serviceKey]*serviceView) 
 		created: hr.CreationTimestamp.Time,
 		rules:   len(hr.Spec.Rules),
 	}
-	b := &ruleBuilder{services: services, route: cr, ns: hr.Namespace}
+	b := newRuleBuilder(services, cr, hr.Spec.ParentRefs)
 	for i := range hr.Spec.Rules {
 		rule := &hr.Spec.Rules[i]
 		entries, err := b.httpRule(i, rule)
@@ -93,17 +93,23 @@ func (b *ruleBuilder) httpRule(index int, rule *gwv1.HTTPRouteRule) ([]entry, er
 			ruleErr = fmt.Errorf("filter %s is not supported", f.Type)
 		}
 	}
-	for _, br := range rule.BackendRefs {
-		if len(br.Filters) > 0 {
-			ruleErr = fmt.Errorf("backendRef %s: per-backend filters are not supported", br.Name)
+	refs := make([]gwv1.BackendRef, 0, len(rule.BackendRefs))
+	headers := make([]backendHeaders, len(rule.BackendRefs))
+	for i, br := range rule.BackendRefs {
+		refs = append(refs, br.BackendRef)
+		for _, f := range br.Filters {
+			switch f.Type {
+			case gwv1.HTTPRouteFilterRequestHeaderModifier:
+				headers[i].addRequest(f.RequestHeaderModifier)
+			case gwv1.HTTPRouteFilterResponseHeaderModifier:
+				headers[i].addResponse(f.ResponseHeaderModifier)
+			default:
+				ruleErr = fmt.Errorf("backendRef %s: filter %s is not supported on a backend", br.Name, f.Type)
+			}
 		}
 	}
 	if ruleErr == nil && redirect == nil && rule.SessionPersistence != nil {
 		ruleErr = fmt.Errorf("sessionPersistence is not supported")
-	}
-	refs := make([]gwv1.BackendRef, 0, len(rule.BackendRefs))
-	for _, br := range rule.BackendRefs {
-		refs = append(refs, br.BackendRef)
 	}
 
 	var action *routev3.RouteAction
@@ -120,11 +126,13 @@ func (b *ruleBuilder) httpRule(index int, rule *gwv1.HTTPRouteRule) ([]entry, er
 		tmpl.Action = &routev3.Route_Redirect{Redirect: ra}
 	default:
 		var dr *routev3.DirectResponseAction
-		action, dr = b.resolveBackends(refs)
+		var only backendHeaders
+		action, dr, only = b.resolveBackends(refs, headers)
 		if dr != nil {
 			tmpl.Action = &routev3.Route_DirectResponse{DirectResponse: dr}
 			break
 		}
+		only.applyTo(tmpl)
 		if err := applyHTTPRuleOptions(action, rule, rewrite); err != nil {
 			ruleErr = err
 			tmpl.Action = direct500()

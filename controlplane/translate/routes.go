@@ -80,20 +80,65 @@ type ruleBuilder struct {
 	services map[serviceKey]*serviceView
 	route    *compiledRoute
 	ns       string
+	// parents are the Services the route's parentRefs name: a consumer route may send to its
+	// parent Service in another namespace without a ReferenceGrant (GEP-1426).
+	parents map[serviceKey]bool
+}
+
+func newRuleBuilder(services map[serviceKey]*serviceView, cr *compiledRoute, refs []gwv1.ParentReference) *ruleBuilder {
+	b := &ruleBuilder{services: services, route: cr, ns: cr.ref.Namespace, parents: map[serviceKey]bool{}}
+	for _, ref := range refs {
+		if !isServiceParent(ref) {
+			continue
+		}
+		ns := cr.ref.Namespace
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			ns = string(*ref.Namespace)
+		}
+		b.parents[serviceKey{ns, string(ref.Name)}] = true
+	}
+	return b
+}
+
+// backendHeaders are a backendRef's own header modifier filters.
+type backendHeaders struct {
+	requestAdd, responseAdd       []*corev3.HeaderValueOption
+	requestRemove, responseRemove []string
+}
+
+func (h *backendHeaders) addRequest(f *gwv1.HTTPHeaderFilter) {
+	add, remove := headerOptions(f)
+	h.requestAdd, h.requestRemove = append(h.requestAdd, add...), append(h.requestRemove, remove...)
+}
+
+func (h *backendHeaders) addResponse(f *gwv1.HTTPHeaderFilter) {
+	add, remove := headerOptions(f)
+	h.responseAdd, h.responseRemove = append(h.responseAdd, add...), append(h.responseRemove, remove...)
+}
+
+// applyTo adds the backend's header changes to a route whose only backend it is.
+func (h backendHeaders) applyTo(r *routev3.Route) {
+	r.RequestHeadersToAdd = append(r.RequestHeadersToAdd, h.requestAdd...)
+	r.RequestHeadersToRemove = append(r.RequestHeadersToRemove, h.requestRemove...)
+	r.ResponseHeadersToAdd = append(r.ResponseHeadersToAdd, h.responseAdd...)
+	r.ResponseHeadersToRemove = append(r.ResponseHeadersToRemove, h.responseRemove...)
 }
 
 // resolveBackends turns a rule's backendRefs into an Envoy action: one cluster, weighted
 // clusters (a backend that does not resolve keeps its share as a cluster-less entry, which the
-// proxy answers with 500), or a 500 direct response when nothing can be sent anywhere.
-func (b *ruleBuilder) resolveBackends(refs []gwv1.BackendRef) (*routev3.RouteAction, *routev3.DirectResponseAction) {
+// proxy answers with 500), or a 500 direct response when nothing can be sent anywhere. A
+// backend's own header filters go on its weighted entry, or are returned for the route when it
+// is the only backend.
+func (b *ruleBuilder) resolveBackends(refs []gwv1.BackendRef, headers []backendHeaders) (*routev3.RouteAction, *routev3.DirectResponseAction, backendHeaders) {
 	type weighted struct {
 		cluster string
 		weight  uint32
+		headers backendHeaders
 	}
 	var ws []weighted
 	var total uint32
 	resolved := 0
-	for _, ref := range refs {
+	for i, ref := range refs {
 		w := uint32(1)
 		if ref.Weight != nil {
 			if *ref.Weight < 0 {
@@ -111,20 +156,24 @@ func (b *ruleBuilder) resolveBackends(refs []gwv1.BackendRef) (*routev3.RouteAct
 		if p == nil {
 			resolved++
 		}
-		ws = append(ws, weighted{cluster, w})
+		ws = append(ws, weighted{cluster, w, headers[i]})
 		total += w
 	}
 	if total == 0 || resolved == 0 {
-		return nil, &routev3.DirectResponseAction{Status: 500}
+		return nil, &routev3.DirectResponseAction{Status: 500}, backendHeaders{}
 	}
-	if len(ws) == 1 {
-		return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ws[0].cluster}}, nil
+	if len(ws) == 1 && ws[0].cluster != "" {
+		return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: ws[0].cluster}}, nil, ws[0].headers
 	}
 	wc := &routev3.WeightedCluster{}
 	for _, w := range ws {
-		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{Name: w.cluster, Weight: wrapperspb.UInt32(w.weight)})
+		wc.Clusters = append(wc.Clusters, &routev3.WeightedCluster_ClusterWeight{
+			Name: w.cluster, Weight: wrapperspb.UInt32(w.weight),
+			RequestHeadersToAdd: w.headers.requestAdd, RequestHeadersToRemove: w.headers.requestRemove,
+			ResponseHeadersToAdd: w.headers.responseAdd, ResponseHeadersToRemove: w.headers.responseRemove,
+		})
 	}
-	return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}, nil
+	return &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}}, nil, backendHeaders{}
 }
 
 // resolve finds the cluster of a backendRef, or says why there is none.
@@ -133,10 +182,13 @@ func (b *ruleBuilder) resolve(ref gwv1.BackendObjectReference) (string, *problem
 		return "", &problem{gwv1.RouteReasonInvalidKind, fmt.Sprintf("backendRef %s: only Services (group \"\", kind Service) are supported", ref.Name)}
 	}
 	ns := b.ns
-	if ref.Namespace != nil && string(*ref.Namespace) != b.ns {
-		return "", &problem{gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("backendRef %s/%s: references to another namespace are not supported", *ref.Namespace, ref.Name)}
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
 	}
 	key := serviceKey{ns, string(ref.Name)}
+	if ns != b.ns && !b.parents[key] {
+		return "", &problem{gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("backendRef %s: references to another namespace are supported only to a parent Service (ReferenceGrant is not)", key)}
+	}
 	svc := b.services[key]
 	if svc == nil {
 		return "", &problem{gwv1.RouteReasonBackendNotFound, fmt.Sprintf("backendRef %s: Service not found", key)}

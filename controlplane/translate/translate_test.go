@@ -412,3 +412,56 @@ func TestGRPCRoutesMatchPathsAndSpeakHTTP2(t *testing.T) {
 		t.Errorf("the backend of a GRPCRoute does not speak HTTP/2: %v", res.Clusters[0])
 	}
 }
+
+func TestConsumerRoutesMaySendToTheirParentServiceOnly(t *testing.T) {
+	toParent := backend("cart", 80, 1)
+	toParent.Namespace = ptr.To(gwv1.Namespace("shop"))
+	toOther := backend("cart-v2", 80, 1)
+	toOther.Namespace = ptr.To(gwv1.Namespace("shop"))
+	in := Inputs{
+		Services: []corev1.Service{service("shop", "cart", "10.96.0.10", port("http", 80)), service("shop", "cart-v2", "10.96.0.11", port("http", 80))},
+		HTTPRoutes: []gwv1.HTTPRoute{
+			httpRoute("web", "parent", 0, serviceParent("shop", "cart"), gwv1.HTTPRouteRule{BackendRefs: []gwv1.HTTPBackendRef{toParent}}),
+			httpRoute("web", "other", 0, serviceParent("shop", "cart"), gwv1.HTTPRouteRule{
+				Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchExact, "/other")}, BackendRefs: []gwv1.HTTPBackendRef{toOther}}),
+		},
+	}
+	m := Translate(in)
+	if c := cond(statusOf(t, m, "web", "parent"), gwv1.RouteConditionResolvedRefs); c.Status != metav1.ConditionTrue {
+		t.Errorf("backendRef to the parent Service: %+v", c)
+	}
+	if c := cond(statusOf(t, m, "web", "other"), gwv1.RouteConditionResolvedRefs); c.Reason != string(gwv1.RouteReasonRefNotPermitted) {
+		t.Errorf("backendRef to another namespace's Service: %+v", c)
+	}
+	routes := routesOf(t, m.Resources("web"), "cart.shop.svc.cluster.local:80")
+	if len(routes) != 2 || routes[0].GetDirectResponse().GetStatus() != 500 || routes[1].GetRoute().GetCluster() != "outbound|80||cart.shop.svc.cluster.local" {
+		t.Errorf("routes: %v", routes)
+	}
+}
+
+func TestBackendHeaderFiltersApplyToTheirBackendOnly(t *testing.T) {
+	withHeader := func(name string, weight int32, value string) gwv1.HTTPBackendRef {
+		b := backend(name, 80, weight)
+		b.Filters = []gwv1.HTTPRouteFilter{{Type: gwv1.HTTPRouteFilterRequestHeaderModifier,
+			RequestHeaderModifier: &gwv1.HTTPHeaderFilter{Set: []gwv1.HTTPHeader{{Name: "X-Backend", Value: value}}}}}
+		return b
+	}
+	in := Inputs{
+		Services: []corev1.Service{service("shop", "cart", "10.96.0.10", port("http", 80)), service("shop", "cart-v2", "10.96.0.11", port("http", 80))},
+		HTTPRoutes: []gwv1.HTTPRoute{httpRoute("shop", "r", 0, serviceParent("", "cart"),
+			gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchExact, "/one")}, BackendRefs: []gwv1.HTTPBackendRef{withHeader("cart", 1, "one")}},
+			gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchExact, "/split")}, BackendRefs: []gwv1.HTTPBackendRef{withHeader("cart", 1, "v1"), backend("cart-v2", 80, 1)}},
+		)},
+	}
+	res := Translate(in).Resources("shop")
+	validateAll(t, res)
+	routes := routesOf(t, res, "cart.shop.svc.cluster.local:80")
+	split, one := routes[0], routes[1] // the longer exact path first
+	if h := one.GetRequestHeadersToAdd(); len(h) != 1 || h[0].GetHeader().GetValue() != "one" {
+		t.Errorf("single backend's filter: %v", one)
+	}
+	wc := split.GetRoute().GetWeightedClusters().GetClusters()
+	if len(wc) != 2 || len(wc[0].GetRequestHeadersToAdd()) != 1 || len(wc[1].GetRequestHeadersToAdd()) != 0 || len(split.GetRequestHeadersToAdd()) != 0 {
+		t.Errorf("split backends' filters: %v", split)
+	}
+}
