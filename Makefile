@@ -122,6 +122,17 @@ fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and re
 bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback, then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.
 	hack/bench.sh $(BENCH_ARGS)
 
+.PHONY: bench-controlplane
+bench-controlplane: tools ## Benchmark knit-controlplane's xDS server: N simulated proxies, S Services, E endpoints on a real API server; writes bin/bench/controlplane.json.
+	go build -o bin/knit-controlplane ./cmd/knit-controlplane
+	@echo "| clients | Services | endpoints | p50 ms | p99 ms | initial sync s | CPU s | CPU s in rounds | peak RSS MB |"
+	@echo "|---|---|---|---|---|---|---|---|---|"
+	@for size in $(BENCH_CP_SIZES); do set -- $$(echo $$size | tr , ' '); \
+	  KUBEBUILDER_ASSETS=$(CURDIR)/bin/k8s KNIT_TEST_LOGS=$(CURDIR)/bin/bench/logs \
+	  go run ./test/bench/controlplane -clients $$1 -services $$2 -endpoints $$3 | tail -1 || exit 1; done
+
+BENCH_CP_SIZES ?= 100,100,1000 1000,1000,10000
+
 .PHONY: run-stop
 run-stop: ## Stop what `make run` started.
 	hack/run-local.sh stop

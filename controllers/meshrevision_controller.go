@@ -81,6 +81,7 @@ type MeshRevisionReconciler struct {
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=signers,verbs=approve,resourceNames="issuers.cert-manager.io/knit-system.knit-ca"
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status,verbs=update;patch
 
 // Reconcile makes the revision's control plane match its spec and records its availability.
 func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {

@@ -15,14 +15,16 @@ limitations under the License.
 */
 
 // Command knit-controlplane is one revision's control plane: it serves the sidecar-injection
-// webhook with the serving certificate cert-manager issued for the revision (reloaded on
-// rotation) and reports health. The webhook reads namespaces and trust-bundle ConfigMaps
-// (metadata only) from a cache that has synced before it serves. The xDS and identity servers
-// join it next, sharing the certificate.
+// webhook and the delta ADS (xDS) server with the serving certificate cert-manager issued for
+// the revision (reloaded on rotation) and reports health and metrics. The webhook reads
+// namespaces and trust-bundle ConfigMaps (metadata only) from a cache that has synced before it
+// serves; the xDS server reads Services, EndpointSlices, Pods and Gateway API routes from its
+// own. The identity server joins it next, sharing the certificate.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
@@ -36,11 +38,18 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/knit-mesh/knit/controlplane/xds"
 	"github.com/knit-mesh/knit/webhooks"
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
@@ -53,9 +62,15 @@ type options struct {
 	revision, trustDomain, tlsDir       string
 	issuerName, issuerKind, issuerGroup string
 	healthAddr                          string
+	xdsAddr                             string
+	xdsDebounce                         time.Duration
 	// namespaces is the webhook's view of namespaces and trust bundles (a cache in main).
 	namespaces webhooks.NamespaceReader
+	// discovery builds the xDS server once the serving certificate is loaded; nil serves none.
+	discovery func(*tls.Config, prometheus.Registerer) (runnable, error)
 }
+
+type runnable interface{ Start(context.Context) error }
 
 func main() {
 	var o options
@@ -66,6 +81,8 @@ func main() {
 	flag.StringVar(&o.issuerKind, "issuer-kind", "Issuer", "Issuer or ClusterIssuer")
 	flag.StringVar(&o.issuerGroup, "issuer-group", "cert-manager.io", "group of the issuer")
 	flag.StringVar(&o.healthAddr, "health-addr", ":15014", "address of /healthz and /readyz")
+	flag.StringVar(&o.xdsAddr, "xds-addr", fmt.Sprintf(":%d", xds.Port), "address of the xDS (delta ADS over gRPC with TLS) server")
+	flag.DurationVar(&o.xdsDebounce, "xds-debounce", 100*time.Millisecond, "how long the xDS server waits after a change for more before pushing")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the injection webhook binds to (default: all of the pod's)")
 	flag.IntVar(&o.webhookPort, "webhook-port", 8443, "port of the injection webhook (HTTPS)")
 	flag.StringVar(&o.inject.ProxyImage, "proxy-image", "", "image of the injected knit-proxy")
@@ -88,6 +105,10 @@ func main() {
 		os.Exit(1)
 	}
 	if o.namespaces, err = webhooks.WatchNamespaces(ctx, log, restConfig); err != nil {
+		log.Error(err, "control plane stopped")
+		os.Exit(1)
+	}
+	if o.discovery, err = discovery(ctx, log, restConfig, o); err != nil {
 		log.Error(err, "control plane stopped")
 		os.Exit(1)
 	}
@@ -133,7 +154,23 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	}()
 	webhookStarted := hooks.StartedChecker()
 
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	xdsErr := make(chan error, 1)
+	if o.discovery != nil {
+		srv, err := o.discovery(&tls.Config{GetCertificate: watcher.GetCertificate}, reg)
+		if err != nil {
+			return fmt.Errorf("xDS server: %w", err)
+		}
+		go func() {
+			if err := srv.Start(ctx); err != nil {
+				xdsErr <- err
+			}
+		}()
+	}
+
 	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := webhookStarted(r); err != nil {
@@ -157,17 +194,59 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("serving", "health", o.healthAddr, "webhook", o.webhookPort, "trustDomain", o.trustDomain,
+	log.Info("serving", "health", o.healthAddr, "webhook", o.webhookPort, "xds", o.xdsAddr, "trustDomain", o.trustDomain,
 		"issuer", fmt.Sprintf("%s/%s.%s", o.issuerKind, o.issuerName, o.issuerGroup))
 
 	select {
 	case err := <-errc:
 		return fmt.Errorf("health server: %w", err)
+	case err := <-xdsErr:
+		return fmt.Errorf("xDS server: %w", err)
 	case <-ctx.Done():
 		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
+}
+
+// discovery wires the xDS server to the cluster: an informer cache (started here) for what it
+// translates, a client for route status and TokenReviews.
+func discovery(ctx context.Context, log logr.Logger, cfg *rest.Config, o options) (func(*tls.Config, prometheus.Registerer) (runnable, error), error) {
+	informers, err := xds.NewCache(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the xDS cache: %w", err)
+	}
+	go func() {
+		if err := informers.Start(ctx); err != nil {
+			log.Error(err, "xDS cache stopped")
+		}
+	}()
+	scheme, err := xds.Scheme()
+	if err != nil {
+		return nil, err
+	}
+	writer, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return nil, fmt.Errorf("creating the route status client: %w", err)
+	}
+	clientset, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating the TokenReview client: %w", err)
+	}
+	return func(tlsConfig *tls.Config, reg prometheus.Registerer) (runnable, error) {
+		return xds.New(xds.Options{
+			Address:       o.xdsAddr,
+			TLS:           tlsConfig,
+			Authenticator: xds.TokenReviewer{Client: clientset},
+			Reader:        informers,
+			Informers:     informers,
+			StatusWriter:  writer,
+			TrustDomain:   o.trustDomain,
+			Debounce:      o.xdsDebounce,
+			Registry:      reg,
+			Log:           log.WithName("xds"),
+		})
+	}, nil
 }
 
 // servingCertValid says whether the certificate in use can serve now.

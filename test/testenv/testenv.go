@@ -59,6 +59,9 @@ type Options struct {
 	// MutatingWebhooks are installed pointing at a server the test runs on 127.0.0.1 (see
 	// WebhookServing); the API server calls it as it would a webhook in a cluster.
 	MutatingWebhooks []*admissionregistrationv1.MutatingWebhookConfiguration
+	// ServiceCIDR is the API server's service-cluster-ip-range; empty keeps envtest's (a /24,
+	// too small for benchmarks with a thousand Services).
+	ServiceCIDR string
 }
 
 // RepoRoot is the root of the knit repository, found from this source file.
@@ -67,8 +70,21 @@ func RepoRoot() string {
 	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
 }
 
+// GatewayAPICRDDir is the directory of Gateway API's standard-channel CRDs in the module cache,
+// at the version go.mod requires (the module ships them under config/crd/standard).
+func GatewayAPICRDDir() (string, error) {
+	cmd := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	cmd.Dir = RepoRoot()
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("finding the sigs.k8s.io/gateway-api module (go mod download): %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
+}
+
 // Start starts kube-apiserver + etcd from $KUBEBUILDER_ASSETS, installs the CRDs under
-// config/crd/bases (and cert-manager's from $KNIT_CERT_MANAGER_DIR/crds), and, if asked, the
+// config/crd/bases, Gateway API's standard CRDs (GatewayAPICRDDir), cert-manager's from
+// $KNIT_CERT_MANAGER_DIR/crds, and, if asked, the
 // cert-manager controller. Missing binaries are an error that says how to get them: a test that
 // silently skipped here could never fail.
 func Start(opts Options) (*Env, error) {
@@ -93,7 +109,11 @@ func Start(opts Options) (*Env, error) {
 		return nil, fmt.Errorf("creating log dir: %w", err)
 	}
 
-	crdPaths := []string{filepath.Join(root, "config", "crd", "bases")}
+	gatewayAPI, err := GatewayAPICRDDir()
+	if err != nil {
+		return nil, err
+	}
+	crdPaths := []string{filepath.Join(root, "config", "crd", "bases"), gatewayAPI}
 	cmDir := os.Getenv("KNIT_CERT_MANAGER_DIR")
 	if opts.CertManager {
 		if cmDir == "" {
@@ -117,6 +137,9 @@ func Start(opts Options) (*Env, error) {
 	}
 	e.egress = egress
 	e.env.ControlPlane.GetAPIServer().Configure().Set("egress-selector-config-file", egressConfig)
+	if opts.ServiceCIDR != "" {
+		e.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", opts.ServiceCIDR)
+	}
 	fmt.Fprintf(opts.Out, "testbed: starting %s and etcd %s\n",
 		binaryVersion(filepath.Join(assets, "kube-apiserver"), "--version"),
 		binaryVersion(filepath.Join(assets, "etcd"), "--version"))
