@@ -16,9 +16,9 @@ limitations under the License.
 
 // Command knit-controlplane is one revision's control plane: it serves the sidecar-injection
 // webhook with the serving certificate cert-manager issued for the revision (reloaded on
-// rotation) and reports health. The webhook reads namespaces and trust-bundle ConfigMaps
-// (metadata only) from a cache that has synced before it serves. The xDS and identity servers
-// join it next, sharing the certificate.
+// rotation) and the identity (CSR) server with the same certificate, and reports health and
+// metrics. The webhook reads namespaces and trust-bundle ConfigMaps (metadata only) from a cache
+// that has synced before it serves.
 package main
 
 import (
@@ -36,11 +36,14 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/certwatcher"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/knit-mesh/knit/controlplane/identity"
 	"github.com/knit-mesh/knit/webhooks"
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
@@ -55,6 +58,10 @@ type options struct {
 	healthAddr                          string
 	// namespaces is the webhook's view of namespaces and trust bundles (a cache in main).
 	namespaces webhooks.NamespaceReader
+	identity   identityFlags
+	// identityServer serves workload certificates when set (main builds it with API clients).
+	identityServer *identity.Server
+	metrics        *prometheus.Registry
 }
 
 func main() {
@@ -74,6 +81,7 @@ func main() {
 	flag.StringVar(&o.proxyResources, "proxy-resources", "{}", "resources of injected proxies, as JSON ResourceRequirements")
 	flag.StringVar(&o.inject.AccessLogFormat, "access-log-format", "Off", "access log format of injected proxies")
 	flag.StringVar(&o.inject.ControlPlane, "discovery-address", "", "host:port of this revision's xDS server, for injected proxies")
+	o.identity.register(flag.CommandLine)
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -90,6 +98,13 @@ func main() {
 	if o.namespaces, err = webhooks.WatchNamespaces(ctx, log, restConfig); err != nil {
 		log.Error(err, "control plane stopped")
 		os.Exit(1)
+	}
+	o.metrics = prometheus.NewRegistry()
+	if o.identity.addr != "" {
+		if o.identityServer, err = newIdentityServer(log, restConfig, o, o.metrics); err != nil {
+			log.Error(err, "control plane stopped")
+			os.Exit(1)
+		}
 	}
 	if err := run(ctx, log, o); err != nil {
 		log.Error(err, "control plane stopped")
@@ -132,9 +147,17 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		}
 	}()
 	webhookStarted := hooks.StartedChecker()
+	if o.identityServer != nil {
+		if err := serveIdentity(ctx, log, o.identityServer, o.identity.addr, o.identity.limits, watcher.GetCertificate); err != nil {
+			return err
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	if o.metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(o.metrics, promhttp.HandlerOpts{}))
+	}
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
 		if err := webhookStarted(r); err != nil {
 			http.Error(w, "injection webhook: "+err.Error(), http.StatusServiceUnavailable)

@@ -210,7 +210,7 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 			{Name: "KNIT_REVISION", Value: cfg.Revision},
 			{Name: "KNIT_CONTROL_PLANE", Value: cfg.ControlPlane},
 			{Name: "KNIT_TOKEN_FILE", Value: TokenMountPath + "/token"},
-			{Name: "KNIT_TRUST_BUNDLE", Value: TrustMountPath + "/ca.crt"},
+			{Name: "KNIT_TRUST_BUNDLE", Value: TrustMountPath + "/" + TrustBundleKey},
 			{Name: "KNIT_ACCESS_LOG", Value: cfg.AccessLogFormat},
 		},
 		Resources: resources,
