@@ -90,8 +90,8 @@ func (s *Server) issue(ctx context.Context, w Workload, id string, csrDER []byte
 }
 
 // approve marks the request knit just created as approved, after reading it back and checking
-// it is still the one knit created (same UID and creator) asking for exactly what was
-// validated. A request already decided (cert-manager's default approver, approver-policy) is
+// it is still the one knit created (same UID, and the creator cert-manager's webhook recorded)
+// asking for exactly what was validated. A request already decided (cert-manager's default approver, approver-policy) is
 // left as it is.
 func (s *Server) approve(ctx context.Context, created *cmapi.CertificateRequest, want *cmapi.CertificateRequestSpec, id string) error {
 	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
@@ -124,7 +124,7 @@ func sameRequest(created, cur *cmapi.CertificateRequest, want *cmapi.Certificate
 	switch {
 	case cur.UID != created.UID:
 		return errors.New("it was replaced")
-	case cur.Spec.Username != created.Spec.Username || cur.Spec.Username == "":
+	case cur.Spec.Username != created.Spec.Username:
 		return fmt.Errorf("it was created by %q", cur.Spec.Username)
 	case !bytes.Equal(cur.Spec.Request, want.Request):
 		return errors.New("its CSR differs from the one validated")

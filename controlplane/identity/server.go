@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	securityapi "istio.io/api/security/v1alpha1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -89,6 +90,10 @@ func DefaultLimits() Limits {
 		Timeout: 30 * time.Second, MaxTokenLifetime: time.Hour}
 }
 
+// hardMaxRequestBytes is what gRPC reads of a message at most; larger ones are refused by gRPC
+// itself before the service sees them.
+const hardMaxRequestBytes = 4 << 20
+
 // Server is the identity service.
 type Server struct {
 	securityapi.UnimplementedIstioCertificateServiceServer
@@ -127,7 +132,9 @@ func NewGRPCServer(getCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, 
 	creds := credentials.NewTLS(&tls.Config{GetCertificate: getCertificate, MinVersion: tls.VersionTLS12})
 	return grpc.NewServer(
 		grpc.Creds(creds),
-		grpc.MaxRecvMsgSize(limits.MaxRequestBytes),
+		// gRPC's own cap only bounds memory; the service refuses above MaxRequestBytes itself,
+		// so the client learns the reason and the refusal is counted.
+		grpc.MaxRecvMsgSize(max(hardMaxRequestBytes, limits.MaxRequestBytes)),
 		grpc.MaxSendMsgSize(1<<20),
 		grpc.MaxHeaderListSize(16<<10),
 		grpc.MaxConcurrentStreams(uint32(limits.MaxConcurrent)),
@@ -154,6 +161,10 @@ func (s *Server) handle(_ any, ctx context.Context, dec func(any) error, _ grpc.
 	req := new(securityapi.IstioCertificateRequest)
 	if err := dec(req); err != nil {
 		return nil, s.finish(ctx, start, decodeRefusal(err))
+	}
+	if n := proto.Size(req); n > s.cfg.Limits.MaxRequestBytes {
+		return nil, s.finish(ctx, start, refuse(ReasonTooLarge, codes.ResourceExhausted,
+			"the request is %d bytes, more than %d", n, s.cfg.Limits.MaxRequestBytes))
 	}
 	resp, err := s.create(ctx, req)
 	return resp, s.finish(ctx, start, err)

@@ -50,6 +50,13 @@ type claims struct {
 	Exp      int64    `json:"exp"`
 	Iat      int64    `json:"iat"`
 	Audience audience `json:"aud"`
+	// Kubernetes names the bound pod, to explain a token refused because it is gone.
+	Kubernetes struct {
+		Namespace string `json:"namespace"`
+		Pod       struct {
+			Name string `json:"name"`
+		} `json:"pod"`
+	} `json:"kubernetes.io"`
 }
 
 // audience is a JWT "aud": one string or a list.
@@ -125,7 +132,7 @@ func (s *Server) authenticate(ctx context.Context, token string) (Workload, erro
 	}
 	st := review.Status
 	if !st.Authenticated {
-		return Workload{}, refuse(ReasonTokenRejected, codes.Unauthenticated, "the API server did not accept the token: %s", st.Error)
+		return Workload{}, explainRejected(c, st.Error)
 	}
 	if !slices.Contains(st.Audiences, s.cfg.Audience) {
 		return Workload{}, refuse(ReasonWrongAudience, codes.Unauthenticated, "the token is valid for %v, not %q", st.Audiences, s.cfg.Audience)
@@ -141,6 +148,19 @@ func (s *Server) authenticate(ctx context.Context, token string) (Workload, erro
 	}
 	w := Workload{Namespace: ns, ServiceAccount: sa, Pod: pod, PodUID: types.UID(uid)}
 	return w, s.checkPod(ctx, w)
+}
+
+// explainRejected tells a proxy of a deleted pod why its token stopped working: the API server
+// says only that a bound token "has been invalidated", which for a token naming a pod means
+// the pod (or its ServiceAccount) is gone. It looks nothing up, so an unauthenticated caller
+// learns nothing about the cluster.
+func explainRejected(c claims, apiError string) error {
+	ns, pod := c.Kubernetes.Namespace, c.Kubernetes.Pod.Name
+	if pod != "" && strings.Contains(apiError, "has been invalidated") {
+		return refuse(ReasonUnknownPod, codes.PermissionDenied,
+			"the token is bound to pod %s/%s, which no longer exists (or its ServiceAccount was deleted): %s", ns, pod, apiError)
+	}
+	return refuse(ReasonTokenRejected, codes.Unauthenticated, "the API server did not accept the token: %s", apiError)
 }
 
 func (s *Server) checkPod(ctx context.Context, w Workload) error {
