@@ -36,12 +36,16 @@ func TestControlPlaneGetsTheMeshsWorkloadCertificateSettings(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"--identity-addr=:15012", "--workload-cert-duration=2h0m0s",
-		"--workload-cert-renew-before=30m0s", "--approve-workload-certificates=true"} {
+		"--workload-cert-renew-before=30m0s", "--approve-workload-certificates=true", "--mtls-mode=PERMISSIVE"} {
 		if !slices.Contains(args, want) {
 			t.Errorf("control-plane args %q lack %q", args, want)
 		}
 	}
 
+	mesh.Spec.MTLS.Mode = meshv1.MTLSStrict
+	if args, _ := injectionArgs(mesh, "proxy:1", &meshv1.MeshRevision{}); !slices.Contains(args, "--mtls-mode=STRICT") {
+		t.Errorf("STRICT is not passed on: %q", args)
+	}
 	mesh.Annotations = map[string]string{meshv1.AnnotationWorkloadCertificateApprover: meshv1.ApproverExternal}
 	if args := identityArgs(mesh); !slices.Contains(args, "--approve-workload-certificates=false") {
 		t.Errorf("with approval left to another approver, args are %q", args)

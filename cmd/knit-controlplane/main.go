@@ -81,6 +81,7 @@ func main() {
 	flag.StringVar(&o.proxyResources, "proxy-resources", "{}", "resources of injected proxies, as JSON ResourceRequirements")
 	flag.StringVar(&o.inject.AccessLogFormat, "access-log-format", "Off", "access log format of injected proxies")
 	flag.StringVar(&o.inject.ControlPlane, "discovery-address", "", "host:port of this revision's xDS server, for injected proxies")
+	flag.StringVar(&o.inject.MTLSMode, "mtls-mode", "PERMISSIVE", "inbound mTLS mode of injected proxies: STRICT or PERMISSIVE (mtls.mode)")
 	o.identity.register(flag.CommandLine)
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)

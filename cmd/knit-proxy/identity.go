@@ -11,6 +11,7 @@ import (
 
 	"github.com/knit-mesh/knit/proxy/admin"
 	"github.com/knit-mesh/knit/proxy/identity"
+	"github.com/knit-mesh/knit/proxy/mtls"
 )
 
 // identityPort is the control plane's identity service, on the host of KNIT_CONTROL_PLANE.
@@ -45,6 +46,24 @@ func startWorkloadIdentity(ctx context.Context, log logr.Logger, getenv func(str
 	go m.Run(ctx)
 	log.Info("workload identity", "identity", m.ID(), "identityService", addr)
 	return m, nil
+}
+
+// inboundMTLS applies KNIT_MTLS_MODE to the inbound listener: mutual TLS from mesh peers is
+// terminated with the workload certificate; plaintext is accepted (PERMISSIVE) or refused
+// (STRICT). Without an identity there is no mTLS, and STRICT cannot be honoured.
+func inboundMTLS(log logr.Logger, getenv func(string) string, ident *identity.Manager, reg prometheus.Registerer) (*mtls.Inbound, error) {
+	mode, err := mtls.ParseMode(getenv("KNIT_MTLS_MODE"))
+	if err != nil {
+		return nil, fmt.Errorf("KNIT_MTLS_MODE: %w", err)
+	}
+	if ident == nil {
+		if mode == mtls.Strict {
+			return nil, fmt.Errorf("KNIT_MTLS_MODE is STRICT but the sidecar has no control plane (KNIT_CONTROL_PLANE) to get a certificate from")
+		}
+		return nil, nil
+	}
+	log.Info("inbound mutual TLS", "mode", string(mode))
+	return mtls.NewInbound(mode, ident, log.WithName("mtls"), reg)
 }
 
 // sidecarState is ready when the data plane is and, with an identity, once it holds a valid

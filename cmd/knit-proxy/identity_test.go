@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/knit-mesh/knit/proxy/identity/identitytest"
 )
 
@@ -69,5 +72,21 @@ func TestSidecarIsReadyOnlyWithItsCertificate(t *testing.T) {
 	_, metrics := get("/metrics")
 	if !strings.Contains(metrics, "knit_proxy_certificate_expiry_timestamp_seconds ") {
 		t.Fatalf("/metrics lacks the certificate expiry:\n%s", metrics)
+	}
+}
+
+func TestMTLSModeNeedsAnIdentityForStrict(t *testing.T) {
+	env := func(mode string) func(string) string {
+		return func(k string) string { return map[string]string{"KNIT_MTLS_MODE": mode}[k] }
+	}
+	if in, err := inboundMTLS(logr.Discard(), env("PERMISSIVE"), nil, prometheus.NewRegistry()); err != nil || in != nil {
+		t.Fatalf("PERMISSIVE without identity: %v %v", in, err)
+	}
+	if _, err := inboundMTLS(logr.Discard(), env("STRICT"), nil, prometheus.NewRegistry()); err == nil ||
+		!strings.Contains(err.Error(), "STRICT but the sidecar has no control plane") {
+		t.Fatalf("STRICT without identity: %v", err)
+	}
+	if _, err := inboundMTLS(logr.Discard(), env("strict"), nil, prometheus.NewRegistry()); err == nil {
+		t.Fatal("a mode that is not STRICT or PERMISSIVE was accepted")
 	}
 }

@@ -79,13 +79,16 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	}
 	log.Info("sidecar mode", "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
 		"revision", getenv("KNIT_REVISION"), "appProbes", len(probes),
-		"note", "mTLS between sidecars and xDS are not implemented yet: traffic is forwarded in plaintext to its original destination")
+		"note", "outbound mTLS and xDS are not implemented yet: outbound traffic is forwarded in plaintext to its original destination")
 	m := metrics.New()
 	ident, err := startWorkloadIdentity(context.Background(), log, getenv, m.Registry)
 	if err != nil {
 		return err
 	}
 	p := dataplane.New(log, m)
+	if p.Inbound, err = inboundMTLS(log, getenv, ident, m.Registry); err != nil {
+		return err
+	}
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}

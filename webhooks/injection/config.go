@@ -83,4 +83,7 @@ type Config struct {
 	Resources       corev1.ResourceRequirements
 	LogLevel        string
 	AccessLogFormat string
+	// MTLSMode is the Mesh's mtls.mode (STRICT or PERMISSIVE), given to the proxy as
+	// KNIT_MTLS_MODE; a pod keeps the mode it started with.
+	MTLSMode string
 }

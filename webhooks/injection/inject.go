@@ -237,6 +237,9 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 			{Name: TrustVolumeName, MountPath: TrustMountPath, ReadOnly: true},
 		},
 	}
+	if cfg.MTLSMode != "" {
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_MTLS_MODE", Value: cfg.MTLSMode})
+	}
 	if len(probes) > 0 {
 		raw, err := json.Marshal(originals)
 		if err != nil {
