@@ -90,22 +90,28 @@ func PEM(c *x509.Certificate) string {
 // serving certificate (for 127.0.0.1) is signed by its root.
 func Start(t testing.TB, lifetime time.Duration) *CA {
 	t.Helper()
-	root, key := NewRoot(t, "test root")
-	ca := &CA{Root: root, RootKey: key, Lifetime: lifetime}
-	servingKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := Sign(root, key, &servingKey.PublicKey, &x509.Certificate{IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca.Addr = l.Addr().String()
+	return StartOn(t, l, lifetime)
+}
+
+// StartOn serves the CA on l (a listener made in another network namespace, say); its serving
+// certificate names l's IP address.
+func StartOn(t testing.TB, l net.Listener, lifetime time.Duration) *CA {
+	t.Helper()
+	root, key := NewRoot(t, "test root")
+	ca := &CA{Root: root, RootKey: key, Lifetime: lifetime, Addr: l.Addr().String()}
+	servingKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serving, err := Sign(root, key, &servingKey.PublicKey, &x509.Certificate{IPAddresses: []net.IP{l.Addr().(*net.TCPAddr).IP},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ca.srv = grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{{
 		Certificate: [][]byte{serving.Raw}, PrivateKey: servingKey}}})))
 	securityapi.RegisterIstioCertificateServiceServer(ca.srv, ca)
