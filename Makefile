@@ -108,7 +108,7 @@ define fuzz
 endef
 
 .PHONY: fuzz
-fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, access log lines, the injection webhook and patcher (FUZZTIME=10s).
+fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, access log lines, the injection webhook and patcher, the identity service's request decoding (FUZZTIME=10s).
 	$(call fuzz,FuzzDetect,./proxy/detect/)
 	$(call fuzz,FuzzParseConfig,./proxy/config/)
 	$(call fuzz,FuzzH1WriteRequest,./proxy/upstream/)
@@ -117,6 +117,7 @@ fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and re
 	$(call fuzz,FuzzLogJSON,./proxy/accesslog/)
 	$(call fuzz,FuzzInjectionWebhook,./webhooks/)
 	$(call fuzz,FuzzPatch,./webhooks/injection/)
+	$(call fuzz,FuzzDecodeRequest,./controlplane/identity/)
 
 .PHONY: bench
 bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback, then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.

@@ -17,6 +17,8 @@ limitations under the License.
 package controllers
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,6 +144,31 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []stri
 		},
 	}
 }
+
+// identityArgs are the Mesh's workload-certificate settings the identity server needs.
+func identityArgs(mesh *meshv1.Mesh) []string {
+	t := mesh.Spec.Trust
+	duration, renewBefore := t.WorkloadCertDuration.Duration, t.WorkloadCertRenewBefore.Duration
+	if duration == 0 {
+		duration = defaultWorkloadCertDuration
+	}
+	if renewBefore == 0 {
+		renewBefore = defaultWorkloadCertRenewBefore
+	}
+	approve := mesh.Annotations[meshv1.AnnotationWorkloadCertificateApprover] != meshv1.ApproverExternal
+	return []string{
+		fmt.Sprintf("--identity-addr=:%d", portIdentity),
+		"--workload-cert-duration=" + duration.String(),
+		"--workload-cert-renew-before=" + renewBefore.String(),
+		"--approve-workload-certificates=" + strconv.FormatBool(approve),
+	}
+}
+
+// The API's defaults, for a Mesh read without them (never stored that way).
+const (
+	defaultWorkloadCertDuration    = 24 * time.Hour
+	defaultWorkloadCertRenewBefore = 8 * time.Hour
+)
 
 // httpProbe probes the health port. Every number is spelled out, the API server's defaults
 // included: DeepDerivative treats a zero number as a value, not as "unset".

@@ -18,6 +18,7 @@ package controllers
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -49,14 +50,15 @@ func injectionArgs(mesh *meshv1.Mesh, proxyImage string, rev *meshv1.MeshRevisio
 	if err != nil {
 		return nil, err
 	}
-	return []string{
+	return append([]string{
 		"--proxy-image=" + proxyImage,
 		"--proxy-version=" + rev.Spec.Version,
 		"--proxy-log-level=" + string(mesh.Spec.Injection.ProxyLogLevel),
 		"--proxy-resources=" + string(resources),
 		"--access-log-format=" + string(mesh.Spec.Observability.AccessLogFormat),
+		"--mtls-mode=" + string(cmp.Or(mesh.Spec.MTLS.Mode, meshv1.MTLSPermissive)),
 		fmt.Sprintf("--discovery-address=%s.%s.svc:%d", controlPlaneName(rev), rev.Spec.Namespace, portXDS),
-	}, nil
+	}, identityArgs(mesh)...), nil
 }
 
 // desiredInjectorWebhooks selects the pods a revision injects: those in namespaces labelled

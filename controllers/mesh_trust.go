@@ -48,7 +48,7 @@ const (
 	// TrustBundleName is the ConfigMap holding the trust roots (key ca.crt) in the control-plane
 	// namespace and in every meshed namespace: the one the injected proxy mounts.
 	TrustBundleName = injection.TrustBundleName
-	TrustBundleKey  = "ca.crt"
+	TrustBundleKey  = injection.TrustBundleKey
 
 	rootCADuration    = 365 * 24 * time.Hour
 	rootCARenewBefore = 60 * 24 * time.Hour

@@ -19,7 +19,6 @@ package controllers
 import (
 	"fmt"
 	"strings"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -41,12 +40,7 @@ func notYetImplemented(spec *meshv1.MeshSpec) []string {
 	add(u.Strategy != "" && u.Strategy != meshv1.UpgradeRevisionBased, "upgrade.strategy=%s", u.Strategy)
 	add(u.BatchSize != 0 && u.BatchSize != 5, "upgrade.batchSize=%d", u.BatchSize)
 	add(u.Paused, "upgrade.paused=true")
-	t := spec.Trust
-	add(t.WorkloadCertDuration.Duration != 0 && t.WorkloadCertDuration.Duration != 24*time.Hour,
-		"trust.workloadCertDuration=%s", t.WorkloadCertDuration.Duration)
-	add(t.WorkloadCertRenewBefore.Duration != 0 && t.WorkloadCertRenewBefore.Duration != 8*time.Hour,
-		"trust.workloadCertRenewBefore=%s", t.WorkloadCertRenewBefore.Duration)
-	add(spec.MTLS.Mode == meshv1.MTLSStrict, "mtls.mode=STRICT (traffic between proxies is plaintext today)")
+	add(spec.MTLS.Mode == meshv1.MTLSStrict, "mtls.mode=STRICT (sidecars do not send mutual TLS yet, so STRICT pods refuse meshed traffic too)")
 	add(len(spec.Gateways) > 0, "gateways (%d set; no gateway is deployed)", len(spec.Gateways))
 	o := spec.Observability
 	add(o.Metrics.Enabled != nil && !*o.Metrics.Enabled, "observability.metrics.enabled=false (proxies serve metrics regardless)")

@@ -33,4 +33,11 @@ const (
 	LabelComponent = "app.kubernetes.io/component"
 	// LabelTrustBundle marks the trust-bundle ConfigMaps the operator distributes.
 	LabelTrustBundle = "knit.dev/trust-bundle"
+	// AnnotationWorkloadCertificateApprover on the Mesh set to ApproverExternal turns knit's own
+	// approval of workload CertificateRequests off, for clusters where another approver
+	// (cert-manager's approver-policy) decides; any other value, or none, keeps it on.
+	AnnotationWorkloadCertificateApprover = "knit.dev/workload-certificate-approver"
+	// ApproverExternal is the value of AnnotationWorkloadCertificateApprover that leaves approval
+	// to another approver.
+	ApproverExternal = "external"
 )

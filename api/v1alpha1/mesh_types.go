@@ -133,7 +133,9 @@ type TrustSpec struct {
 	IssuerRef *IssuerReference `json:"issuerRef,omitempty"`
 
 	// workloadCertDuration is the lifetime of workload certificates; between 1h and 2160h (90 days).
-	// Not yet implemented: no workload certificate is issued yet.
+	// Each sidecar gets its certificate (SPIFFE ID spiffe://<trustDomain>/ns/<ns>/sa/<sa>) from
+	// the control plane, which has cert-manager sign it with this lifetime; a change applies to
+	// the next certificate each proxy gets.
 	// +optional
 	// +kubebuilder:default="24h"
 	// +kubebuilder:validation:Type=string
@@ -142,7 +144,8 @@ type TrustSpec struct {
 	WorkloadCertDuration metav1.Duration `json:"workloadCertDuration,omitzero"`
 
 	// workloadCertRenewBefore is how long before expiry a workload certificate is renewed;
-	// at least 5m and shorter than workloadCertDuration. Not yet implemented.
+	// at least 5m and shorter than workloadCertDuration. Proxies learn it with each certificate,
+	// so a change applies from their next renewal without a restart.
 	// +optional
 	// +kubebuilder:default="8h"
 	// +kubebuilder:validation:Type=string
@@ -195,9 +198,12 @@ const (
 
 // MTLSSpec configures mutual TLS between proxies.
 type MTLSSpec struct {
-	// mode is PERMISSIVE (default) or STRICT (inbound accepts only mTLS). Not yet implemented:
-	// proxies do not use mutual TLS yet, so traffic between them is plaintext whatever the mode;
-	// STRICT shows as SpecSupported=False (NotYetImplemented) and keeps the Mesh from being Ready.
+	// mode is PERMISSIVE (default) or STRICT. A sidecar's inbound side accepts mutual TLS from
+	// other sidecars (and tells the app the caller's SPIFFE ID in x-knit-peer-identity); under
+	// PERMISSIVE it also accepts plaintext, under STRICT it refuses it. Pods take the mode they
+	// were started with. Sidecars do not send mutual TLS yet, so STRICT refuses traffic between
+	// meshed pods too: it shows as SpecSupported=False (NotYetImplemented) and keeps the Mesh
+	// from being Ready.
 	// +optional
 	// +kubebuilder:default=PERMISSIVE
 	Mode MTLSMode `json:"mode,omitempty"`

@@ -15,11 +15,11 @@ limitations under the License.
 */
 
 // Command knit-controlplane is one revision's control plane: it serves the sidecar-injection
-// webhook and the delta ADS (xDS) server with the serving certificate cert-manager issued for
-// the revision (reloaded on rotation) and reports health and metrics. The webhook reads
-// namespaces and trust-bundle ConfigMaps (metadata only) from a cache that has synced before it
-// serves; the xDS server reads Services, EndpointSlices, Pods and Gateway API routes from its
-// own. The identity server joins it next, sharing the certificate.
+// webhook, the delta ADS (xDS) server and the identity (CSR) server with the serving certificate
+// cert-manager issued for the revision (reloaded on rotation), and reports health and metrics.
+// The webhook reads namespaces and trust-bundle ConfigMaps (metadata only) from a cache that has
+// synced before it serves; the xDS server reads Services, EndpointSlices, Pods and Gateway API
+// routes from its own.
 package main
 
 import (
@@ -49,6 +49,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 
+	"github.com/knit-mesh/knit/controlplane/identity"
 	"github.com/knit-mesh/knit/controlplane/xds"
 	"github.com/knit-mesh/knit/webhooks"
 	"github.com/knit-mesh/knit/webhooks/injection"
@@ -68,6 +69,10 @@ type options struct {
 	namespaces webhooks.NamespaceReader
 	// discovery builds the xDS server once the serving certificate is loaded; nil serves none.
 	discovery func(*tls.Config, prometheus.Registerer) (runnable, error)
+	identity  identityFlags
+	// identityServer serves workload certificates when set (main builds it with API clients).
+	identityServer *identity.Server
+	metrics        *prometheus.Registry
 }
 
 type runnable interface{ Start(context.Context) error }
@@ -91,6 +96,8 @@ func main() {
 	flag.StringVar(&o.proxyResources, "proxy-resources", "{}", "resources of injected proxies, as JSON ResourceRequirements")
 	flag.StringVar(&o.inject.AccessLogFormat, "access-log-format", "Off", "access log format of injected proxies")
 	flag.StringVar(&o.inject.ControlPlane, "discovery-address", "", "host:port of this revision's xDS server, for injected proxies")
+	flag.StringVar(&o.inject.MTLSMode, "mtls-mode", "PERMISSIVE", "inbound mTLS mode of injected proxies: STRICT or PERMISSIVE (mtls.mode)")
+	o.identity.register(flag.CommandLine)
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -111,6 +118,13 @@ func main() {
 	if o.discovery, err = discovery(ctx, log, restConfig, o); err != nil {
 		log.Error(err, "control plane stopped")
 		os.Exit(1)
+	}
+	o.metrics = prometheus.NewRegistry()
+	if o.identity.addr != "" {
+		if o.identityServer, err = newIdentityServer(log, restConfig, o, o.metrics); err != nil {
+			log.Error(err, "control plane stopped")
+			os.Exit(1)
+		}
 	}
 	if err := run(ctx, log, o); err != nil {
 		log.Error(err, "control plane stopped")
@@ -153,8 +167,17 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		}
 	}()
 	webhookStarted := hooks.StartedChecker()
+	if o.identityServer != nil {
+		if err := serveIdentity(ctx, log, o.identityServer, o.identity.addr, o.identity.limits, watcher.GetCertificate); err != nil {
+			return err
+		}
+	}
 
-	reg := prometheus.NewRegistry()
+	// One registry for the process: the identity server registered its metrics in main.
+	reg := o.metrics
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	xdsErr := make(chan error, 1)
 	if o.discovery != nil {

@@ -79,14 +79,21 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	}
 	log.Info("sidecar mode", "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
 		"revision", getenv("KNIT_REVISION"), "appProbes", len(probes),
-		"note", "mTLS, identity and xDS are not implemented yet: traffic is forwarded in plaintext to its original destination")
+		"note", "outbound mTLS and xDS are not implemented yet: outbound traffic is forwarded in plaintext to its original destination")
 	m := metrics.New()
+	ident, err := startWorkloadIdentity(context.Background(), log, getenv, m.Registry)
+	if err != nil {
+		return err
+	}
 	p := dataplane.New(log, m)
+	if p.Inbound, err = inboundMTLS(log, getenv, ident, m.Registry); err != nil {
+		return err
+	}
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}
 	prober := appprobe.New(probes)
-	adm, err := startAdmin(log, cfg.Admin, p, m, func(mux *http.ServeMux) {
+	adm, err := startAdmin(log, cfg.Admin, sidecarState{p, ident}, m, func(mux *http.ServeMux) {
 		mux.Handle("GET "+appprobe.PathPrefix, prober)
 	})
 	if err != nil {
@@ -97,7 +104,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 
 // startAdmin starts the full admin port and, when configured, the probe port
 // (with extra handlers); extra goes on the full port too.
-func startAdmin(log logr.Logger, cfg config.Admin, p *dataplane.Proxy, m *metrics.Metrics, extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
+func startAdmin(log logr.Logger, cfg config.Admin, p admin.State, m *metrics.Metrics, extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
 	var out []*admin.Server
 	for _, a := range []struct {
 		addr  string

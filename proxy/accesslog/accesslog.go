@@ -31,7 +31,9 @@ type Entry struct {
 	BytesIn    int64
 	BytesOut   int64
 	TraceID    string
-	Error      string
+	// PeerIdentity is the SPIFFE ID of an inbound request's mTLS peer; empty for plaintext.
+	PeerIdentity string
+	Error        string
 }
 
 // Format is how a line is written.
@@ -120,6 +122,9 @@ func appendJSON(b []byte, e *Entry) []byte {
 	if e.TraceID != "" {
 		b = str(b, "trace_id", e.TraceID)
 	}
+	if e.PeerIdentity != "" {
+		b = str(b, "peer_identity", e.PeerIdentity)
+	}
 	if e.Error != "" {
 		b = str(b, "error", e.Error)
 	}
@@ -176,7 +181,7 @@ func jsonString(b []byte, v string) []byte {
 // appendText writes one readable line, in the spirit of Envoy's default
 // format:
 //
-//	[START] "METHOD PATH PROTOCOL" STATUS grpc=S attempts=N in=B out=B DURATIONms "AUTHORITY" direction route upstream endpoint trace=ID error="..."
+//	[START] "METHOD PATH PROTOCOL" STATUS grpc=S attempts=N in=B out=B DURATIONms "AUTHORITY" direction route upstream endpoint trace=ID peer=SPIFFE-ID error="..."
 //
 // Strings are quoted and escaped as JSON strings are, so a line stays one line.
 func appendText(b []byte, e *Entry) []byte {
@@ -215,6 +220,10 @@ func appendText(b []byte, e *Entry) []byte {
 	if e.TraceID != "" {
 		b = append(b, " trace="...)
 		b = textField(b, e.TraceID)
+	}
+	if e.PeerIdentity != "" {
+		b = append(b, " peer="...)
+		b = textField(b, e.PeerIdentity)
 	}
 	if e.Error != "" {
 		b = append(b, " error="...)

@@ -102,3 +102,23 @@ func FuzzLogJSON(f *testing.F) {
 		}
 	})
 }
+
+func TestLinesNameTheMTLSPeer(t *testing.T) {
+	e := &Entry{Start: time.Unix(0, 0), Method: "GET", Path: "/", Status: 200, GRPCStatus: -1,
+		PeerIdentity: "spiffe://cluster.local/ns/shop/sa/cart"}
+	var js, text strings.Builder
+	New(&js).Log(e)
+	NewText(&text).Log(e)
+	if !strings.Contains(js.String(), `"peer_identity":"spiffe://cluster.local/ns/shop/sa/cart"`) {
+		t.Errorf("JSON line: %s", js.String())
+	}
+	if !strings.Contains(text.String(), " peer=spiffe://cluster.local/ns/shop/sa/cart") {
+		t.Errorf("text line: %s", text.String())
+	}
+	e.PeerIdentity = ""
+	js.Reset()
+	New(&js).Log(e)
+	if strings.Contains(js.String(), "peer_identity") {
+		t.Errorf("plaintext request names a peer: %s", js.String())
+	}
+}

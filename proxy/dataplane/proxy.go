@@ -20,6 +20,7 @@ import (
 	"github.com/knit-mesh/knit/proxy/httpproxy"
 	"github.com/knit-mesh/knit/proxy/listener"
 	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/mtls"
 	"github.com/knit-mesh/knit/proxy/passthrough"
 	"github.com/knit-mesh/knit/proxy/route"
 	"github.com/knit-mesh/knit/proxy/tlsfiles"
@@ -47,6 +48,9 @@ type Proxy struct {
 	// listeners with originalDestination (SO_ORIGINAL_DST by default; tests
 	// replace it to forward on loopback without NAT). Set it before Apply.
 	OriginalDst passthrough.Lookup
+	// Inbound, when set, makes inbound original-destination listeners terminate mutual TLS from
+	// mesh peers and apply mtls.mode to plaintext (the sidecar sets it). Set it before Apply.
+	Inbound *mtls.Inbound
 }
 
 type runningListener struct {
@@ -103,6 +107,9 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 				return fmt.Errorf("listener %s: %w", lc.Name, err)
 			}
 			s.Passthrough = reg
+			if lc.Direction == config.Inbound {
+				s.Inbound = p.Inbound
+			}
 		}
 		if lc.TCPCluster != "" {
 			s.TCPCluster = clusters[lc.TCPCluster]

@@ -87,6 +87,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, http.StatusNotFound, msgNoRoute)
 		return
 	}
+	peer := peerIdentityFrom(r.Context())
+	if st.Direction == config.Inbound {
+		// Only the sidecar says who the peer is: a value from outside is dropped.
+		r.Header.Del(PeerIdentityHeader)
+		if peer != "" {
+			r.Header.Set(PeerIdentityHeader, peer)
+		}
+	}
 	// 2. traffic split: which cluster
 	target := rt.PickTarget()
 	stats := target.Stats(st.Direction)
@@ -103,7 +111,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		code, bytesOut, ep, err := h.tunnel(w, r, rt, cluster, upgrade, st.TunnelIdle)
 		stats.Latency.Observe(time.Since(start).Seconds())
 		stats.Request(code, -1)
-		h.logAccess(start, st, rt, cluster, r, code, -1, 1, bytesOut, "", ep, err)
+		h.logAccess(start, st, rt, cluster, r, code, -1, 1, bytesOut, "", peer, ep, err)
 		return
 	}
 
@@ -163,7 +171,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		stats.Request(code, grpcStatus)
 	}
 	trace.End(span, code, cluster.Name, err)
-	h.logAccess(start, st, rt, cluster, r, code, grpcStatus, attempts, bytesOut, trace.TraceID(span), ep, err)
+	h.logAccess(start, st, rt, cluster, r, code, grpcStatus, attempts, bytesOut, trace.TraceID(span), peer, ep, err)
 	if err != nil && isUpstreamBodyError(err) {
 		// The status line is gone; only a reset (HTTP/1: close without the
 		// last chunk; HTTP/2: RST_STREAM) tells the client the body is cut.
@@ -180,7 +188,7 @@ func isUpstreamBodyError(err error) bool {
 
 // logAccess writes the access log line, when the access log is on.
 func (h *Handler) logAccess(start time.Time, st *State, rt *route.Route, cluster *upstream.Cluster, r *http.Request,
-	code, grpcStatus, attempts int, bytesOut int64, traceID string, ep *balance.Endpoint, err error) {
+	code, grpcStatus, attempts int, bytesOut int64, traceID, peer string, ep *balance.Endpoint, err error) {
 	obs := h.Observers.Load()
 	if obs.AccessLog == nil {
 		return
@@ -189,7 +197,7 @@ func (h *Handler) logAccess(start time.Time, st *State, rt *route.Route, cluster
 		Start: start, Duration: time.Since(start), Direction: string(st.Direction), Route: rt.Name,
 		Upstream: cluster.Name, Method: r.Method, Authority: r.Host, Path: r.URL.Path,
 		Protocol: r.Proto, Status: code, GRPCStatus: grpcStatus, Attempts: attempts,
-		BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: traceID,
+		BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: traceID, PeerIdentity: peer,
 	}
 	if ep != nil {
 		e.Endpoint = ep.Addr
@@ -216,6 +224,23 @@ func (h *Handler) logPanic(r *http.Request) {
 }
 
 type routeKey struct{}
+
+type peerKey struct{}
+
+// PeerIdentityHeader carries an inbound request's mTLS peer (its SPIFFE ID) to the app. The
+// sidecar removes it from every inbound request and sets it only for requests that arrived over
+// mutual TLS, so the app may trust it.
+const PeerIdentityHeader = "X-Knit-Peer-Identity"
+
+// WithPeerIdentity records the SPIFFE ID of the connection's mTLS peer.
+func WithPeerIdentity(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, peerKey{}, id)
+}
+
+func peerIdentityFrom(ctx context.Context) string {
+	id, _ := ctx.Value(peerKey{}).(string)
+	return id
+}
 
 // WithRoute makes every request of a connection use rt instead of the route
 // table (the listener sets it for connections forwarded to their original

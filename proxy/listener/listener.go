@@ -25,6 +25,7 @@ import (
 	"github.com/knit-mesh/knit/proxy/detect"
 	"github.com/knit-mesh/knit/proxy/httpproxy"
 	"github.com/knit-mesh/knit/proxy/metrics"
+	"github.com/knit-mesh/knit/proxy/mtls"
 	"github.com/knit-mesh/knit/proxy/passthrough"
 	"github.com/knit-mesh/knit/proxy/route"
 	"github.com/knit-mesh/knit/proxy/tcpproxy"
@@ -40,6 +41,9 @@ type Settings struct {
 	// Passthrough, when set, forwards every connection to its original
 	// destination; RouteConfig and TCPCluster are not used.
 	Passthrough *passthrough.Registry
+	// Inbound, when set on a passthrough listener, terminates mutual TLS from mesh peers and
+	// applies mtls.mode to plaintext.
+	Inbound *mtls.Inbound
 }
 
 // Listener serves one bound address.
@@ -158,6 +162,9 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rc, ok := c.(*routedConn); ok {
 				ctx = httpproxy.WithRoute(ctx, rc.route)
+				if rc.peer != "" {
+					ctx = httpproxy.WithPeerIdentity(ctx, rc.peer)
+				}
 				c = rc.Conn
 			}
 			if fc, ok := c.(*framingConn); ok {
@@ -268,11 +275,27 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 		c.Close()
 		return
 	}
-	proto, conn := detect.Opaque, c
-	if s.Config.Protocol != config.ListenerTCP {
-		if proto, conn, err = detect.Sniff(c, s.Config.DetectTimeout.D()); err != nil {
+	var conn net.Conn = c
+	proto, peer := detect.Opaque, ""
+	if s.Config.Protocol != config.ListenerTCP || s.Inbound != nil {
+		if proto, conn, err = sniff(c, s); err != nil {
 			c.Close()
 			return
+		}
+	}
+	if s.Inbound != nil {
+		if conn, peer, err = s.Inbound.Accept(conn, proto == detect.TLS, dst.String()); err != nil {
+			c.Close()
+			return
+		}
+		if peer != "" { // what a mesh peer sends inside TLS is detected as any connection is
+			proto = detect.Opaque
+			if s.Config.Protocol != config.ListenerTCP {
+				if proto, conn, err = sniff(conn, s); err != nil {
+					conn.Close()
+					return
+				}
+			}
 		}
 	}
 	cp := config.ClusterTCP
@@ -295,7 +318,7 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 		if cp == config.ClusterHTTP1 {
 			hc = newFramingConn(conn)
 		}
-		l.serveHTTP(&routedConn{Conn: hc, route: rt})
+		l.serveHTTP(&routedConn{Conn: hc, route: rt, peer: peer})
 		return
 	}
 	t := rt.PickTarget()
@@ -304,10 +327,21 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 	}
 }
 
-// routedConn is a passthrough HTTP connection with its route.
+// sniff detects the protocol of c's first bytes within the listener's detect timeout.
+func sniff(c net.Conn, s *Settings) (detect.Protocol, net.Conn, error) {
+	proto, dc, err := detect.Sniff(c, s.Config.DetectTimeout.D())
+	if err != nil {
+		return proto, nil, err
+	}
+	return proto, dc, nil
+}
+
+// routedConn is a passthrough HTTP connection with its route, and the SPIFFE ID of its mTLS
+// peer (empty for plaintext).
 type routedConn struct {
 	net.Conn
 	route *route.Route
+	peer  string
 }
 
 // CloseWrite keeps half-close working for tunnels of passthrough connections.

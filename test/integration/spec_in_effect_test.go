@@ -79,11 +79,13 @@ var _ = Describe("What the Mesh claims", Ordered, func() {
 		patch := client.MergeFrom(m.DeepCopy())
 		m.Spec.MTLS.Mode = meshv1.MTLSStrict
 		m.Spec.Upgrade.Paused = true
+		m.Spec.Trust.WorkloadCertDuration = metav1.Duration{Duration: 36 * time.Hour} // in effect: not named
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
 		Eventually(func(g Gomega) {
 			m := getMesh(g)
 			c := expectCondition(g, m, meshv1.ConditionSpecSupported, metav1.ConditionFalse, meshv1.ReasonNotYetImplemented)
-			g.Expect(c.Message).To(ContainSubstring("upgrade.paused=true, mtls.mode=STRICT (traffic between proxies is plaintext today)"))
+			g.Expect(c.Message).To(ContainSubstring("upgrade.paused=true, mtls.mode=STRICT (sidecars do not send mutual TLS yet, so STRICT pods refuse meshed traffic too)"))
+			g.Expect(c.Message).NotTo(ContainSubstring("workloadCert"))
 			r := expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
 			g.Expect(r.Message).To(ContainSubstring("SpecSupported=False (NotYetImplemented)"))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
@@ -92,6 +94,7 @@ var _ = Describe("What the Mesh claims", Ordered, func() {
 		patch = client.MergeFrom(m.DeepCopy())
 		m.Spec.MTLS.Mode = meshv1.MTLSPermissive
 		m.Spec.Upgrade.Paused = false
+		m.Spec.Trust.WorkloadCertDuration = metav1.Duration{Duration: 24 * time.Hour}
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
 		Eventually(func(g Gomega) {
 			m := getMesh(g)

@@ -23,6 +23,9 @@ package testenv
 
 import (
 	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -225,6 +228,29 @@ func (e *Env) KubeConfig(name string, groups ...string) ([]byte, error) {
 		return nil, fmt.Errorf("creating API user %s: %w", name, err)
 	}
 	return user.KubeConfig()
+}
+
+// ServiceAccountSigningKey is the key the API server signs ServiceAccount tokens with, for a
+// test that needs a genuine token the TokenRequest API will not issue (one already expired).
+func (e *Env) ServiceAccountSigningKey() (crypto.Signer, error) {
+	path := filepath.Join(e.env.ControlPlane.GetAPIServer().CertDir, "sa-signer.key")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the ServiceAccount signing key: %w", err)
+	}
+	block, _ := pem.Decode(raw)
+	if block == nil {
+		return nil, fmt.Errorf("%s is not PEM", path)
+	}
+	key, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("%s holds a %T, not a signing key", path, key)
+	}
+	return signer, nil
 }
 
 // InstallCertManagerCRDs installs cert-manager's CRDs into an environment started without

@@ -68,6 +68,8 @@ const (
 	// TrustBundleName is the ConfigMap, in the pod's namespace, that the proxy mounts: the
 	// operator writes it into every meshed namespace.
 	TrustBundleName = "knit-trust-bundle"
+	// TrustBundleKey is the key of the PEM roots in that ConfigMap.
+	TrustBundleKey = "ca.crt"
 )
 
 // Config is what the mesh says about injected proxies, for one revision.
@@ -81,4 +83,7 @@ type Config struct {
 	Resources       corev1.ResourceRequirements
 	LogLevel        string
 	AccessLogFormat string
+	// MTLSMode is the Mesh's mtls.mode (STRICT or PERMISSIVE), given to the proxy as
+	// KNIT_MTLS_MODE; a pod keeps the mode it started with.
+	MTLSMode string
 }

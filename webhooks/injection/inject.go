@@ -210,7 +210,7 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 			{Name: "KNIT_REVISION", Value: cfg.Revision},
 			{Name: "KNIT_CONTROL_PLANE", Value: cfg.ControlPlane},
 			{Name: "KNIT_TOKEN_FILE", Value: TokenMountPath + "/token"},
-			{Name: "KNIT_TRUST_BUNDLE", Value: TrustMountPath + "/ca.crt"},
+			{Name: "KNIT_TRUST_BUNDLE", Value: TrustMountPath + "/" + TrustBundleKey},
 			{Name: "KNIT_ACCESS_LOG", Value: cfg.AccessLogFormat},
 		},
 		Resources: resources,
@@ -236,6 +236,9 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 			{Name: TokenVolumeName, MountPath: TokenMountPath, ReadOnly: true},
 			{Name: TrustVolumeName, MountPath: TrustMountPath, ReadOnly: true},
 		},
+	}
+	if cfg.MTLSMode != "" {
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_MTLS_MODE", Value: cfg.MTLSMode})
 	}
 	if len(probes) > 0 {
 		raw, err := json.Marshal(originals)

@@ -232,3 +232,24 @@ func FuzzPatch(f *testing.F) {
 }
 
 func intOrString(s string) intstr.IntOrString { return intstr.FromString(s) }
+
+func TestProxyGetsTheMeshsMTLSMode(t *testing.T) {
+	cfg := testConfig
+	cfg.MTLSMode = "STRICT"
+	pod := &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	if err := Inject(pod, "shop", cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if c.Name != ProxyContainerName {
+			continue
+		}
+		for _, e := range c.Env {
+			if e.Name == "KNIT_MTLS_MODE" && e.Value == "STRICT" {
+				return
+			}
+		}
+		t.Fatalf("proxy env %v lacks KNIT_MTLS_MODE=STRICT", c.Env)
+	}
+	t.Fatal("no proxy container")
+}
