@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"runtime/debug"
@@ -39,6 +40,9 @@ type Observers struct {
 type State struct {
 	Direction config.Direction
 	Routes    *route.Table
+	// Virtual are the route tables of the virtual listeners, by destination,
+	// for connections the listener matched to one (see WithDestination).
+	Virtual map[netip.AddrPort]*route.Table
 	// TunnelIdle closes a CONNECT or Upgrade tunnel with no byte in either
 	// direction for this long (the listener's tcpIdleTimeout); 0: never.
 	TunnelIdle time.Duration
@@ -80,7 +84,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt == nil {
-		rt = st.Routes.Match(r)
+		rt = st.match(r)
 	}
 	if rt == nil {
 		h.NoRoute.Request(http.StatusNotFound, grpcStatusIfGRPC(r, 12))
@@ -91,6 +95,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target := rt.PickTarget()
 	stats := target.Stats(st.Direction)
 	cluster := target.Cluster
+	if rt.Actions != nil || cluster == nil {
+		if h.answerLocally(w, r, start, st, rt, target) {
+			return
+		}
+	}
 
 	// CONNECT and allowed upgrades become tunnels on their own connection.
 	upgrade, refused := upgradeOf(r, rt)
@@ -150,6 +159,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, code, errorMessage(code))
 	} else {
 		code = resp.StatusCode
+		if rt.Actions != nil {
+			route.ModifyHeaders(resp.Header, rt.Actions.ResponseHeaders)
+		}
 		bytesOut, grpcStatus, err = copyResponse(w, resp)
 	}
 
@@ -181,7 +193,7 @@ func (h *Handler) logAccess(start time.Time, st *State, rt *route.Route, cluster
 	}
 	e := &accesslog.Entry{
 		Start: start, Duration: time.Since(start), Direction: string(st.Direction), Route: rt.Name,
-		Upstream: cluster.Name, Method: r.Method, Authority: r.Host, Path: r.URL.Path,
+		Upstream: clusterName(cluster), Method: r.Method, Authority: r.Host, Path: r.URL.Path,
 		Protocol: r.Proto, Status: code, GRPCStatus: grpcStatus, Attempts: attempts,
 		BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: traceID,
 	}
@@ -207,6 +219,13 @@ func (h *Handler) logPanic(r *http.Request) {
 	h.Log.Error(fmt.Errorf("panic: %v", v), "recovered a panic in the request path; closing the client connection",
 		"method", r.Method, "authority", r.Host, "path", r.URL.Path, "stack", string(debug.Stack()))
 	panic(http.ErrAbortHandler)
+}
+
+func clusterName(c *upstream.Cluster) string {
+	if c == nil {
+		return ""
+	}
+	return c.Name
 }
 
 type routeKey struct{}
