@@ -290,8 +290,11 @@ type HeaderValue struct {
 type RetryPolicy struct {
 	// Attempts is the number of retries after the first try.
 	Attempts int `json:"attempts"`
-	// On (retryOn) lists conditions: "5xx", "gateway-error", "connect-failure", "reset".
+	// On (retryOn) lists conditions: "5xx", "gateway-error", "connect-failure",
+	// "reset", "retriable-status-codes" (a response with one of StatusCodes).
 	On []string `json:"retryOn,omitempty"`
+	// StatusCodes are retried with retryOn "retriable-status-codes".
+	StatusCodes []int `json:"statusCodes,omitempty"`
 	// Methods that may be retried; default the idempotent ones.
 	Methods []string `json:"methods,omitempty"`
 	Backoff Backoff  `json:"backoff,omitempty"`

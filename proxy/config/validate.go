@@ -303,9 +303,14 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 			}
 			for j, on := range rp.On {
 				switch on {
-				case "5xx", "gateway-error", "connect-failure", "reset":
+				case "5xx", "gateway-error", "connect-failure", "reset", "retriable-status-codes":
 				default:
-					v.add(fmt.Sprintf("%s.retry.retryOn[%d]", rf, j), "must be 5xx, gateway-error, connect-failure or reset, got %q", on)
+					v.add(fmt.Sprintf("%s.retry.retryOn[%d]", rf, j), "must be 5xx, gateway-error, connect-failure, reset or retriable-status-codes, got %q", on)
+				}
+			}
+			for j, code := range rp.StatusCodes {
+				if code < 100 || code > 599 {
+					v.add(fmt.Sprintf("%s.retry.statusCodes[%d]", rf, j), "must be an HTTP status, got %d", code)
 				}
 			}
 			for j, meth := range rp.Methods {

@@ -315,3 +315,29 @@ assignments:
 		t.Fatalf("with no healthy endpoint, draining ones take traffic and unhealthy ones never: %v", seen)
 	}
 }
+
+func TestRetriableStatusCodesAreRetried(t *testing.T) {
+	var calls atomic.Int32
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.WriteHeader(http.StatusConflict)
+			return
+		}
+		io.WriteString(w, "second try")
+	})
+	p, _ := startVirtual(t, fmt.Sprintf(`
+virtualListeners:
+- {name: svc, address: %q, routeConfig: svc}
+routeConfigs:
+- name: svc
+  virtualHosts:
+  - name: svc
+    routes:
+    - {name: r, clusters: [{name: up}], retry: {attempts: 1, retryOn: [retriable-status-codes], statusCodes: [409], backoff: {base: 1ms, max: 1ms}}}
+clusters:
+- {name: up, endpoints: [{address: %q}]}
+`, serviceVIP, up))
+	if resp, body := do(t, noFollow(), "GET", "http://"+addr(t, p, "outbound")+"/"); resp.StatusCode != 200 || body != "second try" || calls.Load() != 2 {
+		t.Fatalf("%d %q after %d calls; want the 409 retried", resp.StatusCode, body, calls.Load())
+	}
+}

@@ -323,7 +323,14 @@ func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
 	}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return p.On5xx || p.OnGatewayError
+		if p.On5xx || p.OnGatewayError {
+			return true
+		}
+	}
+	for _, code := range p.StatusCodes {
+		if code == resp.StatusCode {
+			return true
+		}
 	}
 	return p.On5xx && resp.StatusCode >= 500
 }

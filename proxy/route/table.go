@@ -84,9 +84,11 @@ type Retry struct {
 	OnGatewayError bool
 	OnConnect      bool
 	OnReset        bool
-	methods        []string
-	BackoffBase    time.Duration
-	BackoffMax     time.Duration
+	// StatusCodes are retried responses (retryOn retriable-status-codes).
+	StatusCodes []int
+	methods     []string
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
 }
 
 // Method reports whether requests with this method may be retried.
@@ -149,6 +151,8 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 						rt.OnConnect = true
 					case "reset":
 						rt.OnReset = true
+					case "retriable-status-codes":
+						rt.StatusCodes = p.StatusCodes
 					}
 				}
 				cr.Retry = rt
