@@ -8,8 +8,8 @@ import (
 
 // read lists, per Envoy message, the fields knit-proxy reads: exactly the
 // subset controlplane/xds/CONTRACT.md names (plus stat_prefix, which the
-// filters' own validation requires, and resource_api_version, which only
-// says "v3"). Any other field that is set is refused by name, so a control
+// filters' own validation requires, resource_api_version, which only says
+// "v3", and a filter chain's name, which only names it). Any other field that is set is refused by name, so a control
 // plane never believes the proxy does something it ignores. Messages not
 // listed here (Duration, UInt32Value, Struct, Any) are leaves: Any payloads
 // are decoded and checked where they are read.
@@ -33,7 +33,7 @@ var read = map[protoreflect.FullName]map[protoreflect.Name]bool{
 	"envoy.config.core.v3.SocketAddress":                                                set("address", "port_value", "protocol"),
 	"envoy.config.core.v3.Metadata":                                                     set("filter_metadata"),
 	"envoy.config.listener.v3.Listener":                                                 set("name", "address", "bind_to_port", "traffic_direction", "filter_chains", "default_filter_chain"),
-	"envoy.config.listener.v3.FilterChain":                                              set("filter_chain_match", "filters"),
+	"envoy.config.listener.v3.FilterChain":                                              set("name", "filter_chain_match", "filters"),
 	"envoy.config.listener.v3.FilterChainMatch":                                         set("application_protocols"),
 	"envoy.config.listener.v3.Filter":                                                   set("name", "typed_config"),
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": set("stat_prefix", "rds", "http_filters"),
@@ -54,7 +54,8 @@ var read = map[protoreflect.FullName]map[protoreflect.Name]bool{
 		"retry_policy", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"),
 	"envoy.config.route.v3.WeightedCluster":               set("clusters"),
 	"envoy.config.route.v3.WeightedCluster.ClusterWeight": set("name", "weight"),
-	"envoy.config.route.v3.RetryPolicy":                   set("retry_on", "num_retries", "per_try_timeout", "retriable_status_codes"),
+	"envoy.config.route.v3.RetryPolicy":                   set("retry_on", "num_retries", "per_try_timeout", "retriable_status_codes", "retry_back_off"),
+	"envoy.config.route.v3.RetryPolicy.RetryBackOff":      set("base_interval", "max_interval"),
 	"envoy.type.matcher.v3.RegexMatchAndSubstitute":       set("pattern", "substitution"),
 	"envoy.config.route.v3.RedirectAction": set("scheme_redirect", "host_redirect", "port_redirect", "path_redirect",
 		"prefix_rewrite", "response_code"),

@@ -639,9 +639,29 @@ func routeAction(ra *routev3.RouteAction, out *config.Route, clusters map[string
 			case "":
 			case "5xx", "gateway-error", "connect-failure", "reset", "retriable-status-codes":
 				retry.On = append(retry.On, on)
+			case "refused-stream": // an HTTP/2 REFUSED_STREAM is a reset to knit-proxy
+				if !slices.Contains(retry.On, "reset") {
+					retry.On = append(retry.On, "reset")
+				}
 			default:
-				return fmt.Errorf("%s.retry_policy.retry_on: %q is not read; use 5xx, gateway-error, connect-failure, reset or retriable-status-codes", f, on)
+				return fmt.Errorf("%s.retry_policy.retry_on: %q is not read; use 5xx, gateway-error, connect-failure, reset, refused-stream or retriable-status-codes", f, on)
 			}
+		}
+		if bo := rp.GetRetryBackOff(); bo != nil {
+			base, err := duration(bo.GetBaseInterval(), f+".retry_policy.retry_back_off.base_interval")
+			if err != nil {
+				return err
+			}
+			maxD := 10 * base // Envoy's default max_interval
+			if bo.GetMaxInterval() != nil {
+				if maxD, err = duration(bo.GetMaxInterval(), f+".retry_policy.retry_back_off.max_interval"); err != nil {
+					return err
+				}
+			}
+			if base <= 0 || maxD < base {
+				return fmt.Errorf("%s.retry_policy.retry_back_off: need 0 < base_interval <= max_interval", f)
+			}
+			retry.Backoff = config.Backoff{Base: config.Duration(base), Max: config.Duration(maxD)}
 		}
 		for _, c := range rp.GetRetriableStatusCodes() {
 			retry.StatusCodes = append(retry.StatusCodes, int(c))
