@@ -72,16 +72,14 @@ func startXDS(log logr.Logger, base *config.Bootstrap, p *dataplane.Proxy, m *me
 	if err != nil {
 		return nil, err
 	}
-	apply := func(ctx context.Context, cfg *config.Bootstrap) error {
-		err := p.Apply(ctx, cfg)
+	opts.OnResponse = func(_ string, err error) {
 		if err != nil {
 			m.Reloads.WithLabelValues("failure").Inc()
 		} else {
 			m.Reloads.WithLabelValues("success").Inc()
 		}
-		return err
 	}
-	c, err := xds.New(opts, base, apply, log)
+	c, err := xds.New(opts, base, p.Apply, log)
 	if err != nil {
 		return nil, err
 	}

@@ -298,6 +298,10 @@ type RetryPolicy struct {
 	// Methods that may be retried; default the idempotent ones.
 	Methods []string `json:"methods,omitempty"`
 	Backoff Backoff  `json:"backoff,omitempty"`
+	// PerTryTimeout bounds each attempt, response body included (Gateway
+	// API timeouts.backendRequest); an attempt past it is a 504 from that
+	// endpoint, retried as one. 0: only the route's timeout.
+	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
 }
 
 // Backoff is exponential with full jitter between Base and Max.

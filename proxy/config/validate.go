@@ -318,6 +318,9 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 					v.add(fmt.Sprintf("%s.retry.methods[%d]", rf, j), "%q is not an HTTP method", meth)
 				}
 			}
+			if rp.PerTryTimeout < 0 {
+				v.add(rf+".retry.perTryTimeout", "must not be negative")
+			}
 			if rp.Backoff.Base < 0 || rp.Backoff.Max < rp.Backoff.Base {
 				v.add(rf+".retry.backoff", "need 0 <= base <= max")
 			}

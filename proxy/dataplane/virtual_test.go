@@ -341,3 +341,50 @@ clusters:
 		t.Fatalf("%d %q after %d calls; want the 409 retried", resp.StatusCode, body, calls.Load())
 	}
 }
+
+// Gateway API backendRequest timeout: each attempt is bounded; a slow one
+// is retried as a 504 would be, on the HTTP/1.1 fast path and on the
+// http.Transport path (h2c) alike.
+func TestPerTryTimeoutRetriesASlowAttempt(t *testing.T) {
+	for _, proto := range []string{"http1", "http2"} {
+		t.Run(proto, func(t *testing.T) {
+			var calls atomic.Int32
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if calls.Add(1) == 1 {
+					select { // hold the first attempt until the proxy gives up on it
+					case <-r.Context().Done():
+					case <-time.After(20 * time.Second):
+					}
+					return
+				}
+				io.WriteString(w, "second try")
+			})
+			up := httpUpstream(t, h)
+			if proto == "http2" {
+				up = h2cUpstream(t, h)
+			}
+			p, _ := startVirtual(t, fmt.Sprintf(`
+virtualListeners:
+- {name: svc, address: %q, routeConfig: svc}
+routeConfigs:
+- name: svc
+  virtualHosts:
+  - name: svc
+    routes:
+    - {name: retried, match: {path: /retried}, clusters: [{name: up}], timeout: 30s,
+       retry: {attempts: 1, retryOn: [gateway-error], perTryTimeout: 200ms, backoff: {base: 1ms, max: 1ms}}}
+    - {name: once, match: {path: /once}, clusters: [{name: up}], timeout: 30s,
+       retry: {attempts: 1, retryOn: [connect-failure], perTryTimeout: 200ms}}
+clusters:
+- {name: up, protocol: %s, endpoints: [{address: %q}]}
+`, serviceVIP, proto, up))
+			if resp, body := do(t, noFollow(), "GET", "http://"+addr(t, p, "outbound")+"/retried"); resp.StatusCode != 200 || body != "second try" {
+				t.Fatalf("%d %q after %d calls; want the slow attempt cut and retried", resp.StatusCode, body, calls.Load())
+			}
+			calls.Store(0)
+			if resp, _ := do(t, noFollow(), "GET", "http://"+addr(t, p, "outbound")+"/once"); resp.StatusCode != 504 || calls.Load() != 1 {
+				t.Fatalf("%d after %d calls; want 504 from the one slow attempt (retryOn has no timeout condition)", resp.StatusCode, calls.Load())
+			}
+		})
+	}
+}

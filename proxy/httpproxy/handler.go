@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -274,14 +275,20 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 		sent := time.Now()
 		var resp *http.Response
 		var err error
+		try := startTry(out, policy, sent, deadline, fast)
 		if fast {
-			resp, err = c.RoundTripH1(out, ep.Addr, deadline)
+			resp, err = c.RoundTripH1(out, ep.Addr, try.deadline)
 		} else {
-			out.URL.Host = ep.Addr
-			resp, err = c.Transport.RoundTrip(out)
+			try.req.URL.Host = ep.Addr
+			resp, err = c.Transport.RoundTrip(try.req)
 		}
 		var result balance.Result
-		err, result = classify(out, cb, resp, err, deadline)
+		var expired bool
+		if resp, err, expired = try.end(resp, err); expired {
+			result = balance.Status5xx // the endpoint was too slow
+		} else {
+			err, result = classify(out, cb, resp, err, deadline)
+		}
 		if result == balance.NotEndpoint {
 			ep.Release()
 		} else {
@@ -315,6 +322,9 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 }
 
 func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
+	if errors.Is(err, errPerTryTimeout) { // as a 504 would be
+		return p.On5xx || p.OnGatewayError || slices.Contains(p.StatusCodes, http.StatusGatewayTimeout)
+	}
 	if err != nil {
 		if upstream.IsConnectError(err) {
 			return p.OnConnect || p.OnReset
@@ -377,7 +387,7 @@ func errorStatus(r *http.Request, err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errClientGone):
 		return 499 // the client went away (nginx's code)
-	case errors.Is(err, errRouteTimeout):
+	case errors.Is(err, errRouteTimeout), errors.Is(err, errPerTryTimeout):
 		return http.StatusGatewayTimeout
 	case upstream.IsHeadersTooLarge(err), upstream.IsConnectError(err):
 		return http.StatusBadGateway // a dial timeout is the endpoint's failure, not a 504

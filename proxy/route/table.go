@@ -89,6 +89,8 @@ type Retry struct {
 	methods     []string
 	BackoffBase time.Duration
 	BackoffMax  time.Duration
+	// PerTry bounds each attempt (0: only the route's timeout).
+	PerTry time.Duration
 }
 
 // Method reports whether requests with this method may be retried.
@@ -140,7 +142,7 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 			}
 			if p := r.Retry; p != nil && p.Attempts > 0 {
 				rt := &Retry{Attempts: p.Attempts, methods: p.Methods,
-					BackoffBase: p.Backoff.Base.D(), BackoffMax: p.Backoff.Max.D()}
+					BackoffBase: p.Backoff.Base.D(), BackoffMax: p.Backoff.Max.D(), PerTry: p.PerTryTimeout.D()}
 				for _, on := range p.On {
 					switch on {
 					case "5xx":

@@ -79,6 +79,9 @@ type Options struct {
 	StreamLifetime time.Duration
 	// ConnectTimeout bounds connecting and the TLS handshake.
 	ConnectTimeout time.Duration
+	// OnResponse, when set, is told the outcome of every response: nil
+	// for an ACK, the NACK's error otherwise (for metrics).
+	OnResponse func(typeURL string, err error)
 }
 
 func (o *Options) setDefaults() {
@@ -302,6 +305,9 @@ func (c *Client) handle(ctx context.Context, resp *discoveryv3.DeltaDiscoveryRes
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	versions, err := c.applyResponse(ctx, resp)
+	if c.opts.OnResponse != nil {
+		c.opts.OnResponse(typeURL, err)
+	}
 	if err != nil {
 		c.Nacks.Add(1)
 		msg := err.Error()

@@ -671,9 +671,8 @@ func routeAction(ra *routev3.RouteAction, out *config.Route, clusters map[string
 			if err != nil {
 				return err
 			}
-			// knit-proxy has one deadline per request: with no retry the
-			// per-try timeout is the request's; with retries, the
-			// route's timeout bounds all tries together.
+			retry.PerTryTimeout = config.Duration(d)
+			// With no retry the one try is the request: its timeout.
 			if retry.Attempts == 0 && d > 0 && (out.Timeout == nil || out.Timeout.D() == 0 || d < out.Timeout.D()) {
 				cd := config.Duration(d)
 				out.Timeout = &cd
