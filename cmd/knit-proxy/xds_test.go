@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,6 +19,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr/funcr"
+
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/xds"
 )
 
 func TestXDSOptionsFromTheInjectorsEnvironment(t *testing.T) {
@@ -106,5 +112,35 @@ func TestSidecarWithAControlPlaneIsNotReadyUntilConfigured(t *testing.T) {
 	}
 	if live, ready := status("/live"), status("/ready"); live != 200 || ready != 503 {
 		t.Fatalf("/live %d, /ready %d; want 200 and 503 before the first configuration\n%s", live, ready, stderr.String())
+	}
+}
+
+func TestUnconfiguredSidecarSaysWhyAtTheDeadline(t *testing.T) {
+	var mu sync.Mutex
+	var lines []string
+	log := funcr.New(func(prefix, args string) {
+		mu.Lock()
+		lines = append(lines, args)
+		mu.Unlock()
+	}, funcr.Options{})
+	c, err := xds.New(xds.Options{Address: "127.0.0.1:1", NodeID: "shop/web-0"}, &config.Bootstrap{}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go warnIfUnconfigured(ctx, log, c, "127.0.0.1:1", time.Millisecond)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mu.Lock()
+		all := strings.Join(lines, "\n")
+		mu.Unlock()
+		if strings.Contains(all, "no configuration from the control plane at 127.0.0.1:1") && strings.Contains(all, "stays not Ready") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no clear log line:\n%s", all)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

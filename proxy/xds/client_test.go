@@ -2,6 +2,7 @@ package xds
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -9,6 +10,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +19,7 @@ import (
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/knit-mesh/knit/proxy/config"
@@ -301,4 +304,45 @@ func TestBackoffIsJitteredAndBounded(t *testing.T) {
 			}
 		}
 	}
+}
+
+func TestClientRefusesAResponseLargerThanItsLimitAndKeepsServing(t *testing.T) {
+	p := newPKI(t)
+	cp := startControlPlane(t, p, "127.0.0.1:0", newCache())
+	cp.set("1", webSnapshot(t, edsCluster(clusterA), backend(t, "web-1")))
+	s := startSidecar(t, p, cp.addr)
+	<-s.client.Synced()
+
+	// A second client of the same proxy with a 4 KiB limit never takes the
+	// (larger) route table: the stream fails and nothing is applied.
+	big := routeTo(routeName, clusterA)
+	for i := 0; i < 200; i++ {
+		r := routeTo(routeName, clusterA).VirtualHosts[0].Routes[0]
+		r.Name = fmt.Sprintf("route-%03d-with-a-long-name-to-make-the-message-large", i)
+		big.VirtualHosts[0].Routes = append(big.VirtualHosts[0].Routes, r)
+	}
+	res := webSnapshot(t, edsCluster(clusterA), backend(t, "web-2"))
+	res[resource.RouteType] = []types.Resource{big}
+	cp.set("2", res)
+	var applied atomic.Int32
+	small, err := New(Options{Address: cp.addr, ServerName: testServerName, TrustBundle: p.bundle, TokenFile: s.token, NodeID: testNode,
+		MaxMessageBytes: 4 << 10, BackoffBase: 10 * time.Millisecond, BackoffMax: 20 * time.Millisecond},
+		testBase(t), func(ctx context.Context, b *config.Bootstrap) error {
+			applied.Add(1)
+			return nil
+		}, funcr.New(func(p, a string) { t.Log(a) }, funcr.Options{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); small.Run(ctx) }()
+	waitFor(t, "reconnects after the oversized response", func() bool { return small.Connects.Load() >= 3 })
+	cancel()
+	<-done
+	if small.HasConfig() || applied.Load() == 0 {
+		t.Fatalf("the small responses (CDS first) are applied (%d), the oversized route table never: configured=%v", applied.Load(), small.HasConfig())
+	}
+	// The first client, with the default limit, takes it.
+	waitFor(t, "the large config on the default client", func() bool { _, body := s.get(t, "/"); return body == "web-2" })
 }
