@@ -177,6 +177,9 @@ func handlerState(lc config.Listener, t *route.Table, virtual map[netip.AddrPort
 	}
 	st := &httpproxy.State{Direction: lc.Direction, Routes: t, TunnelIdle: lc.Limits.TCPIdleTimeout.D()}
 	if lc.OriginalDestination && lc.Direction == config.Outbound {
+		if virtual == nil {
+			virtual = map[netip.AddrPort]*route.Table{}
+		}
 		st.Virtual = virtual
 	}
 	return st

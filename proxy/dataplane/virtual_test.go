@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -386,5 +387,53 @@ clusters:
 				t.Fatalf("%d after %d calls; want 504 from the one slow attempt (retryOn has no timeout condition)", resp.StatusCode, calls.Load())
 			}
 		})
+	}
+}
+
+// A keep-alive connection to a Service address follows reloads per
+// request: new routes apply to it, and once the virtual listener is gone
+// its requests go to the original destination itself.
+func TestVirtualListenerReloadReachesOpenConnections(t *testing.T) {
+	a, b, direct := named(t, "a"), named(t, "b"), named(t, "direct")
+	tmpl := `
+virtualListeners:
+- {name: svc, address: %q, routeConfig: svc}
+routeConfigs:
+- name: svc
+  virtualHosts: [{name: svc, routes: [{name: all, clusters: [{name: svc}]}]}]
+clusters:
+- {name: svc, endpoints: [{address: %q}]}
+`
+	// The "Service address" is a real server, so the passthrough fallback is observable.
+	p, dst := startVirtual(t, fmt.Sprintf(tmpl, direct, a))
+	setDst(dst, direct)
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1}}
+	url := "http://" + addr(t, p, "outbound") + "/"
+	var reused []bool
+	send := func() string {
+		req, _ := http.NewRequest("GET", url, nil)
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{
+			GotConn: func(i httptrace.GotConnInfo) { reused = append(reused, i.Reused) }}))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return strings.Fields(string(body))[0]
+	}
+	if got := send(); got != "a" {
+		t.Fatalf("first request: %q", got)
+	}
+	applyVirtual(t, p, fmt.Sprintf(tmpl, direct, b))
+	if got := send(); got != "b" {
+		t.Fatalf("after a reload, the open connection's next request: %q, want the new endpoint", got)
+	}
+	applyVirtual(t, p, "")
+	if got := send(); got != "direct" {
+		t.Fatalf("after the virtual listener is removed: %q, want the original destination", got)
+	}
+	if len(reused) != 3 || reused[1] != true || reused[2] != true {
+		t.Fatalf("the requests must share one connection: reused %v", reused)
 	}
 }

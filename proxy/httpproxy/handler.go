@@ -42,7 +42,8 @@ type State struct {
 	Direction config.Direction
 	Routes    *route.Table
 	// Virtual are the route tables of the virtual listeners, by destination,
-	// for connections the listener matched to one (see WithDestination).
+	// for connections the listener matched to one (see WithDestination);
+	// non-nil (maybe empty) exactly on captured outbound listeners.
 	Virtual map[netip.AddrPort]*route.Table
 	// TunnelIdle closes a CONNECT or Upgrade tunnel with no byte in either
 	// direction for this long (the listener's tcpIdleTimeout); 0: never.

@@ -69,6 +69,9 @@ func WithDestination(ctx context.Context, d *VirtualDestination) context.Context
 // match finds the request's route: in its virtual listener's table when the
 // connection has one, else in the listener's own table.
 func (st *State) match(r *http.Request) *route.Route {
+	if st.Virtual == nil { // not a captured outbound listener: no context lookup
+		return st.Routes.Match(r)
+	}
 	if d, ok := r.Context().Value(destinationKey{}).(*VirtualDestination); ok {
 		if t := st.Virtual[d.Dst]; t != nil {
 			return t.Match(r)
