@@ -231,6 +231,10 @@ type QueryParamMatch struct {
 type WeightedTarget struct {
 	Name   string `json:"name"`
 	Weight uint32 `json:"weight,omitempty"`
+	// RequestHeaders and ResponseHeaders apply only to requests sent to
+	// this target (Gateway API backendRef filters), after the route's.
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
 }
 
 // Redirect answers a request with a redirect (Gateway API RequestRedirect).

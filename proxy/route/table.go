@@ -67,6 +67,9 @@ type Target struct {
 	Weight   uint32
 	Inbound  *metrics.Route
 	Outbound *metrics.Route
+	// RequestHeaders and ResponseHeaders modify only this target's traffic.
+	RequestHeaders  *config.HeaderModifier
+	ResponseHeaders *config.HeaderModifier
 }
 
 // Stats returns the metric children for the listener's direction.
@@ -128,10 +131,12 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 			}
 			for _, wc := range r.Clusters {
 				cr.Targets = append(cr.Targets, Target{
-					Cluster:  clusters[wc.Name],
-					Weight:   wc.Weight,
-					Inbound:  m.For(string(config.Inbound), r.Name, wc.Name),
-					Outbound: m.For(string(config.Outbound), r.Name, wc.Name),
+					Cluster:         clusters[wc.Name],
+					Weight:          wc.Weight,
+					RequestHeaders:  wc.RequestHeaders,
+					ResponseHeaders: wc.ResponseHeaders,
+					Inbound:         m.For(string(config.Inbound), r.Name, wc.Name),
+					Outbound:        m.For(string(config.Outbound), r.Name, wc.Name),
 				})
 				cr.total += uint64(wc.Weight)
 			}
