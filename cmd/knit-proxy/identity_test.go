@@ -15,13 +15,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/knit-mesh/knit/proxy/identity/identitytest"
+	"github.com/knit-mesh/knit/proxy/xds/xdstest"
 )
 
 // The real binary with the injector's environment reports Ready only once it holds a
 // certificate for its own identity, and exports its expiry.
 func TestSidecarIsReadyOnlyWithItsCertificate(t *testing.T) {
 	bin := buildProxy(t)
-	ca := identitytest.Start(t, time.Hour)
+	ca := identitytest.Start(t, time.Hour, xdstest.Register)
 	other := "spiffe://cluster.local/ns/shop/sa/admin"
 	ca.IssueFor.Store(&other) // a wrong answer until the test says otherwise
 
@@ -37,7 +38,7 @@ func TestSidecarIsReadyOnlyWithItsCertificate(t *testing.T) {
 	cmd := exec.Command(bin, "run", "--sidecar", "--admin-port="+admin, "--local-admin-port="+freePort(t),
 		"--inbound-port="+freePort(t), "--outbound-port="+freePort(t), "--proxy-uid="+strconv.Itoa(os.Geteuid()))
 	cmd.Env = append(os.Environ(), "POD_NAME=web-0", "POD_NAMESPACE=shop", "KNIT_ACCESS_LOG=Off",
-		"KNIT_IDENTITY=spiffe://cluster.local/ns/shop/sa/default", "KNIT_CONTROL_PLANE=knit-controlplane.knit-system.svc:15010",
+		"KNIT_IDENTITY=spiffe://cluster.local/ns/shop/sa/default", "KNIT_CONTROL_PLANE="+ca.Addr,
 		"KNIT_IDENTITY_ADDRESS="+ca.Addr, "KNIT_TOKEN_FILE="+token, "KNIT_TRUST_BUNDLE="+bundle)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr

@@ -21,6 +21,7 @@ import (
 	"github.com/knit-mesh/knit/proxy/identity"
 	"github.com/knit-mesh/knit/proxy/identity/identitytest"
 	"github.com/knit-mesh/knit/proxy/netnstest"
+	"github.com/knit-mesh/knit/proxy/xds/xdstest"
 )
 
 // TestStrictPodInNetworkNamespaceAnswersProbesAndRefusesPlaintext runs the real binary with
@@ -58,7 +59,7 @@ func TestStrictPodInNetworkNamespaceAnswersProbesAndRefusesPlaintext(t *testing.
 	if err := cli.Do(0, func() (err error) { caListener, err = net.Listen("tcp4", "10.214.1.1:0"); return err }); err != nil {
 		t.Fatal(err)
 	}
-	ca := identitytest.StartOn(t, caListener, time.Hour)
+	ca := identitytest.StartOn(t, caListener, time.Hour, xdstest.Register)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	token, bundle := filepath.Join(dir, "token"), filepath.Join(dir, "ca.crt")
@@ -79,7 +80,7 @@ func TestStrictPodInNetworkNamespaceAnswersProbesAndRefusesPlaintext(t *testing.
 	const podID = "spiffe://cluster.local/ns/shop/sa/web"
 	cmd := exec.Command(bin, "run", "--sidecar", "--admin-port=15020", "--inbound-port=15006", "--outbound-port=15001")
 	cmd.Env = append(os.Environ(), "POD_NAME=web-0", "POD_NAMESPACE=shop", "POD_IP=10.214.1.2", "KNIT_ACCESS_LOG=Off",
-		"KNIT_IDENTITY="+podID, "KNIT_CONTROL_PLANE=knit-controlplane.knit-system.svc:15010", "KNIT_IDENTITY_ADDRESS="+ca.Addr,
+		"KNIT_IDENTITY="+podID, "KNIT_CONTROL_PLANE="+ca.Addr, "KNIT_IDENTITY_ADDRESS="+ca.Addr,
 		"KNIT_TOKEN_FILE="+token, "KNIT_TRUST_BUNDLE="+bundle, "KNIT_MTLS_MODE=STRICT",
 		`KNIT_APP_PROBES={"/app-health/app/readiness":{"httpGet":{"path":"/","port":8080}}}`)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 1337, Gid: 1337}}

@@ -14,6 +14,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,19 @@ type Settings struct {
 	// Inbound, when set on a passthrough listener, terminates mutual TLS from mesh peers and
 	// applies mtls.mode to plaintext.
 	Inbound *mtls.Inbound
+	// Virtual are the destinations a passthrough listener serves itself
+	// (virtual listeners) instead of forwarding to them.
+	Virtual map[netip.AddrPort]*VirtualTarget
+}
+
+// VirtualTarget is how connections to one virtual listener's destination
+// are served: HTTP through the handler's route table for that destination
+// (when HTTP is set), anything else to TCPCluster.
+type VirtualTarget struct {
+	Name       string
+	HTTP       bool
+	TCPCluster *upstream.Cluster
+	TCPStats   *metrics.Route
 }
 
 // Listener serves one bound address.
@@ -161,7 +175,11 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 		// plaintext socket tells fast-path exchanges when its client is gone.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rc, ok := c.(*routedConn); ok {
-				ctx = httpproxy.WithRoute(ctx, rc.route)
+				if rc.route != nil {
+					ctx = httpproxy.WithRoute(ctx, rc.route)
+				} else {
+					ctx = httpproxy.WithDestination(ctx, rc.dest)
+				}
 				if rc.peer != "" {
 					ctx = httpproxy.WithPeerIdentity(ctx, rc.peer)
 				}
@@ -275,6 +293,11 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 		c.Close()
 		return
 	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if vt := s.Virtual[dst]; vt != nil {
+		l.serveVirtual(c, s, dst, vt)
+		return
+	}
 	var conn net.Conn = c
 	proto, peer := detect.Opaque, ""
 	if s.Config.Protocol != config.ListenerTCP || s.Inbound != nil {
@@ -336,11 +359,51 @@ func sniff(c net.Conn, s *Settings) (detect.Protocol, net.Conn, error) {
 	return proto, dc, nil
 }
 
-// routedConn is a passthrough HTTP connection with its route, and the SPIFFE ID of its mTLS
-// peer (empty for plaintext).
+// serveVirtual serves a connection to a virtual listener's destination:
+// HTTP by the virtual listener's routes, anything else by its TCP cluster.
+func (l *Listener) serveVirtual(c net.Conn, s *Settings, dst netip.AddrPort, vt *VirtualTarget) {
+	proto, conn := detect.Opaque, c
+	if s.Config.Protocol != config.ListenerTCP {
+		var err error
+		if proto, conn, err = detect.Sniff(c, s.Config.DetectTimeout.D()); err != nil {
+			c.Close()
+			return
+		}
+	}
+	if vt.HTTP && (proto == detect.HTTP1 || proto == detect.HTTP2) {
+		cp := config.ClusterHTTP1
+		if proto == detect.HTTP2 {
+			cp = config.ClusterHTTP2
+		}
+		fallback, err := s.Passthrough.Route(dst, cp)
+		if err != nil {
+			c.Close()
+			return
+		}
+		l.untrack(c)
+		httpConn(c, s)
+		var hc net.Conn = conn
+		if proto == detect.HTTP1 {
+			hc = newFramingConn(conn)
+		}
+		l.serveHTTP(&routedConn{Conn: hc, dest: &httpproxy.VirtualDestination{Dst: dst, Fallback: fallback}})
+		return
+	}
+	if vt.TCPCluster == nil {
+		refuse(conn)
+		return
+	}
+	if err := tcpproxy.Serve(context.Background(), conn, vt.TCPCluster, vt.TCPStats, s.Config.Limits.TCPIdleTimeout.D()); err != nil {
+		l.log.V(1).Info("tcp proxy failed", "virtualListener", vt.Name, "error", err.Error())
+	}
+}
+
+// routedConn is a passthrough HTTP connection with its route, or a virtual
+// listener's connection with its destination.
 type routedConn struct {
 	net.Conn
 	route *route.Route
+	dest  *httpproxy.VirtualDestination
 	peer  string
 }
 

@@ -88,18 +88,19 @@ func PEM(c *x509.Certificate) string {
 
 // Start serves a CA issuing certificates of lifetime on 127.0.0.1 until the test ends; its
 // serving certificate (for 127.0.0.1) is signed by its root.
-func Start(t testing.TB, lifetime time.Duration) *CA {
+func Start(t testing.TB, lifetime time.Duration, also ...func(testing.TB, *grpc.Server)) *CA {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return StartOn(t, l, lifetime)
+	return StartOn(t, l, lifetime, also...)
 }
 
 // StartOn serves the CA on l (a listener made in another network namespace, say); its serving
-// certificate names l's IP address.
-func StartOn(t testing.TB, l net.Listener, lifetime time.Duration) *CA {
+// certificate names l's IP address. also registers more services on the same server (a whole
+// control plane: xdstest.Register).
+func StartOn(t testing.TB, l net.Listener, lifetime time.Duration, also ...func(testing.TB, *grpc.Server)) *CA {
 	t.Helper()
 	root, key := NewRoot(t, "test root")
 	ca := &CA{Root: root, RootKey: key, Lifetime: lifetime, Addr: l.Addr().String()}
@@ -115,6 +116,9 @@ func StartOn(t testing.TB, l net.Listener, lifetime time.Duration) *CA {
 	ca.srv = grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{{
 		Certificate: [][]byte{serving.Raw}, PrivateKey: servingKey}}})))
 	securityapi.RegisterIstioCertificateServiceServer(ca.srv, ca)
+	for _, register := range also {
+		register(t, ca.srv)
+	}
 	go func() { _ = ca.srv.Serve(l) }()
 	t.Cleanup(ca.srv.Stop)
 	return ca
