@@ -8,6 +8,7 @@
 package conformance
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -17,6 +18,8 @@ import (
 	"sync"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/gateway-api/conformance"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
@@ -44,8 +47,9 @@ func TestMeshConformance(t *testing.T) {
 	}
 
 	results := &results{byName: map[string]result{}}
-	opts.Hook = func(t *testing.T, test suite.ConformanceTest, _ *suite.ConformanceTestSuite) {
+	opts.Hook = func(t *testing.T, test suite.ConformanceTest, s *suite.ConformanceTestSuite) {
 		results.record(t, test)
+		results.checkMeshed(t, s.Client)
 	}
 	// Registered before the suite registers its report writer, so it runs after it (cleanups run
 	// last-in first-out, and only once the parallel tests are done).
@@ -69,7 +73,34 @@ type result struct {
 type results struct {
 	mu     sync.Mutex
 	byName map[string]result
+
+	meshedOnce     sync.Once
+	meshed, echoes int // echo pods with knit's sidecar, of all echo pods
 }
+
+// checkMeshed counts, once, the suite's echo pods that knit's injector gave a sidecar: the suite
+// itself never checks, and MeshBasic passes on plain Kubernetes too.
+func (r *results) checkMeshed(t *testing.T, c client.Client) {
+	r.meshedOnce.Do(func() {
+		for _, ns := range []string{suite.MeshNamespace, suite.MeshConsumerNamespace} {
+			var pods corev1.PodList
+			if err := c.List(context.Background(), &pods, client.InNamespace(ns)); err != nil {
+				t.Logf("listing the echo pods in %s: %v", ns, err)
+				continue
+			}
+			for _, p := range pods.Items {
+				r.echoes++
+				if p.Annotations[injectedRevisionAnnotation] != "" {
+					r.meshed++
+				}
+			}
+		}
+	})
+}
+
+// injectedRevisionAnnotation is what knit's injector puts on every pod it gives a sidecar
+// (webhooks/injection; this module does not import knit's).
+const injectedRevisionAnnotation = "knit.dev/injected-revision"
 
 // record keeps the outcome of one mesh test; the suite's Gateway tests are not knit's concern.
 func (r *results) record(t *testing.T, test suite.ConformanceTest) {
@@ -154,5 +185,6 @@ func (r *results) table(selected []suite.ConformanceProfileName) string {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", x.name, x.where, x.outcome)
 	}
 	fmt.Fprintf(&b, "\nmesh tests: %d passed, %d failed, %d skipped\n", counts["passed"], counts["failed"], counts["skipped"])
+	fmt.Fprintf(&b, "echo pods with knit's sidecar: %d of %d\n", r.meshed, r.echoes)
 	return b.String()
 }

@@ -34,7 +34,7 @@ func TestMembershipFollowsTheSuiteProfiles(t *testing.T) {
 }
 
 func TestTableListsCoreThenExtendedThenTheRestWithCounts(t *testing.T) {
-	r := &results{byName: map[string]result{
+	r := &results{meshed: 3, echoes: 3, byName: map[string]result{
 		"MeshFrontend":              {mesh.MeshFrontend, "failed"},
 		"MeshHTTPRouteRedirectPath": {mesh.MeshHTTPRouteRedirectPath, "skipped"},
 		"MeshTrafficSplit":          {mesh.MeshTrafficSplit, "failed"},
@@ -48,6 +48,7 @@ func TestTableListsCoreThenExtendedThenTheRestWithCounts(t *testing.T) {
 | MeshFrontend | outside the profiles | failed |
 
 mesh tests: 1 passed, 2 failed, 1 skipped
+echo pods with knit's sidecar: 3 of 3
 `
 	if got := r.table(both); got != want {
 		t.Errorf("table:\n%s\nwant:\n%s", got, want)
