@@ -293,8 +293,20 @@ start() { # start NAME CMD...: background process, own session, pid file, log
   local name=$1 pid; shift
   if pid=$(pid_of "$name"); then log "$name already running (pid $pid)"; return; fi
   echo "=== $(date -Is) start: $*" >>"$CLUSTER_DIR/logs/$name.log"
-  setsid "$@" </dev/null >>"$CLUSTER_DIR/logs/$name.log" 2>&1 &
+  (close_inherited_fds; exec setsid "$@") </dev/null >>"$CLUSTER_DIR/logs/$name.log" 2>&1 &
   echo $! >"$CLUSTER_DIR/run/$name.pid"
+}
+
+# close_inherited_fds: closes every open file but stdin, stdout and stderr. A component must not
+# keep its starter's files open: one that inherits the lock file of `flock /tmp/knit-cluster.lock
+# make e2e` holds that lock for as long as the cluster runs, and then nobody, not even
+# `flock … make cluster-down`, gets it.
+close_inherited_fds() {
+  local fd n
+  for fd in /proc/self/fd/*; do
+    n=${fd##*/}
+    if (( n > 2 )); then eval "exec $n>&-"; fi
+  done
 }
 
 wait_for() { # wait_for WHAT TIMEOUT CMD...
