@@ -67,6 +67,14 @@ test: tools ## Unit + integration tests against a real kube-apiserver, etcd and 
 check-upstream-copies: ## Fail when a file shares more than six lines with the pinned source of a project knit builds on.
 	hack/check-upstream-copies.sh
 
+.PHONY: bundle
+bundle: ## Generate the OLM bundle (bundle/: CSV, CRDs, metadata) from config/manifests at KNIT_VERSION (hack/versions.env).
+	hack/bundle.sh
+
+.PHONY: verify-bundle
+verify-bundle: ## Fail when bundle/ is stale or does not pass operator-framework/api's validators (warnings as errors) and knit's checks.
+	hack/verify-bundle.sh
+
 .PHONY: verify-generated
 verify-generated: ## Fail when committed generated files differ from what controller-gen makes.
 	hack/verify-generated.sh
