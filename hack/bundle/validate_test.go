@@ -133,7 +133,7 @@ func TestBrokenBundlesFailWithClearMessages(t *testing.T) {
 	}, {
 		name: "invalid capability level (an OperatorHub error)",
 		break_: func(t *testing.T, dir string) {
-			edit(t, dir, csvFileName, "capabilities: Seamless Upgrades", "capabilities: Seamless")
+			edit(t, dir, csvFileName, "capabilities: Basic Install", "capabilities: Basic")
 		},
 		want: "capabilities",
 	}} {
