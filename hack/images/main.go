@@ -5,6 +5,7 @@
 //	images refs   -component FILE                 prints NAME=REFERENCE per image (NAME upper-cased, - as _)
 //	images mesh   -versions FILE                  prints "proxy REF" / "controlplane REF" per supported mesh version
 //	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID]
+//	              [-add SRC=/DST]... [-label KEY=VALUE]...   (-add alone: an image of files, e.g. an OLM bundle)
 //	images stamp  -imported DIR < manifests > manifests
 //
 // stamp copies multi-document YAML and gives each Deployment, StatefulSet and DaemonSet pod
@@ -29,6 +30,8 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 
@@ -147,22 +150,37 @@ func pack(args []string) error {
 	out := fs.String("out", "", "docker-archive tarball to write")
 	entry := fs.String("entrypoint", "", "path of the binary in the image (default /<basename of -binary>)")
 	user := fs.String("user", "65532:65532", "user the image runs as (numeric, so runAsNonRoot can check it)")
+	adds := pairs{}
+	labels := pairs{}
+	fs.Var(&adds, "add", "SRC=/DST: a file or directory (recursively) to put into the image as well; repeatable")
+	var cmdArgs pairs
+	fs.Var(argFlag{&cmdArgs}, "arg", "an argument of the image's command (Cmd), after the entrypoint; repeatable")
+	fs.Var(&labels, "label", "KEY=VALUE: an image label (e.g. OLM's bundle annotations); repeatable")
 	_ = fs.Parse(args)
-	if *ref == "" || *bin == "" || *out == "" {
-		return fmt.Errorf("pack needs -ref, -binary and -out")
+	if *ref == "" || *out == "" || (*bin == "" && len(adds) == 0) {
+		return fmt.Errorf("pack needs -ref, -out, and -binary or -add")
 	}
-	if *entry == "" {
+	if *entry == "" && *bin != "" {
 		*entry = "/" + path.Base(*bin)
 	}
 	tag, err := name.NewTag(*ref, name.StrictValidation)
 	if err != nil {
 		return err
 	}
-	content, err := os.ReadFile(*bin)
-	if err != nil {
-		return err
+	files := map[string]file{}
+	if *bin != "" {
+		content, err := os.ReadFile(*bin)
+		if err != nil {
+			return err
+		}
+		files[strings.TrimPrefix(*entry, "/")] = file{content, 0o755}
 	}
-	layerTar, err := layer(strings.TrimPrefix(*entry, "/"), content)
+	for _, a := range adds {
+		if err := addTree(files, a[0], strings.TrimPrefix(a[1], "/")); err != nil {
+			return err
+		}
+	}
+	layerTar, err := layer(files)
 	if err != nil {
 		return err
 	}
@@ -183,10 +201,21 @@ func pack(args []string) error {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	cf.Config.Entrypoint = []string{*entry}
+	if *entry != "" {
+		cf.Config.Entrypoint = []string{*entry}
+	}
+	for _, a := range cmdArgs {
+		cf.Config.Cmd = append(cf.Config.Cmd, a[1])
+	}
 	cf.Config.User = *user
 	cf.Config.WorkingDir = "/"
 	cf.Config.Env = []string{"PATH=/", "HOME=/tmp"}
+	if len(labels) > 0 {
+		cf.Config.Labels = map[string]string{}
+		for _, l := range labels {
+			cf.Config.Labels[l[0]] = l[1]
+		}
+	}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		return err
@@ -203,14 +232,84 @@ func pack(args []string) error {
 	return nil
 }
 
-func layer(file string, content []byte) ([]byte, error) {
+// file is one regular file of an image layer.
+type file struct {
+	content []byte
+	mode    int64
+}
+
+// pairs collects repeatable KEY=VALUE flags in order.
+type pairs [][2]string
+
+func (p *pairs) String() string { return fmt.Sprint(*p) }
+
+func (p *pairs) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", s)
+	}
+	*p = append(*p, [2]string{k, v})
+	return nil
+}
+
+// argFlag collects repeatable plain values (into the value half of pairs).
+type argFlag struct{ p *pairs }
+
+func (a argFlag) String() string { return "" }
+
+func (a argFlag) Set(s string) error {
+	*a.p = append(*a.p, [2]string{"", s})
+	return nil
+}
+
+// addTree adds the file src, or every regular file under the directory src, at dst.
+func addTree(files map[string]file, src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return fmt.Errorf("%s: only regular files and directories can be added", p)
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		content, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[path.Clean(path.Join(dst, filepath.ToSlash(rel)))] = file{content, int64(info.Mode().Perm())}
+		return nil
+	})
+}
+
+// layer is a tarball of files, their parent directories and an empty /tmp, in a fixed order
+// with zero timestamps: the same files give the same digest.
+func layer(files map[string]file) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
-	dirs := []string{"tmp/"}
-	for d := path.Dir(file); d != "." && d != "/"; d = path.Dir(d) {
-		dirs = append(dirs, d+"/")
+	names := make([]string, 0, len(files))
+	dirSet := map[string]bool{"tmp/": true}
+	for f := range files {
+		names = append(names, f)
+		for d := path.Dir(f); d != "." && d != "/"; d = path.Dir(d) {
+			dirSet[d+"/"] = true
+		}
 	}
+	sort.Strings(names)
+	dirs := []string{"tmp/"}
+	for d := range dirSet {
+		if d != "tmp/" {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs[1:])
 	for _, d := range dirs {
 		mode := int64(0o755)
 		if d == "tmp/" {
@@ -220,11 +319,14 @@ func layer(file string, content []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: file, Mode: 0o755, Size: int64(len(content)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(content); err != nil {
-		return nil, err
+	for _, n := range names {
+		f := files[n]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: f.mode, Size: int64(len(f.content)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(f.content); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
