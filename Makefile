@@ -148,6 +148,10 @@ cluster-down: ## Stop the local cluster and remove every process, link, route, m
 images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-containerregistry) and import them into the cluster.
 	hack/images.sh
 
+.PHONY: catalog
+catalog: ## knit's file-based catalog (two releases in KNIT_CHANNEL, and cert-manager) and its images by digest, imported into the local cluster; CATALOG_ARGS=--offline without a cluster.
+	hack/catalog.sh $(CATALOG_ARGS)
+
 .PHONY: demo
 demo: ## The main command: local cluster, images, cert-manager, the operator and the sample Mesh; prints the Mesh and the pods.
 	hack/demo.sh
