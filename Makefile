@@ -67,6 +67,14 @@ test: tools ## Unit + integration tests against a real kube-apiserver, etcd and 
 check-upstream-copies: ## Fail when a file shares more than six lines with the pinned source of a project knit builds on.
 	hack/check-upstream-copies.sh
 
+.PHONY: bundle
+bundle: ## Generate the OLM bundle (bundle/: CSV, CRDs, metadata) from config/manifests at KNIT_VERSION (hack/versions.env).
+	hack/bundle.sh
+
+.PHONY: verify-bundle
+verify-bundle: ## Fail when bundle/ is stale or does not pass operator-framework/api's validators (warnings as errors) and knit's checks.
+	hack/verify-bundle.sh
+
 .PHONY: verify-generated
 verify-generated: ## Fail when committed generated files differ from what controller-gen makes.
 	hack/verify-generated.sh
@@ -152,6 +160,10 @@ cluster-down: ## Stop the local cluster and remove every process, link, route, m
 .PHONY: images
 images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-containerregistry) and import them into the cluster.
 	hack/images.sh
+
+.PHONY: catalog
+catalog: ## knit's file-based catalog (two releases in KNIT_CHANNEL, and cert-manager) and its images by digest, imported into the local cluster; CATALOG_ARGS=--offline without a cluster.
+	hack/catalog.sh $(CATALOG_ARGS)
 
 .PHONY: demo
 demo: ## The main command: local cluster, images, cert-manager, the operator and the sample Mesh; prints the Mesh and the pods.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (`make test`, and what .ci/run calls):
 #   1. generated files are not stale, and no file repeats upstream code (check-upstream-copies);
+#      the OLM bundle is not stale and passes its validators (verify-bundle.sh, hack/bundle);
 #   2. unit tests, and the integration suite against a real kube-apiserver + etcd + cert-manager;
 #   3. short fuzz runs;
 # then one summary of what ran.
@@ -25,6 +26,10 @@ step() { # step NAME CMD...: run one stage, remember its outcome, carry on to th
 
 step generated "$HACK_DIR/verify-generated.sh"
 step upstream-copies "$HACK_DIR/check-upstream-copies.sh"
+# The OLM bundle: bundle/ is current and passes operator-framework/api's validators (warnings as
+# errors) and knit's checks; the validator's own tests break copies of it on purpose.
+step bundle "$HACK_DIR/verify-bundle.sh"
+step bundle-validator go test -C hack/bundle -count=1 ./...
 
 # Unit tests of every package but the integration suite, then the suite itself, verbosely, so
 # the log shows the real processes it starts.
@@ -61,7 +66,7 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
 echo
 echo "==================== test summary ===================="
-for s in generated upstream-copies unit launcher images-tool integration fuzz proxy-conformance; do
+for s in generated upstream-copies bundle bundle-validator unit launcher images-tool integration fuzz proxy-conformance; do
   [[ -n ${result[$s]:-} ]] && printf '  %-18s %s\n' "$s" "${result[$s]}"
 done
 [[ -n $conformance_summary ]] && printf '  %s\n' "$conformance_summary"

@@ -4,7 +4,8 @@
 //
 //	images refs   -component FILE                 prints NAME=REFERENCE per image (NAME upper-cased, - as _)
 //	images mesh   -versions FILE                  prints "proxy REF" / "controlplane REF" per supported mesh version
-//	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID] [-add SRC=/DST]... [-path DIRS]
+//	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID] [-path DIRS]
+//	              [-add SRC=/DST]... [-label KEY=VALUE]...   (-add alone: an image of files, e.g. an OLM bundle)
 //	images stamp  -imported DIR < manifests > manifests
 //
 // stamp copies multi-document YAML and gives each Deployment, StatefulSet and DaemonSet pod
@@ -31,6 +32,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -151,26 +153,38 @@ func pack(args []string) error {
 	entry := fs.String("entrypoint", "", "path of the binary in the image (default /<basename of -binary>)")
 	user := fs.String("user", "65532:65532", "user the image runs as (numeric, so runAsNonRoot can check it)")
 	pathEnv := fs.String("path", "/", "the image's PATH")
-	var adds addFlags
-	fs.Var(&adds, "add", "SRC=/DST: another file for the image (repeatable)")
+	adds := pairs{}
+	labels := pairs{}
+	fs.Var(&adds, "add", "SRC=/DST: a file or directory (recursively) to put into the image as well; repeatable")
+	var cmdArgs pairs
+	fs.Var(argFlag{&cmdArgs}, "arg", "an argument of the image's command (Cmd), after the entrypoint; repeatable")
+	fs.Var(&labels, "label", "KEY=VALUE: an image label (e.g. OLM's bundle annotations); repeatable")
 	_ = fs.Parse(args)
-	if *ref == "" || *bin == "" || *out == "" {
-		return fmt.Errorf("pack needs -ref, -binary and -out")
+	if *ref == "" || *out == "" || (*bin == "" && len(adds) == 0) {
+		return fmt.Errorf("pack needs -ref, -out, and -binary or -add")
 	}
-	if *entry == "" {
+	if *entry == "" && *bin != "" {
 		*entry = "/" + path.Base(*bin)
 	}
 	tag, err := name.NewTag(*ref, name.StrictValidation)
 	if err != nil {
 		return err
 	}
-	files := []layerFile{{name: *entry, src: *bin, mode: 0o755}}
-	for _, a := range adds {
-		st, err := os.Stat(a.src)
+	files := map[string]file{}
+	if *bin != "" {
+		content, err := os.ReadFile(*bin)
 		if err != nil {
 			return err
 		}
-		files = append(files, layerFile{name: a.dst, src: a.src, mode: int64(st.Mode().Perm())})
+		files[strings.TrimPrefix(*entry, "/")] = file{content, 0o755}
+	}
+	for _, a := range adds {
+		if err := checkAdd(a[0], a[1]); err != nil {
+			return err
+		}
+		if err := addTree(files, a[0], strings.TrimPrefix(a[1], "/")); err != nil {
+			return err
+		}
 	}
 	layerTar, err := layer(files)
 	if err != nil {
@@ -193,10 +207,21 @@ func pack(args []string) error {
 	cf = cf.DeepCopy()
 	cf.OS, cf.Architecture = "linux", "amd64"
 	cf.Created = v1.Time{Time: time.Unix(0, 0).UTC()}
-	cf.Config.Entrypoint = []string{*entry}
+	if *entry != "" {
+		cf.Config.Entrypoint = []string{*entry}
+	}
+	for _, a := range cmdArgs {
+		cf.Config.Cmd = append(cf.Config.Cmd, a[1])
+	}
 	cf.Config.User = *user
 	cf.Config.WorkingDir = "/"
 	cf.Config.Env = []string{"PATH=" + *pathEnv, "HOME=/tmp"}
+	if len(labels) > 0 {
+		cf.Config.Labels = map[string]string{}
+		for _, l := range labels {
+			cf.Config.Labels[l[0]] = l[1]
+		}
+	}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		return err
@@ -213,43 +238,92 @@ func pack(args []string) error {
 	return nil
 }
 
-// addFlags collects -add SRC=/DST.
-type addFlags []struct{ src, dst string }
-
-func (a *addFlags) String() string { return fmt.Sprint(*a) }
-
-func (a *addFlags) Set(v string) error {
-	src, dst, ok := strings.Cut(v, "=")
-	if !ok || src == "" || !strings.HasPrefix(dst, "/") || path.Clean(dst) != dst || dst == "/" {
-		return fmt.Errorf("-add %q: want SRC=/absolute/clean/path", v)
+// checkAdd refuses an -add whose destination is not an absolute, clean path below /.
+func checkAdd(src, dst string) error {
+	if src == "" || !strings.HasPrefix(dst, "/") || path.Clean(dst) != dst || dst == "/" {
+		return fmt.Errorf("-add %s=%s: want SRC=/absolute/clean/path", src, dst)
 	}
-	*a = append(*a, struct{ src, dst string }{src, dst})
 	return nil
 }
 
-// layerFile is one regular file of the image: its absolute path in the image, where to read
-// it, and its mode.
-type layerFile struct {
-	name, src string
-	mode      int64
+// file is one regular file of an image layer.
+type file struct {
+	content []byte
+	mode    int64
 }
 
-func layer(files []layerFile) ([]byte, error) {
+// pairs collects repeatable KEY=VALUE flags in order.
+type pairs [][2]string
+
+func (p *pairs) String() string { return fmt.Sprint(*p) }
+
+func (p *pairs) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", s)
+	}
+	*p = append(*p, [2]string{k, v})
+	return nil
+}
+
+// argFlag collects repeatable plain values (into the value half of pairs).
+type argFlag struct{ p *pairs }
+
+func (a argFlag) String() string { return "" }
+
+func (a argFlag) Set(s string) error {
+	*a.p = append(*a.p, [2]string{"", s})
+	return nil
+}
+
+// addTree adds the file src, or every regular file under the directory src, at dst.
+func addTree(files map[string]file, src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return fmt.Errorf("%s: only regular files and directories can be added", p)
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		content, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files[path.Clean(path.Join(dst, filepath.ToSlash(rel)))] = file{content, int64(info.Mode().Perm())}
+		return nil
+	})
+}
+
+// layer is a tarball of files, their parent directories and an empty /tmp, in a fixed order
+// with zero timestamps: the same files give the same digest.
+func layer(files map[string]file) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
-	dirs := []string{"tmp/"}
-	seen := map[string]bool{"tmp/": true}
-	for _, f := range files {
-		for d := path.Dir(strings.TrimPrefix(f.name, "/")); d != "." && d != "/"; d = path.Dir(d) {
-			if !seen[d+"/"] {
-				seen[d+"/"] = true
-				dirs = append(dirs, d+"/")
-			}
+	names := make([]string, 0, len(files))
+	dirSet := map[string]bool{"tmp/": true}
+	for f := range files {
+		names = append(names, f)
+		for d := path.Dir(f); d != "." && d != "/"; d = path.Dir(d) {
+			dirSet[d+"/"] = true
 		}
 	}
-	// Parents before children, whatever order the files came in.
-	sort.Strings(dirs)
+	sort.Strings(names)
+	dirs := []string{"tmp/"}
+	for d := range dirSet {
+		if d != "tmp/" {
+			dirs = append(dirs, d)
+		}
+	}
+	sort.Strings(dirs[1:])
 	for _, d := range dirs {
 		mode := int64(0o755)
 		if d == "tmp/" {
@@ -259,16 +333,12 @@ func layer(files []layerFile) ([]byte, error) {
 			return nil, err
 		}
 	}
-	for _, f := range files {
-		content, err := os.ReadFile(f.src)
-		if err != nil {
+	for _, n := range names {
+		f := files[n]
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: n, Mode: f.mode, Size: int64(len(f.content)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
 			return nil, err
 		}
-		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.name, "/"), Mode: f.mode, Size: int64(len(content)), ModTime: epoch, Format: tar.FormatPAX}
-		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, err
-		}
-		if _, err := tw.Write(content); err != nil {
+		if _, err := tw.Write(f.content); err != nil {
 			return nil, err
 		}
 	}
