@@ -19,6 +19,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/knit-mesh/knit/internal/buildinfo"
 	"github.com/knit-mesh/knit/proxy/admin"
 	"github.com/knit-mesh/knit/proxy/appprobe"
 	"github.com/knit-mesh/knit/proxy/config"
@@ -77,7 +78,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	for _, n := range notes {
 		log.Info(n)
 	}
-	log.Info("sidecar mode", "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
+	log.Info("sidecar mode", "version", buildinfo.Version, "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
 		"revision", getenv("KNIT_REVISION"), "appProbes", len(probes),
 		"note", "mTLS, identity and xDS are not implemented yet: traffic is forwarded in plaintext to its original destination")
 	m := metrics.New()
