@@ -74,6 +74,10 @@ type MeshReconciler struct {
 	SecretsReaderRole string
 	// ExpiryWarning: see DefaultExpiryWarning.
 	ExpiryWarning time.Duration
+	// RevisionGracePeriod: see DefaultRevisionGracePeriod.
+	RevisionGracePeriod time.Duration
+	// UpgradePollInterval: see DefaultUpgradePollInterval.
+	UpgradePollInterval time.Duration
 
 	certManager *certManagerDetector
 	nameTaken   reportedOnce
@@ -91,6 +95,8 @@ type meshState struct {
 	desiredRevision string
 	// unknownRevisionNamespaces are namespaces labelled for a revision that does not exist.
 	unknownRevisionNamespaces []string
+	// upgrade is what the upgrade phase found (upgrade_controller.go); nil when it did not run.
+	upgrade *upgradeState
 	// requeueAfter asks for a reconcile at a known future event (a certificate nearing expiry).
 	requeueAfter time.Duration
 	errs         []error
@@ -157,7 +163,8 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		r.distributeTrustBundles(ctx, st)
 	}
 	revisions := r.reconcileRevisions(ctx, st)
-	r.reportPodSecurity(ctx, st) // mesh_podsecurity.go
+	revisions = r.reconcileUpgrade(ctx, st, revisions) // upgrade_controller.go
+	r.reportPodSecurity(ctx, st)                       // mesh_podsecurity.go
 	r.computeStatus(st, revisions)
 
 	if !equality.Semantic.DeepEqual(before.Status, mesh.Status) {
@@ -310,7 +317,7 @@ func eventAction(c metav1.Condition) string {
 // Degraded, either way for Upgrading (an upgrade is not a fault).
 func conditionHealthy(c metav1.Condition) bool {
 	switch c.Type {
-	case meshv1.ConditionDegraded:
+	case meshv1.ConditionDegraded, meshv1.ConditionDataPlaneSkew:
 		return c.Status == metav1.ConditionFalse
 	case meshv1.ConditionUpgrading:
 		return true

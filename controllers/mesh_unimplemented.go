@@ -37,10 +37,6 @@ func notYetImplemented(spec *meshv1.MeshSpec) []string {
 			out = append(out, fmt.Sprintf(format, args...))
 		}
 	}
-	u := spec.Upgrade
-	add(u.Strategy != "" && u.Strategy != meshv1.UpgradeRevisionBased, "upgrade.strategy=%s", u.Strategy)
-	add(u.BatchSize != 0 && u.BatchSize != 5, "upgrade.batchSize=%d", u.BatchSize)
-	add(u.Paused, "upgrade.paused=true")
 	t := spec.Trust
 	add(t.WorkloadCertDuration.Duration != 0 && t.WorkloadCertDuration.Duration != 24*time.Hour,
 		"trust.workloadCertDuration=%s", t.WorkloadCertDuration.Duration)

@@ -1,0 +1,501 @@
+/*
+Copyright 2026 The knit Authors.
+
+Licensed under the Apache License, Version 2.0 (the "License");
+you may not use this file except in compliance with the License.
+You may obtain a copy of the License at
+
+    http://www.apache.org/licenses/LICENSE-2.0
+
+Unless required by applicable law or agreed to in writing, software
+distributed under the License is distributed on an "AS IS" BASIS,
+WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+See the License for the specific language governing permissions and
+limitations under the License.
+*/
+
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
+	"github.com/knit-mesh/knit/internal/conditions"
+	"github.com/knit-mesh/knit/internal/versions"
+)
+
+// The upgrade phase of the Mesh reconciler moves meshed workloads to the active revision
+// (RevisionBased) and retires revisions no pod uses; it also counts proxies by version for
+// status.dataPlane and the DataPlaneSkew condition. It reads pods and workloads from the API
+// server without a cache and looks again every UpgradePollInterval while anything moves.
+
+const (
+	// DefaultRevisionGracePeriod is how long a revision no pod uses is kept before it is removed.
+	DefaultRevisionGracePeriod = 30 * time.Second
+	// DefaultUpgradePollInterval is how often the upgrade looks at its workloads while they move.
+	DefaultUpgradePollInterval = 2 * time.Second
+	// steadyPollInterval refreshes status.dataPlane when nothing moves (pods are not watched).
+	steadyPollInterval = 30 * time.Second
+	// annotationUnusedSince on a MeshRevision records when the upgrade first saw no pod use it.
+	annotationUnusedSince = "mesh.knit.dev/unused-since"
+)
+
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets,verbs=get;list;patch
+// +kubebuilder:rbac:groups=apps,resources=replicasets,verbs=list
+// +kubebuilder:rbac:groups="",resources=pods,verbs=list
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=list
+// +kubebuilder:rbac:groups=mesh.knit.dev,resources=meshrevisions,verbs=delete;patch
+
+// upgradeState is what the upgrade phase found and did, for the status.
+type upgradeState struct {
+	pods *meshedPods
+	// plan is set once injection has moved to the revision of spec.version.
+	plan *upgradePlan
+	// inUse counts, per previous revision, the pods that still run its proxy.
+	inUse map[string]int
+	// retiring maps a previous revision no pod uses to when it is removed.
+	retiring map[string]time.Time
+	// pinnedNamespaces maps a previous revision to the namespaces labelled for it.
+	pinnedNamespaces map[string][]string
+}
+
+// reconcileUpgrade runs the upgrade and returns the revisions that remain.
+func (r *MeshReconciler) reconcileUpgrade(ctx context.Context, st *meshState, revisions []meshv1.MeshRevision) []meshv1.MeshRevision {
+	mesh := st.mesh
+	active := findRevision(revisions, mesh.Status.ActiveRevision)
+	if active == nil {
+		return revisions
+	}
+	var nsList corev1.NamespaceList
+	if err := r.List(ctx, &nsList); err != nil {
+		st.fail(fmt.Errorf("listing namespaces: %w", err))
+		return revisions
+	}
+	meshed, err := r.meshedNamespaces(ctx, mesh)
+	if err != nil {
+		st.fail(err)
+		return revisions
+	}
+	var namespaces []corev1.Namespace
+	up := &upgradeState{inUse: map[string]int{}, retiring: map[string]time.Time{}, pinnedNamespaces: map[string][]string{}}
+	for _, ns := range nsList.Items {
+		if rev := ns.Labels[meshv1.LabelRevision]; rev != "" && ns.DeletionTimestamp == nil {
+			up.pinnedNamespaces[rev] = append(up.pinnedNamespaces[rev], ns.Name)
+		}
+		if slices.Contains(meshed, ns.Name) {
+			namespaces = append(namespaces, ns)
+		}
+	}
+	pods, err := r.findMeshedPods(ctx, namespaces)
+	if err != nil {
+		st.fail(err)
+		return revisions
+	}
+	up.pods = pods
+	st.upgrade = up
+
+	poll := steadyPollInterval
+	moved, err := r.injectionMoved(ctx, active, revisions)
+	if err != nil {
+		st.fail(err)
+	}
+	if st.desiredRevision == active.Name && moved {
+		plan, err := r.moveWorkloads(ctx, st, active, pods.workloads)
+		if err != nil {
+			st.fail(err)
+		}
+		up.plan = plan
+		if plan != nil && (plan.pending() || len(plan.inProgress) > 0) {
+			poll = r.pollInterval()
+		}
+	}
+	if len(revisions) > 1 || active.Status.Version != active.Spec.Version {
+		poll = r.pollInterval()
+	}
+	st.requeueAt(time.Now().Add(poll))
+
+	var remaining []meshv1.MeshRevision
+	for i := range revisions {
+		rev := &revisions[i]
+		if rev.Name == active.Name || rev.Name == st.desiredRevision {
+			remaining = append(remaining, *rev)
+			continue
+		}
+		retired, err := r.retireRevision(ctx, st, rev, up)
+		if err != nil {
+			st.fail(err)
+		}
+		if !retired {
+			remaining = append(remaining, *rev)
+		}
+	}
+	return remaining
+}
+
+// injectionMoved says whether the active revision's webhook configuration injects the meshed
+// namespaces and no other revision's does any more: only then does a restarted pod get the
+// active revision's proxy (webhooks are called in name order, and the first one injects).
+func (r *MeshReconciler) injectionMoved(ctx context.Context, active *meshv1.MeshRevision, revisions []meshv1.MeshRevision) (bool, error) {
+	for i := range revisions {
+		rev := &revisions[i]
+		var mwc admissionregistrationv1.MutatingWebhookConfiguration
+		err := r.Get(ctx, client.ObjectKey{Name: injectorName(rev)}, &mwc)
+		if client.IgnoreNotFound(err) != nil {
+			return false, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", injectorName(rev), err)
+		}
+		if hasNamespaceHooks(&mwc) != (rev.Name == active.Name) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func (r *MeshReconciler) pollInterval() time.Duration {
+	if r.UpgradePollInterval > 0 {
+		return r.UpgradePollInterval
+	}
+	return DefaultUpgradePollInterval
+}
+
+// moveWorkloads plans the RevisionBased move to the active revision and restarts the next batch.
+func (r *MeshReconciler) moveWorkloads(ctx context.Context, st *meshState, active *meshv1.MeshRevision, ws []*workload) (*upgradePlan, error) {
+	mesh := st.mesh
+	var pdbs []policyv1.PodDisruptionBudget
+	seen := map[string]bool{}
+	for _, w := range ws {
+		if seen[w.namespace] || w.pinned || w.on(active.Name) {
+			continue
+		}
+		seen[w.namespace] = true
+		var list policyv1.PodDisruptionBudgetList
+		if err := r.APIReader.List(ctx, &list, client.InNamespace(w.namespace)); err != nil {
+			return nil, fmt.Errorf("listing PodDisruptionBudgets in namespace %s: %w", w.namespace, err)
+		}
+		pdbs = append(pdbs, list.Items...)
+	}
+	u := mesh.Spec.Upgrade
+	batchSize := int(u.BatchSize)
+	if batchSize < 1 {
+		batchSize = 5
+	}
+	plan := planUpgrade(ws, active.Name, batchSize, u.Paused, func(w *workload) []string { return disruptionBlocked(pdbs, w) })
+
+	prev := mesh.Status.Upgrade
+	batch := int32(0)
+	if prev != nil && prev.TargetRevision == active.Name {
+		batch = prev.Batch
+	}
+	if len(plan.next) > 0 {
+		batch++
+		var names []string
+		for _, w := range plan.next {
+			if err := restart(ctx, r.Client, w, active.Name); err != nil {
+				return &plan, err
+			}
+			names = append(names, w.String())
+			plan.inProgress = append(plan.inProgress, w)
+		}
+		log.FromContext(ctx).Info("upgrade batch started", "batch", batch, "revision", active.Name, "workloads", names)
+		if r.Recorder != nil {
+			r.Recorder.Eventf(mesh, nil, corev1.EventTypeNormal, "UpgradeBatch", fmt.Sprintf("RestartBatch%d-%s", batch, active.Name),
+				"batch %d: restarting %s onto MeshRevision %s (%s)", batch, strings.Join(names, ", "), active.Name, active.Spec.Version)
+		}
+	}
+	if plan.pending() || len(plan.inProgress) > 0 {
+		s := &meshv1.UpgradeStatus{TargetRevision: active.Name, Batch: batch,
+			Workloads: int32(plan.workloads), Moved: int32(plan.moved), BlockedByPDB: capList(plan.blocked), Stuck: capList(plan.stuck)}
+		for _, w := range plan.inProgress {
+			s.InProgress = append(s.InProgress, w.String())
+		}
+		s.InProgress = capList(s.InProgress)
+		mesh.Status.Upgrade = s
+	} else {
+		mesh.Status.Upgrade = nil
+	}
+	return &plan, nil
+}
+
+// restart replaces the workload's pods as `kubectl rollout restart` does, and marks it as
+// restarted for the revision.
+func restart(ctx context.Context, c client.Client, w *workload, revision string) error {
+	obj := w.obj
+	patch := client.MergeFrom(obj.DeepCopyObject().(client.Object))
+	ann := obj.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationUpgradeTo] = revision
+	obj.SetAnnotations(ann)
+	tmpl := podTemplateOf(obj)
+	if tmpl.Annotations == nil {
+		tmpl.Annotations = map[string]string{}
+	}
+	tmpl.Annotations[annotationRestartedAt] = time.Now().Format(time.RFC3339)
+	if err := c.Patch(ctx, obj, patch); err != nil {
+		return fmt.Errorf("restarting %s: %w", w, err)
+	}
+	return nil
+}
+
+// retireRevision removes a previous revision once no pod has used it for the grace period, and
+// reports whether it did.
+func (r *MeshReconciler) retireRevision(ctx context.Context, st *meshState, rev *meshv1.MeshRevision, up *upgradeState) (bool, error) {
+	users := up.pods.byRevision[rev.Name]
+	pinned := up.pinnedNamespaces[rev.Name]
+	since := rev.Annotations[annotationUnusedSince]
+	if users > 0 || len(pinned) > 0 {
+		up.inUse[rev.Name] = users
+		if since == "" {
+			return false, nil
+		}
+		patch := client.MergeFrom(rev.DeepCopy())
+		delete(rev.Annotations, annotationUnusedSince)
+		return false, client.IgnoreNotFound(r.Patch(ctx, rev, patch))
+	}
+	t, err := time.Parse(time.RFC3339, since)
+	if err != nil {
+		t = time.Now()
+		patch := client.MergeFrom(rev.DeepCopy())
+		metav1.SetMetaDataAnnotation(&rev.ObjectMeta, annotationUnusedSince, t.UTC().Format(time.RFC3339))
+		if err := r.Patch(ctx, rev, patch); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+	}
+	grace := r.RevisionGracePeriod
+	if grace == 0 {
+		grace = DefaultRevisionGracePeriod
+	}
+	at := t.Add(grace)
+	if time.Now().Before(at) {
+		up.retiring[rev.Name] = at
+		st.requeueAt(at)
+		return false, nil
+	}
+	// The revision goes, and with it (owner references) its control plane; its webhook
+	// configuration explicitly, so no pod creation is sent to a control plane on its way out.
+	if err := r.Delete(ctx, rev); client.IgnoreNotFound(err) != nil {
+		return false, fmt.Errorf("removing MeshRevision %s: %w", rev.Name, err)
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
+	if err := r.Delete(ctx, mwc); client.IgnoreNotFound(err) != nil && !apierrors.IsForbidden(err) {
+		return true, fmt.Errorf("removing MutatingWebhookConfiguration %s: %w", mwc.Name, err)
+	}
+	log.FromContext(ctx).Info("removed a revision no pod uses", "revision", rev.Name, "version", rev.Spec.Version)
+	if r.Recorder != nil {
+		r.Recorder.Eventf(st.mesh, nil, corev1.EventTypeNormal, "RevisionRemoved", "Remove"+rev.Name,
+			"MeshRevision %s (%s) removed: no pod has used it for %s", rev.Name, rev.Spec.Version, grace)
+	}
+	return true, nil
+}
+
+// setUpgradeStatus sets Upgrading, DataPlaneSkew, status.version and status.dataPlane.
+func (r *MeshReconciler) setUpgradeStatus(st *meshState, revisions []meshv1.MeshRevision) {
+	mesh := st.mesh
+	s := &mesh.Status
+	set := func(t string, status metav1.ConditionStatus, reason, format string, args ...any) {
+		conditions.Set(&s.Conditions, mesh.Generation, t, status, reason, format, args...)
+	}
+	active := findRevision(revisions, s.ActiveRevision)
+	desired := findRevision(revisions, st.desiredRevision)
+	up := st.upgrade
+	var plan *upgradePlan
+	if up != nil {
+		plan = up.plan
+	}
+	var previous []string
+	for _, rev := range revisions {
+		if active == nil || rev.Name != active.Name {
+			previous = append(previous, rev.Name)
+		}
+	}
+
+	switch {
+	case desired != nil && st.desiredRevision != s.ActiveRevision:
+		_, why := revisionServes(desired)
+		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRevisionNotServing,
+			"MeshRevision %s (%s) cannot serve yet: %s; MeshRevision %s keeps injecting until it can",
+			desired.Name, desired.Spec.Version, why, s.ActiveRevision)
+	case active != nil && active.Status.Version != active.Spec.Version:
+		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRollingOutControlPlane,
+			"the control plane of MeshRevision %s rolls to %s in place (Deployment %s/%s); running proxies keep their "+
+				"version until their pods restart", active.Name, active.Spec.Version, active.Spec.Namespace, controlPlaneName(active))
+	case plan != nil && (plan.pending() || len(plan.inProgress) > 0):
+		reason, msg := meshv1.ReasonMovingWorkloads, progressMessage(mesh, active, plan)
+		if mesh.Spec.Upgrade.Paused && len(plan.inProgress) == 0 {
+			reason = meshv1.ReasonUpgradePaused
+		}
+		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, reason, "%s", msg)
+	case len(previous) > 0 && active != nil:
+		var parts []string
+		reason := meshv1.ReasonRetiringRevision
+		for _, name := range previous {
+			switch at, ok := up.retiringAt(name); {
+			case ok:
+				parts = append(parts, fmt.Sprintf("no pod uses MeshRevision %s: it is removed at %s", name, at.UTC().Format(time.RFC3339)))
+			default:
+				reason = meshv1.ReasonRevisionInUse
+				parts = append(parts, fmt.Sprintf("MeshRevision %s still runs %s", name, up.inUseMessage(name)))
+			}
+		}
+		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, reason, "every workload that moves runs MeshRevision %s (%s); %s",
+			active.Name, active.Spec.Version, strings.Join(parts, "; "))
+	default:
+		set(meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate, "one MeshRevision runs the mesh and every proxy it injected")
+	}
+	if len(revisions) == 1 && active != nil && active.Status.Version != "" &&
+		meta.IsStatusConditionTrue(active.Status.Conditions, meshv1.ConditionAvailable) {
+		s.Version = active.Status.Version
+	}
+	r.setDataPlane(st, active)
+}
+
+func (u *upgradeState) retiringAt(rev string) (time.Time, bool) {
+	if u == nil {
+		return time.Time{}, false
+	}
+	at, ok := u.retiring[rev]
+	return at, ok
+}
+
+func (u *upgradeState) inUseMessage(rev string) string {
+	if u == nil {
+		return "pods (not counted yet)"
+	}
+	var parts []string
+	if n := u.inUse[rev]; n > 0 {
+		what := fmt.Sprintf("%d pod(s)", n)
+		if m := u.pods.unmanaged[rev]; m > 0 {
+			what += fmt.Sprintf(", %d of them without a Deployment, StatefulSet or DaemonSet to restart (bare pods, Jobs)", m)
+		}
+		parts = append(parts, what)
+	}
+	if ns := u.pinnedNamespaces[rev]; len(ns) > 0 {
+		parts = append(parts, fmt.Sprintf("namespaces labelled knit.dev/rev=%s: %s", rev, strings.Join(ns, ", ")))
+	}
+	if len(parts) == 0 {
+		return "pods"
+	}
+	return strings.Join(parts, " and ") + "; it is removed once none does"
+}
+
+// progressMessage tells a person where a RevisionBased upgrade stands, e.g. "12/40 workloads on
+// v0.2.0 (MeshRevision default-v0-2-0), batch 3, waiting for deploy/web in ns shop".
+func progressMessage(mesh *meshv1.Mesh, active *meshv1.MeshRevision, plan *upgradePlan) string {
+	batch := int32(0)
+	if mesh.Status.Upgrade != nil {
+		batch = mesh.Status.Upgrade.Batch
+	}
+	msg := fmt.Sprintf("%d/%d workloads on %s (MeshRevision %s), batch %d", plan.moved, plan.workloads, active.Spec.Version, active.Name, batch)
+	switch {
+	case len(plan.inProgress) > 0:
+		var names []string
+		for _, w := range plan.inProgress {
+			names = append(names, w.String())
+		}
+		msg += ", waiting for " + strings.Join(names, ", ")
+	case mesh.Spec.Upgrade.Paused:
+		msg += ", paused (spec.upgrade.paused): set it to false to resume; both revisions keep serving"
+	}
+	if plan.pinned > 0 {
+		msg += fmt.Sprintf("; %d pinned with knit.dev/rev, not moved", plan.pinned)
+	}
+	if len(plan.blocked) > 0 {
+		msg += "; not restarted: " + strings.Join(plan.blocked, ", ")
+	}
+	if len(plan.stuck) > 0 {
+		msg += "; skipped: " + strings.Join(plan.stuck, ", ")
+	}
+	return msg
+}
+
+// setDataPlane counts proxies per version and sets DataPlaneSkew against the active revision's
+// release.
+func (r *MeshReconciler) setDataPlane(st *meshState, active *meshv1.MeshRevision) {
+	mesh := st.mesh
+	s := &mesh.Status
+	if st.upgrade == nil || st.upgrade.pods == nil {
+		return // not counted this time: keep what is known
+	}
+	pods := st.upgrade.pods
+	dp := &meshv1.DataPlaneStatus{Proxies: int32(pods.total)}
+	var vs []string
+	for v := range pods.byVersion {
+		vs = append(vs, v)
+	}
+	sort.Strings(vs)
+	for _, v := range vs {
+		dp.Versions = append(dp.Versions, meshv1.ProxyVersionCount{Version: v, Proxies: int32(pods.byVersion[v])})
+	}
+	if len(dp.Versions) > 32 {
+		dp.Versions = dp.Versions[:32]
+	}
+	for _, w := range pods.workloads {
+		if w.pinned {
+			dp.PinnedWorkloads++
+		}
+	}
+	s.DataPlane = dp
+
+	set := func(status metav1.ConditionStatus, reason, format string, args ...any) {
+		conditions.Set(&s.Conditions, mesh.Generation, meshv1.ConditionDataPlaneSkew, status, reason, format, args...)
+	}
+	if active == nil {
+		set(metav1.ConditionUnknown, meshv1.ReasonPending, "no MeshRevision runs the mesh yet")
+		return
+	}
+	cp := active.Spec.Version
+	behind, unsupported := 0, 0
+	var details []string
+	for _, v := range dp.Versions {
+		n := versions.MinorsBehind(v.Version, cp)
+		if n == 0 && !olderPatch(v.Version, cp) {
+			continue
+		}
+		behind += int(v.Proxies)
+		if n > 1 {
+			unsupported += int(v.Proxies)
+		}
+		details = append(details, fmt.Sprintf("%d on %s", v.Proxies, v.Version))
+	}
+	switch {
+	case unsupported > 0:
+		set(metav1.ConditionTrue, meshv1.ReasonProxiesUnsupported,
+			"%d of %d proxies run a release more than one minor behind the control plane's %s (%s), which it no longer "+
+				"supports: restart their pods to move them", unsupported, pods.total, cp, strings.Join(details, ", "))
+	case behind > 0:
+		set(metav1.ConditionTrue, meshv1.ReasonProxiesBehind,
+			"%d of %d proxies run a release older than the control plane's %s (%s); they move when their pods restart",
+			behind, pods.total, cp, strings.Join(details, ", "))
+	default:
+		set(metav1.ConditionFalse, meshv1.ReasonAsExpected, "no proxy runs a release older than the control plane's %s (%d proxies)", cp, pods.total)
+	}
+}
+
+// olderPatch says whether a is an earlier patch release of b's minor.
+func olderPatch(a, b string) bool {
+	va, errA := versions.ParseSemver(a)
+	vb, errB := versions.ParseSemver(b)
+	return errA == nil && errB == nil && va.Major == vb.Major && va.Minor == vb.Minor && va.Patch < vb.Patch
+}
+
+// capList keeps a status list within its schema's MaxItems.
+func capList(in []string) []string {
+	if len(in) > 100 {
+		return in[:100]
+	}
+	return in
+}
