@@ -367,3 +367,61 @@ var _ = Describe("A RevisionBased upgrade", Ordered, func() {
 		collectRevisionGarbage(ctx, revision)
 	})
 })
+
+var _ = Describe("An InPlace upgrade", Ordered, func() {
+	const ns = "inplace-shop"
+	selected := map[string]string{"test.knit.dev/inplace": "true"}
+	ctx := context.Background()
+	var cp *controlPlane
+
+	BeforeAll(func() {
+		deleteMesh(ctx)
+		m := sampleMesh()
+		m.Spec.Injection.NamespaceSelector = &metav1.LabelSelector{MatchLabels: selected}
+		m.Spec.Upgrade.Strategy = meshv1.UpgradeInPlace
+		Expect(k8sClient.Create(ctx, m)).To(Succeed())
+		DeferCleanup(func() { deleteMesh(ctx) })
+		DeferCleanup(standins.stopAll)
+		cp = standins.start(ctx, revision)
+		ensureNamespace(ctx, ns, selected)
+		DeferCleanup(func() {
+			Expect(k8sClient.DeleteAllOf(ctx, &corev1.Pod{}, client.InNamespace(ns))).To(Succeed())
+			ensureNamespace(ctx, ns, map[string]string{"test.knit.dev/inplace": ""})
+		})
+		Eventually(func(g Gomega) {
+			m := getMesh(g)
+			expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionTrue, meshv1.ReasonAllReady)
+			g.Expect(m.Status.Version).To(Equal("v0.1.0"))
+			g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: injection.TrustBundleName}, &corev1.ConfigMap{})).To(Succeed())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
+		Eventually(func() (string, error) { return createPod(ctx, ns) }).WithTimeout(10 * time.Second).Should(Equal(revision))
+	})
+
+	It("rolls the one revision's control plane to the new release under the same name, and counts the proxies left behind", func() {
+		cp.hold() // the Deployment controller is slow to roll the new image
+		patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.Version = "v0.2.0" })
+		Eventually(func(g Gomega) {
+			c := expectCondition(g, getMesh(g), meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRollingOutControlPlane)
+			g.Expect(c.Message).To(ContainSubstring("the control plane of MeshRevision default-v0-1-0 rolls to v0.2.0 in place"))
+			var dep appsv1.Deployment
+			g.Expect(k8sClient.Get(ctx, cpKey, &dep)).To(Succeed())
+			g.Expect(dep.Spec.Template.Spec.Containers[0].Image).To(Equal("knit.local/knit/controlplane:v0.2.0"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		Expect(getMesh(Default).Status.Version).To(Equal("v0.1.0"), "until the control plane has rolled out")
+		cp.release()
+
+		Eventually(func(g Gomega) {
+			m := getMesh(g)
+			expectCondition(g, m, meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate)
+			g.Expect(m.Status.Version).To(Equal("v0.2.0"))
+			g.Expect(m.Status.ActiveRevision).To(Equal(revision), "the revision keeps its name")
+			skew := expectCondition(g, m, meshv1.ConditionDataPlaneSkew, metav1.ConditionTrue, meshv1.ReasonProxiesBehind)
+			g.Expect(skew.Message).To(ContainSubstring("1 of 1 proxies run a release older than the control plane's v0.2.0 (1 on v0.1.0); " +
+				"they move when their pods restart"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		var revs meshv1.MeshRevisionList
+		Expect(k8sClient.List(ctx, &revs)).To(Succeed())
+		Expect(revs.Items).To(HaveLen(1), "no second revision")
+		Expect(revs.Items[0].Spec.Version).To(Equal("v0.2.0"))
+	})
+})
