@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -81,6 +82,8 @@ type MeshReconciler struct {
 
 	certManager *certManagerDetector
 	nameTaken   reportedOnce
+	// retired maps the MeshRevisions the upgrade removed to their UIDs (upgrade_controller.go).
+	retired sync.Map
 }
 
 // meshState is what one reconcile learns and decides, passed between its phases.

@@ -18,6 +18,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -27,9 +28,9 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	policyv1 "k8s.io/api/policy/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -48,8 +49,9 @@ const (
 	DefaultRevisionGracePeriod = 30 * time.Second
 	// DefaultUpgradePollInterval is how often the upgrade looks at its workloads while they move.
 	DefaultUpgradePollInterval = 2 * time.Second
-	// steadyPollInterval refreshes status.dataPlane when nothing moves (pods are not watched).
-	steadyPollInterval = 30 * time.Second
+	// steadyPolls: status.dataPlane is refreshed every steadyPolls poll intervals when nothing
+	// moves (30 s by default: pods are not watched).
+	steadyPolls = 15
 	// annotationUnusedSince on a MeshRevision records when the upgrade first saw no pod use it.
 	annotationUnusedSince = "mesh.knit.dev/unused-since"
 )
@@ -108,7 +110,10 @@ func (r *MeshReconciler) reconcileUpgrade(ctx context.Context, st *meshState, re
 	up.pods = pods
 	st.upgrade = up
 
-	poll := steadyPollInterval
+	poll := steadyPolls * r.pollInterval()
+	if err := r.removeRetiredWebhooks(ctx); err != nil {
+		st.fail(err)
+	}
 	moved, err := r.injectionMoved(ctx, active, revisions)
 	if err != nil {
 		st.fail(err)
@@ -290,9 +295,9 @@ func (r *MeshReconciler) retireRevision(ctx context.Context, st *meshState, rev 
 	if err := r.Delete(ctx, rev); client.IgnoreNotFound(err) != nil {
 		return false, fmt.Errorf("removing MeshRevision %s: %w", rev.Name, err)
 	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: injectorName(rev)}}
-	if err := r.Delete(ctx, mwc); client.IgnoreNotFound(err) != nil && !apierrors.IsForbidden(err) {
-		return true, fmt.Errorf("removing MutatingWebhookConfiguration %s: %w", mwc.Name, err)
+	r.retired.Store(rev.Name, rev.UID)
+	if err := r.removeRetiredWebhooks(ctx); err != nil {
+		return true, err
 	}
 	log.FromContext(ctx).Info("removed a revision no pod uses", "revision", rev.Name, "version", rev.Spec.Version)
 	if r.Recorder != nil {
@@ -300,6 +305,32 @@ func (r *MeshReconciler) retireRevision(ctx context.Context, st *meshState, rev 
 			"MeshRevision %s (%s) removed: no pod has used it for %s", rev.Name, rev.Spec.Version, grace)
 	}
 	return true, nil
+}
+
+// removeRetiredWebhooks deletes the webhook configurations of revisions this operator removed.
+// The garbage collector would too, but only after a while, and a reconcile of the revision that
+// was under way when it went may have written its configuration once more.
+func (r *MeshReconciler) removeRetiredWebhooks(ctx context.Context) error {
+	var errs []error
+	r.retired.Range(func(k, v any) bool {
+		name, uid := k.(string), v.(types.UID)
+		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		key := client.ObjectKey{Name: injectorName(&meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: name}})}
+		if err := r.Get(ctx, key, mwc); err != nil {
+			if client.IgnoreNotFound(err) != nil {
+				errs = append(errs, fmt.Errorf("reading MutatingWebhookConfiguration %s: %w", key.Name, err))
+			}
+			return true
+		}
+		if owner := metav1.GetControllerOf(mwc); owner == nil || owner.UID != uid {
+			return true // a revision of that name made anew owns it now
+		}
+		if err := r.Delete(ctx, mwc); client.IgnoreNotFound(err) != nil {
+			errs = append(errs, fmt.Errorf("removing MutatingWebhookConfiguration %s: %w", key.Name, err))
+		}
+		return true
+	})
+	return errors.Join(errs...)
 }
 
 // setUpgradeStatus sets Upgrading, DataPlaneSkew, status.version and status.dataPlane.

@@ -356,7 +356,8 @@ var _ = Describe("A RevisionBased upgrade", Ordered, func() {
 			g.Expect(podRevisions(g, pinnedNS, "pinned")).To(Equal([]string{revision2}))
 		}).WithTimeout(60 * time.Second).Should(Succeed())
 		Eventually(gone(ctx, &meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: revision}})).WithTimeout(30 * time.Second).Should(BeTrue())
-		Expect(gone(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "knit-injector-v0-1-0"}})()).To(BeTrue())
+		Eventually(gone(ctx, &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "knit-injector-v0-1-0"}})).
+			WithTimeout(10 * time.Second).Should(BeTrue())
 		Eventually(func(g Gomega) {
 			m := getMesh(g)
 			expectCondition(g, m, meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate)
