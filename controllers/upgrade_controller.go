@@ -73,6 +73,9 @@ type upgradeState struct {
 	retiring map[string]time.Time
 	// pinnedNamespaces maps a previous revision to the namespaces labelled for it.
 	pinnedNamespaces map[string][]string
+	// awaitingInjection: the active revision's webhook configuration does not inject the
+	// meshed namespaces alone yet, so no workload is restarted.
+	awaitingInjection bool
 }
 
 // reconcileUpgrade runs the upgrade and returns the revisions that remain.
@@ -118,6 +121,7 @@ func (r *MeshReconciler) reconcileUpgrade(ctx context.Context, st *meshState, re
 	if err != nil {
 		st.fail(err)
 	}
+	up.awaitingInjection = st.desiredRevision == active.Name && !moved
 	if st.desiredRevision == active.Name && moved {
 		plan, err := r.moveWorkloads(ctx, st, active, pods.workloads)
 		if err != nil {
@@ -360,10 +364,14 @@ func (r *MeshReconciler) setUpgradeStatus(st *meshState, revisions []meshv1.Mesh
 		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRevisionNotServing,
 			"MeshRevision %s (%s) cannot serve yet: %s; MeshRevision %s keeps injecting until it can",
 			desired.Name, desired.Spec.Version, why, s.ActiveRevision)
-	case active != nil && active.Status.Version != active.Spec.Version:
+	case active != nil && active.Status.Version != "" && active.Status.Version != active.Spec.Version:
 		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRollingOutControlPlane,
 			"the control plane of MeshRevision %s rolls to %s in place (Deployment %s/%s); running proxies keep their "+
 				"version until their pods restart", active.Name, active.Spec.Version, active.Spec.Namespace, controlPlaneName(active))
+	case up != nil && up.awaitingInjection && len(previous) > 0:
+		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonMovingWorkloads,
+			"MeshRevision %s (%s) serves; workloads are restarted onto it once its webhook configuration alone injects "+
+				"the meshed namespaces (the previous revision's still does)", active.Name, active.Spec.Version)
 	case plan != nil && (plan.pending() || len(plan.inProgress) > 0):
 		reason, msg := meshv1.ReasonMovingWorkloads, progressMessage(mesh, active, plan)
 		if mesh.Spec.Upgrade.Paused && len(plan.inProgress) == 0 {

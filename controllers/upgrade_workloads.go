@@ -126,6 +126,11 @@ func (r *MeshReconciler) findMeshedPods(ctx context.Context, namespaces []corev1
 				out.unmanaged[rev]++
 				continue
 			}
+			if pod.DeletionTimestamp != nil {
+				// On its way out: it still keeps its revision in use (counted above), but the
+				// workload has replaced it, so it does not make the workload's rollout unfinished.
+				continue
+			}
 			if owners[key] == nil {
 				owners[key] = map[string]int{}
 			}

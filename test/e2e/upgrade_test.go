@@ -137,7 +137,7 @@ func proxyVersions(ns string) map[string]string {
 	return got
 }
 
-// runningPodsAll says whether every pod of the namespace runs, Ready, with none terminating.
+// settled says whether the namespace runs want pods, all Running and Ready, none terminating.
 func settled(g Gomega, ns string, want int) {
 	out, err := tryKubectl("-n", ns, "get", "pods",
 		"-o", `jsonpath={range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.status.conditions[?(@.type=="Ready")].status}{" "}{.metadata.deletionTimestamp}{"\n"}{end}`)
@@ -146,7 +146,7 @@ func settled(g Gomega, ns string, want int) {
 	g.Expect(lines).To(HaveLen(want), out)
 	for _, l := range lines {
 		g.Expect(strings.Fields(l)).To(HaveLen(3), "running, Ready, not terminating: %s", out)
-		g.Expect(l).To(HaveSuffix(" Running True"), out)
+		g.Expect(strings.TrimSpace(l)).To(HaveSuffix(" Running True"), out)
 	}
 }
 

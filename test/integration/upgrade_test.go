@@ -43,6 +43,7 @@ type deploymentStandin struct {
 func startDeploymentStandin(namespaces ...string) *deploymentStandin {
 	s := &deploymentStandin{namespaces: namespaces, done: make(chan struct{})}
 	go func() {
+		seen := map[string]time.Time{}
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -55,6 +56,7 @@ func startDeploymentStandin(namespaces ...string) *deploymentStandin {
 				continue
 			}
 			for _, ns := range s.namespaces {
+				stopTerminatedPods(context.Background(), ns, seen, time.Second)
 				var list appsv1.DeploymentList
 				if err := k8sClient.List(context.Background(), &list, client.InNamespace(ns)); err != nil {
 					continue
@@ -73,6 +75,9 @@ func startDeploymentStandin(namespaces ...string) *deploymentStandin {
 	}()
 	return s
 }
+
+// terminatingFinalizer keeps a deleted pod terminating until the stand-in's next tick.
+const terminatingFinalizer = "test.knit.dev/terminating"
 
 func (s *deploymentStandin) hold()    { s.held.Store(true) }
 func (s *deploymentStandin) release() { s.held.Store(false) }
@@ -99,6 +104,7 @@ func rollDeployment(ctx context.Context, d *appsv1.Deployment) error {
 				Labels: d.Spec.Template.Labels, Annotations: d.Spec.Template.Annotations},
 			Spec: *d.Spec.Template.Spec.DeepCopy(),
 		}
+		pod.Finalizers = []string{terminatingFinalizer}
 		if err := controllerutil.SetControllerReference(rs, pod, scheme); err != nil {
 			return err
 		}
@@ -111,13 +117,46 @@ func rollDeployment(ctx context.Context, d *appsv1.Deployment) error {
 		return err
 	}
 	for i := range pods.Items {
-		if o := metav1.GetControllerOf(&pods.Items[i]); o != nil && o.Name != rs.Name {
-			if err := k8sClient.Delete(ctx, &pods.Items[i]); client.IgnoreNotFound(err) != nil {
+		p := &pods.Items[i]
+		if o := metav1.GetControllerOf(p); o != nil && o.Name != rs.Name {
+			if p.DeletionTimestamp != nil {
+				continue // terminating already
+			}
+			if err := k8sClient.Delete(ctx, p); client.IgnoreNotFound(err) != nil {
 				return err
 			}
 		}
 	}
 	return updateDeploymentStatus(ctx, client.ObjectKeyFromObject(d))
+}
+
+// stopTerminatedPods lets the pods that have been terminating for longer than after go, as a
+// kubelet does once their containers have stopped: a replaced pod outlives its Deployment's
+// finished rollout a little. seen remembers when each was first seen terminating.
+func stopTerminatedPods(ctx context.Context, ns string, seen map[string]time.Time, after time.Duration) {
+	var pods corev1.PodList
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.DeletionTimestamp == nil || len(p.Finalizers) == 0 {
+			continue
+		}
+		first, ok := seen[string(p.UID)]
+		if !ok {
+			first = time.Now()
+			if seen != nil {
+				seen[string(p.UID)] = first
+			}
+		}
+		if time.Since(first) < after {
+			continue
+		}
+		patch := client.MergeFrom(p.DeepCopy())
+		p.Finalizers = nil
+		_ = k8sClient.Patch(ctx, p, patch)
+	}
 }
 
 // meshedDeployment is a Deployment of one replica of the suite's app pod.
@@ -202,6 +241,7 @@ var _ = Describe("A RevisionBased upgrade", Ordered, func() {
 				for _, obj := range []client.Object{&appsv1.Deployment{}, &appsv1.ReplicaSet{}, &corev1.Pod{}, &policyv1.PodDisruptionBudget{}} {
 					Expect(k8sClient.DeleteAllOf(ctx, obj, client.InNamespace(ns))).To(Succeed())
 				}
+				stopTerminatedPods(ctx, ns, nil, 0)
 				ensureNamespace(ctx, ns, map[string]string{"test.knit.dev/upgrade": "", meshv1.LabelRevision: ""})
 			}
 		})
@@ -366,6 +406,13 @@ var _ = Describe("A RevisionBased upgrade", Ordered, func() {
 			expectCondition(g, m, meshv1.ConditionDataPlaneSkew, metav1.ConditionFalse, meshv1.ReasonAsExpected)
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 		collectRevisionGarbage(ctx, revision)
+
+		By("having restarted each workload once per move: a replaced pod still terminating is not a reason to restart again")
+		for app, moves := range map[string]int64{"d1": 3, "d2": 3, "d3": 1, "d4": 1, "guarded": 1} {
+			var d appsv1.Deployment
+			Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: shop, Name: app}, &d)).To(Succeed())
+			Expect(d.Generation).To(Equal(1+moves), "%s: created, then restarted once per move", app)
+		}
 	})
 })
 
