@@ -395,9 +395,13 @@ func (r *MeshReconciler) setUpgradeStatus(st *meshState, revisions []meshv1.Mesh
 	default:
 		set(meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate, "one MeshRevision runs the mesh and every proxy it injected")
 	}
-	if len(revisions) == 1 && active != nil && active.Status.Version != "" &&
-		meta.IsStatusConditionTrue(active.Status.Conditions, meshv1.ConditionAvailable) {
-		s.Version = active.Status.Version
+	if len(revisions) == 1 && active != nil && meta.IsStatusConditionTrue(active.Status.Conditions, meshv1.ConditionAvailable) {
+		switch {
+		case s.Version == "":
+			s.Version = active.Spec.Version // the first install runs once it serves
+		case active.Status.Version != "":
+			s.Version = active.Status.Version // an InPlace upgrade moves it once rolled out
+		}
 	}
 	r.setDataPlane(st, active)
 }

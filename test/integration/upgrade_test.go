@@ -3,6 +3,7 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -205,6 +206,28 @@ func collectRevisionGarbage(ctx context.Context, revision string) {
 	}
 }
 
+// clearOtherMeshedPods removes what earlier specs left that would count in this Mesh's data
+// plane and keep its revisions in use: injected pods outside the given namespaces, and
+// knit.dev/rev labels on other namespaces. (A cluster would have ended those pods long ago.)
+func clearOtherMeshedPods(ctx context.Context, keep ...string) {
+	GinkgoHelper()
+	var pods corev1.PodList
+	Expect(k8sClient.List(ctx, &pods)).To(Succeed())
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if p.Annotations[injection.AnnotationInjectedRevision] != "" && !slices.Contains(keep, p.Namespace) {
+			Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, p))).To(Succeed())
+		}
+	}
+	var nss corev1.NamespaceList
+	Expect(k8sClient.List(ctx, &nss, client.HasLabels{meshv1.LabelRevision})).To(Succeed())
+	for _, ns := range nss.Items {
+		if !slices.Contains(keep, ns.Name) {
+			ensureNamespace(ctx, ns.Name, map[string]string{meshv1.LabelRevision: ""})
+		}
+	}
+}
+
 func gone(ctx context.Context, obj client.Object) func() bool {
 	return func() bool { return apierrors.IsNotFound(k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), obj)) }
 }
@@ -227,6 +250,7 @@ var _ = Describe("A RevisionBased upgrade", Ordered, func() {
 
 	BeforeAll(func() {
 		deleteMesh(ctx)
+		clearOtherMeshedPods(ctx, shop, pinnedNS)
 		m := sampleMesh()
 		m.Spec.Injection.NamespaceSelector = &metav1.LabelSelector{MatchLabels: selected}
 		m.Spec.Upgrade.BatchSize = 2
@@ -424,6 +448,7 @@ var _ = Describe("An InPlace upgrade", Ordered, func() {
 
 	BeforeAll(func() {
 		deleteMesh(ctx)
+		clearOtherMeshedPods(ctx, ns)
 		m := sampleMesh()
 		m.Spec.Injection.NamespaceSelector = &metav1.LabelSelector{MatchLabels: selected}
 		m.Spec.Upgrade.Strategy = meshv1.UpgradeInPlace
