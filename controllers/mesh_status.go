@@ -96,7 +96,7 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 			"MeshRevision %s ready", strings.Join(names, ", "))
 	}
 
-	r.setUpgradeStatus(st, revisions) // upgrade_controller.go
+	r.setUpgradeStatus(st, revisions) // upgrade_status.go
 
 	reportUnimplemented(mesh)
 	if len(st.unknownRevisionNamespaces) > 0 {
