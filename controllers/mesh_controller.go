@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"sync"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
@@ -74,9 +75,15 @@ type MeshReconciler struct {
 	SecretsReaderRole string
 	// ExpiryWarning: see DefaultExpiryWarning.
 	ExpiryWarning time.Duration
+	// RevisionGracePeriod: see DefaultRevisionGracePeriod.
+	RevisionGracePeriod time.Duration
+	// UpgradePollInterval: see DefaultUpgradePollInterval.
+	UpgradePollInterval time.Duration
 
 	certManager *certManagerDetector
 	nameTaken   reportedOnce
+	// retired maps the MeshRevisions the upgrade removed to their UIDs (upgrade_controller.go).
+	retired sync.Map
 }
 
 // meshState is what one reconcile learns and decides, passed between its phases.
@@ -91,6 +98,8 @@ type meshState struct {
 	desiredRevision string
 	// unknownRevisionNamespaces are namespaces labelled for a revision that does not exist.
 	unknownRevisionNamespaces []string
+	// upgrade is what the upgrade phase found (upgrade_controller.go); nil when it did not run.
+	upgrade *upgradeState
 	// requeueAfter asks for a reconcile at a known future event (a certificate nearing expiry).
 	requeueAfter time.Duration
 	errs         []error
@@ -157,7 +166,8 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 		r.distributeTrustBundles(ctx, st)
 	}
 	revisions := r.reconcileRevisions(ctx, st)
-	r.reportPodSecurity(ctx, st) // mesh_podsecurity.go
+	revisions = r.reconcileUpgrade(ctx, st, revisions) // upgrade_controller.go
+	r.reportPodSecurity(ctx, st)                       // mesh_podsecurity.go
 	r.computeStatus(st, revisions)
 
 	if !equality.Semantic.DeepEqual(before.Status, mesh.Status) {
@@ -310,7 +320,7 @@ func eventAction(c metav1.Condition) string {
 // Degraded, either way for Upgrading (an upgrade is not a fault).
 func conditionHealthy(c metav1.Condition) bool {
 	switch c.Type {
-	case meshv1.ConditionDegraded:
+	case meshv1.ConditionDegraded, meshv1.ConditionDataPlaneSkew:
 		return c.Status == metav1.ConditionFalse
 	case meshv1.ConditionUpgrading:
 		return true

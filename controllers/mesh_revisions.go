@@ -36,13 +36,22 @@ import (
 func (r *MeshReconciler) reconcileRevisions(ctx context.Context, st *meshState) []meshv1.MeshRevision {
 	mesh := st.mesh
 	if st.release != nil {
-		rev := &meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: RevisionName(mesh.Name, st.release.Version)}}
+		name := RevisionName(mesh.Name, st.release.Version)
+		// InPlace: the active revision takes the new version and keeps its name; its
+		// control-plane Deployment rolls to the new release.
+		inPlace := mesh.Spec.Upgrade.Strategy == meshv1.UpgradeInPlace && mesh.Status.ActiveRevision != ""
+		if inPlace {
+			name = mesh.Status.ActiveRevision
+		}
+		rev := &meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		issuer := issuerFor(mesh)
 		err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, rev, func() {
 			syncLabels(rev, map[string]string{meshv1.LabelPartOf: meshv1.PartOfValue})
-			if rev.Spec.Version == "" { // version and namespace are immutable
-				rev.Spec.Version = st.release.Version
+			if rev.Spec.Version == "" { // the namespace is immutable
 				rev.Spec.Namespace = mesh.Spec.ControlPlane.Namespace
+			}
+			if rev.Spec.Version == "" || inPlace {
+				rev.Spec.Version = st.release.Version
 			}
 			syncTo(&rev.Spec.ControlPlane, mesh.Spec.ControlPlane)
 			syncTo(&rev.Spec.TrustDomain, mesh.Spec.Trust.TrustDomain)

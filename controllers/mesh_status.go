@@ -96,22 +96,7 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 			"MeshRevision %s ready", strings.Join(names, ", "))
 	}
 
-	desired := findRevision(revisions, st.desiredRevision)
-	switch {
-	case desired != nil && st.desiredRevision != s.ActiveRevision:
-		_, why := revisionServes(desired)
-		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRevisionNotServing,
-			"MeshRevision %s (%s) cannot serve yet: %s; MeshRevision %s keeps injecting until it can",
-			desired.Name, desired.Spec.Version, why, s.ActiveRevision)
-	case len(revisions) > 1:
-		set(meshv1.ConditionUpgrading, metav1.ConditionTrue, meshv1.ReasonRevisionsInFlight,
-			"MeshRevisions %s run side by side; workloads move to %s", strings.Join(names, ", "), s.ActiveRevision)
-	default:
-		set(meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate, "one MeshRevision runs the mesh")
-	}
-	if len(revisions) == 1 && active != nil && meta.IsStatusConditionTrue(active.Status.Conditions, meshv1.ConditionAvailable) {
-		s.Version = active.Spec.Version
-	}
+	r.setUpgradeStatus(st, revisions) // upgrade_status.go
 
 	reportUnimplemented(mesh)
 	if len(st.unknownRevisionNamespaces) > 0 {

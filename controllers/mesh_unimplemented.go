@@ -36,10 +36,6 @@ func notYetImplemented(spec *meshv1.MeshSpec) []string {
 			out = append(out, fmt.Sprintf(format, args...))
 		}
 	}
-	u := spec.Upgrade
-	add(u.Strategy != "" && u.Strategy != meshv1.UpgradeRevisionBased, "upgrade.strategy=%s", u.Strategy)
-	add(u.BatchSize != 0 && u.BatchSize != 5, "upgrade.batchSize=%d", u.BatchSize)
-	add(u.Paused, "upgrade.paused=true")
 	add(spec.MTLS.Mode == meshv1.MTLSStrict, "mtls.mode=STRICT (sidecars do not send mutual TLS yet, so STRICT pods refuse meshed traffic too)")
 	add(len(spec.Gateways) > 0, "gateways (%d set; no gateway is deployed)", len(spec.Gateways))
 	o := spec.Observability

@@ -120,7 +120,7 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		conditions.Set(conds, gen, meshv1.ConditionReconciled, metav1.ConditionTrue, meshv1.ReasonReconciled,
 			"control plane of MeshRevision %s applied", rev.Name)
 	}
-	if err := r.observeAvailability(ctx, &rev); err != nil {
+	if err := r.observeAvailability(ctx, &rev, applyErr == nil); err != nil {
 		return ctrl.Result{}, err
 	}
 	sum := conditions.Summarize(*conds, meshv1.ReasonAllReady, meshv1.ReasonNotReady,
@@ -279,7 +279,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 
 // observeAvailability sets Available and CertificatesReady from the Deployment and the serving
 // Certificate, naming the object at fault.
-func (r *MeshRevisionReconciler) observeAvailability(ctx context.Context, rev *meshv1.MeshRevision) error {
+func (r *MeshRevisionReconciler) observeAvailability(ctx context.Context, rev *meshv1.MeshRevision, applied bool) error {
 	gen, conds := rev.Generation, &rev.Status.Conditions
 	key := client.ObjectKey{Namespace: rev.Spec.Namespace, Name: controlPlaneName(rev)}
 
@@ -288,6 +288,12 @@ func (r *MeshRevisionReconciler) observeAvailability(ctx context.Context, rev *m
 		return fmt.Errorf("reading Deployment %s: %w", key, err)
 	}
 	rev.Status.ReadyReplicas = dep.Status.ReadyReplicas
+	// The release the control plane runs: the spec's once every pod runs the template with its
+	// image (an InPlace upgrade changes the version of a running revision).
+	if release, err := r.Versions.Lookup(rev.Spec.Version); err == nil && applied && rolledOut(&dep) &&
+		runsImage(&dep, release.ControlPlaneImage) {
+		rev.Status.Version = rev.Spec.Version
+	}
 	if ok, msg := deploymentAvailability(&dep, key); ok {
 		conditions.Set(conds, gen, meshv1.ConditionAvailable, metav1.ConditionTrue, meshv1.ReasonAsExpected, "%s", msg)
 	} else {
@@ -368,6 +374,16 @@ func rolledOut(dep *appsv1.Deployment) bool {
 	s := dep.Status
 	return !dep.CreationTimestamp.IsZero() && s.ObservedGeneration >= dep.Generation &&
 		s.UpdatedReplicas == want && s.Replicas == want && s.AvailableReplicas == want
+}
+
+// runsImage says whether the Deployment's pod template runs the image.
+func runsImage(dep *appsv1.Deployment, image string) bool {
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		if c.Image == image {
+			return true
+		}
+	}
+	return false
 }
 
 // certificateReady reads cert-manager's Ready condition of a Certificate.

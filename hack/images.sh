@@ -50,7 +50,8 @@ cached_build() {
   echo "$hash" >"$bin.sha256"
 }
 
-# binary NAME: prints "path entrypoint user" of the binary for image NAME, building it if needed.
+# binary NAME [VERSION]: prints "path entrypoint user" of the binary for image NAME, building it
+# if needed; VERSION is the mesh release of proxy and controlplane.
 binary() {
   local ld="-s -w"
   case $1 in
@@ -63,12 +64,13 @@ binary() {
     controller)
       go build -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
       echo "$OUT/bin/manager /manager 65532:65532" ;;
-    proxy)
-      go build -ldflags "$ld" -o "$OUT/bin/knit-proxy" ./cmd/knit-proxy || die "knit-proxy build failed"
-      echo "$OUT/bin/knit-proxy /knit-proxy 65532:65532" ;;
-    controlplane)
-      go build -ldflags "$ld" -o "$OUT/bin/knit-controlplane" ./cmd/knit-controlplane || die "knit-controlplane build failed"
-      echo "$OUT/bin/knit-controlplane /knit-controlplane 65532:65532" ;;
+    proxy | controlplane)
+      # One build per mesh release: the same tree, told its release at link time, so the two
+      # releases are distinguishable (knit-proxy reports it on /version and in knit_build_info).
+      local v=${2:?mesh version} cmd=knit-$1
+      go build -ldflags "$ld -X github.com/knit-mesh/knit/internal/buildinfo.Version=$v" -o "$OUT/bin/$v/$cmd" "./cmd/$cmd" ||
+        die "$cmd $v build failed"
+      echo "$OUT/bin/$v/$cmd /$cmd 65532:65532" ;;
     coredns)
       local v; v=$(cd "$HACK_DIR/coredns" && go list -m -f '{{.Version}}' github.com/coredns/coredns)
       [[ ":$COREDNS_IMAGE" == *":$v" ]] || die "hack/coredns builds CoreDNS $v but $COMPONENT tags $COREDNS_IMAGE"
@@ -114,11 +116,12 @@ check_tags() {
 
 containerd_up() { pid_of containerd >/dev/null && ctr_ version >/dev/null 2>&1; }
 
-# one NAME IMPORT [REF BINARY]: pack the image tarball (skipped when binary and reference are
-# unchanged), and import it into containerd (skipped when containerd already holds exactly this
-# tarball). REF defaults to NAME's entry in config/images, BINARY to NAME.
+# one NAME IMPORT [REF BINARY VERSION]: pack the image tarball (skipped when binary and reference
+# are unchanged), and import it into containerd (skipped when containerd already holds exactly
+# this tarball). REF defaults to NAME's entry in config/images, BINARY to NAME; VERSION is the
+# mesh release a mesh image is built as.
 one() {
-  local name=$1 import=$2 ref=${3:-} bin=${4:-$1} path entry user tar sum
+  local name=$1 import=$2 ref=${3:-} bin=${4:-$1} version=${5:-} path entry user tar sum
   if [[ $name == mesh ]]; then
     local kind r
     while read -r kind r; do
@@ -126,13 +129,13 @@ one() {
         log "warning: no cmd/knit-controlplane yet: $r is not built (the operator's control-plane pods cannot start)"
         continue
       fi
-      one "mesh-$kind-${r##*:}" "$import" "$r" "$kind"
+      one "mesh-$kind-${r##*:}" "$import" "$r" "$kind" "${r##*:}"
     done < <("$TOOL" mesh -versions "$VERSIONS" | sort)
     return
   fi
   if [[ -z $ref && $name == conformance-echo ]]; then ref=$(conformance_echo_ref); fi
   [[ -n $ref ]] || ref=$(image_ref "$name"); [[ -n $ref ]] || die "no $name in $COMPONENT"
-  read -r path entry user < <(binary "$bin")
+  read -r path entry user < <(binary "$bin" "$version")
   [[ -x $path ]] || die "no binary for $name"
   # Extra files: the echo image also carries the client the suite execs (on PATH) and the
   # server's certificate where the suite's manifests point --crt/--key.

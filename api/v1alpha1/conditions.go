@@ -52,6 +52,10 @@ const (
 	// ConditionPodSecurityCompatible is False when a meshed namespace enforces a Pod Security
 	// level (baseline, restricted) that refuses injected pods; the message names the namespaces.
 	ConditionPodSecurityCompatible = "PodSecurityCompatible"
+	// ConditionDataPlaneSkew is True when proxies run an older release than the control plane:
+	// reason ProxiesBehind within one minor release, ProxiesUnsupported beyond. The message says
+	// how many. It does not affect Ready.
+	ConditionDataPlaneSkew = "DataPlaneSkew"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -70,6 +74,7 @@ var MeshConditionTypes = []string{
 	ConditionNamespacesInjected,
 	ConditionHighlyAvailable,
 	ConditionPodSecurityCompatible,
+	ConditionDataPlaneSkew,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -131,6 +136,24 @@ const (
 	// ReasonRevisionNotFound: a namespace is labelled knit.dev/rev for a MeshRevision that does
 	// not exist.
 	ReasonRevisionNotFound = "RevisionNotFound"
+	// ReasonMovingWorkloads: meshed workloads are being restarted onto the active revision.
+	ReasonMovingWorkloads = "MovingWorkloads"
+	// ReasonUpgradePaused: spec.upgrade.paused holds the next batch.
+	ReasonUpgradePaused = "UpgradePaused"
+	// ReasonRetiringRevision: no pod uses a previous revision any more; it is removed after a
+	// grace period.
+	ReasonRetiringRevision = "RetiringRevision"
+	// ReasonRevisionInUse: a previous revision still runs pods the upgrade does not move
+	// (pinned workloads, bare pods, Jobs).
+	ReasonRevisionInUse = "RevisionInUse"
+	// ReasonRollingOutControlPlane: an InPlace upgrade rolls the control-plane Deployment.
+	ReasonRollingOutControlPlane = "RollingOutControlPlane"
+	// ReasonProxiesBehind: some proxies run a release older than the control plane, within one
+	// minor release.
+	ReasonProxiesBehind = "ProxiesBehind"
+	// ReasonProxiesUnsupported: some proxies run a release more than one minor behind the
+	// control plane.
+	ReasonProxiesUnsupported = "ProxiesUnsupported"
 	// ReasonSingleReplicaFailClosed: one control-plane replica with failurePolicy Fail.
 	ReasonSingleReplicaFailClosed = "SingleReplicaFailClosed"
 	// ReasonPodSecurityRefusesInjection: a meshed namespace enforces a Pod Security level that

@@ -36,9 +36,10 @@ type MeshSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^v[0-9]+\\\\.[0-9]+\\\\.[0-9]+(-[0-9A-Za-z.-]+)?$')",message="version must be a release such as v0.1.0 (v<major>.<minor>.<patch>, optionally -<prerelease>)"
 	Version string `json:"version"`
 
-	// upgrade controls how a change of version is rolled out. Not yet implemented: a new
-	// version runs as a new MeshRevision beside the old one and new pods are injected by it, but
-	// no workload is restarted onto it; non-default values show in the SpecSupported condition.
+	// upgrade controls how a change of version is rolled out. RevisionBased (default): the new
+	// version runs as a new MeshRevision beside the old one; once it serves, meshed workloads are
+	// restarted onto it batchSize at a time, and the old revision is removed when no pod uses it.
+	// InPlace: the one revision's control plane is replaced; proxies move when their pods restart.
 	// +optional
 	// +kubebuilder:default={}
 	Upgrade UpgradeSpec `json:"upgrade,omitzero"`
@@ -93,22 +94,26 @@ const (
 // UpgradeSpec controls how a change of spec.version is rolled out.
 type UpgradeSpec struct {
 	// strategy is RevisionBased (default: the new version runs beside the old one until every
-	// workload has moved) or InPlace (the control plane is replaced). InPlace is not yet
-	// implemented.
+	// workload has moved) or InPlace (the active revision's control-plane Deployment is replaced
+	// by a rolling update and keeps its name; running proxies stay on their version until their
+	// pods restart, and the DataPlaneSkew condition says how many are behind).
 	// +optional
 	// +kubebuilder:default=RevisionBased
 	Strategy UpgradeStrategy `json:"strategy,omitempty"`
 
-	// batchSize is how many workloads (Deployments, StatefulSets, DaemonSets) are restarted onto
-	// the new revision at a time. Not yet implemented.
+	// batchSize is how many meshed workloads (Deployments, StatefulSets, DaemonSets) are
+	// restarted onto the new revision at a time (RevisionBased), as `kubectl rollout restart`
+	// does; the next batch starts when every workload of the current one is available again.
+	// A workload whose PodDisruptionBudget allows no disruption, or whose own rollout has not
+	// finished, is skipped and named in status.upgrade; one pinned with knit.dev/rev is not moved.
 	// +optional
 	// +kubebuilder:default=5
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=100
 	BatchSize int32 `json:"batchSize,omitempty"`
 
-	// paused stops moving workloads to the new revision; both revisions keep running. Not yet
-	// implemented.
+	// paused stops moving workloads after the current batch; both revisions keep serving.
+	// Setting it back to false resumes.
 	// +optional
 	Paused bool `json:"paused,omitempty"`
 }
@@ -411,9 +416,11 @@ type MeshStatus struct {
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
 
-	// version is the mesh release the whole data plane runs; empty until the first revision is
-	// available.
+	// version is the mesh release the mesh runs: set when the first revision is available, and
+	// moved by an upgrade only once the old revision is removed (RevisionBased) or the control
+	// plane is rolled out (InPlace).
 	// +optional
+	// +kubebuilder:validation:MaxLength=64
 	Version string `json:"version,omitempty"`
 
 	// desiredVersion is spec.version as last seen by the operator.
@@ -432,6 +439,15 @@ type MeshStatus struct {
 	// +optional
 	Trust *TrustStatus `json:"trust,omitempty"`
 
+	// dataPlane counts the meshed pods' proxies by the mesh version they run.
+	// +optional
+	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
+
+	// upgrade is the progress of moving workloads to the active revision (RevisionBased); empty
+	// when no workload has to move.
+	// +optional
+	Upgrade *UpgradeStatus `json:"upgrade,omitempty"`
+
 	// excludedNamespaces are never meshed, whatever their labels or
 	// spec.injection.namespaceSelector say: kube-system, kube-public, kube-node-lease, the
 	// control plane's, the operator's, and cert-manager's (the namespace of its controller
@@ -441,6 +457,67 @@ type MeshStatus struct {
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
 	ExcludedNamespaces []string `json:"excludedNamespaces,omitempty"`
+}
+
+// DataPlaneStatus counts proxies by version.
+type DataPlaneStatus struct {
+	// proxies is the number of meshed pods (pods with an injected knit-proxy).
+	Proxies int32 `json:"proxies"`
+
+	// versions are the proxies per mesh version, read from each pod's knit.dev/proxy-version
+	// annotation (written by the injection webhook of the revision that injected it).
+	// +optional
+	// +listType=map
+	// +listMapKey=version
+	// +kubebuilder:validation:MaxItems=32
+	Versions []ProxyVersionCount `json:"versions,omitempty"`
+
+	// pinnedWorkloads is the number of meshed workloads pinned to a revision (knit.dev/rev on
+	// their namespace or on the workload), which an upgrade does not move.
+	// +optional
+	PinnedWorkloads int32 `json:"pinnedWorkloads,omitempty"`
+}
+
+// ProxyVersionCount is how many proxies run one mesh version.
+type ProxyVersionCount struct {
+	// version of the proxies.
+	// +kubebuilder:validation:MaxLength=64
+	Version string `json:"version"`
+	// proxies running it.
+	Proxies int32 `json:"proxies"`
+}
+
+// UpgradeStatus is the progress of a RevisionBased upgrade (or rollback).
+type UpgradeStatus struct {
+	// targetRevision is the MeshRevision workloads move to.
+	TargetRevision string `json:"targetRevision"`
+
+	// batch is the number of batches started towards targetRevision.
+	// +optional
+	Batch int32 `json:"batch,omitempty"`
+
+	// workloads is the number of meshed workloads that move (pinned ones excluded); moved is how
+	// many of them run targetRevision's proxy in every pod.
+	Workloads int32 `json:"workloads"`
+	Moved     int32 `json:"moved"`
+
+	// inProgress are the workloads of the current batch that are not available again yet
+	// ("deploy/web in ns shop").
+	// +optional
+	// +kubebuilder:validation:MaxItems=100
+	InProgress []string `json:"inProgress,omitempty"`
+
+	// blockedByPDB are workloads not restarted because a PodDisruptionBudget of theirs allows no
+	// disruption now; they are tried again once it does.
+	// +optional
+	// +kubebuilder:validation:MaxItems=100
+	BlockedByPDB []string `json:"blockedByPDB,omitempty"`
+
+	// stuck are workloads not restarted because their own rollout has not finished (a
+	// Deployment past its progress deadline, or one still rolling out a change of its own).
+	// +optional
+	// +kubebuilder:validation:MaxItems=100
+	Stuck []string `json:"stuck,omitempty"`
 }
 
 // TrustStatus describes the trust root.
@@ -460,6 +537,7 @@ type TrustStatus struct {
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster
 // +kubebuilder:validation:XValidation:rule="self.metadata.name == 'default'",message="Mesh is a cluster singleton: its name must be 'default'"
+// +kubebuilder:validation:XValidation:rule="!has(oldSelf.status) || !has(oldSelf.status.version) || self.spec.version == oldSelf.spec.version || self.spec.version == oldSelf.status.version || (self.spec.version.split('.')[0] == oldSelf.status.version.split('.')[0] && int(self.spec.version.split('.')[1]) - int(oldSelf.status.version.split('.')[1]) <= 1 && int(oldSelf.status.version.split('.')[1]) - int(self.spec.version.split('.')[1]) <= 1)",messageExpression="'spec.version ' + self.spec.version + ' is more than one minor release away from the running ' + oldSelf.status.version + ' (status.version): upgrade one minor release at a time, waiting until status.version shows each, or roll back only to the previous release'"
 // +kubebuilder:printcolumn:name="Version",type=string,JSONPath=`.status.version`
 // +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.version`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

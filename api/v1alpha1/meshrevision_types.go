@@ -25,12 +25,12 @@ import (
 // A MeshRevision is created and owned by the Mesh, as a ReplicaSet is by a Deployment; people
 // read it, the operator writes it.
 type MeshRevisionSpec struct {
-	// version is the mesh release this revision runs. It cannot be changed: a new version is a
-	// new revision.
+	// version is the mesh release this revision runs. A RevisionBased upgrade makes a new
+	// revision for a new version; an InPlace upgrade changes it here, and the revision's
+	// control-plane Deployment rolls to the new release under the same name.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=64
-	// +kubebuilder:validation:XValidation:rule="self == oldSelf",message="version is immutable: a new mesh version is a new MeshRevision"
 	Version string `json:"version"`
 
 	// namespace the revision's control plane runs in.
@@ -69,6 +69,11 @@ type MeshRevisionStatus struct {
 	// +patchStrategy=merge
 	// +patchMergeKey=type
 	Conditions []metav1.Condition `json:"conditions,omitempty" patchStrategy:"merge" patchMergeKey:"type"`
+
+	// version is the release every control-plane pod runs: spec.version once the Deployment
+	// has rolled out with it.
+	// +optional
+	Version string `json:"version,omitempty"`
 
 	// readyReplicas is the number of ready control-plane pods.
 	// +optional

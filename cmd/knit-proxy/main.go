@@ -20,6 +20,7 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/knit-mesh/knit/internal/buildinfo"
 	"github.com/knit-mesh/knit/proxy/admin"
 	"github.com/knit-mesh/knit/proxy/appprobe"
 	"github.com/knit-mesh/knit/proxy/config"
@@ -78,7 +79,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	for _, n := range notes {
 		log.Info(n)
 	}
-	log.Info("sidecar mode", "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
+	log.Info("sidecar mode", "version", buildinfo.Version, "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
 		"revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"), "appProbes", len(probes),
 		"note", "outbound mTLS is not implemented yet: traffic to meshed Services is routed in plaintext, other traffic forwarded to its original destination")
 	m := metrics.New()

@@ -22,6 +22,7 @@ import (
 	_ "embed"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -76,6 +77,9 @@ func Parse(raw []byte) (Table, error) {
 			if !seen[from] {
 				return Table{}, fmt.Errorf("%s: upgradeFrom names unknown version %s", r.Version, from)
 			}
+			if err := oneMinorStep(from, r.Version); err != nil {
+				return Table{}, fmt.Errorf("%s: upgradeFrom %s: %w", r.Version, from, err)
+			}
 		}
 	}
 	return t, nil
@@ -121,7 +125,8 @@ func (t Table) Lookup(version string) (Release, error) {
 }
 
 // CheckUpgrade returns an error unless moving from one version to another is legal: staying put
-// always is, otherwise the target must list the source in upgradeFrom.
+// always is; an upgrade when the target lists the source in upgradeFrom; a downgrade only to a
+// release the source lists in upgradeFrom (the previous release: a rollback).
 func (t Table) CheckUpgrade(from, to string) error {
 	if from == "" || from == to {
 		return nil
@@ -133,9 +138,99 @@ func (t Table) CheckUpgrade(from, to string) error {
 	if slices.Contains(target.UpgradeFrom, from) {
 		return nil
 	}
-	if len(target.UpgradeFrom) == 0 {
+	for _, r := range t.Versions {
+		if r.Version == from && slices.Contains(r.UpgradeFrom, to) {
+			return nil // rollback to the release the running one was upgraded from
+		}
+	}
+	next := t.upgradesFrom(from)
+	var back []string
+	for _, r := range t.Versions {
+		if r.Version == from {
+			back = r.UpgradeFrom
+		}
+	}
+	switch {
+	case MinorsBehind(to, from) > 0:
+		return fmt.Errorf("mesh version %s is older than the running %s: a downgrade may only go back to the release "+
+			"the running one was upgraded from (%s), as a rollback", to, from, strings.Join(back, ", "))
+	case len(next) > 0:
+		return fmt.Errorf("mesh version %s cannot be reached from the running %s in one step: upgrade to %s first "+
+			"(one minor release at a time; a downgrade only back to the release the running one came from)",
+			to, from, strings.Join(next, " or "))
+	case len(target.UpgradeFrom) == 0:
 		return fmt.Errorf("mesh version %s cannot be upgraded to from %s: it is installed fresh only", to, from)
 	}
 	return fmt.Errorf("mesh version %s can be upgraded to only from %s, not from %s",
 		to, strings.Join(target.UpgradeFrom, ", "), from)
+}
+
+// upgradesFrom lists the supported releases that name version in upgradeFrom.
+func (t Table) upgradesFrom(version string) []string {
+	var out []string
+	for _, r := range t.Versions {
+		if !r.EndOfLife && slices.Contains(r.UpgradeFrom, version) {
+			out = append(out, r.Version)
+		}
+	}
+	return out
+}
+
+// Semver is the major, minor and patch of a release such as v0.2.0 (a -prerelease is ignored).
+type Semver struct{ Major, Minor, Patch int }
+
+// ParseSemver reads v<major>.<minor>.<patch>[-prerelease].
+func ParseSemver(v string) (Semver, error) {
+	rest, ok := strings.CutPrefix(v, "v")
+	rest, _, _ = strings.Cut(rest, "-")
+	parts := strings.Split(rest, ".")
+	if !ok || len(parts) != 3 {
+		return Semver{}, fmt.Errorf("%q is not a release such as v0.1.0", v)
+	}
+	var n [3]int
+	for i, p := range parts {
+		x, err := strconv.Atoi(p)
+		if err != nil || x < 0 {
+			return Semver{}, fmt.Errorf("%q is not a release such as v0.1.0", v)
+		}
+		n[i] = x
+	}
+	return Semver{n[0], n[1], n[2]}, nil
+}
+
+// MinorsBehind says how many minor releases a is behind b (0 when a is not older, or the majors
+// differ by a major release: then a large number).
+func MinorsBehind(a, b string) int {
+	va, errA := ParseSemver(a)
+	vb, errB := ParseSemver(b)
+	switch {
+	case errA != nil || errB != nil:
+		return 0
+	case va.Major < vb.Major:
+		return 1 << 20
+	case va.Major == vb.Major && va.Minor < vb.Minor:
+		return vb.Minor - va.Minor
+	}
+	return 0
+}
+
+// oneMinorStep refuses an upgrade path that skips a minor release or goes backwards.
+func oneMinorStep(from, to string) error {
+	vf, err := ParseSemver(from)
+	if err != nil {
+		return err
+	}
+	vt, err := ParseSemver(to)
+	if err != nil {
+		return err
+	}
+	switch {
+	case vf.Major != vt.Major:
+		return fmt.Errorf("an upgrade path may not cross a major release")
+	case vt.Minor < vf.Minor || (vt.Minor == vf.Minor && vt.Patch <= vf.Patch):
+		return fmt.Errorf("an upgrade path goes to a later release")
+	case vt.Minor > vf.Minor+1:
+		return fmt.Errorf("an upgrade path may not skip a minor release")
+	}
+	return nil
 }

@@ -38,6 +38,7 @@ func TestLookupAndUpgrade(t *testing.T) {
 versions:
 - {version: v1.0.0, controlPlaneImage: cp:1, proxyImage: p:1}
 - {version: v1.1.0, controlPlaneImage: cp:2, proxyImage: p:2, upgradeFrom: [v1.0.0]}
+- {version: v1.2.0, controlPlaneImage: cp:3, proxyImage: p:3, upgradeFrom: [v1.1.0]}
 - {version: v0.9.0, controlPlaneImage: cp:0, proxyImage: p:0, endOfLife: true}
 `))
 	if err != nil {
@@ -50,8 +51,10 @@ versions:
 		{"fresh install", "", "v1.0.0", ""},
 		{"same version", "v1.1.0", "v1.1.0", ""},
 		{"listed path", "v1.0.0", "v1.1.0", ""},
-		{"downgrade", "v1.1.0", "v1.0.0", "installed fresh only"},
-		{"unknown target", "v1.0.0", "v2.0.0", "not a release this operator knows; supported versions: v1.0.0, v1.1.0"},
+		{"rollback to the previous release", "v1.1.0", "v1.0.0", ""},
+		{"downgrade past the previous release", "v1.2.0", "v1.0.0", "a downgrade may only go back to the release the running one was upgraded from (v1.1.0)"},
+		{"skipping a minor", "v1.0.0", "v1.2.0", "upgrade to v1.1.0 first"},
+		{"unknown target", "v1.0.0", "v2.0.0", "not a release this operator knows; supported versions: v1.0.0, v1.1.0, v1.2.0"},
 		{"end of life", "", "v0.9.0", "v0.9.0 is end of life"},
 	}
 	for _, tt := range tests {
@@ -80,9 +83,25 @@ func TestParseRejectsBadTables(t *testing.T) {
 		"duplicate":     `versions: [{version: v1.0.0, controlPlaneImage: c, proxyImage: p}, {version: v1.0.0, controlPlaneImage: c, proxyImage: p}]`,
 		"unknown from":  `versions: [{version: v1.0.0, controlPlaneImage: c, proxyImage: p, upgradeFrom: [v0.1.0]}]`,
 		"unknown field": `versions: [{version: v1.0.0, controlPlaneImage: c, proxyImage: p, image: x}]`,
+		"skips a minor": `versions: [{version: v1.0.0, controlPlaneImage: c, proxyImage: p}, {version: v1.2.0, controlPlaneImage: c, proxyImage: p, upgradeFrom: [v1.0.0]}]`,
+		"backwards":     `versions: [{version: v1.1.0, controlPlaneImage: c, proxyImage: p}, {version: v1.0.0, controlPlaneImage: c, proxyImage: p, upgradeFrom: [v1.1.0]}]`,
 	} {
 		if _, err := Parse([]byte(raw)); err == nil {
 			t.Errorf("%s: Parse accepted %s", name, raw)
+		}
+	}
+}
+
+func TestMinorsBehind(t *testing.T) {
+	for _, tt := range []struct {
+		a, b string
+		want int
+	}{
+		{"v0.1.0", "v0.2.0", 1}, {"v0.1.0", "v0.3.5", 2}, {"v0.2.0", "v0.1.0", 0}, {"v0.2.1", "v0.2.0", 0},
+		{"v0.9.0", "v1.0.0", 1 << 20}, {"dev", "v0.1.0", 0},
+	} {
+		if got := MinorsBehind(tt.a, tt.b); got != tt.want {
+			t.Errorf("MinorsBehind(%s, %s) = %d, want %d", tt.a, tt.b, got, tt.want)
 		}
 	}
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/knit-mesh/knit/internal/buildinfo"
 )
 
 // State is what the admin endpoints report on.
@@ -54,6 +56,11 @@ func Start(addr string, scope Scope, st State, reg *prometheus.Registry, extra .
 		w.Write([]byte("ready\n"))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	// The release this proxy was built as, so an upgrade can be checked against the proxy
+	// itself rather than against the pod's spec.
+	mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte(buildinfo.Version + "\n"))
+	})
 	if scope == Full {
 		mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "application/json")

@@ -9,6 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/knit-mesh/knit/internal/buildinfo"
 )
 
 // Metrics owns one registry; tests create their own, so nothing is global.
@@ -79,6 +81,13 @@ func New() *Metrics {
 	m.Registry.MustRegister(m.requests, m.latency, m.retries, m.budgetSpent, m.ejections, m.failures,
 		m.tcpOpened, m.tcpClosed, m.tcpBytes, m.Reloads,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The release the proxy was built as, as a constant series (the Prometheus build_info idiom).
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "knit_build_info", Help: "Always 1; the version label is the mesh release of this knit-proxy.",
+		ConstLabels: prometheus.Labels{"version": buildinfo.Version},
+	})
+	buildInfo.Set(1)
+	m.Registry.MustRegister(buildInfo)
 	return m
 }
 

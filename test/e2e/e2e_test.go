@@ -473,41 +473,8 @@ spec:
 		_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
 	})
 
-	It("upgrades the mesh without an injection gap: pods created afterwards get the new revision's proxy", Label("upgrade"), func() {
-		const ns = "knit-e2e-upgrade"
-		applyManifest(fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %s, labels: {knit.dev/inject: enabled}}
-`, ns))
-		DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
-		Expect(meshField("{.status.activeRevision}")).To(Equal("default-v0-1-0"))
-
-		kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"version":"v0.2.0"}}`)
-		start := time.Now()
-		sawWaiting := false
-		Eventually(func(g Gomega) {
-			if meshCondition("Upgrading", "reason") == "RevisionNotServing" && !sawWaiting {
-				sawWaiting = true
-				GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
-			}
-			g.Expect(meshField("{.status.activeRevision}")).To(Equal("default-v0-2-0"))
-		}).WithTimeout(3*time.Minute).WithPolling(time.Second).Should(Succeed(), "injection moves to default-v0-2-0 once it serves")
-		GinkgoWriter.Printf("active revision default-v0-2-0 %s after the version change\n", time.Since(start).Round(time.Second))
-		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
-		Eventually(func() string {
-			out, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-1-0", "-o", `jsonpath={.webhooks[*].name}`)
-			return strings.TrimSpace(out)
-		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Equal("rev.inject.knit.dev"),
-			"the old revision keeps only the webhook for namespaces that name it")
-		Expect(strings.Fields(kubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`))).
-			To(ContainElements("rev.inject.knit.dev", "namespace.inject.knit.dev"))
-
-		applyManifest(probeDeployment(ns, "after-upgrade", 1))
-		kubectl("-n", ns, "rollout", "status", "deployment/after-upgrade", "--timeout=120s")
-		pod := kubectl("-n", ns, "get", "pods", "-l", "app=after-upgrade", "-o", "jsonpath={.items[0].metadata.name}")
-		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.metadata.annotations.knit\.dev/injected-revision}`)).To(Equal("default-v0-2-0"))
-		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.spec.initContainers[?(@.name=="knit-proxy")].image}`)).To(HaveSuffix(":v0.2.0"))
-		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
+	It("upgrades v0.1.0 → v0.2.0 workload by workload with zero failed requests, rolls back, and upgrades InPlace", Label("upgrade"), func() {
+		upgradeWorkloadByWorkload() // upgrade_test.go
 	})
 
 	It("tells in describe mesh when cert-manager's controller is not running, and recovers", Label("certmanager"), func() {

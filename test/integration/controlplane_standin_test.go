@@ -109,6 +109,8 @@ func (c *controlPlanes) start(ctx context.Context, revision string) *controlPlan
 		Config: func() (injection.Config, error) {
 			cfg := testInjectionConfig
 			cfg.Revision = revision
+			// The release the revision runs, as its real control plane is told (--proxy-version).
+			cfg.ProxyVersion = "v" + strings.ReplaceAll(strings.TrimPrefix(revision, meshv1.MeshName+"-v"), "-", ".")
 			return cfg, nil
 		},
 		Namespaces: suiteNamespaces,

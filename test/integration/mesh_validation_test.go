@@ -148,6 +148,29 @@ var _ = Describe("An invalid Mesh", func() {
 				"gateways[].namespace is immutable"),
 		)
 
+		It("refuses a spec.version more than one minor release from the running one, saying to go one minor at a time", func() {
+			// status.version as the operator writes it once the mesh runs v0.1.0.
+			Eventually(func(g Gomega) {
+				m := getMesh(g)
+				patch := client.MergeFrom(m.DeepCopy())
+				m.Status.Version = "v0.1.0"
+				g.Expect(k8sClient.Status().Patch(ctx, m, patch)).To(Succeed())
+			}).WithTimeout(10 * time.Second).Should(Succeed())
+			try := func(version string) error {
+				var m meshv1.Mesh
+				Expect(k8sClient.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &m)).To(Succeed())
+				patch := client.MergeFrom(m.DeepCopy())
+				m.Spec.Version = version
+				return k8sClient.Patch(ctx, &m, patch, client.DryRunAll)
+			}
+			expectRefused(try("v0.3.0"), "spec.version v0.3.0 is more than one minor release away from the running v0.1.0 "+
+				"(status.version): upgrade one minor release at a time")
+			expectRefused(try("v1.1.0"), "spec.version v1.1.0 is more than one minor release away")
+			Expect(try("v0.2.0")).To(Succeed(), "the next minor release")
+			Expect(try("v0.1.1")).To(Succeed(), "a patch release")
+			Expect(try("v0.0.9")).To(Succeed(), "the previous minor release, as a rollback (the release table decides the rest)")
+		})
+
 		It("accepts a change of a mutable field", func() {
 			var m meshv1.Mesh
 			Expect(k8sClient.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &m)).To(Succeed())

@@ -102,6 +102,9 @@ var _ = BeforeSuite(func() {
 		Recorder:               mgr.GetEventRecorder("knit-operator"),
 		OperatorNamespace:      operatorNamespace,
 		OperatorServiceAccount: operatorServiceAccount,
+		// Short, so the upgrade specs see a retired revision go without waiting long.
+		RevisionGracePeriod: 2 * time.Second,
+		UpgradePollInterval: 300 * time.Millisecond,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	go func() {

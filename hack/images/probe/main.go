@@ -4,8 +4,14 @@
 //	probe nodns NAME      exit 0 only if NAME does NOT resolve (cluster DNS forwards nothing off the machine)
 //	probe http URL [N]    GET URL (N times, default 1); prints each status line, exit 0 if all are 2xx
 //	probe get URL         GET URL; prints the status line and then the body, exit 0 on a 2xx
+//	probe getall URL...   GET each URL; prints "URL status body" per line, exit 0 if all are 2xx
 //	probe serve ADDR      an HTTP server on ADDR (e.g. :8080): every path answers 200 with
-//	                      "hello from <hostname> <path>"; /healthz answers "ok"
+//	                      "hello from <hostname> <path>"; /healthz answers "ok". On SIGTERM it
+//	                      keeps serving for 5 s (while its endpoint leaves the Service), then
+//	                      shuts down gracefully
+//	probe load URL RATE   GETs URL RATE times a second until SIGTERM over keep-alive connections;
+//	                      prints "load ok=N fail=M" every second and each failure, and on SIGTERM
+//	                      waits for requests in flight and prints "load total ok=N fail=M"
 package main
 
 import (
@@ -15,14 +21,21 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 func main() {
-	if len(os.Args) < 3 || len(os.Args) > 4 || (len(os.Args) == 4 && os.Args[1] != "http") {
-		fmt.Fprintln(os.Stderr, "usage: probe dns|nodns|get|serve ARG, or probe http URL [N]")
+	if len(os.Args) >= 3 && os.Args[1] == "getall" {
+		os.Exit(getAll(os.Args[2:]))
+	}
+	if len(os.Args) < 3 || len(os.Args) > 4 || (len(os.Args) == 4 && os.Args[1] != "http" && os.Args[1] != "load") {
+		fmt.Fprintln(os.Stderr, "usage: probe dns|nodns|get|serve ARG, probe http URL [N], probe load URL RATE or probe getall URL...")
 		os.Exit(2)
 	}
 	arg := os.Args[2]
@@ -91,10 +104,28 @@ func main() {
 		})
 		srv := &http.Server{Addr: arg, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		fmt.Println("serving on", arg)
-		if err := srv.ListenAndServe(); err != nil {
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+		go func() {
+			<-stop
+			fmt.Println("SIGTERM: serving 5 s more, then shutting down")
+			time.Sleep(5 * time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(ctx)
+		}()
+		if err := srv.ListenAndServe(); err != nil && err != http.ErrServerClosed {
 			fmt.Println("error:", err)
 			os.Exit(1)
 		}
+		time.Sleep(100 * time.Millisecond) // Shutdown returns after ListenAndServe; let it finish
+	case "load":
+		rate, err := strconv.Atoi(os.Args[3])
+		if err != nil || rate < 1 || rate > 1000 {
+			fmt.Fprintln(os.Stderr, "RATE must be between 1 and 1000")
+			os.Exit(2)
+		}
+		load(arg, rate)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(2)
@@ -117,4 +148,67 @@ func get(url string) (status, body string, err error) {
 		return resp.Status, string(b), err
 	}
 	return resp.Status, string(b), nil
+}
+
+// getAll GETs each URL once and prints one line per URL.
+func getAll(urls []string) int {
+	code := 0
+	for _, u := range urls {
+		status, body, err := get(u)
+		if err != nil {
+			fmt.Println(u, "error:", err)
+			code = 1
+			continue
+		}
+		fmt.Println(u, status, strings.TrimSpace(body))
+		if !strings.HasPrefix(status, "2") {
+			code = 1
+		}
+	}
+	return code
+}
+
+// load sends rate GETs a second until SIGTERM and counts the answers: anything but a 2xx, or an
+// error, is a failure.
+func load(url string, rate int) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}}
+	var ok, fail, printed atomic.Int64
+	var inflight sync.WaitGroup
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	report := time.NewTicker(time.Second)
+	defer report.Stop()
+	for {
+		select {
+		case <-stop:
+			inflight.Wait()
+			fmt.Printf("load total ok=%d fail=%d\n", ok.Load(), fail.Load())
+			return
+		case <-report.C:
+			fmt.Printf("load ok=%d fail=%d\n", ok.Load(), fail.Load())
+		case <-tick.C:
+			inflight.Add(1)
+			go func() {
+				defer inflight.Done()
+				resp, err := client.Get(url)
+				if err == nil {
+					_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+					resp.Body.Close()
+					if err == nil && resp.StatusCode/100 != 2 {
+						err = fmt.Errorf("status %s", resp.Status)
+					}
+				}
+				if err != nil {
+					fail.Add(1)
+					if printed.Add(1) <= 100 {
+						fmt.Printf("load failure at %s: %v\n", time.Now().UTC().Format(time.RFC3339Nano), err)
+					}
+					return
+				}
+				ok.Add(1)
+			}()
+		}
+	}
 }
