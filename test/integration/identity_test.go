@@ -25,11 +25,9 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"math/big"
 	"net"
 	"net/url"
 	"strings"
@@ -102,8 +100,8 @@ var _ = Describe("Identity service", Ordered, Label("identity"), func() {
 		}, registry)
 		Expect(err).NotTo(HaveOccurred())
 
-		serving, roots := selfSignedServing()
-		g := identity.NewGRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return serving, nil }, limits)
+		serving, roots := selfSignedServing("knit-controlplane-test.knit-system.svc")
+		g := identity.NewGRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }, limits)
 		srv.Register(g)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		Expect(err).NotTo(HaveOccurred())
@@ -355,19 +353,4 @@ func parsePEMCert(text string) *x509.Certificate {
 	c, err := x509.ParseCertificate(b.Bytes)
 	Expect(err).NotTo(HaveOccurred())
 	return c
-}
-
-// selfSignedServing is a serving certificate for 127.0.0.1 and a pool that trusts it.
-func selfSignedServing() (*tls.Certificate, *x509.CertPool) {
-	GinkgoHelper()
-	key := newP256()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "identity test"},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	Expect(err).NotTo(HaveOccurred())
-	leaf, err := x509.ParseCertificate(der)
-	Expect(err).NotTo(HaveOccurred())
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return &tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key, Leaf: leaf}, pool
 }
