@@ -63,7 +63,7 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
   [[ -f $1 ]] || { echo 0; return; }
   grep -c "\"Action\":\"$2\",\"Package\":\"[^\"]*\",\"Test\"" "$1" || true
 }
-specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
+specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1 || true) # none when the suite did not build
 echo
 echo "==================== test summary ===================="
 for s in generated upstream-copies bundle bundle-validator unit launcher images-tool integration fuzz proxy-conformance; do
