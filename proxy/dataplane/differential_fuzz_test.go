@@ -7,12 +7,15 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/knit-mesh/knit/proxy/route"
 )
 
 // parsed is a request as net/http read it: at the reference server from the
@@ -174,7 +177,7 @@ func differs(r, u parsed) string {
 	if !r.complete {
 		return "net/http could not read the body"
 	}
-	if u.method != r.method || !sameTarget(r.target, u.target) {
+	if u.method != r.method || !sameTarget(r.method, r.target, u.target) {
 		return fmt.Sprintf("request line %s %s, net/http read %s %s", u.method, u.target, r.method, r.target)
 	}
 	if r.host != "" && u.host != r.host {
@@ -202,19 +205,22 @@ func differs(r, u parsed) string {
 	return ""
 }
 
-// sameTarget: an absolute-form target reaches the upstream in origin form.
-func sameTarget(ref, up string) bool {
+// sameTarget: the upstream gets the target in origin form, with the path
+// normalised as routing sees it (route.NormalizePath: "//", "..", "%2F"),
+// so the path a policy checks is the path forwarded.
+func sameTarget(method, ref, up string) bool {
 	if ref == up {
 		return true
 	}
-	if i := strings.Index(ref, "://"); i >= 0 {
-		rest := ref[i+3:]
-		if j := strings.IndexByte(rest, '/'); j >= 0 {
-			return rest[j:] == up
-		}
-		return up == "/"
+	u, err := url.ParseRequestURI(ref)
+	if err != nil {
+		return false
 	}
-	return false
+	r := &http.Request{Method: method, URL: u}
+	if !route.NormalizePath(r) {
+		return false
+	}
+	return r.URL.RequestURI() == up
 }
 
 // sameFieldValues compares field values without their leading and trailing
