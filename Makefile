@@ -86,7 +86,7 @@ clean: ## Remove build output in the clone (the per-user tool cache stays).
 .PHONY: proxy-test
 proxy-test: ## Unit and integration tests of knit-proxy (real sockets, -race where concurrency matters; as root also network-namespace tests of capture).
 	go test ./proxy/... ./cmd/knit-proxy/...
-	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/... ./proxy/appprobe/...
+	go test -race ./proxy/dataplane/... ./proxy/balance/... ./proxy/listener/... ./proxy/retry/... ./proxy/appprobe/... ./proxy/xds/...
 
 .PHONY: proxy-conformance
 proxy-conformance: ## h2spec (HTTP/2 conformance) against knit-proxy's h2c and h2 (TLS) listeners; report in proxy/conformance/.
@@ -108,13 +108,14 @@ define fuzz
 endef
 
 .PHONY: fuzz
-fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, access log lines, the injection webhook and patcher (FUZZTIME=10s).
+fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, access log lines, xDS decoding, the injection webhook and patcher (FUZZTIME=10s).
 	$(call fuzz,FuzzDetect,./proxy/detect/)
 	$(call fuzz,FuzzParseConfig,./proxy/config/)
 	$(call fuzz,FuzzH1WriteRequest,./proxy/upstream/)
 	$(call fuzz,FuzzH1ReadResponse,./proxy/upstream/)
 	$(call fuzz,FuzzProxyMatchesNetHTTP,./proxy/dataplane/)
 	$(call fuzz,FuzzLogJSON,./proxy/accesslog/)
+	$(call fuzz,FuzzDecodeAndTranslate,./proxy/xds/)
 	$(call fuzz,FuzzInjectionWebhook,./webhooks/)
 	$(call fuzz,FuzzPatch,./webhooks/injection/)
 

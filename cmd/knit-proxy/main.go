@@ -1,6 +1,7 @@
 // Command knit-proxy is knit's data plane. `knit-proxy run --config FILE`
 // serves a static config (standalone and benchmarks); `knit-proxy init` writes
-// a pod's traffic-capture rules. The control-plane mode (xDS) comes later.
+// a pod's traffic-capture rules; `knit-proxy run --sidecar` serves a pod,
+// configured over xDS when KNIT_CONTROL_PLANE is set.
 package main
 
 import (
@@ -37,14 +38,14 @@ func main() {
 	}
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	cfgPath := fs.String("config", "", "YAML config file (static mode)")
-	sidecar := fs.Bool("sidecar", false, "sidecar mode: config from flags and the injector's environment, traffic forwarded to its original destination")
+	sidecar := fs.Bool("sidecar", false, "sidecar mode: config from flags and the injector's environment; routes from the control plane when KNIT_CONTROL_PLANE is set, other traffic forwarded to its original destination")
 	var sf sidecarFlags
 	sf.register(fs)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	watch := fs.Duration("watch-interval", time.Second, "how often to check the config file for changes; 0 disables")
 	fs.Parse(os.Args[2:])
 	if (*cfgPath == "") == !*sidecar {
-		fmt.Fprintln(os.Stderr, "knit-proxy run: exactly one of --config and --sidecar is required (the xDS mode is not implemented yet)")
+		fmt.Fprintln(os.Stderr, "knit-proxy run: exactly one of --config and --sidecar is required")
 		os.Exit(2)
 	}
 	var lvl slog.Level
@@ -78,15 +79,24 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		log.Info(n)
 	}
 	log.Info("sidecar mode", "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
-		"revision", getenv("KNIT_REVISION"), "appProbes", len(probes),
-		"note", "mTLS, identity and xDS are not implemented yet: traffic is forwarded in plaintext to its original destination")
+		"revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"), "appProbes", len(probes),
+		"note", "mTLS is not implemented yet: traffic to meshed Services is routed in plaintext, other traffic forwarded to its original destination")
 	m := metrics.New()
 	p := dataplane.New(log, m)
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}
+	var state admin.State = p
+	if getenv("KNIT_CONTROL_PLANE") != "" {
+		x, err := startXDS(log, cfg, p, m, getenv)
+		if err != nil {
+			return err
+		}
+		defer x.Close()
+		state = x
+	}
 	prober := appprobe.New(probes)
-	adm, err := startAdmin(log, cfg.Admin, p, m, func(mux *http.ServeMux) {
+	adm, err := startAdmin(log, cfg.Admin, state, m, func(mux *http.ServeMux) {
 		mux.Handle("GET "+appprobe.PathPrefix, prober)
 	})
 	if err != nil {
@@ -97,7 +107,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 
 // startAdmin starts the full admin port and, when configured, the probe port
 // (with extra handlers); extra goes on the full port too.
-func startAdmin(log logr.Logger, cfg config.Admin, p *dataplane.Proxy, m *metrics.Metrics, extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
+func startAdmin(log logr.Logger, cfg config.Admin, p admin.State, m *metrics.Metrics, extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
 	var out []*admin.Server
 	for _, a := range []struct {
 		addr  string

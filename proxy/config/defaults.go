@@ -101,6 +101,9 @@ func (b *Bootstrap) SetDefaults() {
 				if r.Upgrades == nil {
 					r.Upgrades = []string{"websocket"}
 				}
+				if r.Redirect != nil && r.Redirect.Code == 0 {
+					r.Redirect.Code = 302
+				}
 				for c := range r.Clusters {
 					if r.Clusters[c].Weight == 0 {
 						r.Clusters[c].Weight = 1
@@ -160,32 +163,64 @@ func (b *Bootstrap) SetDefaults() {
 				od.MaxEjectionPercent = DefaultMaxEjectionPercent
 			}
 		}
-		for j := range c.Endpoints {
-			if c.Endpoints[j].Weight == 0 {
-				c.Endpoints[j].Weight = 1
-			}
-		}
+		endpointDefaults(c.Endpoints)
 	}
 	for i := range b.Assignments {
-		for j := range b.Assignments[i].Endpoints {
-			if b.Assignments[i].Endpoints[j].Weight == 0 {
-				b.Assignments[i].Endpoints[j].Weight = 1
-			}
+		endpointDefaults(b.Assignments[i].Endpoints)
+	}
+}
+
+func endpointDefaults(eps []Endpoint) {
+	for j := range eps {
+		if eps[j].Weight == 0 {
+			eps[j].Weight = 1
+		}
+		if eps[j].Health == "" {
+			eps[j].Health = EndpointHealthy
 		}
 	}
 }
 
-// EndpointsOf returns the cluster's endpoints: its Assignment if any, else inline ones.
+// EndpointsOf returns the endpoints of the cluster that take traffic (its
+// Assignment if any, else inline ones): the healthy ones, or the draining
+// ones when none is healthy (a terminating pod that still serves beats no
+// pod); unhealthy endpoints never.
 func (b *Bootstrap) EndpointsOf(cluster string) []Endpoint {
 	for _, a := range b.Assignments {
 		if a.Cluster == cluster {
-			return a.Endpoints
+			return routable(a.Endpoints)
 		}
 	}
 	for _, c := range b.Clusters {
 		if c.Name == cluster {
-			return c.Endpoints
+			return routable(c.Endpoints)
 		}
 	}
 	return nil
+}
+
+func routable(eps []Endpoint) []Endpoint {
+	all := true
+	for _, e := range eps {
+		if e.Health != "" && e.Health != EndpointHealthy {
+			all = false
+			break
+		}
+	}
+	if all {
+		return eps // the common case: no copy
+	}
+	var healthy, draining []Endpoint
+	for _, e := range eps {
+		switch e.Health {
+		case "", EndpointHealthy:
+			healthy = append(healthy, e)
+		case EndpointDraining:
+			draining = append(draining, e)
+		}
+	}
+	if len(healthy) > 0 {
+		return healthy
+	}
+	return draining
 }

@@ -9,14 +9,18 @@ import "time"
 
 // Bootstrap is the whole proxy configuration.
 type Bootstrap struct {
-	Admin        Admin         `json:"admin"`
-	Drain        Drain         `json:"drain,omitempty"`
-	AccessLog    AccessLog     `json:"accessLog,omitempty"`
-	Tracing      Tracing       `json:"tracing,omitempty"`
-	Listeners    []Listener    `json:"listeners"`
-	RouteConfigs []RouteConfig `json:"routeConfigs,omitempty"`
-	Clusters     []Cluster     `json:"clusters"`
-	Assignments  []Assignment  `json:"assignments,omitempty"`
+	Admin     Admin      `json:"admin"`
+	Drain     Drain      `json:"drain,omitempty"`
+	AccessLog AccessLog  `json:"accessLog,omitempty"`
+	Tracing   Tracing    `json:"tracing,omitempty"`
+	Listeners []Listener `json:"listeners"`
+	// VirtualListeners are destinations (a Service's ClusterIP:port) that an
+	// originalDestination outbound listener serves with routes and clusters
+	// instead of forwarding to the destination itself; they bind no socket.
+	VirtualListeners []VirtualListener `json:"virtualListeners,omitempty"`
+	RouteConfigs     []RouteConfig     `json:"routeConfigs,omitempty"`
+	Clusters         []Cluster         `json:"clusters"`
+	Assignments      []Assignment      `json:"assignments,omitempty"`
 }
 
 // Admin is the port that serves /ready, /live, /metrics, /config and
@@ -100,6 +104,22 @@ type Listener struct {
 	Limits              ListenerLimits `json:"limits,omitempty"`
 }
 
+// VirtualListener is one destination IP:port served by the captured
+// outbound listener (xDS: a Listener with bind_to_port false). A connection
+// to it is detected as usual: HTTP goes through RouteConfig, anything else
+// (or HTTP when RouteConfig is empty) to TCPCluster, balanced over its
+// endpoints. A destination with no virtual listener keeps the
+// original-destination passthrough.
+type VirtualListener struct {
+	Name string `json:"name"`
+	// Address is the destination IP:port, e.g. a Service's ClusterIP:port.
+	Address     string `json:"address"`
+	RouteConfig string `json:"routeConfig,omitempty"`
+	// TCPCluster receives opaque connections; any cluster protocol is
+	// accepted, the bytes are forwarded as they are.
+	TCPCluster string `json:"tcpCluster,omitempty"`
+}
+
 // ListenerLimits keep one client from holding resources forever.
 type ListenerLimits struct {
 	MaxHeaderBytes    int      `json:"maxHeaderBytes,omitempty"`
@@ -138,11 +158,23 @@ type VirtualHost struct {
 	Routes  []Route  `json:"routes"`
 }
 
-// Route matches requests and sends them to weighted clusters.
+// Route matches requests and acts on them: exactly one of Clusters
+// (forward, split by weight), Redirect or DirectResponse.
 type Route struct {
 	Name     string           `json:"name"`
 	Match    RouteMatch       `json:"match,omitempty"`
-	Clusters []WeightedTarget `json:"clusters"`
+	Clusters []WeightedTarget `json:"clusters,omitempty"`
+	// Redirect answers with a redirect instead of forwarding; the proxy
+	// never follows it.
+	Redirect *Redirect `json:"redirect,omitempty"`
+	// DirectResponse answers with a fixed status and body.
+	DirectResponse *DirectResponse `json:"directResponse,omitempty"`
+	// Rewrite changes the forwarded request's path or Host.
+	Rewrite *URLRewrite `json:"rewrite,omitempty"`
+	// RequestHeaders modify the request before it is forwarded,
+	// ResponseHeaders the response before the client sees it.
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
 	// Timeout bounds the whole request including retries. Unset means
 	// DefaultRouteTimeout (15s); an explicit 0s means none (needed for long
 	// gRPC streams and downloads).
@@ -157,37 +189,119 @@ type Route struct {
 }
 
 // RouteMatch: all given conditions must hold. Empty matches everything.
+// At most one of Prefix, PathPrefix, Path and Regex.
 type RouteMatch struct {
-	Prefix  string        `json:"prefix,omitempty"`
-	Path    string        `json:"path,omitempty"`
-	Methods []string      `json:"methods,omitempty"`
-	Headers []HeaderMatch `json:"headers,omitempty"`
+	// Prefix is a plain string prefix of the path ("/api" matches "/apis").
+	Prefix string `json:"prefix,omitempty"`
+	// PathPrefix matches whole path segments, as Gateway API's PathPrefix:
+	// "/api" matches "/api", "/api/" and "/api/v1" but not "/apis"; a
+	// trailing "/" is ignored.
+	PathPrefix string `json:"pathPrefix,omitempty"`
+	Path       string `json:"path,omitempty"`
+	// Regex is an RE2 expression the whole path must match.
+	Regex       string            `json:"regex,omitempty"`
+	Methods     []string          `json:"methods,omitempty"`
+	Headers     []HeaderMatch     `json:"headers,omitempty"`
+	QueryParams []QueryParamMatch `json:"queryParams,omitempty"`
 }
 
-// HeaderMatch: exactly one of Exact, Prefix or Present.
+// HeaderMatch: exactly one of Exact, Prefix, Regex or Present. Names are
+// case-insensitive; a header sent several times matches if any value does.
 type HeaderMatch struct {
-	Name    string `json:"name"`
-	Exact   string `json:"exact,omitempty"`
-	Prefix  string `json:"prefix,omitempty"`
+	Name   string `json:"name"`
+	Exact  string `json:"exact,omitempty"`
+	Prefix string `json:"prefix,omitempty"`
+	// Regex is an RE2 expression the whole value must match.
+	Regex   string `json:"regex,omitempty"`
 	Present bool   `json:"present,omitempty"`
 	Invert  bool   `json:"invert,omitempty"`
 }
 
-// WeightedTarget is one side of a traffic split.
+// QueryParamMatch: exactly one of Exact or Regex, on the first value of the
+// query parameter Name (case-sensitive, as Gateway API says).
+type QueryParamMatch struct {
+	Name  string `json:"name"`
+	Exact string `json:"exact,omitempty"`
+	Regex string `json:"regex,omitempty"`
+}
+
+// WeightedTarget is one side of a traffic split. An empty Name is a backend
+// that could not be resolved: its share of requests is answered with 500, as
+// Gateway API requires.
 type WeightedTarget struct {
 	Name   string `json:"name"`
 	Weight uint32 `json:"weight,omitempty"`
+}
+
+// Redirect answers a request with a redirect (Gateway API RequestRedirect).
+// Unset parts come from the request: scheme, host (without port) and path.
+type Redirect struct {
+	Scheme string `json:"scheme,omitempty"`
+	Host   string `json:"host,omitempty"`
+	// Port, when 0, is the request's port unless Scheme is set; a port that
+	// is the scheme's well-known one (http 80, https 443) is left out.
+	Port int `json:"port,omitempty"`
+	// Path replaces the whole path; PrefixRewrite replaces the part matched
+	// by the route's prefix or pathPrefix. At most one.
+	Path          string `json:"path,omitempty"`
+	PrefixRewrite string `json:"prefixRewrite,omitempty"`
+	// Code is 301, 302 (default), 303, 307 or 308.
+	Code int `json:"code,omitempty"`
+}
+
+// DirectResponse is a fixed answer (Status 200-599).
+type DirectResponse struct {
+	Status int    `json:"status"`
+	Body   string `json:"body,omitempty"`
+}
+
+// URLRewrite changes the forwarded request (Gateway API URLRewrite). At most
+// one of PrefixRewrite (replaces the part matched by the route's prefix or
+// pathPrefix), FullPath and Regex.
+type URLRewrite struct {
+	Host          string        `json:"host,omitempty"`
+	PrefixRewrite string        `json:"prefixRewrite,omitempty"`
+	FullPath      string        `json:"fullPath,omitempty"`
+	Regex         *RegexRewrite `json:"regex,omitempty"`
+}
+
+// RegexRewrite replaces every match of the RE2 Pattern in the path with
+// Substitution, where \1 (or ${1}) is the first capture group.
+type RegexRewrite struct {
+	Pattern      string `json:"pattern"`
+	Substitution string `json:"substitution"`
+}
+
+// HeaderModifier adds, sets and removes headers, in that order. Add
+// appends a value; Set replaces all values; names are case-insensitive.
+type HeaderModifier struct {
+	Add    []HeaderValue `json:"add,omitempty"`
+	Set    []HeaderValue `json:"set,omitempty"`
+	Remove []string      `json:"remove,omitempty"`
+}
+
+// HeaderValue is one header name and value.
+type HeaderValue struct {
+	Name  string `json:"name"`
+	Value string `json:"value"`
 }
 
 // RetryPolicy retries failed attempts, within the cluster's retry budget.
 type RetryPolicy struct {
 	// Attempts is the number of retries after the first try.
 	Attempts int `json:"attempts"`
-	// On (retryOn) lists conditions: "5xx", "gateway-error", "connect-failure", "reset".
+	// On (retryOn) lists conditions: "5xx", "gateway-error", "connect-failure",
+	// "reset", "retriable-status-codes" (a response with one of StatusCodes).
 	On []string `json:"retryOn,omitempty"`
+	// StatusCodes are retried with retryOn "retriable-status-codes".
+	StatusCodes []int `json:"statusCodes,omitempty"`
 	// Methods that may be retried; default the idempotent ones.
 	Methods []string `json:"methods,omitempty"`
 	Backoff Backoff  `json:"backoff,omitempty"`
+	// PerTryTimeout bounds each attempt, response body included (Gateway
+	// API timeouts.backendRequest); an attempt past it is a 504 from that
+	// endpoint, retried as one. 0: only the route's timeout.
+	PerTryTimeout Duration `json:"perTryTimeout,omitempty"`
 }
 
 // Backoff is exponential with full jitter between Base and Max.
@@ -271,7 +385,24 @@ type Assignment struct {
 type Endpoint struct {
 	Address string `json:"address"`
 	Weight  uint32 `json:"weight,omitempty"`
+	// Health decides whether the endpoint takes traffic: healthy (the
+	// default) ones do; draining ones only when no endpoint of the cluster is
+	// healthy; unhealthy ones never.
+	Health EndpointHealth `json:"health,omitempty"`
+	// Meshed: the endpoint's pod runs a knit-proxy sidecar; Identity is its
+	// SPIFFE ID. Both are kept for mTLS; nothing uses them yet.
+	Meshed   bool   `json:"meshed,omitempty"`
+	Identity string `json:"identity,omitempty"`
 }
+
+// EndpointHealth is an endpoint's health as the control plane sees it.
+type EndpointHealth string
+
+const (
+	EndpointHealthy   EndpointHealth = "healthy"
+	EndpointUnhealthy EndpointHealth = "unhealthy"
+	EndpointDraining  EndpointHealth = "draining"
+)
 
 // RouteTimeout is the route's timeout after defaults: unset means
 // DefaultRouteTimeout, an explicit 0 means none.

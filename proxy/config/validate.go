@@ -5,8 +5,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
+	"regexp"
 	"strconv"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // FieldError names the bad field by its path, e.g. clusters[1].endpoints[0].address.
@@ -92,6 +96,7 @@ func (b *Bootstrap) Validate() error {
 	if len(b.Listeners) == 0 {
 		v.add("listeners", "needs at least one listener")
 	}
+	v.virtualListeners(b, routeConfigs, clusters)
 	names := map[string]bool{}
 	addrs := map[string]bool{}
 	for i, l := range b.Listeners {
@@ -254,6 +259,11 @@ func (v *validator) cluster(f string, c *Cluster) {
 func (v *validator) endpoints(f string, eps []Endpoint) {
 	for i, e := range eps {
 		v.hostPort(fmt.Sprintf("%s[%d].address", f, i), e.Address)
+		switch e.Health {
+		case "", EndpointHealthy, EndpointUnhealthy, EndpointDraining:
+		default:
+			v.add(fmt.Sprintf("%s[%d].health", f, i), "must be healthy, unhealthy or draining, got %q", e.Health)
+		}
 	}
 }
 
@@ -274,52 +284,8 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 		if r.Name == "" {
 			v.add(rf+".name", "is required")
 		}
-		m := r.Match
-		if m.Prefix != "" && m.Path != "" {
-			v.add(rf+".match", "set prefix or path, not both")
-		}
-		if m.Prefix != "" && !strings.HasPrefix(m.Prefix, "/") {
-			v.add(rf+".match.prefix", "%q must start with /", m.Prefix)
-		}
-		if m.Path != "" && !strings.HasPrefix(m.Path, "/") {
-			v.add(rf+".match.path", "%q must start with /", m.Path)
-		}
-		for j, meth := range m.Methods {
-			if !validMethod(meth) {
-				v.add(fmt.Sprintf("%s.match.methods[%d]", rf, j), "%q is not an HTTP method", meth)
-			}
-		}
-		for j, h := range m.Headers {
-			hf := fmt.Sprintf("%s.match.headers[%d]", rf, j)
-			if h.Name == "" {
-				v.add(hf+".name", "is required")
-			}
-			set := 0
-			if h.Exact != "" {
-				set++
-			}
-			if h.Prefix != "" {
-				set++
-			}
-			if h.Present {
-				set++
-			}
-			if set != 1 {
-				v.add(hf, "set exactly one of exact, prefix or present")
-			}
-		}
-		if len(r.Clusters) == 0 {
-			v.add(rf+".clusters", "needs at least one cluster")
-		}
-		for j, wc := range r.Clusters {
-			cf := fmt.Sprintf("%s.clusters[%d]", rf, j)
-			c := clusters[wc.Name]
-			if c == nil {
-				v.add(cf+".name", "unknown cluster %q", wc.Name)
-			} else if c.Protocol == ClusterTCP {
-				v.add(cf+".name", "cluster %q is tcp; an HTTP route needs an http1 or http2 cluster", wc.Name)
-			}
-		}
+		v.routeMatch(rf+".match", r.Match)
+		v.routeAction(rf, r, clusters)
 		if r.Timeout != nil && *r.Timeout < 0 {
 			v.add(rf+".timeout", "must not be negative")
 		}
@@ -337,15 +303,23 @@ func (v *validator) virtualHost(f string, vh VirtualHost, clusters map[string]*C
 			}
 			for j, on := range rp.On {
 				switch on {
-				case "5xx", "gateway-error", "connect-failure", "reset":
+				case "5xx", "gateway-error", "connect-failure", "reset", "retriable-status-codes":
 				default:
-					v.add(fmt.Sprintf("%s.retry.retryOn[%d]", rf, j), "must be 5xx, gateway-error, connect-failure or reset, got %q", on)
+					v.add(fmt.Sprintf("%s.retry.retryOn[%d]", rf, j), "must be 5xx, gateway-error, connect-failure, reset or retriable-status-codes, got %q", on)
+				}
+			}
+			for j, code := range rp.StatusCodes {
+				if code < 100 || code > 599 {
+					v.add(fmt.Sprintf("%s.retry.statusCodes[%d]", rf, j), "must be an HTTP status, got %d", code)
 				}
 			}
 			for j, meth := range rp.Methods {
 				if !validMethod(meth) {
 					v.add(fmt.Sprintf("%s.retry.methods[%d]", rf, j), "%q is not an HTTP method", meth)
 				}
+			}
+			if rp.PerTryTimeout < 0 {
+				v.add(rf+".retry.perTryTimeout", "must not be negative")
 			}
 			if rp.Backoff.Base < 0 || rp.Backoff.Max < rp.Backoff.Base {
 				v.add(rf+".retry.backoff", "need 0 <= base <= max")
@@ -361,4 +335,250 @@ func validMethod(m string) bool {
 		return true
 	}
 	return false
+}
+
+func (v *validator) routeMatch(f string, m RouteMatch) {
+	set := 0
+	for _, p := range []struct{ field, val string }{{"prefix", m.Prefix}, {"pathPrefix", m.PathPrefix}, {"path", m.Path}} {
+		if p.val == "" {
+			continue
+		}
+		set++
+		if !strings.HasPrefix(p.val, "/") {
+			v.add(f+"."+p.field, "%q must start with /", p.val)
+		}
+	}
+	if m.Regex != "" {
+		set++
+		v.regex(f+".regex", m.Regex)
+	}
+	if set > 1 {
+		v.add(f, "set at most one of prefix, pathPrefix, path and regex")
+	}
+	for j, meth := range m.Methods {
+		if !validMethod(meth) {
+			v.add(fmt.Sprintf("%s.methods[%d]", f, j), "%q is not an HTTP method", meth)
+		}
+	}
+	for j, h := range m.Headers {
+		hf := fmt.Sprintf("%s.headers[%d]", f, j)
+		if !validHeaderName(h.Name) {
+			v.add(hf+".name", "%q is not a header name", h.Name)
+		}
+		set := 0
+		for _, s := range []string{h.Exact, h.Prefix, h.Regex} {
+			if s != "" {
+				set++
+			}
+		}
+		if h.Present {
+			set++
+		}
+		if set != 1 {
+			v.add(hf, "set exactly one of exact, prefix, regex or present")
+		}
+		if h.Regex != "" {
+			v.regex(hf+".regex", h.Regex)
+		}
+	}
+	for j, q := range m.QueryParams {
+		qf := fmt.Sprintf("%s.queryParams[%d]", f, j)
+		if q.Name == "" {
+			v.add(qf+".name", "is required")
+		}
+		if q.Exact != "" && q.Regex != "" {
+			v.add(qf, "set exact or regex, not both")
+		}
+		if q.Regex != "" {
+			v.regex(qf+".regex", q.Regex)
+		}
+	}
+}
+
+func (v *validator) routeAction(rf string, r Route, clusters map[string]*Cluster) {
+	actions := 0
+	if len(r.Clusters) > 0 {
+		actions++
+	}
+	if r.Redirect != nil {
+		actions++
+	}
+	if r.DirectResponse != nil {
+		actions++
+	}
+	if actions != 1 {
+		v.add(rf, "set exactly one of clusters, redirect and directResponse")
+	}
+	prefixMatch := r.Match.Prefix != "" || r.Match.PathPrefix != ""
+	for j, wc := range r.Clusters {
+		cf := fmt.Sprintf("%s.clusters[%d]", rf, j)
+		if wc.Name == "" {
+			continue // an unresolved backend: its share is answered with 500
+		}
+		c := clusters[wc.Name]
+		if c == nil {
+			v.add(cf+".name", "unknown cluster %q", wc.Name)
+		} else if c.Protocol == ClusterTCP {
+			v.add(cf+".name", "cluster %q is tcp; an HTTP route needs an http1 or http2 cluster", wc.Name)
+		}
+	}
+	if rd := r.Redirect; rd != nil {
+		f := rf + ".redirect"
+		switch rd.Scheme {
+		case "", "http", "https":
+		default:
+			v.add(f+".scheme", "must be http or https, got %q", rd.Scheme)
+		}
+		if rd.Host != "" && !validHost(rd.Host) {
+			v.add(f+".host", "%q is not a host name", rd.Host)
+		}
+		if rd.Port < 0 || rd.Port > 65535 {
+			v.add(f+".port", "must be between 1 and 65535, got %d", rd.Port)
+		}
+		switch rd.Code {
+		case 301, 302, 303, 307, 308:
+		default:
+			v.add(f+".code", "must be 301, 302, 303, 307 or 308, got %d", rd.Code)
+		}
+		if rd.Path != "" && rd.PrefixRewrite != "" {
+			v.add(f, "set path or prefixRewrite, not both")
+		}
+		v.pathValue(f+".path", rd.Path)
+		v.pathValue(f+".prefixRewrite", rd.PrefixRewrite)
+		if rd.PrefixRewrite != "" && !prefixMatch {
+			v.add(f+".prefixRewrite", "needs a prefix or pathPrefix match")
+		}
+	}
+	if d := r.DirectResponse; d != nil && (d.Status < 200 || d.Status > 599) {
+		v.add(rf+".directResponse.status", "must be between 200 and 599, got %d", d.Status)
+	}
+	if rw := r.Rewrite; rw != nil {
+		f := rf + ".rewrite"
+		if r.Redirect != nil || r.DirectResponse != nil {
+			v.add(f, "applies only to a route that forwards to clusters")
+		}
+		set := 0
+		if rw.PrefixRewrite != "" {
+			set++
+			if !prefixMatch {
+				v.add(f+".prefixRewrite", "needs a prefix or pathPrefix match")
+			}
+		}
+		if rw.FullPath != "" {
+			set++
+		}
+		if rw.Regex != nil {
+			set++
+			v.regex(f+".regex.pattern", rw.Regex.Pattern)
+			if rw.Regex.Pattern == "" {
+				v.add(f+".regex.pattern", "is required")
+			}
+		}
+		if set > 1 {
+			v.add(f, "set at most one of prefixRewrite, fullPath and regex")
+		}
+		v.pathValue(f+".prefixRewrite", rw.PrefixRewrite)
+		v.pathValue(f+".fullPath", rw.FullPath)
+		if rw.Host != "" && !validHost(rw.Host) {
+			v.add(f+".host", "%q is not a host name", rw.Host)
+		}
+	}
+	v.headerModifier(rf+".requestHeaders", r.RequestHeaders)
+	v.headerModifier(rf+".responseHeaders", r.ResponseHeaders)
+}
+
+func (v *validator) headerModifier(f string, m *HeaderModifier) {
+	if m == nil {
+		return
+	}
+	for _, list := range []struct {
+		name string
+		hs   []HeaderValue
+	}{{"add", m.Add}, {"set", m.Set}} {
+		for j, h := range list.hs {
+			hf := fmt.Sprintf("%s.%s[%d]", f, list.name, j)
+			if !validHeaderName(h.Name) || strings.HasPrefix(h.Name, ":") {
+				v.add(hf+".name", "%q is not a header name", h.Name)
+			}
+			if !httpguts.ValidHeaderFieldValue(h.Value) {
+				v.add(hf+".value", "%q is not a valid header value", h.Value)
+			}
+		}
+	}
+	for j, n := range m.Remove {
+		if !validHeaderName(n) {
+			v.add(fmt.Sprintf("%s.remove[%d]", f, j), "%q is not a header name", n)
+		}
+	}
+}
+
+func (v *validator) pathValue(f, p string) {
+	if p != "" && (!strings.HasPrefix(p, "/") || strings.ContainsAny(p, "?# \t\r\n")) {
+		v.add(f, "%q must start with / and hold no query, fragment or whitespace", p)
+	}
+}
+
+func (v *validator) regex(f, expr string) {
+	if len(expr) > maxRegexBytes {
+		v.add(f, "longer than %d bytes", maxRegexBytes)
+		return
+	}
+	if _, err := regexp.Compile(expr); err != nil {
+		v.add(f, "not an RE2 expression: %v", err)
+	}
+}
+
+// maxRegexBytes bounds what a config may make the proxy compile per route.
+const maxRegexBytes = 4 << 10
+
+func (v *validator) virtualListeners(b *Bootstrap, routeConfigs map[string]bool, clusters map[string]*Cluster) {
+	if len(b.VirtualListeners) == 0 {
+		return
+	}
+	captured := false
+	for _, l := range b.Listeners {
+		captured = captured || (l.OriginalDestination && l.Direction == Outbound)
+	}
+	if !captured {
+		v.add("virtualListeners", "need an outbound listener with originalDestination to serve them")
+	}
+	names := map[string]bool{}
+	addrs := map[netip.AddrPort]bool{}
+	for i, vl := range b.VirtualListeners {
+		f := fmt.Sprintf("virtualListeners[%d]", i)
+		if vl.Name == "" {
+			v.add(f+".name", "is required")
+		} else if names[vl.Name] {
+			v.add(f+".name", "duplicate virtual listener %q", vl.Name)
+		}
+		names[vl.Name] = true
+		ap, err := netip.ParseAddrPort(vl.Address)
+		switch {
+		case err != nil:
+			v.add(f+".address", "%q is not IP:port: %v", vl.Address, err)
+		case ap.Port() == 0 || ap.Addr().IsUnspecified():
+			v.add(f+".address", "%q needs a specific IP and a port", vl.Address)
+		case addrs[ap]:
+			v.add(f+".address", "address %q used by two virtual listeners", vl.Address)
+		default:
+			addrs[ap] = true
+		}
+		if vl.RouteConfig == "" && vl.TCPCluster == "" {
+			v.add(f, "needs routeConfig, tcpCluster or both")
+		}
+		if vl.RouteConfig != "" && !routeConfigs[vl.RouteConfig] {
+			v.add(f+".routeConfig", "unknown route config %q", vl.RouteConfig)
+		}
+		if vl.TCPCluster != "" && clusters[vl.TCPCluster] == nil {
+			v.add(f+".tcpCluster", "unknown cluster %q", vl.TCPCluster)
+		}
+	}
+}
+
+func validHeaderName(n string) bool {
+	return httpguts.ValidHeaderFieldName(strings.TrimPrefix(n, ":"))
+}
+
+func validHost(h string) bool {
+	return h != "" && !strings.ContainsAny(h, " /?#@\t\r\n\\")
 }

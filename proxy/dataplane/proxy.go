@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -87,6 +88,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 	for _, rc := range cfg.RouteConfigs {
 		tables[rc.Name] = route.Compile(rc, clusters, p.Metrics)
 	}
+	virtual, virtualTables := p.virtualListeners(cfg, clusters, tables)
 	settings := map[string]*listener.Settings{}
 	for _, lc := range cfg.Listeners {
 		s := &listener.Settings{Config: lc}
@@ -103,6 +105,9 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 				return fmt.Errorf("listener %s: %w", lc.Name, err)
 			}
 			s.Passthrough = reg
+			if lc.Direction == config.Outbound {
+				s.Virtual = virtual
+			}
 		}
 		if lc.TCPCluster != "" {
 			s.TCPCluster = clusters[lc.TCPCluster]
@@ -121,7 +126,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 		if rl := p.listeners[lc.Name]; rl != nil && rl.cfg.Address == lc.Address {
 			continue
 		}
-		rl, err := p.startListener(lc, settings[lc.Name], tables[lc.RouteConfig])
+		rl, err := p.startListener(lc, settings[lc.Name], handlerState(lc, tables[lc.RouteConfig], virtualTables))
 		if err != nil {
 			for _, s := range started {
 				s.l.Drain(canceled())
@@ -143,7 +148,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 		}
 		rl := p.listeners[lc.Name]
 		rl.cfg = lc
-		rl.handler.State.Store(handlerState(lc, tables[lc.RouteConfig]))
+		rl.handler.State.Store(handlerState(lc, tables[lc.RouteConfig], virtualTables))
 		rl.l.Update(settings[lc.Name])
 	}
 	for name, rl := range p.listeners {
@@ -166,20 +171,54 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 	return nil
 }
 
-func handlerState(lc config.Listener, t *route.Table) *httpproxy.State {
+func handlerState(lc config.Listener, t *route.Table, virtual map[netip.AddrPort]*route.Table) *httpproxy.State {
 	if t == nil {
 		t = &route.Table{}
 	}
-	return &httpproxy.State{Direction: lc.Direction, Routes: t, TunnelIdle: lc.Limits.TCPIdleTimeout.D()}
+	st := &httpproxy.State{Direction: lc.Direction, Routes: t, TunnelIdle: lc.Limits.TCPIdleTimeout.D()}
+	if lc.OriginalDestination && lc.Direction == config.Outbound {
+		if virtual == nil {
+			virtual = map[netip.AddrPort]*route.Table{}
+		}
+		st.Virtual = virtual
+	}
+	return st
 }
 
-func (p *Proxy) startListener(lc config.Listener, s *listener.Settings, t *route.Table) (*runningListener, error) {
+// virtualListeners compiles the virtual listeners for the captured outbound
+// listeners: how to serve each destination, and its route table.
+func (p *Proxy) virtualListeners(cfg *config.Bootstrap, clusters map[string]*upstream.Cluster, tables map[string]*route.Table) (map[netip.AddrPort]*listener.VirtualTarget, map[netip.AddrPort]*route.Table) {
+	if len(cfg.VirtualListeners) == 0 {
+		return nil, nil
+	}
+	targets := make(map[netip.AddrPort]*listener.VirtualTarget, len(cfg.VirtualListeners))
+	rts := make(map[netip.AddrPort]*route.Table, len(cfg.VirtualListeners))
+	for _, vl := range cfg.VirtualListeners {
+		ap, err := netip.ParseAddrPort(vl.Address)
+		if err != nil {
+			continue // Validate refuses these
+		}
+		ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+		vt := &listener.VirtualTarget{Name: vl.Name, HTTP: vl.RouteConfig != ""}
+		if vl.TCPCluster != "" {
+			vt.TCPCluster = clusters[vl.TCPCluster]
+			vt.TCPStats = p.Metrics.For(string(config.Outbound), vl.Name, vl.TCPCluster)
+		}
+		targets[ap] = vt
+		if vt.HTTP {
+			rts[ap] = tables[vl.RouteConfig]
+		}
+	}
+	return targets, rts
+}
+
+func (p *Proxy) startListener(lc config.Listener, s *listener.Settings, st *httpproxy.State) (*runningListener, error) {
 	h := &httpproxy.Handler{
 		Observers: &p.observers,
 		NoRoute:   p.Metrics.For(string(lc.Direction), "", ""),
 		Log:       p.log,
 	}
-	h.State.Store(handlerState(lc, t))
+	h.State.Store(st)
 	l, err := listener.Start(s, h, p.log)
 	if err != nil {
 		return nil, err

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -39,6 +41,10 @@ type Observers struct {
 type State struct {
 	Direction config.Direction
 	Routes    *route.Table
+	// Virtual are the route tables of the virtual listeners, by destination,
+	// for connections the listener matched to one (see WithDestination);
+	// non-nil (maybe empty) exactly on captured outbound listeners.
+	Virtual map[netip.AddrPort]*route.Table
 	// TunnelIdle closes a CONNECT or Upgrade tunnel with no byte in either
 	// direction for this long (the listener's tcpIdleTimeout); 0: never.
 	TunnelIdle time.Duration
@@ -80,7 +86,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if rt == nil {
-		rt = st.Routes.Match(r)
+		rt = st.match(r)
 	}
 	if rt == nil {
 		h.NoRoute.Request(http.StatusNotFound, grpcStatusIfGRPC(r, 12))
@@ -91,6 +97,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target := rt.PickTarget()
 	stats := target.Stats(st.Direction)
 	cluster := target.Cluster
+	if rt.Actions != nil || cluster == nil {
+		if h.answerLocally(w, r, start, st, rt, target) {
+			return
+		}
+	}
 
 	// CONNECT and allowed upgrades become tunnels on their own connection.
 	upgrade, refused := upgradeOf(r, rt)
@@ -150,6 +161,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, code, errorMessage(code))
 	} else {
 		code = resp.StatusCode
+		if rt.Actions != nil {
+			route.ModifyHeaders(resp.Header, rt.Actions.ResponseHeaders)
+		}
 		bytesOut, grpcStatus, err = copyResponse(w, resp)
 	}
 
@@ -181,7 +195,7 @@ func (h *Handler) logAccess(start time.Time, st *State, rt *route.Route, cluster
 	}
 	e := &accesslog.Entry{
 		Start: start, Duration: time.Since(start), Direction: string(st.Direction), Route: rt.Name,
-		Upstream: cluster.Name, Method: r.Method, Authority: r.Host, Path: r.URL.Path,
+		Upstream: clusterName(cluster), Method: r.Method, Authority: r.Host, Path: r.URL.Path,
 		Protocol: r.Proto, Status: code, GRPCStatus: grpcStatus, Attempts: attempts,
 		BytesIn: max(r.ContentLength, 0), BytesOut: bytesOut, TraceID: traceID,
 	}
@@ -207,6 +221,13 @@ func (h *Handler) logPanic(r *http.Request) {
 	h.Log.Error(fmt.Errorf("panic: %v", v), "recovered a panic in the request path; closing the client connection",
 		"method", r.Method, "authority", r.Host, "path", r.URL.Path, "stack", string(debug.Stack()))
 	panic(http.ErrAbortHandler)
+}
+
+func clusterName(c *upstream.Cluster) string {
+	if c == nil {
+		return ""
+	}
+	return c.Name
 }
 
 type routeKey struct{}
@@ -255,14 +276,20 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 		sent := time.Now()
 		var resp *http.Response
 		var err error
+		try := startTry(out, policy, sent, deadline, fast)
 		if fast {
-			resp, err = c.RoundTripH1(out, ep.Addr, deadline)
+			resp, err = c.RoundTripH1(out, ep.Addr, try.deadline)
 		} else {
-			out.URL.Host = ep.Addr
-			resp, err = c.Transport.RoundTrip(out)
+			try.req.URL.Host = ep.Addr
+			resp, err = c.Transport.RoundTrip(try.req)
 		}
 		var result balance.Result
-		err, result = classify(out, cb, resp, err, deadline)
+		var expired bool
+		if resp, err, expired = try.end(resp, err); expired {
+			result = balance.Status5xx // the endpoint was too slow
+		} else {
+			err, result = classify(out, cb, resp, err, deadline)
+		}
 		if result == balance.NotEndpoint {
 			ep.Release()
 		} else {
@@ -296,6 +323,9 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 }
 
 func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
+	if errors.Is(err, errPerTryTimeout) { // as a 504 would be
+		return p.On5xx || p.OnGatewayError || slices.Contains(p.StatusCodes, http.StatusGatewayTimeout)
+	}
 	if err != nil {
 		if upstream.IsConnectError(err) {
 			return p.OnConnect || p.OnReset
@@ -304,7 +334,14 @@ func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
 	}
 	switch resp.StatusCode {
 	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return p.On5xx || p.OnGatewayError
+		if p.On5xx || p.OnGatewayError {
+			return true
+		}
+	}
+	for _, code := range p.StatusCodes {
+		if code == resp.StatusCode {
+			return true
+		}
 	}
 	return p.On5xx && resp.StatusCode >= 500
 }
@@ -351,7 +388,7 @@ func errorStatus(r *http.Request, err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, errClientGone):
 		return 499 // the client went away (nginx's code)
-	case errors.Is(err, errRouteTimeout):
+	case errors.Is(err, errRouteTimeout), errors.Is(err, errPerTryTimeout):
 		return http.StatusGatewayTimeout
 	case upstream.IsHeadersTooLarge(err), upstream.IsConnectError(err):
 		return http.StatusBadGateway // a dial timeout is the endpoint's failure, not a 504

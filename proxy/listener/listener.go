@@ -14,6 +14,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"reflect"
 	"sync"
 	"sync/atomic"
@@ -40,6 +41,19 @@ type Settings struct {
 	// Passthrough, when set, forwards every connection to its original
 	// destination; RouteConfig and TCPCluster are not used.
 	Passthrough *passthrough.Registry
+	// Virtual are the destinations a passthrough listener serves itself
+	// (virtual listeners) instead of forwarding to them.
+	Virtual map[netip.AddrPort]*VirtualTarget
+}
+
+// VirtualTarget is how connections to one virtual listener's destination
+// are served: HTTP through the handler's route table for that destination
+// (when HTTP is set), anything else to TCPCluster.
+type VirtualTarget struct {
+	Name       string
+	HTTP       bool
+	TCPCluster *upstream.Cluster
+	TCPStats   *metrics.Route
 }
 
 // Listener serves one bound address.
@@ -154,7 +168,11 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 		// Passthrough connections carry their route to the handler.
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if rc, ok := c.(*routedConn); ok {
-				ctx = httpproxy.WithRoute(ctx, rc.route)
+				if rc.route != nil {
+					ctx = httpproxy.WithRoute(ctx, rc.route)
+				} else {
+					ctx = httpproxy.WithDestination(ctx, rc.dest)
+				}
 				c = rc.Conn
 			}
 			if fc, ok := c.(*framingConn); ok {
@@ -262,6 +280,11 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 		c.Close()
 		return
 	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if vt := s.Virtual[dst]; vt != nil {
+		l.serveVirtual(c, s, dst, vt)
+		return
+	}
 	proto, conn := detect.Opaque, c
 	if s.Config.Protocol != config.ListenerTCP {
 		if proto, conn, err = detect.Sniff(c, s.Config.DetectTimeout.D()); err != nil {
@@ -298,10 +321,51 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 	}
 }
 
-// routedConn is a passthrough HTTP connection with its route.
+// serveVirtual serves a connection to a virtual listener's destination:
+// HTTP by the virtual listener's routes, anything else by its TCP cluster.
+func (l *Listener) serveVirtual(c net.Conn, s *Settings, dst netip.AddrPort, vt *VirtualTarget) {
+	proto, conn := detect.Opaque, c
+	if s.Config.Protocol != config.ListenerTCP {
+		var err error
+		if proto, conn, err = detect.Sniff(c, s.Config.DetectTimeout.D()); err != nil {
+			c.Close()
+			return
+		}
+	}
+	if vt.HTTP && (proto == detect.HTTP1 || proto == detect.HTTP2) {
+		cp := config.ClusterHTTP1
+		if proto == detect.HTTP2 {
+			cp = config.ClusterHTTP2
+		}
+		fallback, err := s.Passthrough.Route(dst, cp)
+		if err != nil {
+			c.Close()
+			return
+		}
+		l.untrack(c)
+		httpConn(c, s)
+		var hc net.Conn = conn
+		if proto == detect.HTTP1 {
+			hc = newFramingConn(conn)
+		}
+		l.serveHTTP(&routedConn{Conn: hc, dest: &httpproxy.VirtualDestination{Dst: dst, Fallback: fallback}})
+		return
+	}
+	if vt.TCPCluster == nil {
+		refuse(conn)
+		return
+	}
+	if err := tcpproxy.Serve(context.Background(), conn, vt.TCPCluster, vt.TCPStats, s.Config.Limits.TCPIdleTimeout.D()); err != nil {
+		l.log.V(1).Info("tcp proxy failed", "virtualListener", vt.Name, "error", err.Error())
+	}
+}
+
+// routedConn is a passthrough HTTP connection with its route, or a virtual
+// listener's connection with its destination.
 type routedConn struct {
 	net.Conn
 	route *route.Route
+	dest  *httpproxy.VirtualDestination
 }
 
 // CloseWrite keeps half-close working for tunnels of passthrough connections.

@@ -32,11 +32,11 @@ type vhost struct {
 // Route is one compiled route.
 type Route struct {
 	Name    string
-	prefix  string
-	path    string
-	methods []string
-	headers []config.HeaderMatch
+	match   matcher
 	Targets []Target
+	// Actions other than forwarding, and changes to the forwarded request;
+	// nil when the route has none.
+	Actions *Actions
 	total   uint64
 	Timeout time.Duration
 	Retry   *Retry
@@ -60,6 +60,8 @@ func (rt *Route) AllowsUpgrade(proto string) bool {
 }
 
 // Target is one weighted cluster with its metric children per direction.
+// Cluster is nil for a backend that could not be resolved (answered with
+// 500) and for routes that answer themselves.
 type Target struct {
 	Cluster  *upstream.Cluster
 	Weight   uint32
@@ -82,9 +84,13 @@ type Retry struct {
 	OnGatewayError bool
 	OnConnect      bool
 	OnReset        bool
-	methods        []string
-	BackoffBase    time.Duration
-	BackoffMax     time.Duration
+	// StatusCodes are retried responses (retryOn retriable-status-codes).
+	StatusCodes []int
+	methods     []string
+	BackoffBase time.Duration
+	BackoffMax  time.Duration
+	// PerTry bounds each attempt (0: only the route's timeout).
+	PerTry time.Duration
 }
 
 // Method reports whether requests with this method may be retried.
@@ -117,9 +123,8 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 		}
 		for _, r := range vh.Routes {
 			cr := &Route{
-				Name: r.Name, prefix: r.Match.Prefix, path: r.Match.Path,
-				methods: r.Match.Methods, headers: r.Match.Headers, Timeout: r.RouteTimeout(),
-				Upgrades: r.Upgrades,
+				Name: r.Name, match: compileMatch(r.Match), Timeout: r.RouteTimeout(),
+				Upgrades: r.Upgrades, Actions: compileActions(r),
 			}
 			for _, wc := range r.Clusters {
 				cr.Targets = append(cr.Targets, Target{
@@ -130,9 +135,14 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 				})
 				cr.total += uint64(wc.Weight)
 			}
+			if len(r.Clusters) == 0 { // redirect or direct response: metrics without a cluster
+				cr.Targets = []Target{{Weight: 1, Inbound: m.For(string(config.Inbound), r.Name, ""),
+					Outbound: m.For(string(config.Outbound), r.Name, "")}}
+				cr.total = 1
+			}
 			if p := r.Retry; p != nil && p.Attempts > 0 {
 				rt := &Retry{Attempts: p.Attempts, methods: p.Methods,
-					BackoffBase: p.Backoff.Base.D(), BackoffMax: p.Backoff.Max.D()}
+					BackoffBase: p.Backoff.Base.D(), BackoffMax: p.Backoff.Max.D(), PerTry: p.PerTryTimeout.D()}
 				for _, on := range p.On {
 					switch on {
 					case "5xx":
@@ -143,6 +153,8 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 						rt.OnConnect = true
 					case "reset":
 						rt.OnReset = true
+					case "retriable-status-codes":
+						rt.StatusCodes = p.StatusCodes
 					}
 				}
 				cr.Retry = rt
@@ -202,51 +214,7 @@ func (t *Table) vhostFor(hostport string) *vhost {
 	return nil
 }
 
-func (rt *Route) matches(r *http.Request) bool {
-	if rt.path != "" && r.URL.Path != rt.path {
-		return false
-	}
-	if rt.prefix != "" && !strings.HasPrefix(r.URL.Path, rt.prefix) {
-		return false
-	}
-	if len(rt.methods) > 0 {
-		ok := false
-		for _, m := range rt.methods {
-			if m == r.Method {
-				ok = true
-				break
-			}
-		}
-		if !ok {
-			return false
-		}
-	}
-	for i := range rt.headers {
-		h := &rt.headers[i]
-		vals := r.Header.Values(h.Name)
-		var hit bool
-		switch {
-		case h.Present:
-			hit = len(vals) > 0
-		case h.Exact != "":
-			for _, v := range vals {
-				if v == h.Exact {
-					hit = true
-				}
-			}
-		case h.Prefix != "":
-			for _, v := range vals {
-				if strings.HasPrefix(v, h.Prefix) {
-					hit = true
-				}
-			}
-		}
-		if hit == h.Invert {
-			return false
-		}
-	}
-	return true
-}
+func (rt *Route) matches(r *http.Request) bool { return rt.match.matches(r) }
 
 // PickTarget splits traffic by weight.
 func (rt *Route) PickTarget() *Target {
