@@ -156,6 +156,10 @@ images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-conta
 demo: ## The main command: local cluster, images, cert-manager, the operator and the sample Mesh; prints the Mesh and the pods.
 	hack/demo.sh
 
+.PHONY: conformance
+conformance: ## Gateway API conformance suite, mesh profiles (MESH-HTTP, MESH-GRPC; strict: 10 consecutive successes) on the local cluster; report in test/conformance/reports/. Fails only on a regression against the committed report. CONFORMANCE_ARGS=--run-test=MeshBasic narrows it.
+	hack/conformance.sh $(CONFORMANCE_ARGS)
+
 E2E_LABELS ?=
 .PHONY: e2e
 e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown selects.

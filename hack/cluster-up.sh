@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make cluster-up: a real single-node Kubernetes on this machine, no Docker, no registry.
 #   hack/cluster-up.sh           network, PKI, containerd, etcd, control plane, kubelet, kube-proxy,
-#                                CoreDNS; waits until the node is Ready and DNS answers.
+#                                CoreDNS, Gateway API's standard CRDs (GATEWAY_API_VERSION); waits
+#                                until the node is Ready and DNS answers.
 #   hack/cluster-up.sh network   only the node network and its safety checks (the e2e suite
 #                                asserts the routes before any component starts).
 # Everything lives under $CLUSTER_DIR (hack/cluster/env.sh); `make cluster-down` undoes it all.
@@ -292,8 +293,20 @@ start() { # start NAME CMD...: background process, own session, pid file, log
   local name=$1 pid; shift
   if pid=$(pid_of "$name"); then log "$name already running (pid $pid)"; return; fi
   echo "=== $(date -Is) start: $*" >>"$CLUSTER_DIR/logs/$name.log"
-  setsid "$@" </dev/null >>"$CLUSTER_DIR/logs/$name.log" 2>&1 &
+  (close_inherited_fds; exec setsid "$@") </dev/null >>"$CLUSTER_DIR/logs/$name.log" 2>&1 &
   echo $! >"$CLUSTER_DIR/run/$name.pid"
+}
+
+# close_inherited_fds: closes every open file but stdin, stdout and stderr. A component must not
+# keep its starter's files open: one that inherits the lock file of `flock /tmp/knit-cluster.lock
+# make e2e` holds that lock for as long as the cluster runs, and then nobody, not even
+# `flock … make cluster-down`, gets it.
+close_inherited_fds() {
+  local fd n
+  for fd in /proc/self/fd/*; do
+    n=${fd##*/}
+    if (( n > 2 )); then eval "exec $n>&-"; fi
+  done
 }
 
 wait_for() { # wait_for WHAT TIMEOUT CMD...
@@ -359,6 +372,24 @@ deploy_dns() {
   wait_for "CoreDNS" 180 kubectl_ -n kube-system rollout status deployment/coredns --timeout=2s
 }
 
+# Gateway API's standard-channel CRDs at GATEWAY_API_VERSION, from the sigs.k8s.io/gateway-api
+# module (Go module proxy/cache): the mesh routes by HTTPRoute and GRPCRoute, and the conformance
+# suite refuses to run unless every installed Gateway API CRD carries its own bundle version.
+gateway_api_crds_established() {
+  local crds; crds=$(kubectl_ get crd -o name | grep '\.gateway\.networking\.k8s\.io$') || return 1
+  # shellcheck disable=SC2086
+  kubectl_ wait --for condition=Established --timeout=2s $crds
+}
+install_gateway_api_crds() {
+  local dir
+  dir=$(cd / && GOFLAGS= go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",$/\1/p') ||
+    die "go mod download sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION failed"
+  [[ -d $dir/config/crd/standard ]] || die "no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION ($dir)"
+  kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/standard/" >/dev/null ||
+    die "applying Gateway API $GATEWAY_API_VERSION CRDs failed"
+  wait_for "Gateway API $GATEWAY_API_VERSION CRDs (standard channel)" 60 gateway_api_crds_established
+}
+
 main() {
   install_packages
   "$HACK_DIR/build-kube-binaries.sh"
@@ -385,6 +416,7 @@ main() {
   fi
   wait_for "node $NODE_NAME" 180 node_ready
   deploy_dns
+  install_gateway_api_crds
   log "cluster up in $((SECONDS - T0))s: export KUBECONFIG=$KUBECONFIG_ADMIN"
 }
 

@@ -2,7 +2,8 @@
 # make images: builds every image the local cluster runs, as static binaries in single-layer
 # images (go-containerregistry, hack/images), and imports them into the cluster's containerd.
 #   hack/images.sh                 all images; imported when the cluster's containerd runs
-#   hack/images.sh --import NAME…  only these (names as in config/images/kustomization.yaml)
+#   hack/images.sh --import NAME…  only these (names as in config/images/kustomization.yaml, or
+#                                  conformance-echo: see below)
 #   hack/images.sh --refs          prints NAME_IMAGE=reference lines for `eval`
 # References and tags come from ONE place, config/images/kustomization.yaml (a kustomize
 # Component the manifests include). No Docker, no registry: tarballs go to bin/images/ and into
@@ -19,6 +20,9 @@ CM_DIR=$(cert_manager_dir)
 ALL=(pause coredns e2e-probe controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
 # `mesh`: the mesh's own images, per supported mesh version, named by the operator's
 # internal/versions/versions.yaml (the operator puts those references into the Deployments it makes).
+# `conformance-echo` (not in ALL: only `make conformance` needs it): Istio's echo server and
+# client (hack/build-istio-echo.sh), the app the Gateway API conformance suite's mesh tests run,
+# tagged with exactly the reference the suite's mesh manifests name.
 VERSIONS="$REPO_ROOT/internal/versions/versions.yaml"
 
 tool() {
@@ -79,11 +83,26 @@ binary() {
       with_lock "$CM_DIR" cached_build "$HACK_DIR/cert-manager-images" "./$sub" "$bin" \
         "$ld -X github.com/cert-manager/cert-manager/pkg/util.AppVersion=$CERT_MANAGER_VERSION"
       echo "$bin /$1 1000:1000" ;;
-    *) die "unknown image $1 (known: ${ALL[*]})" ;;
+    conformance-echo)
+      local d; d=$("$HACK_DIR/build-istio-echo.sh") || die "building Istio's echo app failed"
+      echo "$d/server /usr/local/bin/server 65532:65532" ;;
+    *) die "unknown image $1 (known: ${ALL[*]} conformance-echo)" ;;
   esac
 }
 
 image_ref() { local v=${1//-/_}; v="${v^^}_IMAGE"; echo "${!v}"; }
+
+# conformance_echo_ref: the one image reference in the conformance suite's mesh manifests (the
+# suite module pinned by test/conformance/go.mod). The suite applies those manifests itself, so
+# the image must be in containerd under exactly that name (pull policy IfNotPresent).
+conformance_echo_ref() {
+  local dir refs
+  dir=$(cd "$REPO_ROOT/test/conformance" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance) ||
+    die "cannot locate the conformance suite module (test/conformance/go.mod)"
+  refs=$(sed -nE 's/^[[:space:]]*image:[[:space:]]*//p' "$dir/mesh/manifests.yaml" | tr -d "\"'" | sort -u)
+  [[ -n $refs && $(wc -l <<<"$refs") == 1 ]] || die "$dir/mesh/manifests.yaml names not exactly one image: ${refs//$'\n'/ }"
+  echo "$refs"
+}
 
 check_tags() {
   local n ref
@@ -111,13 +130,22 @@ one() {
     done < <("$TOOL" mesh -versions "$VERSIONS" | sort)
     return
   fi
+  if [[ -z $ref && $name == conformance-echo ]]; then ref=$(conformance_echo_ref); fi
   [[ -n $ref ]] || ref=$(image_ref "$name"); [[ -n $ref ]] || die "no $name in $COMPONENT"
   read -r path entry user < <(binary "$bin")
   [[ -x $path ]] || die "no binary for $name"
+  # Extra files: the echo image also carries the client the suite execs (on PATH) and the
+  # server's certificate where the suite's manifests point --crt/--key.
+  local extra=() files=("$path")
+  if [[ $name == conformance-echo ]]; then
+    local d; d=$(dirname "$path")
+    extra=(-add "$d/client=/usr/local/bin/client" -add "$d/cert.crt=/cert.crt" -add "$d/cert.key=/cert.key" -path /usr/local/bin:/)
+    files+=("$d/client" "$d/cert.crt" "$d/cert.key")
+  fi
   tar="$OUT/$name.tar"
-  sum=$( { sha256sum "$path" | cut -d' ' -f1; echo "$ref $entry $user"; } | sha256sum | cut -d' ' -f1)
+  sum=$( { sha256sum "${files[@]}" | cut -d' ' -f1; echo "$ref $entry $user ${extra[*]}"; } | sha256sum | cut -d' ' -f1)
   if [[ ! -f $tar || ! -f $tar.sum || $(<"$tar.sum") != "$sum" ]]; then
-    "$TOOL" pack -ref "$ref" -binary "$path" -entrypoint "$entry" -user "$user" -out "$tar" >/dev/null || die "packing $name failed"
+    "$TOOL" pack -ref "$ref" -binary "$path" -entrypoint "$entry" -user "$user" "${extra[@]}" -out "$tar" >/dev/null || die "packing $name failed"
     echo "$sum" >"$tar.sum"
   fi
   [[ $import == yes ]] || { log "image $ref -> $tar"; return; }

@@ -34,6 +34,8 @@ step unit go tool gotestsum --format pkgname --jsonfile "$REPORTS/unit.json" -- 
 # the packages that build compiled are reused, and no vet (it would analyse all of cert-manager's
 # ~1,200 dependency packages first: many minutes).
 step launcher go test -C hack/cert-manager-controller -trimpath -vet=off -count=1 ./...
+# The image packer (hack/images) is a module of its own too.
+step images-tool go test -C hack/images -count=1 ./...
 step integration go tool gotestsum --format standard-verbose --jsonfile "$REPORTS/integration.json" -- \
   -count=1 -timeout 20m ./test/integration/... -ginkgo.v -ginkgo.junit-report="$REPORTS/integration-junit.xml"
 
@@ -59,7 +61,7 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1)
 echo
 echo "==================== test summary ===================="
-for s in generated upstream-copies unit launcher integration fuzz proxy-conformance; do
+for s in generated upstream-copies unit launcher images-tool integration fuzz proxy-conformance; do
   [[ -n ${result[$s]:-} ]] && printf '  %-18s %s\n' "$s" "${result[$s]}"
 done
 [[ -n $conformance_summary ]] && printf '  %s\n' "$conformance_summary"

@@ -4,7 +4,7 @@
 //
 //	images refs   -component FILE                 prints NAME=REFERENCE per image (NAME upper-cased, - as _)
 //	images mesh   -versions FILE                  prints "proxy REF" / "controlplane REF" per supported mesh version
-//	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID]
+//	images pack   -ref REF -binary FILE -out TAR [-entrypoint /name] [-user UID:GID] [-add SRC=/DST]... [-path DIRS]
 //	images stamp  -imported DIR < manifests > manifests
 //
 // stamp copies multi-document YAML and gives each Deployment, StatefulSet and DaemonSet pod
@@ -16,7 +16,9 @@
 // internal/versions/versions.yaml; `mesh` lists those of the versions that are not end of life.
 //
 // pack writes a docker-archive tarball (`ctr images import` reads it). The layer holds the binary
-// at /<name> and an empty /tmp; every timestamp is zero, so the same binary gives the same digest.
+// at /<name>, each -add file at its /DST with its own file mode, and an empty /tmp; every
+// timestamp is zero, so the same files give the same digest. -path sets the image's PATH (the
+// conformance suite's echo image runs `client` by name).
 package main
 
 import (
@@ -29,6 +31,7 @@ import (
 	"io"
 	"os"
 	"path"
+	"sort"
 	"strings"
 	"time"
 
@@ -147,6 +150,9 @@ func pack(args []string) error {
 	out := fs.String("out", "", "docker-archive tarball to write")
 	entry := fs.String("entrypoint", "", "path of the binary in the image (default /<basename of -binary>)")
 	user := fs.String("user", "65532:65532", "user the image runs as (numeric, so runAsNonRoot can check it)")
+	pathEnv := fs.String("path", "/", "the image's PATH")
+	var adds addFlags
+	fs.Var(&adds, "add", "SRC=/DST: another file for the image (repeatable)")
 	_ = fs.Parse(args)
 	if *ref == "" || *bin == "" || *out == "" {
 		return fmt.Errorf("pack needs -ref, -binary and -out")
@@ -158,11 +164,15 @@ func pack(args []string) error {
 	if err != nil {
 		return err
 	}
-	content, err := os.ReadFile(*bin)
-	if err != nil {
-		return err
+	files := []layerFile{{name: *entry, src: *bin, mode: 0o755}}
+	for _, a := range adds {
+		st, err := os.Stat(a.src)
+		if err != nil {
+			return err
+		}
+		files = append(files, layerFile{name: a.dst, src: a.src, mode: int64(st.Mode().Perm())})
 	}
-	layerTar, err := layer(strings.TrimPrefix(*entry, "/"), content)
+	layerTar, err := layer(files)
 	if err != nil {
 		return err
 	}
@@ -186,7 +196,7 @@ func pack(args []string) error {
 	cf.Config.Entrypoint = []string{*entry}
 	cf.Config.User = *user
 	cf.Config.WorkingDir = "/"
-	cf.Config.Env = []string{"PATH=/", "HOME=/tmp"}
+	cf.Config.Env = []string{"PATH=" + *pathEnv, "HOME=/tmp"}
 	img, err = mutate.ConfigFile(img, cf)
 	if err != nil {
 		return err
@@ -203,14 +213,43 @@ func pack(args []string) error {
 	return nil
 }
 
-func layer(file string, content []byte) ([]byte, error) {
+// addFlags collects -add SRC=/DST.
+type addFlags []struct{ src, dst string }
+
+func (a *addFlags) String() string { return fmt.Sprint(*a) }
+
+func (a *addFlags) Set(v string) error {
+	src, dst, ok := strings.Cut(v, "=")
+	if !ok || src == "" || !strings.HasPrefix(dst, "/") || path.Clean(dst) != dst || dst == "/" {
+		return fmt.Errorf("-add %q: want SRC=/absolute/clean/path", v)
+	}
+	*a = append(*a, struct{ src, dst string }{src, dst})
+	return nil
+}
+
+// layerFile is one regular file of the image: its absolute path in the image, where to read
+// it, and its mode.
+type layerFile struct {
+	name, src string
+	mode      int64
+}
+
+func layer(files []layerFile) ([]byte, error) {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	epoch := time.Unix(0, 0)
 	dirs := []string{"tmp/"}
-	for d := path.Dir(file); d != "." && d != "/"; d = path.Dir(d) {
-		dirs = append(dirs, d+"/")
+	seen := map[string]bool{"tmp/": true}
+	for _, f := range files {
+		for d := path.Dir(strings.TrimPrefix(f.name, "/")); d != "." && d != "/"; d = path.Dir(d) {
+			if !seen[d+"/"] {
+				seen[d+"/"] = true
+				dirs = append(dirs, d+"/")
+			}
+		}
 	}
+	// Parents before children, whatever order the files came in.
+	sort.Strings(dirs)
 	for _, d := range dirs {
 		mode := int64(0o755)
 		if d == "tmp/" {
@@ -220,11 +259,18 @@ func layer(file string, content []byte) ([]byte, error) {
 			return nil, err
 		}
 	}
-	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: file, Mode: 0o755, Size: int64(len(content)), ModTime: epoch, Format: tar.FormatPAX}); err != nil {
-		return nil, err
-	}
-	if _, err := tw.Write(content); err != nil {
-		return nil, err
+	for _, f := range files {
+		content, err := os.ReadFile(f.src)
+		if err != nil {
+			return nil, err
+		}
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(f.name, "/"), Mode: f.mode, Size: int64(len(content)), ModTime: epoch, Format: tar.FormatPAX}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(content); err != nil {
+			return nil, err
+		}
 	}
 	if err := tw.Close(); err != nil {
 		return nil, err
