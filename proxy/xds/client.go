@@ -162,12 +162,12 @@ func (c *Client) LastNack() string {
 // Run keeps a stream open until ctx ends, reconnecting with jittered
 // exponential backoff. The proxy keeps serving its last accepted config
 // meanwhile.
-func (c *Client) Run(ctx context.Context) error {
+func (c *Client) Run(ctx context.Context) {
 	failures := 0
 	for ctx.Err() == nil {
 		got, err := c.stream(ctx)
 		if ctx.Err() != nil {
-			return nil
+			return
 		}
 		if got {
 			failures = 0 // the stream worked: start the backoff over
@@ -180,11 +180,10 @@ func (c *Client) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return
 		case <-t.C:
 		}
 	}
-	return nil
 }
 
 // backoff is exponential with full jitter: uniform in [base/2, min(max, base·2^n)].
