@@ -231,6 +231,11 @@ type QueryParamMatch struct {
 type WeightedTarget struct {
 	Name   string `json:"name"`
 	Weight uint32 `json:"weight,omitempty"`
+	// RequestHeaders and ResponseHeaders modify requests sent to this
+	// target only (Gateway API: a backendRef's own header modifier filters),
+	// after the route's own modifiers.
+	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
+	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
 }
 
 // Redirect answers a request with a redirect (Gateway API RequestRedirect).

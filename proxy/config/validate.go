@@ -412,6 +412,8 @@ func (v *validator) routeAction(rf string, r Route, clusters map[string]*Cluster
 	prefixMatch := r.Match.Prefix != "" || r.Match.PathPrefix != ""
 	for j, wc := range r.Clusters {
 		cf := fmt.Sprintf("%s.clusters[%d]", rf, j)
+		v.headerModifier(cf+".requestHeaders", wc.RequestHeaders)
+		v.headerModifier(cf+".responseHeaders", wc.ResponseHeaders)
 		if wc.Name == "" {
 			continue // an unresolved backend: its share is answered with 500
 		}

@@ -102,6 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	route.ModifyHeaders(r.Header, target.RequestHeaders)
 
 	// CONNECT and allowed upgrades become tunnels on their own connection.
 	upgrade, refused := upgradeOf(r, rt)
@@ -164,6 +165,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if rt.Actions != nil {
 			route.ModifyHeaders(resp.Header, rt.Actions.ResponseHeaders)
 		}
+		route.ModifyHeaders(resp.Header, target.ResponseHeaders)
 		bytesOut, grpcStatus, err = copyResponse(w, resp)
 	}
 

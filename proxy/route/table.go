@@ -63,10 +63,14 @@ func (rt *Route) AllowsUpgrade(proto string) bool {
 // Cluster is nil for a backend that could not be resolved (answered with
 // 500) and for routes that answer themselves.
 type Target struct {
-	Cluster  *upstream.Cluster
-	Weight   uint32
-	Inbound  *metrics.Route
-	Outbound *metrics.Route
+	Cluster *upstream.Cluster
+	Weight  uint32
+	// RequestHeaders and ResponseHeaders are the target's own modifiers,
+	// applied after the route's.
+	RequestHeaders  *config.HeaderModifier
+	ResponseHeaders *config.HeaderModifier
+	Inbound         *metrics.Route
+	Outbound        *metrics.Route
 }
 
 // Stats returns the metric children for the listener's direction.
@@ -128,10 +132,12 @@ func Compile(rc config.RouteConfig, clusters map[string]*upstream.Cluster, m *me
 			}
 			for _, wc := range r.Clusters {
 				cr.Targets = append(cr.Targets, Target{
-					Cluster:  clusters[wc.Name],
-					Weight:   wc.Weight,
-					Inbound:  m.For(string(config.Inbound), r.Name, wc.Name),
-					Outbound: m.For(string(config.Outbound), r.Name, wc.Name),
+					Cluster:         clusters[wc.Name],
+					Weight:          wc.Weight,
+					RequestHeaders:  wc.RequestHeaders,
+					ResponseHeaders: wc.ResponseHeaders,
+					Inbound:         m.For(string(config.Inbound), r.Name, wc.Name),
+					Outbound:        m.For(string(config.Outbound), r.Name, wc.Name),
 				})
 				cr.total += uint64(wc.Weight)
 			}

@@ -610,10 +610,21 @@ func routeAction(ra *routev3.RouteAction, out *config.Route, clusters map[string
 	case *routev3.RouteAction_Cluster:
 		out.Clusters = []config.WeightedTarget{target(cs.Cluster, 1)}
 	case *routev3.RouteAction_WeightedClusters:
-		for _, cw := range cs.WeightedClusters.GetClusters() {
-			if w := cw.GetWeight().GetValue(); w > 0 { // Gateway API: weight 0 takes no traffic
-				out.Clusters = append(out.Clusters, target(cw.GetName(), w))
+		for i, cw := range cs.WeightedClusters.GetClusters() {
+			w := cw.GetWeight().GetValue()
+			if w == 0 { // Gateway API: weight 0 takes no traffic
+				continue
 			}
+			t := target(cw.GetName(), w)
+			cf := fmt.Sprintf("%s.weighted_clusters.clusters[%d]", f, i)
+			var err error
+			if t.RequestHeaders, err = headerModifier(cw.GetRequestHeadersToAdd(), cw.GetRequestHeadersToRemove(), cf+".request_headers_to_add"); err != nil {
+				return err
+			}
+			if t.ResponseHeaders, err = headerModifier(cw.GetResponseHeadersToAdd(), cw.GetResponseHeadersToRemove(), cf+".response_headers_to_add"); err != nil {
+				return err
+			}
+			out.Clusters = append(out.Clusters, t)
 		}
 		if len(out.Clusters) == 0 { // Gateway API: all weights 0 is a 500
 			out.Clusters = []config.WeightedTarget{{Name: "", Weight: 1}}
