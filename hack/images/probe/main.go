@@ -4,6 +4,12 @@
 //	probe nodns NAME      exit 0 only if NAME does NOT resolve (cluster DNS forwards nothing off the machine)
 //	probe http URL [N]    GET URL (N times, default 1); prints each status line, exit 0 if all are 2xx
 //	probe get URL         GET URL; prints the status line and then the body, exit 0 on a 2xx
+//	probe load URL N|DURATION CONC
+//	                      CONC workers send GETs over keep-alive connections (N requests in all,
+//	                      or for DURATION, e.g. 20s, each pausing 10ms between requests); prints
+//	                      "total T", "ok K", "failed F", "host NAME COUNT" per answering host (the
+//	                      third word of serve's body), "status CODE COUNT" per non-2xx status and
+//	                      up to 5 "error: ..." samples; exit 0 (the caller judges the counts)
 //	probe serve ADDR      an HTTP server on ADDR (e.g. :8080): every path answers 200 with
 //	                      "hello from <hostname> <path>"; /healthz answers "ok"
 package main
@@ -21,8 +27,11 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 5 && os.Args[1] == "load" {
+		os.Exit(load(os.Args[2], os.Args[3], os.Args[4]))
+	}
 	if len(os.Args) < 3 || len(os.Args) > 4 || (len(os.Args) == 4 && os.Args[1] != "http") {
-		fmt.Fprintln(os.Stderr, "usage: probe dns|nodns|get|serve ARG, or probe http URL [N]")
+		fmt.Fprintln(os.Stderr, "usage: probe dns|nodns|get|serve ARG, probe http URL [N], or probe load URL N|DURATION CONC")
 		os.Exit(2)
 	}
 	arg := os.Args[2]
