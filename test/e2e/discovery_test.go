@@ -97,14 +97,25 @@ spec:
 `, name, discoveryNS, app)
 }
 
-// gatewayAPIHTTPRouteCRD applies one channel's HTTPRoute CRD of the Gateway API version cluster-up installs.
-func gatewayAPIHTTPRouteCRD(channel string) {
+// experimentalHTTPRoutes swaps in the experimental channel's HTTPRoute CRD of the Gateway API
+// version cluster-up installs (Gateway API's safe-upgrades admission policy refuses that swap,
+// so it goes first); standardGatewayAPI puts the standard channel, policy included, back.
+func experimentalHTTPRoutes() {
 	GinkgoHelper()
-	script(`source hack/lib.sh; source hack/cluster/env.sh
-dir=$(cd / && GOFLAGS= go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",$/\1/p')
-kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/` + channel + `/gateway.networking.k8s.io_httproutes.yaml"
+	script(gatewayAPIDir + `
+kubectl_ delete validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io --ignore-not-found
+kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/experimental/gateway.networking.k8s.io_httproutes.yaml"
 kubectl_ wait --for condition=Established --timeout=30s crd/httproutes.gateway.networking.k8s.io`)
 }
+
+func standardGatewayAPI() {
+	GinkgoHelper()
+	script(gatewayAPIDir + `
+kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/standard/"`)
+}
+
+const gatewayAPIDir = `source hack/lib.sh; source hack/cluster/env.sh; set -e
+dir=$(cd / && GOFLAGS= go mod download -json "sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION" | sed -nE 's/^\s*"Dir": "(.*)",$/\1/p')`
 
 func discoverySetup() {
 	GinkgoHelper()
@@ -162,10 +173,10 @@ func discoverySpecs() {
 	It("keeps ≥ 99.9 % of requests succeeding under steady load with retries on while an endpoint is killed", Label("discovery"), func() {
 		// HTTPRoute retry is in Gateway API's experimental channel: this spec installs that
 		// channel's HTTPRoute CRD and puts the standard one back afterwards.
-		gatewayAPIHTTPRouteCRD("experimental")
+		experimentalHTTPRoutes()
 		DeferCleanup(func() {
 			_, _ = tryKubectl("-n", discoveryNS, "delete", "httproute", "echo", "--ignore-not-found")
-			gatewayAPIHTTPRouteCRD("standard")
+			standardGatewayAPI()
 		})
 		applyManifest(fmt.Sprintf(`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
