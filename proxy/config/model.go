@@ -231,9 +231,8 @@ type QueryParamMatch struct {
 type WeightedTarget struct {
 	Name   string `json:"name"`
 	Weight uint32 `json:"weight,omitempty"`
-	// RequestHeaders and ResponseHeaders modify requests sent to this
-	// target only (Gateway API: a backendRef's own header modifier filters),
-	// after the route's own modifiers.
+	// RequestHeaders and ResponseHeaders apply only to requests sent to
+	// this target (Gateway API backendRef filters), after the route's.
 	RequestHeaders  *HeaderModifier `json:"requestHeaders,omitempty"`
 	ResponseHeaders *HeaderModifier `json:"responseHeaders,omitempty"`
 }

@@ -437,3 +437,51 @@ clusters:
 		t.Fatalf("the requests must share one connection: reused %v", reused)
 	}
 }
+
+// Gateway API backendRef filters: each weighted target's header modifiers
+// apply only to the requests (and responses) of that target.
+func TestBackendHeaderModifiersApplyToTheirTargetOnly(t *testing.T) {
+	echo := func(name string) string {
+		return httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s tag=%s route=%s", name, r.Header.Get("X-Tag"), r.Header.Get("X-Route"))
+		})
+	}
+	a, b := echo("a"), echo("b")
+	p, _ := startVirtual(t, fmt.Sprintf(`
+virtualListeners:
+- {name: svc, address: %q, routeConfig: svc}
+routeConfigs:
+- name: svc
+  virtualHosts:
+  - name: svc
+    routes:
+    - name: split
+      requestHeaders: {set: [{name: X-Route, value: r}]}
+      clusters:
+      - {name: a, weight: 1, requestHeaders: {set: [{name: X-Tag, value: for-a}]}, responseHeaders: {add: [{name: X-From, value: a}]}}
+      - {name: b, weight: 1}
+clusters:
+- {name: a, endpoints: [{address: %q}]}
+- {name: b, endpoints: [{address: %q}]}
+`, serviceVIP, a, b))
+	seen := map[string]int{}
+	for i := 0; i < 40; i++ {
+		resp, body := do(t, noFollow(), "GET", "http://"+addr(t, p, "outbound")+"/")
+		switch body {
+		case "a tag=for-a route=r":
+			if resp.Header.Get("X-From") != "a" {
+				t.Fatalf("target a's response modifier missing: %v", resp.Header)
+			}
+		case "b tag= route=r":
+			if resp.Header.Get("X-From") != "" {
+				t.Fatalf("target a's response modifier applied to b: %v", resp.Header)
+			}
+		default:
+			t.Fatalf("unexpected: %q", body)
+		}
+		seen[body[:1]]++
+	}
+	if seen["a"] == 0 || seen["b"] == 0 {
+		t.Fatalf("split not exercised: %v", seen)
+	}
+}

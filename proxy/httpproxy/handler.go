@@ -102,7 +102,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	route.ModifyHeaders(r.Header, target.RequestHeaders)
+	route.ModifyHeaders(r.Header, target.RequestHeaders) // the backend's own filters, after the route's
 
 	// CONNECT and allowed upgrades become tunnels on their own connection.
 	upgrade, refused := upgradeOf(r, rt)

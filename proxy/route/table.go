@@ -63,14 +63,13 @@ func (rt *Route) AllowsUpgrade(proto string) bool {
 // Cluster is nil for a backend that could not be resolved (answered with
 // 500) and for routes that answer themselves.
 type Target struct {
-	Cluster *upstream.Cluster
-	Weight  uint32
-	// RequestHeaders and ResponseHeaders are the target's own modifiers,
-	// applied after the route's.
+	Cluster  *upstream.Cluster
+	Weight   uint32
+	Inbound  *metrics.Route
+	Outbound *metrics.Route
+	// RequestHeaders and ResponseHeaders modify only this target's traffic.
 	RequestHeaders  *config.HeaderModifier
 	ResponseHeaders *config.HeaderModifier
-	Inbound         *metrics.Route
-	Outbound        *metrics.Route
 }
 
 // Stats returns the metric children for the listener's direction.
