@@ -222,8 +222,10 @@ spec:
 			_, _ = tryKubectl("-n", "knit-system", "scale", "deployment/"+cp, "--replicas=1")
 			_, _ = tryKubectl("-n", "knit-operator", "scale", "deployment/knit-controller-manager", "--replicas=1")
 		})
-		Eventually(func() map[string]string { return controlPlanePods() }).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(BeEmpty(),
-			"no control-plane pod runs")
+		Eventually(func() string { // terminating pods included: they would still serve xDS
+			out, _ := tryKubectl("-n", "knit-system", "get", "pods", "-l", "app=knit-controlplane", "-o", "name")
+			return strings.TrimSpace(out)
+		}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(BeEmpty(), "no control-plane pod exists")
 		GinkgoWriter.Printf("control plane %s stopped\n", cp)
 
 		// Passthrough would send every request to split-v1 (the Service's own selector): split-v2
