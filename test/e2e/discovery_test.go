@@ -104,7 +104,11 @@ func experimentalHTTPRoutes() {
 	GinkgoHelper()
 	script(gatewayAPIDir + `
 kubectl_ delete validatingadmissionpolicybinding,validatingadmissionpolicy safe-upgrades.gateway.networking.k8s.io --ignore-not-found
-kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/experimental/gateway.networking.k8s.io_httproutes.yaml"
+# the API server's admission sees the deletion a moment later
+for i in $(seq 30); do
+  kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/experimental/gateway.networking.k8s.io_httproutes.yaml" && break
+  [[ $i == 30 ]] && exit 1; sleep 1
+done
 kubectl_ wait --for condition=Established --timeout=30s crd/httproutes.gateway.networking.k8s.io`)
 }
 
