@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"sync"
@@ -282,5 +283,70 @@ func TestP2CPrefersFastEndpoint(t *testing.T) {
 	wg.Wait()
 	if fast.Load() < 3*slow.Load() {
 		t.Fatalf("fast endpoint got %d, slow %d; P2C over EWMA should favour the fast one strongly", fast.Load(), slow.Load())
+	}
+}
+
+// Gateway API backendRef filters: each backend's own header modifiers apply
+// only to requests (and responses) of that backend, after the route's; one
+// backend is HTTP/1 (fast path), the other HTTP/2 (Transport path).
+func TestBackendHeaderModifiersApplyToTheChosenBackendOnly(t *testing.T) {
+	echo := func(n string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Upstream-Drop", "1")
+			fmt.Fprintf(w, "%s backend=%s route=%s drop=%s", n, r.Header.Get("X-Backend"), r.Header.Get("X-Route"), r.Header.Get("X-Drop"))
+		}
+	}
+	a := httpUpstream(t, echo("a"))
+	b := h2cUpstream(t, echo("b"))
+	cfg := fmt.Sprintf(`
+listeners:
+- {name: in, address: "127.0.0.1:0", routeConfig: main}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: all
+    routes:
+    - name: split
+      requestHeaders: {set: [{name: x-route, value: "1"}, {name: x-backend, value: route}]}
+      clusters:
+      - name: a
+        weight: 50
+        requestHeaders: {set: [{name: x-backend, value: a}], remove: [x-drop]}
+        responseHeaders: {set: [{name: x-picked, value: a}], remove: [x-upstream-drop]}
+      - name: b
+        weight: 50
+        requestHeaders: {add: [{name: x-backend, value: b}]}
+        responseHeaders: {add: [{name: x-picked, value: b}]}
+clusters:
+- {name: a, endpoints: [{address: %s}]}
+- {name: b, protocol: http2, endpoints: [{address: %s}]}
+`, a, b)
+	p := startProxy(t, cfg)
+	cl := client()
+	want := map[string]string{
+		"a": "a backend=a route=1 drop=",
+		"b": "b backend=route route=1 drop=yes", // add keeps the route's value first
+	}
+	seen := map[string]int{}
+	for range 200 {
+		req, _ := http.NewRequest("GET", "http://"+addr(t, p, "in")+"/", nil)
+		req.Header.Set("X-Drop", "yes")
+		resp, err := cl.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		picked := resp.Header.Get("X-Picked")
+		if string(body) != want[picked] {
+			t.Fatalf("x-picked %q answered %q; want %q", picked, body, want[picked])
+		}
+		if dropped := resp.Header.Get("X-Upstream-Drop") == ""; dropped != (picked == "a") {
+			t.Fatalf("backend %s: response header removal applied=%v", picked, dropped)
+		}
+		seen[picked]++
+	}
+	if seen["a"] == 0 || seen["b"] == 0 {
+		t.Fatalf("both backends should be picked: %v", seen)
 	}
 }

@@ -15,11 +15,14 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/knit-mesh/knit/proxy/config"
@@ -345,4 +348,35 @@ func TestClientRefusesAResponseLargerThanItsLimitAndKeepsServing(t *testing.T) {
 	}
 	// The first client, with the default limit, takes it.
 	waitFor(t, "the large config on the default client", func() bool { _, body := s.get(t, "/"); return body == "web-2" })
+}
+
+// The control plane may send responses up to 16 MiB (CONTRACT.md); gRPC's
+// own default receive limit is 4 MiB, so this fails without the client's.
+func TestClientAcceptsAResponseLargerThanGRPCsDefaultLimit(t *testing.T) {
+	p := newPKI(t)
+	cp := startControlPlane(t, p, "127.0.0.1:0", newCache())
+	cp.set("1", webSnapshot(t, edsCluster(clusterA), backend(t, "web-1")))
+	s := startSidecar(t, p, cp.addr)
+	<-s.client.Synced()
+
+	big := routeTo(routeName, clusterA)
+	pad := strings.Repeat("x", 900)
+	big.VirtualHosts[0].Routes = nil
+	for i := 0; i < 6000; i++ { // about 5.5 MB
+		r := routeTo(routeName, clusterA).VirtualHosts[0].Routes[0]
+		r.Name = fmt.Sprintf("route-%04d-%s", i, pad)
+		r.Match = &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Path{Path: fmt.Sprintf("/never/%d", i)}}
+		big.VirtualHosts[0].Routes = append(big.VirtualHosts[0].Routes, r)
+	}
+	big.VirtualHosts[0].Routes = append(big.VirtualHosts[0].Routes, &routev3.Route{ // only this table answers so
+		Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+		Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 200,
+			Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "big table"}}}}})
+	if n := proto.Size(big); n <= 4<<20 {
+		t.Fatalf("route table is %d bytes; the test needs more than 4 MiB", n)
+	}
+	res := webSnapshot(t, edsCluster(clusterA), backend(t, "web-1"))
+	res[resource.RouteType] = []types.Resource{big}
+	cp.set("2", res)
+	waitFor(t, "the large config applied", func() bool { _, body := s.get(t, "/"); return body == "big table" })
 }

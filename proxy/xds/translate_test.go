@@ -59,7 +59,11 @@ func TestTranslateReadsTheContractsRouteSubset(t *testing.T) {
 			},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{
 				ClusterSpecifier: &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: []*routev3.WeightedCluster_ClusterWeight{
-					{Name: clusterA, Weight: wrapperspb.UInt32(90)},
+					{Name: clusterA, Weight: wrapperspb.UInt32(90), // a backendRef's own filters
+						RequestHeadersToAdd:     []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-backend", Value: "a"}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}},
+						RequestHeadersToRemove:  []string{"x-other"},
+						ResponseHeadersToAdd:    []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-from", Value: "a"}}},
+						ResponseHeadersToRemove: []string{"x-internal"}},
 					{Name: "outbound|80||missing.shop.svc.cluster.local", Weight: wrapperspb.UInt32(10)},
 					{Name: clusterA, Weight: wrapperspb.UInt32(0)},
 				}}},
@@ -129,8 +133,11 @@ func TestTranslateReadsTheContractsRouteSubset(t *testing.T) {
 		Match: config.RouteMatch{PathPrefix: "/api", Methods: []string{"GET"},
 			Headers:     []config.HeaderMatch{{Name: "x-env", Regex: "can.*"}},
 			QueryParams: []config.QueryParamMatch{{Name: "v", Exact: "2"}}},
-		Clusters: []config.WeightedTarget{{Name: clusterA, Weight: 90}, {Name: "", Weight: 10}},
-		Timeout:  &timeout,
+		Clusters: []config.WeightedTarget{{Name: clusterA, Weight: 90,
+			RequestHeaders:  &config.HeaderModifier{Set: []config.HeaderValue{{Name: "x-backend", Value: "a"}}, Remove: []string{"x-other"}},
+			ResponseHeaders: &config.HeaderModifier{Add: []config.HeaderValue{{Name: "x-from", Value: "a"}}, Remove: []string{"x-internal"}}},
+			{Name: "", Weight: 10}},
+		Timeout: &timeout,
 		Retry: &config.RetryPolicy{Attempts: 2, On: []string{"5xx", "retriable-status-codes"}, StatusCodes: []int{409},
 			Methods: []string{"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"},
 			Backoff: config.Backoff{Base: config.Duration(config.DefaultBackoffBase), Max: config.Duration(config.DefaultBackoffMax)}},

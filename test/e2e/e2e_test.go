@@ -652,6 +652,8 @@ data: {ca.crt: "a person's own"}
 		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
 	})
 
+	discoverySpecs()
+
 	It("deletes the Mesh and nothing a person made: webhooks first, pods then start uninjected, no knit object remains", Label("deletion"), func() {
 		const ns = "knit-e2e-after-mesh"
 		applyManifest(fmt.Sprintf(`apiVersion: v1

@@ -5,6 +5,12 @@
 //	probe http URL [N]    GET URL (N times, default 1); prints each status line, exit 0 if all are 2xx
 //	probe get URL         GET URL; prints the status line and then the body, exit 0 on a 2xx
 //	probe getall URL...   GET each URL; prints "URL status body" per line, exit 0 if all are 2xx
+//	probe load URL N|DURATION CONC
+//	                      CONC workers send GETs over keep-alive connections (N requests in all,
+//	                      or for DURATION, e.g. 20s, each pausing 10ms between requests); prints
+//	                      "total T", "ok K", "failed F", "host NAME COUNT" per answering host (the
+//	                      third word of serve's body), "status CODE COUNT" per non-2xx status and
+//	                      up to 5 "error: ..." samples; exit 0 (the caller judges the counts)
 //	probe serve ADDR      an HTTP server on ADDR (e.g. :8080): every path answers 200 with
 //	                      "hello from <hostname> <path>"; /healthz answers "ok". On SIGTERM it
 //	                      keeps serving for 5 s (while its endpoint leaves the Service), then
@@ -34,8 +40,11 @@ func main() {
 	if len(os.Args) >= 3 && os.Args[1] == "getall" {
 		os.Exit(getAll(os.Args[2:]))
 	}
+	if len(os.Args) == 5 && os.Args[1] == "load" {
+		os.Exit(loadCount(os.Args[2], os.Args[3], os.Args[4]))
+	}
 	if len(os.Args) < 3 || len(os.Args) > 4 || (len(os.Args) == 4 && os.Args[1] != "http" && os.Args[1] != "load") {
-		fmt.Fprintln(os.Stderr, "usage: probe dns|nodns|get|serve ARG, probe http URL [N], probe load URL RATE or probe getall URL...")
+		fmt.Fprintln(os.Stderr, "usage: probe dns|nodns|get|serve ARG, probe http URL [N], probe load URL RATE, probe load URL N|DURATION CONC or probe getall URL...")
 		os.Exit(2)
 	}
 	arg := os.Args[2]
@@ -125,7 +134,7 @@ func main() {
 			fmt.Fprintln(os.Stderr, "RATE must be between 1 and 1000")
 			os.Exit(2)
 		}
-		load(arg, rate)
+		loadAtRate(arg, rate)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown command", os.Args[1])
 		os.Exit(2)
@@ -170,7 +179,7 @@ func getAll(urls []string) int {
 
 // load sends rate GETs a second until SIGTERM and counts the answers: anything but a 2xx, or an
 // error, is a failure.
-func load(url string, rate int) {
+func loadAtRate(url string, rate int) {
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}}
 	var ok, fail, printed atomic.Int64
 	var inflight sync.WaitGroup
