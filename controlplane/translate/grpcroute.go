@@ -61,7 +61,7 @@ func (b *ruleBuilder) grpcRule(index int, rule *gwv1.GRPCRouteRule) ([]entry, er
 		if err != nil {
 			return nil, fmt.Errorf("match %d: %w", j, err)
 		}
-		order.created, order.ns, order.name, order.kind, order.rule, order.match = b.route.created, b.route.ref.Namespace, b.route.ref.Name, b.route.ref.Kind, index, j
+		b.place(&order, index, j)
 		ms = append(ms, matched{m, order})
 	}
 	tmpl := &routev3.Route{}
@@ -69,13 +69,9 @@ func (b *ruleBuilder) grpcRule(index int, rule *gwv1.GRPCRouteRule) ([]entry, er
 	for _, f := range rule.Filters {
 		switch f.Type {
 		case gwv1.GRPCRouteFilterRequestHeaderModifier:
-			add, remove := headerOptions(f.RequestHeaderModifier)
-			tmpl.RequestHeadersToAdd = append(tmpl.RequestHeadersToAdd, add...)
-			tmpl.RequestHeadersToRemove = append(tmpl.RequestHeadersToRemove, remove...)
+			addRouteHeaders(tmpl, f.RequestHeaderModifier, nil)
 		case gwv1.GRPCRouteFilterResponseHeaderModifier:
-			add, remove := headerOptions(f.ResponseHeaderModifier)
-			tmpl.ResponseHeadersToAdd = append(tmpl.ResponseHeadersToAdd, add...)
-			tmpl.ResponseHeadersToRemove = append(tmpl.ResponseHeadersToRemove, remove...)
+			addRouteHeaders(tmpl, nil, f.ResponseHeaderModifier)
 		default:
 			ruleErr = fmt.Errorf("filter %s is not supported", f.Type)
 		}

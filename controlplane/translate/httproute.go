@@ -67,7 +67,7 @@ func (b *ruleBuilder) httpRule(index int, rule *gwv1.HTTPRouteRule) ([]entry, er
 		if err != nil {
 			return nil, fmt.Errorf("match %d: %w", j, err)
 		}
-		order.created, order.ns, order.name, order.kind, order.rule, order.match = b.route.created, b.route.ref.Namespace, b.route.ref.Name, b.route.ref.Kind, index, j
+		b.place(&order, index, j)
 		ms = append(ms, matched{m, order, isPrefix})
 	}
 
@@ -78,13 +78,9 @@ func (b *ruleBuilder) httpRule(index int, rule *gwv1.HTTPRouteRule) ([]entry, er
 	for _, f := range rule.Filters {
 		switch f.Type {
 		case gwv1.HTTPRouteFilterRequestHeaderModifier:
-			add, remove := headerOptions(f.RequestHeaderModifier)
-			tmpl.RequestHeadersToAdd = append(tmpl.RequestHeadersToAdd, add...)
-			tmpl.RequestHeadersToRemove = append(tmpl.RequestHeadersToRemove, remove...)
+			addRouteHeaders(tmpl, f.RequestHeaderModifier, nil)
 		case gwv1.HTTPRouteFilterResponseHeaderModifier:
-			add, remove := headerOptions(f.ResponseHeaderModifier)
-			tmpl.ResponseHeadersToAdd = append(tmpl.ResponseHeadersToAdd, add...)
-			tmpl.ResponseHeadersToRemove = append(tmpl.ResponseHeadersToRemove, remove...)
+			addRouteHeaders(tmpl, nil, f.ResponseHeaderModifier)
 		case gwv1.HTTPRouteFilterRequestRedirect:
 			redirect = f.RequestRedirect
 		case gwv1.HTTPRouteFilterURLRewrite:
@@ -154,6 +150,24 @@ func (b *ruleBuilder) httpRule(index int, rule *gwv1.HTTPRouteRule) ([]entry, er
 		out = append(out, entry{order: m.order, route: r})
 	}
 	return out, ruleErr
+}
+
+// place gives a match's precedence the identity of its route, rule and match: the tie-breakers
+// after the match itself (oldest route, then namespace/name, then rule and match order).
+func (b *ruleBuilder) place(order *precedence, rule, match int) {
+	order.created, order.ns, order.name, order.kind = b.route.created, b.route.ref.Namespace, b.route.ref.Name, b.route.ref.Kind
+	order.rule, order.match = rule, match
+}
+
+// addRouteHeaders adds a rule's request and response header modifiers (either may be nil) to
+// the Envoy route.
+func addRouteHeaders(tmpl *routev3.Route, request, response *gwv1.HTTPHeaderFilter) {
+	add, remove := headerOptions(request)
+	tmpl.RequestHeadersToAdd = append(tmpl.RequestHeadersToAdd, add...)
+	tmpl.RequestHeadersToRemove = append(tmpl.RequestHeadersToRemove, remove...)
+	add, remove = headerOptions(response)
+	tmpl.ResponseHeadersToAdd = append(tmpl.ResponseHeadersToAdd, add...)
+	tmpl.ResponseHeadersToRemove = append(tmpl.ResponseHeadersToRemove, remove...)
 }
 
 func direct500() *routev3.Route_DirectResponse {
