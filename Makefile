@@ -161,6 +161,10 @@ cluster-down: ## Stop the local cluster and remove every process, link, route, m
 images: ## Build knit's, cert-manager's, CoreDNS's and the pause image (go-containerregistry) and import them into the cluster.
 	hack/images.sh
 
+.PHONY: olm-up
+olm-up: ## Run OLM (built from the module proxy) on the local cluster and import knit's catalog (bundle and catalog images by digest).
+	hack/olm.sh
+
 .PHONY: catalog
 catalog: ## knit's file-based catalog (two releases in KNIT_CHANNEL, and cert-manager) and its images by digest, imported into the local cluster; CATALOG_ARGS=--offline without a cluster.
 	hack/catalog.sh $(CATALOG_ARGS)
@@ -175,5 +179,5 @@ conformance: ## Gateway API conformance suite, mesh profiles (MESH-HTTP, MESH-GR
 
 E2E_LABELS ?=
 .PHONY: e2e
-e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown selects.
+e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown,olm selects.
 	hack/e2e.sh $(if $(E2E_LABELS),-ginkgo.label-filter='$(E2E_LABELS)')
