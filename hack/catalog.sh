@@ -3,8 +3,10 @@
 # imported into the cluster's containerd (it must be up: references are the digests containerd
 # stores). Two operator releases in channel KNIT_CHANNEL, so an upgrade through the channel is real:
 #   KNIT_VERSION            the bundle of this tree (bundle/, with image digests)
-#   KNIT_VERSION+1 (patch)  the same operator built as its successor: replaces the first, and
-#                           skipRange covers it (a real next release would come from its own tree)
+#   KNIT_VERSION+1 (patch)  this tree's operator built as its successor: the binary is told its
+#                           release at link time (internal/buildinfo; the manager logs it at
+#                           start), so its image differs and the running release is visible;
+#                           its CSV replaces the first, and skipRange covers it
 # Each release's manager image, its bundle image (/manifests, /metadata and OLM's labels) and
 # the file-based catalog image (opm serve, with its cache built in) are imported by digest.
 # Writes bin/olm/catalog.env: CATALOG_IMAGE, and KNIT_RELEASES (CSV names, oldest first).
@@ -39,16 +41,10 @@ pack_image() {
   echo "${ref%:*}@$digest"
 }
 
-if [[ $offline == no ]]; then "$HACK_DIR/images.sh" --import controller; fi
 eval "$("$HACK_DIR/images.sh" --refs)"   # CONTROLLER_IMAGE: the reference config/ names
-manager_bin="$REPO_ROOT/bin/images/bin/manager"
-if [[ $offline == yes ]]; then
-  go build -ldflags "-s -w" -o "$manager_bin" ./cmd/manager || die "manager build failed"
-fi
-[[ -x $manager_bin ]] || die "no $manager_bin (hack/images.sh builds it)"
 
 rm -rf "$OUT/bundles" "$OUT/catalog" "$OUT/cache"
-mkdir -p "$OUT/bundles" "$OUT/catalog/knit" "$OUT/images"
+mkdir -p "$OUT/bundles" "$OUT/catalog/knit" "$OUT/images" "$OUT/bin"
 IFS=. read -r major minor patch <<<"$KNIT_VERSION"
 next="$major.$minor.$((patch + 1))"
 releases=("$KNIT_VERSION" "$next")
@@ -69,8 +65,11 @@ bundle_image() {
 
 entries=() prev=
 for v in "${releases[@]}"; do
-  # The manager image of release v: the build's binary, labelled with its version (own digest).
+  # The manager image of release v: this tree's operator built as release v (own digest).
   ref="${CONTROLLER_IMAGE%:*}:v$v"
+  manager_bin="$OUT/bin/manager-$v"
+  go build -ldflags "-s -w -X github.com/knit-mesh/knit/internal/buildinfo.Version=v$v" -o "$manager_bin" ./cmd/manager ||
+    die "manager $v build failed"
   manager=$(pack_image "$OUT/images/manager-$v.tar" "$ref" -binary "$manager_bin" -entrypoint /manager \
     -user 65532:65532 -label "org.opencontainers.image.version=$v")
   args=(--out "$OUT/bundles/$v" --version "$v" --image "$CONTROLLER_IMAGE=$manager")

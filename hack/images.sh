@@ -62,7 +62,9 @@ binary() {
       go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/probe" ./probe || die "probe build failed"
       echo "$OUT/bin/probe /probe 65532:65532" ;;
     controller)
-      go build -ldflags "$ld" -o "$OUT/bin/manager" ./cmd/manager || die "manager build failed"
+      # The operator release of this tree (the CSV version of bundle/), logged at start.
+      go build -ldflags "$ld -X github.com/knit-mesh/knit/internal/buildinfo.Version=v$KNIT_VERSION" -o "$OUT/bin/manager" ./cmd/manager ||
+        die "manager build failed"
       echo "$OUT/bin/manager /manager 65532:65532" ;;
     proxy | controlplane)
       # One build per mesh release: the same tree, told its release at link time, so the two

@@ -28,6 +28,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/knit-mesh/knit/controllers"
+	"github.com/knit-mesh/knit/internal/buildinfo"
 )
 
 func main() {
@@ -100,6 +101,7 @@ func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElectio
 		return err
 	}
 
-	ctrl.Log.WithName("setup").Info("starting manager", "leaderElection", leaderElection)
+	// The version tells which operator release runs, e.g. after an upgrade through OLM.
+	ctrl.Log.WithName("setup").Info("starting manager", "version", buildinfo.Version, "leaderElection", leaderElection)
 	return mgr.Start(ctrl.SetupSignalHandler())
 }

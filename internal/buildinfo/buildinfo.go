@@ -14,10 +14,12 @@ See the License for the specific language governing permissions and
 limitations under the License.
 */
 
-// Package buildinfo is the mesh release a binary was built as. The release build sets it with
-// -ldflags "-X github.com/knit-mesh/knit/internal/buildinfo.Version=v0.2.0" (hack/images.sh
-// builds one knit-proxy and knit-controlplane per release in internal/versions).
+// Package buildinfo is the release a binary was built as. The release build sets it with
+// -ldflags "-X github.com/knit-mesh/knit/internal/buildinfo.Version=v0.2.0": knit-proxy and
+// knit-controlplane carry the mesh release (hack/images.sh builds one of each per release in
+// internal/versions), the operator (cmd/manager) its own release, the CSV version of its OLM
+// bundle (KNIT_VERSION; hack/catalog.sh builds one per release in the catalog).
 package buildinfo
 
-// Version is the mesh release of this binary; "dev" in a build without -ldflags.
+// Version is the release of this binary; "dev" in a build without -ldflags.
 var Version = "dev"
