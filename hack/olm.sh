@@ -8,16 +8,19 @@ cd "$REPO_ROOT"
 pid_of containerd >/dev/null || die "containerd of the local cluster is not running (make cluster-up)"
 
 OUT="$REPO_ROOT/bin/olm"
-OLM_DIR=$("$HACK_DIR/build-olm.sh" | head -1)
+dirs=$("$HACK_DIR/build-olm.sh") || die "building OLM and opm failed"
+OLM_DIR=$(head -1 <<<"$dirs") OPM_DIR=$(tail -1 <<<"$dirs")
 "$HACK_DIR/images.sh" --import pause >/dev/null   # builds bin/images/knit-images as well
 eval "$("$HACK_DIR/images.sh" --refs)"           # OLM_IMAGE: the tag config/images names
 
-# One image with OLM's commands under /bin, as OLM's own image has them: the deployments run
-# /bin/olm and /bin/catalog; the bundle-unpack Job runs /bin/cp and /bin/cpb from it.
+# One image with OLM's commands under /bin (on PATH), as OLM's own image has them: the
+# deployments run /bin/olm and /bin/catalog; the bundle-unpack Job runs /bin/cp and /bin/cpb
+# (--util-image) and `opm alpha bundle extract` (--opmImage) from it.
 mkdir -p "$OUT/images"
 "$REPO_ROOT/bin/images/knit-images" pack -ref "$OLM_IMAGE" -binary "$OLM_DIR/olm" -entrypoint /bin/olm -user 65532:65532 \
   -add "$OLM_DIR/catalog=/bin/catalog" -add "$OLM_DIR/cpb=/bin/cpb" -add "$OLM_DIR/copy-content=/bin/copy-content" \
-  -add "$OUT/cp=/bin/cp" -out "$OUT/images/olm.tar" >/dev/null || die "packing the OLM image failed"
+  -add "$OUT/cp=/bin/cp" -add "$OPM_DIR/opm=/bin/opm" -path /bin:/ -out "$OUT/images/olm.tar" >/dev/null ||
+  die "packing the OLM image failed"
 ctr_ images import "$OUT/images/olm.tar" >/dev/null || die "importing the OLM image failed"
 digest=$(ctr_ images ls "name==$OLM_IMAGE" | awk 'NR==2 {print $3}')
 [[ $digest == sha256:* ]] || die "$OLM_IMAGE is not in containerd after import"
