@@ -32,13 +32,10 @@ fi
 # pack_image TAR REF PACK-ARGS...: packs an image and imports it; prints REPO@DIGEST as containerd
 # stored it (or, offline, as packed).
 pack_image() {
-  local tar=$1 ref=$2 packed digest; shift 2
+  local tar=$1 ref=$2 packed; shift 2
   packed=$("$TOOL" pack -ref "$ref" -out "$tar" "$@") || die "packing $ref failed"
   if [[ $offline == yes ]]; then echo "${ref%:*}@${packed##* }"; return; fi
-  ctr_ images import "$tar" >/dev/null || die "ctr import of $tar failed"
-  digest=$(ctr_ images ls "name==$ref" | awk 'NR==2 {print $3}')
-  [[ $digest == sha256:* ]] || die "$ref is not in containerd after import"
-  echo "${ref%:*}@$digest"
+  import_by_digest "$tar" "$ref" || die "importing $ref failed"
 }
 
 eval "$("$HACK_DIR/images.sh" --refs)"   # CONTROLLER_IMAGE: the reference config/ names

@@ -21,10 +21,7 @@ mkdir -p "$OUT/images"
   -add "$OLM_DIR/catalog=/bin/catalog" -add "$OLM_DIR/cpb=/bin/cpb" -add "$OLM_DIR/copy-content=/bin/copy-content" \
   -add "$OUT/cp=/bin/cp" -add "$OPM_DIR/opm=/bin/opm" -path /bin:/ -out "$OUT/images/olm.tar" >/dev/null ||
   die "packing the OLM image failed"
-ctr_ images import "$OUT/images/olm.tar" >/dev/null || die "importing the OLM image failed"
-digest=$(ctr_ images ls "name==$OLM_IMAGE" | awk 'NR==2 {print $3}')
-[[ $digest == sha256:* ]] || die "$OLM_IMAGE is not in containerd after import"
-olm_ref="${OLM_IMAGE%:*}@$digest"
+olm_ref=$(import_by_digest "$OUT/images/olm.tar" "$OLM_IMAGE") || die "importing the OLM image failed"
 echo "OLM_IMAGE=$olm_ref" >"$OUT/olm.env"
 
 # OLM's CRDs from its module (as cert-manager's come from cert-manager's), then knit's manifests.

@@ -34,6 +34,19 @@ COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-schedule
 kubectl_() { "$KUBE_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
+# import_by_digest TAR REF: imports an image tarball tagged REF and prints REPO@DIGEST. The
+# kubelet finds a digest reference only under an image of exactly that name (a pull makes both
+# names; an import only the tag), so the digest name is added as well: OLM names bundle,
+# catalog and operator images by digest.
+import_by_digest() {
+  local tar=$1 ref=$2 digest
+  ctr_ images import "$tar" >/dev/null || { echo "ctr import of $tar failed" >&2; return 1; }
+  digest=$(ctr_ images ls "name==$ref" | awk 'NR==2 {print $3}')
+  [[ $digest == sha256:* ]] || { echo "$ref is not in containerd after import" >&2; return 1; }
+  ctr_ images tag --force "$ref" "${ref%:*}@$digest" >/dev/null || { echo "tagging ${ref%:*}@$digest failed" >&2; return 1; }
+  echo "${ref%:*}@$digest"
+}
+
 # pid_of NAME: the pid recorded for a component, if that process is still the component.
 pid_of() {
   local f="$CLUSTER_DIR/run/$1.pid" pid
