@@ -26,15 +26,18 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-"$HACK_DIR/build-kube-binaries.sh" >/dev/null
 KUBECTL="$KNIT_CACHE/k8s/$KUBERNETES_VERSION-$GOOS_HOST-$GOARCH_HOST/kubectl"
-api=$(cd "$HACK_DIR/bundle" && GOFLAGS= go list -m -f '{{.Version}}' github.com/operator-framework/api)
-[[ $api == "$OPERATOR_FRAMEWORK_API_VERSION" ]] || die "hack/bundle pins operator-framework/api $api, hack/versions.env says $OPERATOR_FRAMEWORK_API_VERSION"
-mkdir -p "$REPO_ROOT/bin"
-(cd "$HACK_DIR/bundle" && GOFLAGS="${GOFLAGS% -mod=mod}" go build -o "$REPO_ROOT/bin/bundle" .) || die "building hack/bundle failed"
-
-# The mesh's own images (per supported mesh version) are related images: the operator deploys them.
-(cd "$HACK_DIR/images" && go build -o "$REPO_ROOT/bin/images/knit-images" .) || die "building hack/images failed"
+# The tools, once per caller: hack/catalog.sh generates three bundles in a row and sets
+# KNIT_BUNDLE_TOOLS_BUILT after the first (each build check takes long on busy cores).
+if [[ -z ${KNIT_BUNDLE_TOOLS_BUILT:-} ]]; then
+  "$HACK_DIR/build-kube-binaries.sh" >/dev/null
+  api=$(cd "$HACK_DIR/bundle" && GOFLAGS= go list -m -f '{{.Version}}' github.com/operator-framework/api)
+  [[ $api == "$OPERATOR_FRAMEWORK_API_VERSION" ]] || die "hack/bundle pins operator-framework/api $api, hack/versions.env says $OPERATOR_FRAMEWORK_API_VERSION"
+  mkdir -p "$REPO_ROOT/bin"
+  (cd "$HACK_DIR/bundle" && GOFLAGS="${GOFLAGS% -mod=mod}" go build -o "$REPO_ROOT/bin/bundle" .) || die "building hack/bundle failed"
+  # The mesh's own images (per supported mesh version) are related images: the operator deploys them.
+  (cd "$HACK_DIR/images" && go build -o "$REPO_ROOT/bin/images/knit-images" .) || die "building hack/images failed"
+fi
 if [[ $related == yes ]]; then
   while read -r kind ref; do
     v=${ref##*:}

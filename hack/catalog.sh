@@ -72,6 +72,7 @@ for v in "${releases[@]}"; do
   args=(--out "$OUT/bundles/$v" --version "$v" --image "$CONTROLLER_IMAGE=$manager")
   [[ -n $prev ]] && args+=(--replaces "knit.v$prev" --skip-range ">=$prev <$v")
   "$HACK_DIR/bundle.sh" "${args[@]}"
+  export KNIT_BUNDLE_TOOLS_BUILT=1
   "$REPO_ROOT/bin/bundle" validate "$OUT/bundles/$v" || die "bundle $v is not valid"
   log "release $v: manager $manager"
   bundle_image knit "$v" "$OUT/bundles/$v"
