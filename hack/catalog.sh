@@ -8,11 +8,9 @@
 #                           start), so its image differs and the running release is visible;
 #                           its CSV replaces the first, and skipRange covers it
 # Each release's manager image, its bundle image (/manifests, /metadata and OLM's labels) and
-# the file-based catalog image (opm serve, with its cache built in) are imported by digest.
+# the file-based catalog image (opm serve) are imported by digest.
 # Writes bin/olm/catalog.env: CATALOG_IMAGE, and KNIT_RELEASES (CSV names, oldest first).
 #   hack/catalog.sh [--offline]   (--offline: packs without importing; for checking the catalog)
-# Status: --offline is exercised (opm validate passes); the import into a running cluster and
-# OLM installing from it are not yet (issue #14).
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$HACK_DIR/cluster/env.sh"
 cd "$REPO_ROOT"
@@ -40,7 +38,7 @@ pack_image() {
 
 eval "$("$HACK_DIR/images.sh" --refs)"   # CONTROLLER_IMAGE: the reference config/ names
 
-rm -rf "$OUT/bundles" "$OUT/catalog" "$OUT/cache"
+rm -rf "$OUT/bundles" "$OUT/catalog"
 mkdir -p "$OUT/bundles" "$OUT/catalog/knit" "$OUT/images" "$OUT/bin"
 IFS=. read -r major minor patch <<<"$KNIT_VERSION"
 next="$major.$minor.$((patch + 1))"
@@ -98,15 +96,15 @@ printf -- '---\nschema: olm.package\nname: cert-manager\ndefaultChannel: stable\
   "$cm" >"$OUT/catalog/cert-manager/package.yaml"
 
 "$OPM" validate "$OUT/catalog" || die "opm validate failed for $OUT/catalog"
-"$OPM" serve "$OUT/catalog" --cache-dir "$OUT/cache" --cache-only ||
-  die "building opm's cache failed"
 
-# The catalog image: opm serving the catalog from its prebuilt cache, and the gRPC health probe
-# OLM's catalog pods exec.
+# The catalog image: opm serving the catalog, and the gRPC health probe OLM's catalog pods exec.
+# opm builds its cache at start in /tmp (writable by any user): a cache built into the image
+# would be owned by root, and opm must write a lock file into it (OLM runs catalog pods as
+# user 1001; seen: "creating lock file: permission denied").
 cref="knit.local/knit/knit-catalog:dev"
 catalog_image=$(pack_image "$OUT/images/catalog.tar" "$cref" -binary "$OPM" -entrypoint /bin/opm -user 1001:1001 \
   -add "$REPO_ROOT/bin/olm/grpc_health_probe=/grpc_health_probe" \
-  -add "$OUT/catalog=/configs" -add "$OUT/cache=/tmp/cache" \
+  -add "$OUT/catalog=/configs" \
   -arg serve -arg /configs -arg --cache-dir=/tmp/cache \
   -label operators.operatorframework.io.index.configs.v1=/configs)
 {
