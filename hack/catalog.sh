@@ -98,14 +98,16 @@ printf -- '---\nschema: olm.package\nname: cert-manager\ndefaultChannel: stable\
 "$OPM" validate "$OUT/catalog" || die "opm validate failed for $OUT/catalog"
 
 # The catalog image: opm serving the catalog, and the gRPC health probe OLM's catalog pods exec.
-# opm builds its cache at start in /tmp (writable by any user): a cache built into the image
+# opm builds its cache at start in /tmp (writable by any user; without a prebuilt cache opm
+# refuses to start unless told not to enforce its integrity): a cache built into the image
 # would be owned by root, and opm must write a lock file into it (OLM runs catalog pods as
-# user 1001; seen: "creating lock file: permission denied").
+# user 1001; seen: "creating lock file: permission denied"). Checked as user 1001 on the host:
+# serving after 2 s.
 cref="knit.local/knit/knit-catalog:dev"
 catalog_image=$(pack_image "$OUT/images/catalog.tar" "$cref" -binary "$OPM" -entrypoint /bin/opm -user 1001:1001 \
   -add "$REPO_ROOT/bin/olm/grpc_health_probe=/grpc_health_probe" \
   -add "$OUT/catalog=/configs" \
-  -arg serve -arg /configs -arg --cache-dir=/tmp/cache \
+  -arg serve -arg /configs -arg --cache-dir=/tmp/cache -arg --cache-enforce-integrity=false \
   -label operators.operatorframework.io.index.configs.v1=/configs)
 {
   echo "CATALOG_IMAGE=$catalog_image"
