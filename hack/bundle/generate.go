@@ -353,8 +353,14 @@ func webhookDefinitions(configs []object, deployments []appsv1.Deployment) ([]op
 			if port == nil {
 				return nil, fmt.Errorf("Deployment %s serves webhook %s but has no container port named https", svc.Name, w.Name)
 			}
+			// OLM refuses a CSV whose webhook definitions repeat a name, and cert-manager names
+			// its mutating and validating webhook alike: the later one gets its type as prefix.
+			name := w.Name
+			if slices.ContainsFunc(defs, func(d operatorsv1alpha1.WebhookDescription) bool { return d.GenerateName == name }) {
+				name = strings.ToLower(strings.TrimSuffix(string(typ), "AdmissionWebhook")) + "." + name
+			}
 			defs = append(defs, operatorsv1alpha1.WebhookDescription{
-				GenerateName: w.Name, Type: typ, DeploymentName: svc.Name, ContainerPort: 443, TargetPort: port,
+				GenerateName: name, Type: typ, DeploymentName: svc.Name, ContainerPort: 443, TargetPort: port,
 				Rules: w.Rules, FailurePolicy: w.FailurePolicy, MatchPolicy: w.MatchPolicy, ObjectSelector: w.ObjectSelector,
 				SideEffects: w.SideEffects, TimeoutSeconds: w.TimeoutSeconds, AdmissionReviewVersions: w.AdmissionReviewVersions,
 				ReinvocationPolicy: w.ReinvocationPolicy, WebhookPath: svc.Path,
