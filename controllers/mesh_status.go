@@ -97,7 +97,7 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 			"MeshRevision %s ready", strings.Join(names, ", "))
 	}
 
-	r.setUpgradeStatus(st, revisions)             // upgrade_status.go
+	r.setUpgradeStatus(st, revisions)            // upgrade_status.go
 	r.setProxyReports(st, revisions, time.Now()) // mesh_dataplane.go
 
 	reportUnimplemented(mesh)
