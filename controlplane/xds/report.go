@@ -28,6 +28,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -176,6 +177,20 @@ func (t *tracker) summary() meshv1.ControlPlaneReport {
 		}
 	}
 	return r
+}
+
+// gauges are the tracker's counts as Prometheus series, computed when scraped.
+func (t *tracker) gauges() []prometheus.Collector {
+	gauge := func(name, help string, value func(meshv1.ControlPlaneReport) int32) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(value(t.summary())) })
+	}
+	return []prometheus.Collector{
+		gauge("knit_xds_up_to_date_proxies", "Connected proxies that accepted every response sent to them.",
+			func(r meshv1.ControlPlaneReport) int32 { return r.UpToDate }),
+		gauge("knit_xds_rejecting_proxies", "Connected proxies whose latest response of some type was a NACK.",
+			func(r meshv1.ControlPlaneReport) int32 { return r.Rejecting }),
+	}
 }
 
 // reporter writes the tracker's summary into the MeshRevision's status.

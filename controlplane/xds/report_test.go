@@ -23,6 +23,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 )
 
@@ -103,6 +104,12 @@ func TestTrackerCountsConnectedUpToDateAndRejectingProxies(t *testing.T) {
 	tr.OnDeltaStreamClosed(1, nil)
 	if got := counts(); got != [3]int32{1, 1, 0} {
 		t.Fatalf("after a disconnect: %v", got)
+	}
+	send(2, resourcev3.ClusterType, "6")
+	answer(2, resourcev3.ClusterType, "6", "cluster x: unknown lb_policy")
+	gauges := tr.gauges()
+	if up, rejecting := testutil.ToFloat64(gauges[0]), testutil.ToFloat64(gauges[1]); up != 0 || rejecting != 1 {
+		t.Errorf("knit_xds_up_to_date_proxies %v, knit_xds_rejecting_proxies %v; want 0 and 1", up, rejecting)
 	}
 }
 

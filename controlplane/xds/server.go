@@ -110,6 +110,11 @@ func New(o Options) (*Server, error) {
 		cb:      &callbacks{log: o.Log, metrics: m, pub: pub, streams: map[int64]*streamState{}},
 		tracker: newTracker(),
 	}
+	for _, c := range s.tracker.gauges() {
+		if err := o.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("registering xDS metrics: %w", err)
+		}
+	}
 	if r := o.Report; r != nil {
 		if r.Client == nil || r.Revision == "" || r.Pod == "" {
 			return nil, errors.New("xds: a report needs a Client, the Revision and the Pod")
