@@ -117,12 +117,12 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []stri
 						"--issuer-group=" + rev.Spec.IssuerRef.Group,
 					}, injectArgs...),
 					Env: []corev1.EnvVar{{
-						Name:      "POD_NAMESPACE",
-						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
-					}, {
 						// The key of this replica's report on its proxies in the MeshRevision's status.
 						Name:      "POD_NAME",
 						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+					}, {
+						Name:      "POD_NAMESPACE",
+						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
 					}},
 					Ports: []corev1.ContainerPort{
 						{Name: "webhook", ContainerPort: portWebhook},

@@ -65,8 +65,6 @@ type options struct {
 	healthAddr                          string
 	xdsAddr                             string
 	xdsDebounce                         time.Duration
-	// podName is this replica's pod: the key of its report in the MeshRevision's status.
-	podName string
 	// namespaces is the webhook's view of namespaces and trust bundles (a cache in main).
 	namespaces webhooks.NamespaceReader
 	// discovery builds the xDS server once the serving certificate is loaded; nil serves none.
@@ -75,6 +73,8 @@ type options struct {
 	// identityServer serves workload certificates when set (main builds it with API clients).
 	identityServer *identity.Server
 	metrics        *prometheus.Registry
+	// podName is this replica's pod: the key of its report in the MeshRevision's status.
+	podName string
 }
 
 type runnable interface{ Start(context.Context) error }
