@@ -117,6 +117,10 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []stri
 						"--issuer-group=" + rev.Spec.IssuerRef.Group,
 					}, injectArgs...),
 					Env: []corev1.EnvVar{{
+						// The key of this replica's report on its proxies in the MeshRevision's status.
+						Name:      "POD_NAME",
+						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+					}, {
 						Name:      "POD_NAMESPACE",
 						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
 					}},
@@ -240,7 +244,7 @@ func desiredServingCertificate(rev *meshv1.MeshRevision) cmapi.CertificateSpec {
 }
 
 // controlPlaneRules is what a revision's control plane may do: read what discovery and
-// injection need, write GAMMA route status, review tokens for xDS and identity, and request workload certificates and approve
+// injection need, write GAMMA route status and its own MeshRevision's status.controlPlanes, review tokens for xDS and identity, and request workload certificates and approve
 // them for its own issuer's signer only. The operator holds these permissions itself (RBAC
 // markers on MeshRevisionReconciler) so the API server lets it grant them.
 func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
@@ -254,5 +258,7 @@ func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status", "grpcroutes/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshes", "meshrevisions"}, Verbs: []string{"get", "list", "watch"}},
+		// Each replica reports its proxies into its own revision's status (server-side apply).
+		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshrevisions/status"}, Verbs: []string{"patch"}, ResourceNames: []string{rev.Name}},
 	}
 }

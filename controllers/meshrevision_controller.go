@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -136,7 +137,14 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, fmt.Errorf("patching status of MeshRevision %s: %w", rev.Name, err)
 		}
 	}
-	return ctrl.Result{}, applyErr
+	nextExpiry, err := r.removeExpiredReports(ctx, &rev, time.Now()) // meshrevision_reports.go
+	if err != nil {
+		return ctrl.Result{}, errors.Join(applyErr, err)
+	}
+	if applyErr != nil || nextExpiry == 0 {
+		return ctrl.Result{}, applyErr
+	}
+	return ctrl.Result{RequeueAfter: nextExpiry + time.Second}, nil
 }
 
 // applyControlPlane creates or repairs every object of the revision's control plane.

@@ -439,7 +439,9 @@ type MeshStatus struct {
 	// +optional
 	Trust *TrustStatus `json:"trust,omitempty"`
 
-	// dataPlane counts the meshed pods' proxies by the mesh version they run.
+	// dataPlane counts the meshed pods' proxies: by the mesh version they run (from the pods),
+	// and how many are connected to a control plane and run its latest configuration (from the
+	// control planes' reports, see MeshRevision status.controlPlanes).
 	// +optional
 	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
 
@@ -476,6 +478,29 @@ type DataPlaneStatus struct {
 	// their namespace or on the workload), which an upgrade does not move.
 	// +optional
 	PinnedWorkloads int32 `json:"pinnedWorkloads,omitempty"`
+
+	// ready is the number of meshed pods whose Ready condition is True (a new pod's proxy keeps
+	// it not Ready until it has a configuration).
+	// +optional
+	Ready int32 `json:"ready"`
+
+	// connected is the number of proxies with an xDS stream open to a control-plane pod of any
+	// revision, as the control-plane pods last reported (within a few seconds; the report of a
+	// pod that stopped reporting counts for nothing after ControlPlaneReportExpiry).
+	// +optional
+	Connected int32 `json:"connected"`
+
+	// upToDate is the number of connected proxies that accepted the latest configuration their
+	// control plane sent them and refuse none. A proxy connected to no control plane is never
+	// up to date.
+	// +optional
+	UpToDate int32 `json:"upToDate"`
+
+	// rejecting is the number of connected proxies that refused (NACK) their latest
+	// configuration of some resource type; they keep the one they accepted before. The
+	// DataPlaneConfigured condition names one of them.
+	// +optional
+	Rejecting int32 `json:"rejecting"`
 }
 
 // ProxyVersionCount is how many proxies run one mesh version.
@@ -542,6 +567,9 @@ type TrustStatus struct {
 // +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.version`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Upgrading",type=string,JSONPath=`.status.conditions[?(@.type=="Upgrading")].status`
+// +kubebuilder:printcolumn:name="Proxies",type=integer,JSONPath=`.status.dataPlane.proxies`
+// +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.dataPlane.connected`
+// +kubebuilder:printcolumn:name="Up-To-Date",type=integer,JSONPath=`.status.dataPlane.upToDate`
 // +kubebuilder:printcolumn:name="Generation",type=integer,JSONPath=`.metadata.generation`
 // +kubebuilder:printcolumn:name="Observed",type=integer,JSONPath=`.status.observedGeneration`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -73,6 +73,8 @@ type options struct {
 	// identityServer serves workload certificates when set (main builds it with API clients).
 	identityServer *identity.Server
 	metrics        *prometheus.Registry
+	// podName is this replica's pod: the key of its report in the MeshRevision's status.
+	podName string
 }
 
 type runnable interface{ Start(context.Context) error }
@@ -88,6 +90,7 @@ func main() {
 	flag.StringVar(&o.healthAddr, "health-addr", ":15014", "address of /healthz and /readyz")
 	flag.StringVar(&o.xdsAddr, "xds-addr", fmt.Sprintf(":%d", xds.Port), "address of the xDS (delta ADS over gRPC with TLS) server")
 	flag.DurationVar(&o.xdsDebounce, "xds-debounce", 100*time.Millisecond, "how long the xDS server waits after a change for more before pushing")
+	flag.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "this control-plane pod's name, the key of its proxies' report in the MeshRevision's status (empty: no report)")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the injection webhook binds to (default: all of the pod's)")
 	flag.IntVar(&o.webhookPort, "webhook-port", 8443, "port of the injection webhook (HTTPS)")
 	flag.StringVar(&o.inject.ProxyImage, "proxy-image", "", "image of the injected knit-proxy")
@@ -250,11 +253,17 @@ func discovery(ctx context.Context, log logr.Logger, cfg *rest.Config, o options
 	}
 	writer, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, fmt.Errorf("creating the route status client: %w", err)
+		return nil, fmt.Errorf("creating the status client: %w", err)
 	}
 	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the TokenReview client: %w", err)
+	}
+	var report *xds.ReportOptions
+	if o.podName != "" && o.revision != "" {
+		report = &xds.ReportOptions{Client: writer, Revision: o.revision, Pod: o.podName}
+	} else {
+		log.Info("no --pod-name (POD_NAME): the proxies connected to this replica are not reported on the Mesh")
 	}
 	return func(tlsConfig *tls.Config, reg prometheus.Registerer) (runnable, error) {
 		return xds.New(xds.Options{
@@ -266,6 +275,7 @@ func discovery(ctx context.Context, log logr.Logger, cfg *rest.Config, o options
 			StatusWriter:  writer,
 			TrustDomain:   o.trustDomain,
 			Debounce:      o.xdsDebounce,
+			Report:        report,
 			Registry:      reg,
 			Log:           log.WithName("xds"),
 		})

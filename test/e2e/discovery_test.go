@@ -164,6 +164,22 @@ func discoverySpecs() {
 		}
 		// The client's sidecar counted them on the Service's xDS cluster: not passthrough.
 		Expect(clientMetrics()).To(MatchRegexp(`knit_requests_total\{[^}]*direction="outbound"[^}]*echo\.%s\.svc\.cluster\.local`, discoveryNS))
+
+		// The control-plane pods' reports reach the Mesh: the six sidecars of this namespace (and
+		// any of earlier specs) are connected and run their latest configuration.
+		Eventually(func(g Gomega) {
+			out, err := tryKubectl("get", "mesh", "default", "-o",
+				`jsonpath={.status.dataPlane.connected} {.status.dataPlane.upToDate} {.status.conditions[?(@.type=="DataPlaneConfigured")].status}`)
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			f := strings.Fields(out)
+			g.Expect(f).To(HaveLen(3), out)
+			connected, err := strconv.Atoi(f[0])
+			g.Expect(err).NotTo(HaveOccurred(), out)
+			g.Expect(connected).To(BeNumerically(">=", 6), out)
+			g.Expect(f[1]).To(Equal(f[0]), "every connected proxy is up to date: %s", out)
+			g.Expect(f[2]).To(Equal("True"), out)
+		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+		GinkgoWriter.Println(kubectl("get", "mesh"))
 	})
 
 	It("splits 90/10 by an HTTPRoute whose parentRef is the Service, within ±5 % over 1000 requests", Label("discovery"), func() {
