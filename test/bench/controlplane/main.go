@@ -34,8 +34,10 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -68,13 +70,15 @@ import (
 )
 
 var (
-	clients   = flag.Int("clients", 100, "simulated proxies (N)")
-	services  = flag.Int("services", 100, "Services (S)")
-	endpoints = flag.Int("endpoints", 1000, "endpoints over all Services (E)")
-	rounds    = flag.Int("rounds", 30, "EndpointSlice changes measured")
-	clientNS  = flag.Int("client-namespaces", 10, "namespaces the clients are spread over")
-	binary    = flag.String("controlplane", "bin/knit-controlplane", "knit-controlplane binary")
-	out       = flag.String("out", "bin/bench/controlplane.json", "result file (appended as one JSON line)")
+	clients    = flag.Int("clients", 100, "simulated proxies (N)")
+	services   = flag.Int("services", 100, "Services (S)")
+	endpoints  = flag.Int("endpoints", 1000, "endpoints over all Services (E)")
+	rounds     = flag.Int("rounds", 30, "EndpointSlice changes measured")
+	clientNS   = flag.Int("client-namespaces", 10, "namespaces the clients are spread over")
+	binary     = flag.String("controlplane", "bin/knit-controlplane", "knit-controlplane binary")
+	out        = flag.String("out", "bin/bench/controlplane.json", "result file (appended as one JSON line)")
+	profile    = flag.String("profile", "", "directory for the control plane's pprof profiles: heap after the initial sync and at the end, CPU from the first round on")
+	profileFor = flag.Duration("profile-cpu", 30*time.Second, "length of the CPU profile (the run waits for it)")
 )
 
 const serverName = "knit-controlplane-bench.knit-system.svc"
@@ -139,9 +143,18 @@ func run() error {
 	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600); err != nil {
 		return err
 	}
-	xdsAddr, health, webhook := freePort(), freePort(), freePort()
-	cmd := exec.CommandContext(ctx, *binary, "--revision=bench", "--proxy-image=knit-proxy", "--tls-dir="+dir,
-		"--xds-addr="+xdsAddr, "--health-addr="+health, "--webhook-host=127.0.0.1", "--webhook-port="+strings.Split(webhook, ":")[1])
+	xdsAddr, health, webhook, debug := freePort(), freePort(), freePort(), freePort()
+	args := []string{"--revision=bench", "--proxy-image=knit-proxy", "--tls-dir=" + dir,
+		"--xds-addr=" + xdsAddr, "--health-addr=" + health, "--webhook-host=127.0.0.1", "--webhook-port=" + strings.Split(webhook, ":")[1],
+		"--identity-addr="} // workload certificates are not what this measures
+	prof := profiler{dir: *profile, addr: debug}
+	if prof.dir != "" {
+		if err := os.MkdirAll(prof.dir, 0o755); err != nil {
+			return err
+		}
+		args = append(args, "--debug-addr="+debug)
+	}
+	cmd := exec.CommandContext(ctx, *binary, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"))
 	logFile, err := os.Create(filepath.Join(env.LogDir, "bench-controlplane.log"))
 	if err != nil {
@@ -175,6 +188,8 @@ func run() error {
 	}
 	initial := time.Since(connected)
 	fmt.Fprintf(os.Stderr, "bench: %d clients have all %d clusters after %s\n", len(pods), *services, initial.Round(time.Millisecond))
+	prof.heap("heap-after-sync.pprof")
+	cpuProfiled := prof.cpu("cpu-rounds.pprof", *profileFor)
 
 	cpuBefore, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
@@ -197,6 +212,8 @@ func run() error {
 		}
 		lat = append(lat, float64(time.Duration(rd.last.Load()-t0.UnixNano()))/float64(time.Millisecond))
 	}
+	prof.heap("heap-end.pprof")
+	<-cpuProfiled
 	cpuAfter, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -432,6 +449,47 @@ func hasAddress(r *discoveryv3.Resource, ip string) bool {
 		}
 	}
 	return false
+}
+
+// profiler fetches the control plane's profiles from its --debug-addr; with no directory it
+// does nothing. Failures are reported, not fatal: the measurement stands without them.
+type profiler struct{ dir, addr string }
+
+// cpu starts a CPU profile of the given length; the channel closes once it is written.
+func (p profiler) cpu(name string, length time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if p.dir == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		p.fetch(context.Background(), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(length.Seconds())), name)
+	}()
+	return done
+}
+
+func (p profiler) heap(name string) {
+	if p.dir != "" {
+		p.fetch(context.Background(), "/debug/pprof/heap?gc=1", name)
+	}
+}
+
+func (p profiler) fetch(ctx context.Context, path, name string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+path, nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			defer resp.Body.Close()
+			var body []byte
+			if body, err = io.ReadAll(resp.Body); err == nil {
+				err = os.WriteFile(filepath.Join(p.dir, name), body, 0o644)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: profile %s: %v\n", name, err)
+	}
 }
 
 // waitListening waits for the control plane to listen: it serves xDS once its cache synced.
