@@ -35,6 +35,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -107,6 +109,11 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 	log := ctrl.Log.WithName("controlplane").WithValues("revision", o.revision)
+	if limit, err := setMemoryLimit(os.Getenv("GOMEMLIMIT"), os.Getenv(memoryLimitEnv)); err != nil {
+		log.Error(err, "memory limit not applied")
+	} else if limit > 0 {
+		log.Info("Go heap kept under the container's memory limit", "softLimitBytes", limit)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -279,6 +286,26 @@ func discovery(ctx context.Context, log logr.Logger, cfg *rest.Config, o options
 			Log:           log.WithName("xds"),
 		})
 	}, nil
+}
+
+// memoryLimitEnv carries the container's memory limit in bytes (the Deployment sets it from
+// limits.memory with a resourceFieldRef).
+const memoryLimitEnv = "KNIT_MEMORY_LIMIT"
+
+// setMemoryLimit gives the Go runtime a soft memory limit of 90 % of the container's, so that
+// the garbage collector works harder before the kernel kills the process, instead of letting
+// the heap grow to twice what is live. An explicit GOMEMLIMIT wins; so does no limit at all.
+func setMemoryLimit(gomemlimit, container string) (int64, error) {
+	if gomemlimit != "" || container == "" {
+		return 0, nil
+	}
+	bytes, err := strconv.ParseInt(container, 10, 64)
+	if err != nil || bytes <= 0 {
+		return 0, fmt.Errorf("%s=%q is not a number of bytes", memoryLimitEnv, container)
+	}
+	limit := bytes / 10 * 9
+	debug.SetMemoryLimit(limit)
+	return limit, nil
 }
 
 // debugServer serves the runtime profiles. Profiles take up to their "seconds" parameter to

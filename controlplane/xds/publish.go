@@ -103,22 +103,47 @@ func newPublisher(log logr.Logger) *publisher {
 	return p
 }
 
-// publish installs a new model: changed endpoints go to the linear cache; when structural
-// (Services or routes changed, or the first model), every active namespace gets a new snapshot
-// of clusters, listeners and routes. The delta server sends each stream only the resources whose
-// content changed.
-func (p *publisher) publish(ctx context.Context, m *translate.Model, structural bool) {
+// publish installs a whole translation: changed endpoints go to the linear cache, and every
+// active namespace gets a new snapshot of clusters, listeners and routes. The delta server sends
+// each stream only the resources whose content changed.
+func (p *publisher) publish(ctx context.Context, m *translate.Model) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.updateEndpointsLocked(m)
-	if !structural && p.model != nil {
-		p.model = m
-		return
-	}
 	p.model = m
 	p.version++
 	for ns := range p.active {
 		p.setLocked(ctx, ns)
+	}
+}
+
+func (p *publisher) hasModel() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.model != nil
+}
+
+// publishEndpoints sends the ClusterLoadAssignments that differ from those sent; an assignment
+// of a cluster the last whole translation did not have waits for the next one (a new Service
+// or port is a structural change, translated whole).
+func (p *publisher) publishEndpoints(clas []*endpointv3.ClusterLoadAssignment) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := map[string]cachetypes.Resource{}
+	for _, cla := range clas {
+		if old, ok := p.sent[cla.ClusterName]; ok && !proto.Equal(old, cla) {
+			changed[cla.ClusterName] = cla
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := p.eds.UpdateResources(changed, nil); err != nil {
+		p.log.Error(err, "updating endpoints")
+		return
+	}
+	for name, cla := range changed {
+		p.sent[name] = cla.(*endpointv3.ClusterLoadAssignment)
 	}
 }
 

@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -78,6 +79,7 @@ var (
 	binary     = flag.String("controlplane", "bin/knit-controlplane", "knit-controlplane binary")
 	out        = flag.String("out", "bin/bench/controlplane.json", "result file (appended as one JSON line)")
 	profile    = flag.String("profile", "", "directory for the control plane's pprof profiles: heap after the initial sync and at the end, CPU from the first round on")
+	memLimit   = flag.String("memory-limit", "", "container memory limit to emulate, in bytes (KNIT_MEMORY_LIMIT, as the Deployment sets it; the control plane keeps its heap under 90 % of it)")
 	profileFor = flag.Duration("profile-cpu", 30*time.Second, "length of the CPU profile (the run waits for it)")
 )
 
@@ -92,6 +94,8 @@ type Result struct {
 	CPUSeconds                   float64 // control plane, whole run (start, initial sync, rounds)
 	RoundsCPUSeconds             float64 // control plane, during the rounds only
 	PeakRSSMB                    float64
+	Reconnects                   int64 // streams the clients opened again after theirs broke
+	MemoryLimit                  string
 }
 
 func main() {
@@ -156,6 +160,9 @@ func run() error {
 	}
 	cmd := exec.CommandContext(ctx, *binary, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"))
+	if *memLimit != "" {
+		cmd.Env = append(cmd.Env, "KNIT_MEMORY_LIMIT="+*memLimit)
+	}
 	logFile, err := os.Create(filepath.Join(env.LogDir, "bench-controlplane.log"))
 	if err != nil {
 		return err
@@ -227,11 +234,16 @@ func run() error {
 		Clients: len(pods), Services: *services, Endpoints: *endpoints, Rounds: *rounds,
 		P50ms: pct(lat, 50), P99ms: pct(lat, 99), Maxms: lat[len(lat)-1],
 		InitialSyncSeconds: initial.Seconds(), CPUSeconds: cpuAfter, RoundsCPUSeconds: cpuAfter - cpuBefore, PeakRSSMB: rss,
+		Reconnects: w.reconnects.Load(), MemoryLimit: *memLimit,
 	}
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
-	fmt.Printf("| %d | %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f |\n", res.Clients, res.Services, res.Endpoints,
-		res.P50ms, res.P99ms, res.InitialSyncSeconds, res.CPUSeconds, res.RoundsCPUSeconds, res.PeakRSSMB)
+	limit := "none"
+	if *memLimit != "" {
+		limit = *memLimit
+	}
+	fmt.Printf("| %d | %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f | %s | %d |\n", res.Clients, res.Services, res.Endpoints,
+		res.P50ms, res.P99ms, res.InitialSyncSeconds, res.CPUSeconds, res.RoundsCPUSeconds, res.PeakRSSMB, limit, res.Reconnects)
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		return err
 	}
@@ -369,11 +381,14 @@ type round struct {
 }
 
 type watch struct {
-	expect *atomic.Pointer[round]
+	expect     *atomic.Pointer[round]
+	reconnects atomic.Int64
 }
 
 // client is one simulated proxy: it subscribes to the four types with wildcard, ACKs every
-// response, counts clusters until it has all, and reports the marker of the current round.
+// response, counts clusters until it has all, and reports the marker of the current round. As a
+// proxy does, it reconnects when its stream breaks (a TLS handshake can time out on a loaded
+// machine); the reconnections are counted in the result.
 func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.CertPool, p clientPod, synced chan<- struct{}) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: serverName})),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
@@ -382,35 +397,47 @@ func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.Cert
 		return
 	}
 	defer conn.Close()
-	sctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token)
+	s := &clientState{have: map[string]bool{}}
+	for {
+		err := w.stream(ctx, i, conn, p, s, synced)
+		if ctx.Err() != nil {
+			return
+		}
+		w.reconnects.Add(1)
+		fmt.Fprintln(os.Stderr, "client", i, "reconnects after:", err)
+		time.Sleep(time.Duration(100+mrand.IntN(900)) * time.Millisecond)
+	}
+}
+
+type clientState struct {
+	have      map[string]bool
+	announced bool
+}
+
+func (w *watch) stream(ctx context.Context, i int, conn *grpc.ClientConn, p clientPod, s *clientState, synced chan<- struct{}) error {
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token))
+	defer cancel()
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(sctx)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "client", i, err)
-		return
+		return err
 	}
 	node := &corev3.Node{Id: p.node}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
-			fmt.Fprintln(os.Stderr, "client", i, err)
-			return
+			return err
 		}
 		node = nil
 	}
-	have := map[string]bool{}
-	announced := false
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() == nil {
-				fmt.Fprintln(os.Stderr, "client", i, err)
-			}
-			return
+			return err
 		}
 		now := time.Now().UnixNano()
 		if resp.GetTypeUrl() == resourcev3.EndpointType {
 			rd := w.expect.Load()
 			for _, r := range resp.GetResources() {
-				have[r.GetName()] = true
+				s.have[r.GetName()] = true
 				if rd != nil && r.GetName() == rd.cluster && hasAddress(r, rd.marker) {
 					if _, dup := rd.seen.LoadOrStore(i, true); !dup {
 						for {
@@ -425,13 +452,13 @@ func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.Cert
 					}
 				}
 			}
-			if !announced && len(have) >= *services {
-				announced = true
+			if !s.announced && len(s.have) >= *services {
+				s.announced = true
 				synced <- struct{}{}
 			}
 		}
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
-			return
+			return err
 		}
 	}
 }
