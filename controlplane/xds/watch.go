@@ -179,7 +179,12 @@ func (b *builder) watch(ctx context.Context) error {
 	if !b.informers.WaitForCacheSync(ctx) {
 		return fmt.Errorf("xds: the informer cache did not sync")
 	}
-	b.poke()
+	// The first translation is published before the server answers any proxy: a proxy that
+	// connects early must not be told that the mesh is empty.
+	if err := b.build(ctx); err != nil {
+		b.log.Error(err, "translating the mesh; retrying")
+		b.poke()
+	}
 	return nil
 }
 
