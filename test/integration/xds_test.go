@@ -183,10 +183,10 @@ var _ = Describe("xDS server", Ordered, Label("xds"), func() {
 			next++
 			ip := fmt.Sprintf("10.1.1.%d", next)
 			updateCartSlice(ctx, shop, ip)
-			Eventually(c.endpoints).WithArguments(cluster).Should(ConsistOf(ip + ":8080"))
+			Eventually(c.endpoints).WithArguments(cluster).WithTimeout(10 * time.Second).Should(ConsistOf(ip + ":8080"))
 			Expect(c.sent(other)).To(Equal(otherSent), "cart-v2's endpoints were sent again")
 			return translated() - before
-		}).Should(Equal(1.0))
+		}).WithTimeout(30 * time.Second).Should(Equal(1.0))
 	})
 
 	It("gives consumer routes only to clients in the route's namespace", func() {
