@@ -66,14 +66,16 @@ func Scheme() (*runtime.Scheme, error) {
 
 // NewCache is the informer cache the server reads from. Pods are kept only with what the
 // translation reads (name, the injection annotation, ServiceAccount, container names), so a
-// large cluster's pods cost little memory.
+// large cluster's pods cost little memory; the other kinds without their managedFields, which
+// nothing here reads (route status is written with Update, which keeps them on the server).
 func NewCache(cfg *rest.Config) (cache.Cache, error) {
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err
 	}
 	return cache.New(cfg, cache.Options{
-		Scheme: scheme,
+		Scheme:           scheme,
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: stripPod},
 		},
