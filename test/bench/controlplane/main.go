@@ -66,6 +66,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/knit-mesh/knit/controlplane/translate"
+	proxyxds "github.com/knit-mesh/knit/proxy/xds"
 	"github.com/knit-mesh/knit/test/testenv"
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
@@ -398,6 +399,7 @@ func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.Cert
 	}
 	defer conn.Close()
 	s := &clientState{have: map[string]bool{}}
+	delay := proxyxds.DefaultBackoffBase
 	for {
 		err := w.stream(ctx, i, conn, p, s, synced)
 		if ctx.Err() != nil {
@@ -405,13 +407,19 @@ func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.Cert
 		}
 		w.reconnects.Add(1)
 		fmt.Fprintln(os.Stderr, "client", i, "reconnects after:", err)
-		time.Sleep(time.Duration(100+mrand.IntN(900)) * time.Millisecond)
+		if s.received {
+			delay, s.received = proxyxds.DefaultBackoffBase, false
+		}
+		// knit-proxy's reconnect delay: jittered, doubling up to its maximum.
+		time.Sleep(delay/2 + mrand.N(delay/2))
+		delay = min(2*delay, proxyxds.DefaultBackoffMax)
 	}
 }
 
 type clientState struct {
 	have      map[string]bool
 	announced bool
+	received  bool // a response came on the current stream
 }
 
 func (w *watch) stream(ctx context.Context, i int, conn *grpc.ClientConn, p clientPod, s *clientState, synced chan<- struct{}) error {
@@ -434,6 +442,7 @@ func (w *watch) stream(ctx context.Context, i int, conn *grpc.ClientConn, p clie
 			return err
 		}
 		now := time.Now().UnixNano()
+		s.received = true
 		if resp.GetTypeUrl() == resourcev3.EndpointType {
 			rd := w.expect.Load()
 			for _, r := range resp.GetResources() {
