@@ -123,6 +123,13 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []stri
 					}, {
 						Name:      "POD_NAMESPACE",
 						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+					}, {
+						// The control plane keeps its Go heap under 90 % of this (GOMEMLIMIT);
+						// without a limit it is the node's allocatable memory.
+						Name: "KNIT_MEMORY_LIMIT",
+						ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+							ContainerName: "controlplane", Resource: "limits.memory",
+						}},
 					}},
 					Ports: []corev1.ContainerPort{
 						{Name: "webhook", ContainerPort: portWebhook},

@@ -164,9 +164,9 @@ func Translate(in Inputs) *Model {
 				m.Problems = append(m.Problems, fmt.Sprintf("cluster %s: %v", name, err))
 				continue
 			}
-			cla, err := buildLoadAssignment(name, endpointsOf(sv.slices, p), pods, in.TrustDomain)
+			cla, err := loadAssignment(name, sv.slices, p, pods, in.TrustDomain)
 			if err != nil {
-				m.Problems = append(m.Problems, fmt.Sprintf("endpoints of %s: %v", name, err))
+				m.Problems = append(m.Problems, err.Error())
 				continue
 			}
 			m.Clusters = append(m.Clusters, c)
