@@ -393,9 +393,10 @@ func TestWithoutACertificateStrictRefusesAndPermissiveSpeaksPlaintext(t *testing
 }
 
 func TestRenewalsKeepOpenConnectionsAndMoveNewRequestsToNewConnections(t *testing.T) {
-	// Certificates of 4 s renewed 3.5 s before expiry: both sidecars renew every half second.
-	ca := identitytest.Start(t, 4*time.Second)
-	ca.RenewBefore = "3.5s"
+	// Certificates of 8 s renewed 7.5 s before expiry: both sidecars renew every half second,
+	// with slack for a slow machine (an expired certificate would make STRICT refuse).
+	ca := identitytest.Start(t, 8*time.Second)
+	ca.RenewBefore = "7.5s"
 	server, dst, _ := serverSidecar(t, ca, mtls.Strict, webID)
 	tap := startWireTap(t, addr(t, server, "inbound"))
 	cart := workloadIdentity(t, ca, cartID, prometheus.NewRegistry())
