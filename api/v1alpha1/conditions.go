@@ -56,6 +56,10 @@ const (
 	// reason ProxiesBehind within one minor release, ProxiesUnsupported beyond. The message says
 	// how many. It does not affect Ready.
 	ConditionDataPlaneSkew = "DataPlaneSkew"
+	// ConditionGatewaysReady is True when every Gateway of a knit GatewayClass (those of
+	// spec.gateways among them) is Programmed; False names each that is not, with its reason.
+	// It does not affect Ready: an ingress that is not serving is not the mesh failing.
+	ConditionGatewaysReady = "GatewaysReady"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -75,6 +79,7 @@ var MeshConditionTypes = []string{
 	ConditionHighlyAvailable,
 	ConditionPodSecurityCompatible,
 	ConditionDataPlaneSkew,
+	ConditionGatewaysReady,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -159,4 +164,6 @@ const (
 	// ReasonPodSecurityRefusesInjection: a meshed namespace enforces a Pod Security level that
 	// refuses knit's init container.
 	ReasonPodSecurityRefusesInjection = "PodSecurityRefusesInjection"
+	// ReasonGatewayAPIMissing: spec.gateways is set but Gateway API's CRDs are not installed.
+	ReasonGatewayAPIMissing = "GatewayAPIMissing"
 )
