@@ -360,15 +360,6 @@ func (r *GatewayReconciler) routeParents(_ context.Context, obj client.Object) [
 
 // gatewayRef returns the Gateway a parentRef names, if it names one.
 func gatewayRef(ref gatewayv1.ParentReference, routeNamespace string) (client.ObjectKey, bool) {
-	if ref.Group != nil && *ref.Group != gatewayv1.GroupName {
-		return client.ObjectKey{}, false
-	}
-	if ref.Kind != nil && *ref.Kind != "Gateway" {
-		return client.ObjectKey{}, false
-	}
-	ns := routeNamespace
-	if ref.Namespace != nil {
-		ns = string(*ref.Namespace)
-	}
-	return client.ObjectKey{Namespace: ns, Name: string(ref.Name)}, true
+	ns, name, ok := gateway.ParentGateway(ref, routeNamespace)
+	return client.ObjectKey{Namespace: ns, Name: name}, ok
 }

@@ -156,3 +156,19 @@ func hostMatches(pattern, host string) bool {
 func metav1LabelSelector(ns *gatewayv1.RouteNamespaces) (labels.Selector, error) {
 	return metav1.LabelSelectorAsSelector(ns.Selector)
 }
+
+// ParentGateway returns the namespace and name of the Gateway a route's parentRef names, if it
+// names one (group gateway.networking.k8s.io and kind Gateway, the defaults).
+func ParentGateway(ref gatewayv1.ParentReference, routeNamespace string) (namespace, name string, ok bool) {
+	if ref.Group != nil && *ref.Group != gatewayv1.GroupName {
+		return "", "", false
+	}
+	if ref.Kind != nil && *ref.Kind != "Gateway" {
+		return "", "", false
+	}
+	namespace = routeNamespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		namespace = string(*ref.Namespace)
+	}
+	return namespace, string(ref.Name), true
+}
