@@ -18,7 +18,6 @@ package xds
 
 import (
 	"context"
-	"strings"
 	"sync"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -42,8 +41,7 @@ import (
 type namespaceHash struct{}
 
 func (namespaceHash) ID(node *corev3.Node) string {
-	ns, _, _ := strings.Cut(node.GetId(), "/")
-	return ns
+	return snapshotKey(node) // a gateway proxy's is its Gateway's (gateway.go)
 }
 
 // Snapshot turns one client namespace's resources into a go-control-plane snapshot.
@@ -151,7 +149,7 @@ func (p *publisher) setLocked(ctx context.Context, ns string) {
 	if p.model == nil {
 		return // the first translation publishes it
 	}
-	res := p.model.Resources(ns)
+	res := p.resourcesFor(ns)
 	res.LoadAssignment = nil // served by the linear cache
 	snap, err := Snapshot(versionString(p.version), res)
 	if err == nil {
@@ -216,6 +214,7 @@ type callbacks struct {
 
 type streamState struct {
 	id     Identity
+	key    string // the snapshot it reads: its namespace, or its Gateway's
 	node   string // set once node.id was checked
 	opened bool   // counted in publisher.active
 }
@@ -240,7 +239,7 @@ func (c *callbacks) OnDeltaStreamClosed(streamID int64, _ *corev3.Node) {
 	c.mu.Unlock()
 	if st != nil && st.opened {
 		c.metrics.connected.Dec()
-		c.pub.close(st.id.Namespace)
+		c.pub.close(st.key)
 		c.log.V(1).Info("proxy disconnected", "node", st.node)
 	}
 }
@@ -257,7 +256,11 @@ func (c *callbacks) OnStreamDeltaRequest(streamID int64, req *discoveryv3.DeltaD
 		return status.Error(codes.Internal, "unknown stream")
 	}
 	if st.node == "" {
-		if err := checkNode(st.id, req.GetNode().GetId()); err != nil {
+		err := checkNode(st.id, req.GetNode().GetId())
+		if err == nil {
+			err = checkGateway(st.id, req.GetNode())
+		}
+		if err != nil {
 			c.metrics.refused.WithLabelValues(status.Code(err).String()).Inc()
 			c.log.Info("refused an xDS stream", "pod", st.id.NodeID(), "reason", describe(err))
 			return err
@@ -265,7 +268,8 @@ func (c *callbacks) OnStreamDeltaRequest(streamID int64, req *discoveryv3.DeltaD
 		st.node = req.GetNode().GetId()
 		st.opened = true
 		c.metrics.connected.Inc()
-		c.pub.open(context.Background(), st.id.Namespace)
+		st.key = snapshotKey(req.GetNode())
+		c.pub.open(context.Background(), st.key)
 		c.log.V(1).Info("proxy connected", "node", st.node, "version", nodeMeta(req.GetNode(), "PROXY_VERSION"))
 	} else if n := req.GetNode(); n != nil && n.GetId() != "" && n.GetId() != st.node {
 		err := status.Errorf(codes.PermissionDenied, "node.id changed from %q to %q on one stream", st.node, n.GetId())

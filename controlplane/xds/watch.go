@@ -109,7 +109,8 @@ type builder struct {
 	metrics     *metrics
 	trigger     chan struct{}
 
-	httpRoutes, grpcRoutes bool // whether the Gateway API kinds are installed
+	httpRoutes, grpcRoutes   bool // whether the Gateway API kinds are installed
+	gateways, gatewayClasses bool
 	// structural is set when something other than endpoints changed since the last build.
 	structural atomic.Bool
 }
@@ -138,6 +139,7 @@ func (b *builder) watch(ctx context.Context) error {
 	}{
 		{&corev1.Service{}, nil, true}, {&discoveryv1.EndpointSlice{}, nil, false}, {&corev1.Pod{}, nil, false},
 		{&gwv1.HTTPRoute{}, &b.httpRoutes, true}, {&gwv1.GRPCRoute{}, &b.grpcRoutes, true},
+		{&gwv1.Gateway{}, &b.gateways, true}, {&gwv1.GatewayClass{}, &b.gatewayClasses, true},
 	}
 	b.structural.Store(true)
 	for _, k := range kinds {
@@ -233,6 +235,12 @@ func (b *builder) build(ctx context.Context) error {
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.HTTPRoutes, in.GRPCRoutes = svcs.Items, eps.Items, pods.Items, hrs.Items, grs.Items
+	gateways, err := b.knitGateways(ctx)
+	if err != nil {
+		b.structural.Store(true)
+		return err
+	}
+	in.Gateways = gateways
 	m := translate.Translate(in)
 	b.metrics.builds.Inc()
 	for _, p := range m.Problems {
