@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -177,5 +178,57 @@ func TestGatewayRoutesServedByAGatewayProxy(t *testing.T) {
 	}
 	if code, _ := get("shop.example.org"); code != http.StatusNotFound {
 		t.Errorf("shop.example.org: %d, want 404 (no route attached for that hostname)", code)
+	}
+}
+
+// TestGRPCRoutesAttachToGatewaysAndOrderHostnames: a GRPCRoute on a Gateway gets its method
+// routes (and an HTTP/2 cluster); virtual hosts go exact, then longest wildcard, then any; a
+// route naming two listeners of one port is added once.
+func TestGRPCRoutesAttachToGatewaysAndOrderHostnames(t *testing.T) {
+	same := gwv1.NamespacesFromSame
+	gw := gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge"},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "knit", Listeners: []gwv1.Listener{
+			{Name: "any", Port: 80, Protocol: gwv1.HTTPProtocolType, AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &same}}},
+			{Name: "wild", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("*.example.com"))},
+			{Name: "deep", Port: 80, Protocol: gwv1.HTTPProtocolType, Hostname: ptr.To(gwv1.Hostname("*.a.example.com"))},
+		}},
+	}
+	g := gwv1.GRPCRoute{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "g", Generation: 1},
+		Spec: gwv1.GRPCRouteSpec{
+			CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{gatewayParent("shop", "edge", "any"), gatewayParent("shop", "edge", "")}},
+			Hostnames:       []gwv1.Hostname{"x.a.example.com", "*.example.com"},
+			Rules: []gwv1.GRPCRouteRule{{
+				Matches:     []gwv1.GRPCRouteMatch{{Method: &gwv1.GRPCMethodMatch{Service: ptr.To("shop.Cart"), Method: ptr.To("Get")}}},
+				BackendRefs: []gwv1.GRPCBackendRef{{BackendRef: gwv1.BackendRef{BackendObjectReference: gwv1.BackendObjectReference{Name: "cart", Port: ptr.To(int32(7070))}}}},
+			}},
+		},
+	}
+	m := Translate(Inputs{
+		Services:   []corev1.Service{service("shop", "cart", "10.96.0.10", port("grpc", 7070))},
+		GRPCRoutes: []gwv1.GRPCRoute{g},
+		Gateways:   []gwv1.Gateway{gw},
+	})
+	res, ok := m.GatewayResources(GatewayKey{"shop", "edge"})
+	if !ok || len(res.Routes) != 1 {
+		t.Fatalf("gateway resources: %v %+v", ok, res.Routes)
+	}
+	var domains []string
+	for _, vh := range res.Routes[0].VirtualHosts {
+		domains = append(domains, vh.Domains...)
+		if len(vh.Routes) != 1 || vh.Routes[0].GetMatch().GetPath() != "/shop.Cart/Get" {
+			t.Errorf("virtual host %s: routes %v, want the one method route once", vh.Name, vh.Routes)
+		}
+	}
+	// "any" and "wild" take both hostnames; "deep" narrows *.example.com to *.a.example.com.
+	if want := []string{"x.a.example.com", "*.a.example.com", "*.example.com"}; !slices.Equal(domains, want) {
+		t.Errorf("domains %v, want %v", domains, want)
+	}
+	if res.Clusters[0].TypedExtensionProtocolOptions[HTTPProtocolOptionsKey] == nil {
+		t.Errorf("the GRPCRoute's backend does not speak HTTP/2")
+	}
+	if len(m.Status) != 1 || len(m.Status[0].Parents) != 2 {
+		t.Fatalf("status %+v, want the route with two Gateway parents", m.Status)
 	}
 }
