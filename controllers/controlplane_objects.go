@@ -251,7 +251,7 @@ func desiredServingCertificate(rev *meshv1.MeshRevision) cmapi.CertificateSpec {
 }
 
 // controlPlaneRules is what a revision's control plane may do: read what discovery and
-// injection need, write GAMMA route status and its own MeshRevision's status.controlPlanes, review tokens for xDS and identity, and request workload certificates and approve
+// injection need (knit Gateways included), write route status (GAMMA and Gateway parents) and its own MeshRevision's status.controlPlanes, review tokens for xDS and identity, and request workload certificates and approve
 // them for its own issuer's signer only. The operator holds these permissions itself (RBAC
 // markers on MeshRevisionReconciler) so the API server lets it grant them.
 func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
@@ -262,7 +262,7 @@ func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"signers"}, Verbs: []string{"approve"}, ResourceNames: []string{signerName(rev)}},
-		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes", "gateways", "gatewayclasses"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status", "grpcroutes/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshes", "meshrevisions"}, Verbs: []string{"get", "list", "watch"}},
 		// Each replica reports its proxies into its own revision's status (server-side apply).

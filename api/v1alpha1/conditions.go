@@ -62,6 +62,10 @@ const (
 	// while no control-plane pod reports. It does not affect Ready: a refusing proxy keeps
 	// serving with the configuration it accepted before.
 	ConditionDataPlaneConfigured = "DataPlaneConfigured"
+	// ConditionGatewaysReady is True when every Gateway of a knit GatewayClass (those of
+	// spec.gateways among them) is Programmed; False names each that is not, with its reason.
+	// It does not affect Ready: an ingress that is not serving is not the mesh failing.
+	ConditionGatewaysReady = "GatewaysReady"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -82,6 +86,7 @@ var MeshConditionTypes = []string{
 	ConditionPodSecurityCompatible,
 	ConditionDataPlaneSkew,
 	ConditionDataPlaneConfigured,
+	ConditionGatewaysReady,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -171,4 +176,6 @@ const (
 	// ReasonPodSecurityRefusesInjection: a meshed namespace enforces a Pod Security level that
 	// refuses knit's init container.
 	ReasonPodSecurityRefusesInjection = "PodSecurityRefusesInjection"
+	// ReasonGatewayAPIMissing: spec.gateways is set but Gateway API's CRDs are not installed.
+	ReasonGatewayAPIMissing = "GatewayAPIMissing"
 )

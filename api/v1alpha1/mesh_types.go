@@ -59,8 +59,15 @@ type MeshSpec struct {
 	// +kubebuilder:default={}
 	Injection InjectionSpec `json:"injection,omitzero"`
 
-	// gateways are ingress proxy Deployments (and their Services) the operator runs. Not yet
-	// implemented: no gateway is deployed.
+	// gateways are ingress gateways the operator runs. Each entry is shorthand for a Gateway API
+	// Gateway of class "knit" named after it, which the Mesh owns: one listener per port
+	// (accepting routes from every namespace) and a parameters ConfigMap
+	// "<name>-knit-parameters" with replicas, serviceType and resources. The Gateway is run like
+	// any Gateway of class knit (a knit-proxy Deployment "<name>-knit" with its Service,
+	// ServiceAccount and PodDisruptionBudget); attach HTTPRoutes to it by name. Changing an
+	// entry changes the Gateway; removing it deletes the Gateway. Only HTTP ports are served
+	// today: HTTPS, TLS and TCP listeners are refused (UnsupportedProtocol in the Gateway's
+	// status). Status condition GatewaysReady names any Gateway that is not Programmed.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -265,7 +272,7 @@ type GatewayServiceType string
 
 // GatewaySpec is an ingress gateway: a Deployment of knit-proxy and its Service.
 type GatewaySpec struct {
-	// name of the gateway Deployment and Service.
+	// name of the Gateway; its Deployment and Service are named "<name>-knit".
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
@@ -311,7 +318,7 @@ type GatewayProtocol string
 
 // GatewayPort is one listening port of a gateway.
 type GatewayPort struct {
-	// name of the port in the gateway Service.
+	// name of the port: the Gateway listener's name.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=15

@@ -89,6 +89,8 @@ type Model struct {
 	Problems []string
 
 	tables []*table
+	// gateways are the listeners and routes of each knit Gateway's proxies (gateway.go).
+	gateways map[GatewayKey]*gatewayView
 }
 
 // Translate builds the model from the inputs. It never fails: input knit cannot use is left
@@ -111,17 +113,20 @@ func Translate(in Inputs) *Model {
 	var routes []*compiledRoute
 	var parents [][]gwv1.ParentReference
 	var generations []int64
+	var hostnames [][]gwv1.Hostname
 	for i := range in.HTTPRoutes {
 		hr := &in.HTTPRoutes[i]
 		routes = append(routes, validated(compileHTTPRoute(hr, services)))
 		parents = append(parents, hr.Spec.ParentRefs)
 		generations = append(generations, hr.Generation)
+		hostnames = append(hostnames, hr.Spec.Hostnames)
 	}
 	for i := range in.GRPCRoutes {
 		gr := &in.GRPCRoutes[i]
 		routes = append(routes, validated(compileGRPCRoute(gr, services)))
 		parents = append(parents, gr.Spec.ParentRefs)
 		generations = append(generations, gr.Generation)
+		hostnames = append(hostnames, gr.Spec.Hostnames)
 	}
 	order := make([]int, len(routes))
 	for i := range order {
@@ -207,6 +212,7 @@ func Translate(in Inputs) *Model {
 			sortEntries(es)
 		}
 	}
+	m.translateGateways(in.Gateways, routes, parents, generations, hostnames)
 	return m
 }
 

@@ -45,8 +45,7 @@ import (
 type namespaceHash struct{}
 
 func (namespaceHash) ID(node *corev3.Node) string {
-	ns, _, _ := strings.Cut(node.GetId(), "/")
-	return ns
+	return snapshotKey(node) // a gateway proxy's is its Gateway's (gateway.go)
 }
 
 // Snapshot turns one client namespace's resources into a go-control-plane snapshot.
@@ -89,11 +88,15 @@ type publisher struct {
 	listeners map[string]proto.Message
 }
 
-// namespaceRoutes are the routes the proxies of one namespace receive.
+// namespaceRoutes are the routes the proxies of one namespace receive, or those of one
+// Gateway's proxies together with that Gateway's own listeners.
 type namespaceRoutes struct {
 	streams int
 	rds     *cachev3.LinearCache
 	sent    map[string]proto.Message
+	// lds holds a Gateway's bound listeners (nil for a namespace: sidecars share publisher.lds).
+	lds           *cachev3.LinearCache
+	sentListeners map[string]proto.Message
 }
 
 func newPublisher(log logr.Logger) *publisher {
@@ -124,6 +127,11 @@ func (m *typeMux) cacheFor(typeURL string, node *corev3.Node) (cachev3.Cache, er
 	case resourcev3.EndpointType:
 		return m.p.eds, nil
 	case resourcev3.ListenerType:
+		m.p.mu.Lock()
+		defer m.p.mu.Unlock()
+		if r := m.p.active[namespaceHash{}.ID(node)]; r != nil && r.lds != nil {
+			return r.lds, nil // a gateway proxy's
+		}
 		return m.p.lds, nil
 	case resourcev3.RouteType:
 		m.p.mu.Lock()
@@ -161,9 +169,19 @@ func (p *publisher) publish(_ context.Context, m *translate.Model) {
 	p.clusters = p.update(p.cds, "clusters", p.clusters, named(m.Clusters, func(c *clusterv3.Cluster) string { return c.Name }))
 	p.updateEndpointsLocked(m)
 	p.listeners = p.update(p.lds, "listeners", p.listeners, named(m.Listeners, func(l *listenerv3.Listener) string { return l.Name }))
-	for ns, r := range p.active {
-		r.sent = p.update(r.rds, "routes of "+ns, r.sent, p.routesLocked(ns))
+	for key, r := range p.active {
+		p.updateViewLocked(key, r)
 	}
+}
+
+// updateViewLocked brings a namespace's routes, or a Gateway's listeners and routes, up to the
+// current model (listeners first: routes name them).
+func (p *publisher) updateViewLocked(key string, r *namespaceRoutes) {
+	res := p.resourcesFor(key)
+	if r.lds != nil {
+		r.sentListeners = p.update(r.lds, "listeners of "+key, r.sentListeners, named(res.Listeners, func(l *listenerv3.Listener) string { return l.Name }))
+	}
+	r.sent = p.update(r.rds, "routes of "+key, r.sent, named(res.Routes, func(r *routev3.RouteConfiguration) string { return r.Name }))
 }
 
 // named indexes resources by name.
@@ -173,10 +191,6 @@ func named[T proto.Message](rs []T, name func(T) string) map[string]proto.Messag
 		out[name(r)] = r
 	}
 	return out
-}
-
-func (p *publisher) routesLocked(ns string) map[string]proto.Message {
-	return named(p.model.Resources(ns).Routes, func(r *routev3.RouteConfiguration) string { return r.Name })
 }
 
 // update puts into c what differs between sent and next, and returns what c then holds.
@@ -258,15 +272,18 @@ func (p *publisher) updateEndpointsLocked(m *translate.Model) {
 	p.sent = next
 }
 
-// open counts a stream of a namespace; the first one gets the namespace's routes cache.
+// open counts a stream of a namespace (or a Gateway); the first one gets its routes cache.
 func (p *publisher) open(_ context.Context, ns string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	r := p.active[ns]
 	if r == nil {
 		r = &namespaceRoutes{rds: cachev3.NewLinearCache(resourcev3.RouteType), sent: map[string]proto.Message{}}
+		if strings.HasPrefix(ns, gatewayKeyPrefix) {
+			r.lds, r.sentListeners = cachev3.NewLinearCache(resourcev3.ListenerType), map[string]proto.Message{}
+		}
 		if p.model != nil {
-			r.sent = p.update(r.rds, "routes of "+ns, r.sent, p.routesLocked(ns))
+			p.updateViewLocked(ns, r)
 		}
 		p.active[ns] = r
 	}
@@ -303,6 +320,7 @@ type callbacks struct {
 
 type streamState struct {
 	id     Identity
+	key    string // the snapshot it reads: its namespace, or its Gateway's
 	node   string // set once node.id was checked
 	opened bool   // counted in publisher.active
 }
@@ -327,7 +345,7 @@ func (c *callbacks) OnDeltaStreamClosed(streamID int64, _ *corev3.Node) {
 	c.mu.Unlock()
 	if st != nil && st.opened {
 		c.metrics.connected.Dec()
-		c.pub.close(st.id.Namespace)
+		c.pub.close(st.key)
 		c.log.V(1).Info("proxy disconnected", "node", st.node)
 	}
 }
@@ -344,7 +362,11 @@ func (c *callbacks) OnStreamDeltaRequest(streamID int64, req *discoveryv3.DeltaD
 		return status.Error(codes.Internal, "unknown stream")
 	}
 	if st.node == "" {
-		if err := checkNode(st.id, req.GetNode().GetId()); err != nil {
+		err := checkNode(st.id, req.GetNode().GetId())
+		if err == nil {
+			err = checkGateway(st.id, req.GetNode())
+		}
+		if err != nil {
 			c.metrics.refused.WithLabelValues(status.Code(err).String()).Inc()
 			c.log.Info("refused an xDS stream", "pod", st.id.NodeID(), "reason", describe(err))
 			return err
@@ -352,7 +374,8 @@ func (c *callbacks) OnStreamDeltaRequest(streamID int64, req *discoveryv3.DeltaD
 		st.node = req.GetNode().GetId()
 		st.opened = true
 		c.metrics.connected.Inc()
-		c.pub.open(context.Background(), st.id.Namespace)
+		st.key = snapshotKey(req.GetNode())
+		c.pub.open(context.Background(), st.key)
 		c.log.V(1).Info("proxy connected", "node", st.node, "version", nodeMeta(req.GetNode(), "PROXY_VERSION"))
 	} else if n := req.GetNode(); n != nil && n.GetId() != "" && n.GetId() != st.node {
 		err := status.Errorf(codes.PermissionDenied, "node.id changed from %q to %q on one stream", st.node, n.GetId())

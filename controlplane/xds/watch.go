@@ -121,7 +121,8 @@ type builder struct {
 	metrics     *metrics
 	trigger     chan struct{}
 
-	httpRoutes, grpcRoutes bool // whether the Gateway API kinds are installed
+	httpRoutes, grpcRoutes   bool // whether the Gateway API kinds are installed
+	gateways, gatewayClasses bool
 	// structural is set when something other than endpoints changed since the last build.
 	structural atomic.Bool
 
@@ -160,6 +161,7 @@ func (b *builder) watch(ctx context.Context) error {
 	}{
 		{&corev1.Service{}, nil, structural}, {&discoveryv1.EndpointSlice{}, nil, endpointSlices}, {&corev1.Pod{}, nil, pods},
 		{&gwv1.HTTPRoute{}, &b.httpRoutes, structural}, {&gwv1.GRPCRoute{}, &b.grpcRoutes, structural},
+		{&gwv1.Gateway{}, &b.gateways, structural}, {&gwv1.GatewayClass{}, &b.gatewayClasses, structural},
 	}
 	b.structural.Store(true)
 	for _, k := range kinds {
@@ -397,6 +399,12 @@ func (b *builder) buildAll(ctx context.Context) error {
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.HTTPRoutes, in.GRPCRoutes = svcs.Items, eps.Items, pods.Items, hrs.Items, grs.Items
+	gateways, err := b.knitGateways(ctx)
+	if err != nil {
+		b.structural.Store(true)
+		return err
+	}
+	in.Gateways = gateways
 	m := translate.Translate(in)
 	b.metrics.builds.Inc()
 	b.metrics.translatedServices.Add(float64(len(svcs.Items)))

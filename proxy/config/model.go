@@ -21,6 +21,9 @@ type Bootstrap struct {
 	RouteConfigs     []RouteConfig     `json:"routeConfigs,omitempty"`
 	Clusters         []Cluster         `json:"clusters"`
 	Assignments      []Assignment      `json:"assignments,omitempty"`
+	// Gateway marks a gateway proxy's config (knit-proxy run --gateway): its listeners all come
+	// from the control plane, so it may have none while it waits for them. Never read from a file.
+	Gateway bool `json:"-"`
 }
 
 // Admin is the port that serves /ready, /live, /metrics, /config and

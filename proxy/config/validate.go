@@ -93,7 +93,7 @@ func (b *Bootstrap) Validate() error {
 		}
 	}
 
-	if len(b.Listeners) == 0 {
+	if len(b.Listeners) == 0 && !b.Gateway {
 		v.add("listeners", "needs at least one listener")
 	}
 	v.virtualListeners(b, routeConfigs, clusters)
