@@ -221,8 +221,12 @@ spec:
 	kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"version":"v0.2.0"}}`)
 	Eventually(func() string { return meshField("{.status.activeRevision}") }).WithTimeout(3*time.Minute).WithPolling(time.Second).
 		Should(Equal("default-v0-2-0"), "injection moves to default-v0-2-0 once it serves")
-	Expect(strings.TrimSpace(kubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`))).
-		To(ContainSubstring("namespace.inject.knit.dev"))
+	// The MeshRevision reconciler hands the namespace hooks over once activeRevision names the new
+	// revision: moments later, not in the same write.
+	Eventually(func() string {
+		out, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`)
+		return out
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(ContainSubstring("namespace.inject.knit.dev"))
 	waitForVersion("v0.2.0", 8*time.Minute)
 	GinkgoWriter.Printf("v0.1.0 → v0.2.0 took %s\n", time.Since(start).Round(time.Second))
 	table := kubectl("get", "mesh")
