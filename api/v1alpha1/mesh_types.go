@@ -438,7 +438,9 @@ type MeshStatus struct {
 	// knit.dev/inject=enabled or selected by spec.injection.namespaceSelector. After a change of
 	// spec.version it moves to the new revision only once that revision's control-plane
 	// Deployment is Available and its webhook has a ready endpoint; until then the previous
-	// revision keeps injecting (the Upgrading condition says why).
+	// revision keeps injecting (the Upgrading condition says why). Its webhook configuration takes
+	// the namespaces over moments after this field moves (the previous revision's keeps them until
+	// then, so no pod is left uninjected); the Upgrading condition says so while it has not.
 	// +optional
 	ActiveRevision string `json:"activeRevision,omitempty"`
 

@@ -388,9 +388,10 @@ func (m *Model) Resources(clientNamespace string) Resources {
 		vh := &routev3.VirtualHost{Name: name, Domains: []string{"*"}}
 		if len(entries) == 0 {
 			vh.Routes = []*routev3.Route{{
-				Name:   "default",
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: t.cluster}}},
+				Name:  "default",
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: t.cluster},
+					RetryPolicy: DefaultRetryPolicy()}},
 			}}
 		}
 		for _, e := range entries {

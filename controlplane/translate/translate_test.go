@@ -527,3 +527,40 @@ func TestOneServicesLoadAssignmentsAreTheWholeTranslations(t *testing.T) {
 		t.Errorf("an ExternalName Service has assignments: %v", clas)
 	}
 }
+
+func TestRoutesWithoutARetryRetryConnectFailuresAndResets(t *testing.T) {
+	svc := service("shop", "cart", "10.96.0.10", port("http", 80))
+	plain := gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/plain")},
+		BackendRefs: []gwv1.HTTPBackendRef{backend("cart", 80, 1)}}
+	timed := plain
+	timed.Matches = []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/timed")}
+	timed.Timeouts = &gwv1.HTTPRouteTimeouts{BackendRequest: ptr.To(gwv1.Duration("2s"))}
+	explicit := plain
+	explicit.Matches = []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/explicit")}
+	explicit.Retry = &gwv1.HTTPRouteRetry{Attempts: ptr.To(0)}
+
+	// A Service without routes: its catch-all.
+	res := Translate(Inputs{Services: []corev1.Service{svc}}).Resources("shop")
+	validateAll(t, res)
+	rp := routesOf(t, res, "cart.shop.svc.cluster.local:80")[0].GetRoute().GetRetryPolicy()
+	if rp.GetRetryOn() != "connect-failure,refused-stream,reset" || rp.GetNumRetries().GetValue() != 2 {
+		t.Fatalf("catch-all route retry policy: %v", rp)
+	}
+
+	res = Translate(Inputs{Services: []corev1.Service{svc},
+		HTTPRoutes: []gwv1.HTTPRoute{httpRoute("shop", "r", 1, serviceParent("", "cart"), plain, timed, explicit)}}).Resources("shop")
+	validateAll(t, res)
+	byPath := map[string]*routev3.RetryPolicy{}
+	for _, r := range routesOf(t, res, "cart.shop.svc.cluster.local:80") {
+		byPath[r.GetMatch().GetPathSeparatedPrefix()] = r.GetRoute().GetRetryPolicy()
+	}
+	if rp := byPath["/plain"]; rp.GetRetryOn() != "connect-failure,refused-stream,reset" || rp.GetNumRetries().GetValue() != 2 {
+		t.Errorf("a rule without retry: %v", rp)
+	}
+	if rp := byPath["/timed"]; rp.GetNumRetries().GetValue() != 2 || rp.GetPerTryTimeout().AsDuration() != 2*time.Second {
+		t.Errorf("a rule with timeouts.backendRequest and without retry: %v", rp)
+	}
+	if rp := byPath["/explicit"]; rp.GetNumRetries() == nil || rp.GetNumRetries().GetValue() != 0 {
+		t.Errorf("retry.attempts 0 must stay 0: %v", rp)
+	}
+}
