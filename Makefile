@@ -147,5 +147,5 @@ demo: ## The main command: local cluster, images, cert-manager, the operator and
 
 E2E_LABELS ?=
 .PHONY: e2e
-e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown selects.
+e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,mtls,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown selects.
 	hack/e2e.sh $(if $(E2E_LABELS),-ginkgo.label-filter='$(E2E_LABELS)')
