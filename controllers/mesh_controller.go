@@ -79,6 +79,10 @@ type MeshReconciler struct {
 	RevisionGracePeriod time.Duration
 	// UpgradePollInterval: see DefaultUpgradePollInterval.
 	UpgradePollInterval time.Duration
+	// TestWorkloadCertDuration, for tests only, makes every revision's control plane issue
+	// workload certificates this short (see testWorkloadCertArgs); zero, the default, leaves
+	// the Mesh's trust.workloadCertDuration in force. The Mesh API cannot set it.
+	TestWorkloadCertDuration time.Duration
 
 	certManager *certManagerDetector
 	nameTaken   reportedOnce
@@ -402,6 +406,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	return (&MeshRevisionReconciler{
 		Client: mgr.GetClient(), APIReader: r.APIReader, Versions: r.Versions, OperatorNamespace: r.OperatorNamespace,
+		TestWorkloadCertDuration: r.TestWorkloadCertDuration,
 	}).SetupWithManager(mgr, r.certManager)
 }
 

@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -55,6 +56,8 @@ type MeshRevisionReconciler struct {
 	Versions  versions.Table
 	// OperatorNamespace is never injected.
 	OperatorNamespace string
+	// TestWorkloadCertDuration: see MeshReconciler.
+	TestWorkloadCertDuration time.Duration
 
 	certManager *certManagerDetector
 }
@@ -156,6 +159,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	if err != nil {
 		return err
 	}
+	injectArgs = append(injectArgs, testWorkloadCertArgs(r.TestWorkloadCertDuration)...)
 	serving, err := r.servingCertificate(ctx, rev)
 	if err != nil {
 		return err
