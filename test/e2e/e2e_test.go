@@ -473,46 +473,7 @@ spec:
 		_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
 	})
 
-	It("under mtls.mode STRICT: sidecars get their certificate, kubelet probes still pass, a client outside the mesh is refused", Label("mtls"), func() {
-		const ns = "knit-e2e-strict"
-		probe := imageRef("e2e-probe")
-		kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"mtls":{"mode":"STRICT"}}}`)
-		DeferCleanup(func() {
-			kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"mtls":{"mode":"PERMISSIVE"}}}`)
-			_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
-		})
-		// The mode reaches the control plane as an argument, so it rolls; pods injected after that get STRICT.
-		Eventually(func() string {
-			out, _ := tryKubectl("-n", "knit-system", "get", "deployment", "knit-controlplane-v0-1-0", "-o", "jsonpath={.spec.template.spec.containers[0].args}")
-			return out
-		}).WithTimeout(time.Minute).WithPolling(time.Second).Should(ContainSubstring("--mtls-mode=STRICT"))
-		kubectl("-n", "knit-system", "rollout", "status", "deployment/knit-controlplane-v0-1-0", "--timeout=180s")
-
-		applyManifest(fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-`, ns) + probeDeployment(ns, "strict", 1))
-		// The app's readinessProbe (httpGet :8080/healthz, rewritten to the admin port 15020, which
-		// capture leaves alone) passes under STRICT, and the sidecar is Ready only with its certificate.
-		kubectl("-n", ns, "rollout", "status", "deployment/strict", "--timeout=180s")
-		pod := kubectl("-n", ns, "get", "pods", "-l", "app=strict", "-o", "jsonpath={.items[0].metadata.name}")
-		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.spec.initContainers[?(@.name=="knit-proxy")].env[?(@.name=="KNIT_MTLS_MODE")].value}`)).To(Equal("STRICT"))
-		Expect(kubectl("-n", ns, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
-		podIP := kubectl("-n", ns, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
-
-		metricsURL := fmt.Sprintf("http://%s:15020/metrics", podIP)
-		out, ok := podRun("strict-metrics", probe, "get", metricsURL)
-		Expect(ok).To(BeTrue(), out)
-		Expect(out).To(ContainSubstring("knit_proxy_certificate_expiry_timestamp_seconds"))
-		out, ok = podRun("strict-plaintext", probe, "http", fmt.Sprintf("http://%s:8080/hello", podIP), "1")
-		GinkgoWriter.Print(out)
-		Expect(ok).To(BeFalse(), "a plaintext client outside the mesh must be refused under STRICT:\n%s", out)
-		out, ok = podRun("strict-metrics-after", probe, "get", metricsURL)
-		Expect(ok).To(BeTrue(), out)
-		Expect(out).To(MatchRegexp(`knit_proxy_inbound_connections_total\{peer_identity="",security="refused"\} [1-9]`))
-		GinkgoWriter.Print(kubectl("-n", ns, "logs", pod, "-c", "knit-proxy", "--tail=20"))
-	})
+	mtlsSpecs() // mtls_test.go
 
 	It("upgrades v0.1.0 → v0.2.0 workload by workload with zero failed requests, rolls back, and upgrades InPlace", Label("upgrade"), func() {
 		upgradeWorkloadByWorkload() // upgrade_test.go
