@@ -203,12 +203,12 @@ const (
 
 // MTLSSpec configures mutual TLS between proxies.
 type MTLSSpec struct {
-	// mode is PERMISSIVE (default) or STRICT. A sidecar's inbound side accepts mutual TLS from
-	// other sidecars (and tells the app the caller's SPIFFE ID in x-knit-peer-identity); under
-	// PERMISSIVE it also accepts plaintext, under STRICT it refuses it. Pods take the mode they
-	// were started with. Sidecars do not send mutual TLS yet, so STRICT refuses traffic between
-	// meshed pods too: it shows as SpecSupported=False (NotYetImplemented) and keeps the Mesh
-	// from being Ready.
+	// mode is PERMISSIVE (default) or STRICT. Sidecars always send mutual TLS to endpoints that
+	// discovery marks as meshed, checking each peer's SPIFFE ID, and their inbound side accepts
+	// it (telling the app the caller's SPIFFE ID in x-knit-peer-identity). Under PERMISSIVE the
+	// inbound side also accepts plaintext, and a sidecar that holds no valid certificate yet
+	// speaks plaintext to meshed endpoints; under STRICT both are refused. Pods take the mode
+	// they were started with.
 	// +optional
 	// +kubebuilder:default=PERMISSIVE
 	Mode MTLSMode `json:"mode,omitempty"`

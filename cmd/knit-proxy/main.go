@@ -80,8 +80,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		log.Info(n)
 	}
 	log.Info("sidecar mode", "version", buildinfo.Version, "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
-		"revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"), "appProbes", len(probes),
-		"note", "outbound mTLS is not implemented yet: traffic to meshed Services is routed in plaintext, other traffic forwarded to its original destination")
+		"revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"), "appProbes", len(probes))
 	m := metrics.New()
 	ident, err := startWorkloadIdentity(context.Background(), log, getenv, m.Registry)
 	if err != nil {
@@ -89,6 +88,9 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	}
 	p := dataplane.New(log, m)
 	if p.Inbound, err = inboundMTLS(log, getenv, ident, m.Registry); err != nil {
+		return err
+	}
+	if p.Outbound, err = outboundMTLS(log, getenv, ident, m.Registry); err != nil {
 		return err
 	}
 	if err := p.Apply(context.Background(), cfg); err != nil {

@@ -394,7 +394,8 @@ type Endpoint struct {
 	// healthy; unhealthy ones never.
 	Health EndpointHealth `json:"health,omitempty"`
 	// Meshed: the endpoint's pod runs a knit-proxy sidecar; Identity is its
-	// SPIFFE ID. Both are kept for mTLS; nothing uses them yet.
+	// SPIFFE ID. A sidecar with a workload identity reaches a meshed endpoint
+	// over mutual TLS and accepts only a peer certificate for Identity.
 	Meshed   bool   `json:"meshed,omitempty"`
 	Identity string `json:"identity,omitempty"`
 }

@@ -264,6 +264,10 @@ func (v *validator) endpoints(f string, eps []Endpoint) {
 		default:
 			v.add(fmt.Sprintf("%s[%d].health", f, i), "must be healthy, unhealthy or draining, got %q", e.Health)
 		}
+		if e.Meshed && !strings.HasPrefix(e.Identity, "spiffe://") {
+			// Mutual TLS checks the peer against it: without one any mesh workload would pass.
+			v.add(fmt.Sprintf("%s[%d].identity", f, i), "a meshed endpoint needs the SPIFFE ID expected of it, got %q", e.Identity)
+		}
 	}
 }
 
