@@ -57,6 +57,24 @@ func podState(app string) string {
 		`jsonpath={range .items[*]}{.metadata.name}{" init="}{.status.initContainerStatuses[*].restartCount}{" app="}{.status.containerStatuses[*].restartCount}{"\n"}{end}`)
 }
 
+// livePod is the name and IP of the running, not terminating pod of app in mtlsNS.
+func livePod(app string) (name, ip string) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		out, _ := tryKubectl("-n", mtlsNS, "get", "pods", "-l", "app="+app, "-o",
+			`jsonpath={range .items[*]}{.metadata.name}{" "}{.status.phase}{" "}{.status.podIP}{" "}{.metadata.deletionTimestamp}{"\n"}{end}`)
+		var live [][]string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if f := strings.Fields(l); len(f) == 3 && f[1] == "Running" {
+				live = append(live, f)
+			}
+		}
+		g.Expect(live).To(HaveLen(1), "one live pod of %s:\n%s", app, out)
+		name, ip = live[0][0], live[0][2]
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(Succeed())
+	return name, ip
+}
+
 // setMeshMTLS sets spec.mtls.mode and waits until the control plane runs with it.
 func setMeshMTLS(mode string) {
 	GinkgoHelper()
@@ -139,6 +157,13 @@ func mtlsSpecs() {
 				_, _ = tryKubectl("delete", "namespace", mtlsNS, "--wait=false")
 				_, _ = tryKubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"mtls":{"mode":"PERMISSIVE"}}}`)
 				_, _ = tryKubectl("-n", "knit-operator", "set", "env", "deployment/knit-controller-manager", "KNIT_TEST_WORKLOAD_CERT_DURATION-")
+				// The specs after these find the control plane settled as before.
+				Eventually(func(g Gomega) {
+					out, _ := tryKubectl("-n", "knit-system", "get", "deployment", controlPlaneDeployment(), "-o", "jsonpath={.spec.template.spec.containers[0].args}")
+					g.Expect(out).To(ContainSubstring("--mtls-mode=PERMISSIVE"))
+					g.Expect(out).NotTo(ContainSubstring("--test-workload-cert-duration"))
+				}).WithTimeout(3 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
+				_, _ = tryRun(3*time.Minute, cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", "knit-system", "rollout", "status", "deployment/"+controlPlaneDeployment(), "--timeout=170s")
 			})
 			kubectl("-n", "knit-operator", "rollout", "status", "deployment/knit-controller-manager", "--timeout=120s")
 			waitControlPlaneArg("--test-workload-cert-duration=" + mtlsCertLifetime.String())
@@ -162,7 +187,7 @@ spec:
 
 		It("under PERMISSIVE lets a client outside the mesh reach a meshed server in plaintext", func() {
 			Expect(meshField("{.spec.mtls.mode}")).To(Or(BeEmpty(), Equal("PERMISSIVE")))
-			serverIP = kubectl("-n", mtlsNS, "get", "pods", "-l", "app=server", "-o", "jsonpath={.items[0].status.podIP}")
+			_, serverIP = livePod("server")
 			out, ok := podRun("mtls-plain-permissive", imageRef("e2e-probe"), "http", fmt.Sprintf("http://%s:8080/permissive", serverIP), "3")
 			GinkgoWriter.Print(out)
 			Expect(ok).To(BeTrue(), "a plaintext client outside the mesh is served under PERMISSIVE:\n%s", out)
@@ -179,11 +204,10 @@ spec:
 			// which capture leaves alone) passes under STRICT, and the sidecar is Ready only with
 			// its certificate.
 			kubectl("-n", mtlsNS, "rollout", "status", "deployment/server", "--timeout=180s")
-			pod := kubectl("-n", mtlsNS, "get", "pods", "-l", "app=server", "--field-selector", "status.phase=Running",
-				"-o", `jsonpath={range .items[?(@.metadata.deletionTimestamp)]}{end}{.items[0].metadata.name}`)
+			var pod string
+			pod, serverIP = livePod("server")
 			Expect(kubectl("-n", mtlsNS, "get", "pod", pod, "-o", `jsonpath={.spec.initContainers[?(@.name=="knit-proxy")].env[?(@.name=="KNIT_MTLS_MODE")].value}`)).To(Equal("STRICT"))
 			Expect(kubectl("-n", mtlsNS, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)).To(Equal("True"))
-			serverIP = kubectl("-n", mtlsNS, "get", "pod", pod, "-o", "jsonpath={.status.podIP}")
 
 			Expect(metricValue(sidecarMetrics("server"), certExpiry)).To(BeNumerically(">", float64(time.Now().Unix())), "a valid certificate")
 			out, ok := podRun("mtls-plain-strict", imageRef("e2e-probe"), "http", fmt.Sprintf("http://%s:8080/strict", serverIP), "1")
@@ -209,7 +233,7 @@ spec:
 			client = regexp.MustCompile(`(?m)^\s*readinessProbe:.*\n`).ReplaceAllString(client, "")
 			applyManifest(client)
 			kubectl("-n", mtlsNS, "rollout", "status", "deployment/client", "--timeout=180s")
-			clientIP = kubectl("-n", mtlsNS, "get", "pods", "-l", "app=client", "-o", "jsonpath={.items[0].status.podIP}")
+			_, clientIP = livePod("client")
 			load = followLogs(mtlsNS, "client")
 			Eventually(func() int { ok, _, _ := load.counts(); return ok }).WithTimeout(60*time.Second).WithPolling(time.Second).
 				Should(BeNumerically(">", 300), "the client sends 100 req/s")
@@ -262,7 +286,8 @@ spec:
 			// sides hold one and verify the other's.
 			waitRenewals(apps, renewalCounts(apps...), 2, 3*mtlsCertLifetime)
 			ok := expectZeroFailures(load, "across the root rotation")
-			Expect(ok).To(BeNumerically(">=", 10000), "the stream ran throughout")
+			// 3 + 2 renewals are ≥ 5 × 30 s: at 100 req/s far more than this, unless it stalled.
+			Expect(ok).To(BeNumerically(">=", 5000), "the stream ran throughout")
 
 			Expect(podState("server")+podState("client")).To(Equal(pods), "no pod was replaced and no container restarted")
 		})
