@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make bench: knit-proxy beside direct traffic, nginx and haproxy on loopback.
+# make bench: knit-proxy beside direct traffic, nginx and haproxy on loopback, and two knit
+# sidecars in a row with plaintext or mutual TLS between them (test/bench/twohop).
 # Installs what is missing (Debian nginx + haproxy, fortio v1.68.2 from the Go
 # module proxy, cached outside the clone), builds knit-proxy, runs
 # test/bench and writes bin/bench/result.json. A benchmark, not a test.
@@ -38,6 +39,7 @@ fi
 mkdir -p bin/bench
 go build -o bin/knit-proxy ./cmd/knit-proxy
 go build -o bin/bench/bench ./test/bench
+go build -o bin/bench/twohop ./test/bench/twohop
 
 # BENCH_BASELINE=<git revision> adds that revision's knit-proxy as target knit-base, measured in
 # the same interleaved rounds, so a change is judged against its parent on the same machine state.
@@ -51,7 +53,7 @@ if [[ -n ${BENCH_BASELINE:-} ]]; then
   baseline=(-baseline-proxy bin/bench/knit-proxy-base)
 fi
 if [[ ${BENCH_LOAD:-1} != 0 ]]; then # BENCH_LOAD=0: only the instruction counts below
-  bin/bench/bench -fortio "$FORTIO_DIR/fortio" -knit-proxy bin/knit-proxy -out bin/bench "${baseline[@]}" "$@"
+  bin/bench/bench -fortio "$FORTIO_DIR/fortio" -knit-proxy bin/knit-proxy -two-hop bin/bench/twohop -out bin/bench "${baseline[@]}" "$@"
 fi
 
 # Instructions per request: the same fixed number of keep-alive requests

@@ -393,9 +393,10 @@ func TestWithoutACertificateStrictRefusesAndPermissiveSpeaksPlaintext(t *testing
 }
 
 func TestRenewalsKeepOpenConnectionsAndMoveNewRequestsToNewConnections(t *testing.T) {
-	// Certificates of 4 s renewed 3.5 s before expiry: both sidecars renew every half second.
-	ca := identitytest.Start(t, 4*time.Second)
-	ca.RenewBefore = "3.5s"
+	// Certificates of 8 s renewed 7.5 s before expiry: both sidecars renew every half second,
+	// with slack for a slow machine (an expired certificate would make STRICT refuse).
+	ca := identitytest.Start(t, 8*time.Second)
+	ca.RenewBefore = "7.5s"
 	server, dst, _ := serverSidecar(t, ca, mtls.Strict, webID)
 	tap := startWireTap(t, addr(t, server, "inbound"))
 	cart := workloadIdentity(t, ca, cartID, prometheus.NewRegistry())
@@ -454,5 +455,63 @@ func TestRenewalsKeepOpenConnectionsAndMoveNewRequestsToNewConnections(t *testin
 	if tap.accepted.Load() <= conns {
 		t.Fatalf("the request after the renewal reused a connection made with the old certificate (connections %d, then %d)",
 			conns, tap.accepted.Load())
+	}
+}
+
+// workloadIdentityTrusting is workloadIdentity with the trust bundle file's content given (and
+// re-read every 20 ms); it returns the bundle's path for the test to rewrite.
+func workloadIdentityTrusting(t *testing.T, ca *identitytest.CA, id, bundlePEM string) (*identity.Manager, string) {
+	t.Helper()
+	dir := t.TempDir()
+	token, bundle := filepath.Join(dir, "token"), filepath.Join(dir, "ca.crt")
+	os.WriteFile(token, []byte(identitytest.Token), 0o600)
+	os.WriteFile(bundle, []byte(bundlePEM), 0o600)
+	m, err := identity.New(identity.Config{Address: ca.Addr, ID: id, TokenFile: token, TrustBundleFile: bundle,
+		BundleCheckInterval: 20 * time.Millisecond, Log: logr.Discard()}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "a certificate", m.Ready)
+	return m, bundle
+}
+
+func TestOutboundTrustsEveryRootOfTheCurrentBundle(t *testing.T) {
+	// The server side's certificate comes from a new root the client side does not trust yet,
+	// as in the middle of a root rotation; the server side trusts both.
+	oldCA, newCA := identitytest.Start(t, time.Hour), identitytest.Start(t, time.Hour)
+	both := identitytest.PEM(oldCA.Root) + identitytest.PEM(newCA.Root)
+	m := metrics.New()
+	serverIdent, _ := workloadIdentityTrusting(t, newCA, webID, both)
+	in, err := mtls.NewInbound(mtls.Strict, serverIdent, logr.Discard(), m.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := New(logr.Discard(), m)
+	server.Inbound = in
+	app := netip.MustParseAddrPort(httpUpstream(t, protoEcho))
+	server.OriginalDst = func(net.Conn) (netip.AddrPort, error) { return app, nil }
+	apply(t, server, passthroughYAML)
+	t.Cleanup(func() { drainNow(server) })
+
+	cart, bundle := workloadIdentityTrusting(t, oldCA, cartID, identitytest.PEM(oldCA.Root))
+	cli, reg := clientSidecar(t, cart, mtls.Strict, clientSidecarYAML(addr(t, server, "inbound"), webID))
+	if code, _ := get(t, client(), "http://"+addr(t, cli, "h1")+"/"); code != http.StatusBadGateway {
+		t.Fatalf("a peer of an untrusted root: %d, want 502", code)
+	}
+	if n := gathered(reg, "knit_proxy_outbound_mtls_handshakes_total", "result", "untrusted_peer"); n != 1 {
+		t.Fatalf("untrusted peers counted: %v", n)
+	}
+
+	gen := cart.Generation()
+	tmp := bundle + ".new"
+	os.WriteFile(tmp, []byte(both), 0o600)
+	os.Rename(tmp, bundle)
+	waitFor(t, "the new bundle", func() bool { return cart.Generation() > gen })
+	if code, body := get(t, client(), "http://"+addr(t, cli, "h1")+"/"); code != 200 || body != "HTTP/1.1 peer="+cartID {
+		t.Fatalf("with both roots trusted: %d %q", code, body)
 	}
 }
