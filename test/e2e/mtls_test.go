@@ -146,10 +146,6 @@ func mtlsSpecs() {
 		)
 
 		BeforeAll(func() {
-			// Short-lived workload certificates (test only, the Mesh API's minimum is 1h): the
-			// operator passes the setting to the control plane, which rolls.
-			kubectl("-n", "knit-operator", "set", "env", "deployment/knit-controller-manager",
-				"KNIT_TEST_WORKLOAD_CERT_DURATION="+mtlsCertLifetime.String())
 			DeferCleanup(func() {
 				if load != nil {
 					load.stop()
@@ -165,8 +161,6 @@ func mtlsSpecs() {
 				}).WithTimeout(3 * time.Minute).WithPolling(2 * time.Second).Should(Succeed())
 				_, _ = tryRun(3*time.Minute, cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", "knit-system", "rollout", "status", "deployment/"+controlPlaneDeployment(), "--timeout=170s")
 			})
-			kubectl("-n", "knit-operator", "rollout", "status", "deployment/knit-controller-manager", "--timeout=120s")
-			waitControlPlaneArg("--test-workload-cert-duration=" + mtlsCertLifetime.String())
 			trustDomain = meshField("{.spec.trust.trustDomain}")
 			Expect(trustDomain).NotTo(BeEmpty())
 
@@ -197,7 +191,14 @@ spec:
 		})
 
 		It("under STRICT: sidecars get their certificate, kubelet probes still pass, a client outside the mesh is refused", func() {
+			// Short-lived workload certificates from here on (test only, the Mesh API's minimum
+			// is 1h): the operator passes its setting to the control plane. The operator restarts
+			// first, so the control plane rolls once for both changes.
+			kubectl("-n", "knit-operator", "set", "env", "deployment/knit-controller-manager",
+				"KNIT_TEST_WORKLOAD_CERT_DURATION="+mtlsCertLifetime.String())
+			kubectl("-n", "knit-operator", "rollout", "status", "deployment/knit-controller-manager", "--timeout=120s")
 			setMeshMTLS("STRICT")
+			waitControlPlaneArg("--test-workload-cert-duration=" + mtlsCertLifetime.String())
 			// The mode reaches sidecars at injection: the server's pod is created again.
 			kubectl("-n", mtlsNS, "rollout", "restart", "deployment/server")
 			// The app's readinessProbe (httpGet :8080/healthz, rewritten to the admin port 15020,
