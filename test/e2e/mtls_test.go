@@ -112,10 +112,14 @@ func waitRenewals(apps []string, before map[string]float64, n int, timeout time.
 		expiries[app] = map[float64]bool{}
 	}
 	Eventually(func(g Gomega) {
-		for _, app := range apps {
+		renewals := map[string]float64{}
+		for _, app := range apps { // every sidecar sampled each round, before a failed check ends it
 			m := sidecarMetrics(app)
 			expiries[app][metricValue(m, certExpiry)] = true
-			g.Expect(metricValue(m, certRenewals)).To(BeNumerically(">=", before[app]+float64(n)), "renewals of %s's sidecar", app)
+			renewals[app] = metricValue(m, certRenewals)
+		}
+		for _, app := range apps {
+			g.Expect(renewals[app]).To(BeNumerically(">=", before[app]+float64(n)), "renewals of %s's sidecar", app)
 		}
 	}).WithTimeout(timeout).WithPolling(5 * time.Second).Should(Succeed())
 	for _, app := range apps {
