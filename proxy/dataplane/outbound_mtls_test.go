@@ -515,3 +515,23 @@ func TestOutboundTrustsEveryRootOfTheCurrentBundle(t *testing.T) {
 		t.Fatalf("with both roots trusted: %d %q", code, body)
 	}
 }
+
+func TestMeshedConnectionsOutliveTheClustersAppSizedIdleTimeout(t *testing.T) {
+	ca := identitytest.Start(t, time.Hour)
+	server, dst, _ := serverSidecar(t, ca, mtls.Strict, webID)
+	setAddr(dst, httpUpstream(t, protoEcho))
+	tap := startWireTap(t, addr(t, server, "inbound"))
+	cart := workloadIdentity(t, ca, cartID, prometheus.NewRegistry())
+	// The cluster's idle timeout is for apps' keep-alive; its peer here is a sidecar.
+	yaml := strings.Replace(clientSidecarYAML(tap.addr, webID), "{name: web-h1, protocol: http1,", "{name: web-h1, protocol: http1, idleTimeout: 100ms,", 1)
+	cli, _ := clientSidecar(t, cart, mtls.Strict, yaml)
+	for i := range 2 {
+		if code, _ := get(t, client(), "http://"+addr(t, cli, "h1")+"/"); code != 200 {
+			t.Fatalf("request %d: %d", i, code)
+		}
+		time.Sleep(300 * time.Millisecond) // idle beyond the cluster's idleTimeout
+	}
+	if n := tap.accepted.Load(); n != 1 {
+		t.Fatalf("%d mutual TLS connections for two requests: the idle one was not reused", n)
+	}
+}

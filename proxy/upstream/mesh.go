@@ -55,6 +55,12 @@ func DialResult(err error) balance.Result {
 	return balance.ConnectFailure
 }
 
+// meshIdleTimeout keeps idle connections to meshed endpoints longer than the cluster's idle
+// timeout, which is sized for apps' keep-alive (Node.js closes after 5 s): the peer is another
+// sidecar, whose inbound side keeps idle connections for config.DefaultIdleTimeout (90 s), and
+// each new connection costs a mutual TLS handshake.
+const meshIdleTimeout = 60 * time.Second
+
 // meshPools are the connection pools to meshed endpoints, one per expected peer identity and
 // per generation of the local certificate and trust bundle: a renewal or a root change sends
 // new requests over new connections, while requests in flight finish on the old ones (which
@@ -115,6 +121,7 @@ func (c *Cluster) newMeshPools() *meshPools {
 		if spec.Protocol == config.ClusterHTTP2 {
 			t := c.newTransport()
 			t.TLSClientConfig = nil
+			t.IdleConnTimeout = meshIdleTimeout
 			// The inner protocol is h2 with prior knowledge, as to a plaintext endpoint: the
 			// dial below returns the connection already inside mutual TLS.
 			t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -132,7 +139,7 @@ func (c *Cluster) newMeshPools() *meshPools {
 			return &meshPool{transport: t}
 		}
 		h1 := newH1Pool(c.dialer, spec.MaxIdleConnsPerEndpoint, spec.MaxConnectionsPerEndpoint,
-			spec.IdleTimeout.D(), spec.MaxResponseHeaderBytes)
+			meshIdleTimeout, spec.MaxResponseHeaderBytes)
 		h1.handshake = handshake
 		return &meshPool{h1: h1}
 	}}
