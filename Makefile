@@ -177,5 +177,5 @@ conformance: ## Gateway API conformance suite, mesh profiles (MESH-HTTP, MESH-GR
 
 E2E_LABELS ?=
 .PHONY: e2e
-e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,gateway,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown selects.
+e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,gateway,mtls,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown selects.
 	hack/e2e.sh $(if $(E2E_LABELS),-ginkgo.label-filter='$(E2E_LABELS)')

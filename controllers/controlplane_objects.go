@@ -175,6 +175,16 @@ func identityArgs(mesh *meshv1.Mesh) []string {
 	}
 }
 
+// testWorkloadCertArgs passes the operator's test-only workload certificate lifetime to the
+// control plane; none when it is off. It exists so an end-to-end test can watch certificates
+// renew within minutes, below the Mesh API's 1 h minimum, which stays as it is.
+func testWorkloadCertArgs(d time.Duration) []string {
+	if d <= 0 {
+		return nil
+	}
+	return []string{"--test-workload-cert-duration=" + d.String()}
+}
+
 // The API's defaults, for a Mesh read without them (never stored that way).
 const (
 	defaultWorkloadCertDuration    = 24 * time.Hour

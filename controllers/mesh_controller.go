@@ -82,6 +82,10 @@ type MeshReconciler struct {
 	RevisionGracePeriod time.Duration
 	// UpgradePollInterval: see DefaultUpgradePollInterval.
 	UpgradePollInterval time.Duration
+	// TestWorkloadCertDuration, for tests only, makes every revision's control plane issue
+	// workload certificates this short (see testWorkloadCertArgs); zero, the default, leaves
+	// the Mesh's trust.workloadCertDuration in force. The Mesh API cannot set it.
+	TestWorkloadCertDuration time.Duration
 
 	certManager *certManagerDetector
 	// gatewayAPI is true when Gateway API's CRDs were installed when the operator started: only
@@ -420,6 +424,7 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	})
 	if err := (&MeshRevisionReconciler{
 		Client: mgr.GetClient(), APIReader: r.APIReader, Versions: r.Versions, OperatorNamespace: r.OperatorNamespace,
+		TestWorkloadCertDuration: r.TestWorkloadCertDuration,
 	}).SetupWithManager(mgr, r.certManager); err != nil {
 		return err
 	}

@@ -56,6 +56,8 @@ type MeshRevisionReconciler struct {
 	Versions  versions.Table
 	// OperatorNamespace is never injected.
 	OperatorNamespace string
+	// TestWorkloadCertDuration: see MeshReconciler.
+	TestWorkloadCertDuration time.Duration
 
 	certManager *certManagerDetector
 }
@@ -164,6 +166,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	if err != nil {
 		return err
 	}
+	injectArgs = append(injectArgs, testWorkloadCertArgs(r.TestWorkloadCertDuration)...)
 	serving, err := r.servingCertificate(ctx, rev)
 	if err != nil {
 		return err
