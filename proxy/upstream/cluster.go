@@ -69,7 +69,7 @@ func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster, mesh MeshTLS
 	}
 	for _, e := range eps {
 		id := ""
-		if e.Meshed && c.mesh != nil {
+		if e.Meshed && c.mesh != nil && !ownAddress(e.Address) {
 			id = e.Identity
 		}
 		if o := old[e.Address]; o != nil && o.Weight == e.Weight && o.Identity == id {

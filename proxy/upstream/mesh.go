@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -182,4 +183,28 @@ func (c *Cluster) RoundTrip(req *http.Request, ep *balance.Endpoint, fast bool, 
 		return mp.transport.RoundTrip(req)
 	}
 	return c.Transport.RoundTrip(req)
+}
+
+// ownAddresses are this pod's non-loopback addresses. A meshed endpoint at one of them is the
+// pod itself (a Service calling back into its own pod): that connection never leaves the pod
+// and never passes the inbound capture, so the app itself would receive the TLS handshake.
+// It goes in plaintext, as in Istio and Linkerd.
+var ownAddresses = sync.OnceValue(func() map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return out
+	}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil && !p.Addr().IsLoopback() {
+			out[p.Addr().Unmap()] = true
+		}
+	}
+	return out
+})
+
+// ownAddress says whether hostport names this pod.
+func ownAddress(hostport string) bool {
+	ap, err := netip.ParseAddrPort(hostport)
+	return err == nil && ownAddresses()[ap.Addr().Unmap()]
 }
