@@ -86,7 +86,21 @@ spec:
 `, discoveryNS, v1, v2)
 }
 
-func service(name, app string) string {
+func service(name, app string) string { return httpServiceOf(discoveryNS, name, app) }
+
+// meshedNamespace is a Namespace labelled for injection.
+func meshedNamespace(ns string) string {
+	return fmt.Sprintf(`apiVersion: v1
+kind: Namespace
+metadata: {name: %s, labels: {knit.dev/inject: enabled}}
+---
+`, ns)
+}
+
+// httpService is Service name in ns on port 80 to the pods labelled app=name, port 8080.
+func httpService(ns, name string) string { return httpServiceOf(ns, name, name) }
+
+func httpServiceOf(ns, name, app string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Service
 metadata: {name: %s, namespace: %s}
@@ -94,7 +108,7 @@ spec:
   selector: {app: %s}
   ports: [{name: http, port: 80, targetPort: 8080}]
 ---
-`, name, discoveryNS, app)
+`, name, ns, app)
 }
 
 // experimentalHTTPRoutes swaps in the experimental channel's HTTPRoute CRD of the Gateway API

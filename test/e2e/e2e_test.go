@@ -380,18 +380,7 @@ spec:
 	It("injects the proxy into a labelled namespace: pods, traffic, metrics, a Job, and a repaired webhook", Label("injection"), func() {
 		const ns = "knit-e2e-mesh"
 		probe := imageRef("e2e-probe")
-		applyManifest(fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: %[1]s}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-`, ns) + probeDeployment(ns, "echo", 2))
+		applyManifest(meshedNamespace(ns) + httpService(ns, "echo") + probeDeployment(ns, "echo", 2))
 		start := time.Now()
 		kubectl("-n", ns, "rollout", "status", "deployment/echo", "--timeout=120s")
 		GinkgoWriter.Printf("meshed Deployment of 2 Ready after %s\n", time.Since(start).Round(time.Second))

@@ -175,18 +175,7 @@ func mtlsSpecs() {
 			trustDomain = meshField("{.spec.trust.trustDomain}")
 			Expect(trustDomain).NotTo(BeEmpty())
 
-			applyManifest(fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: server, namespace: %[1]s}
-spec:
-  selector: {app: server}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-`, mtlsNS) + probeDeployment(mtlsNS, "server", 1))
+			applyManifest(meshedNamespace(mtlsNS) + httpService(mtlsNS, "server") + probeDeployment(mtlsNS, "server", 1))
 			kubectl("-n", mtlsNS, "rollout", "status", "deployment/server", "--timeout=180s")
 		})
 

@@ -182,18 +182,7 @@ func upgradeWorkloadByWorkload() {
 	client := strings.Replace(probeDeployment(ns, "client", 1),
 		`args: [serve, ":8080"]`, fmt.Sprintf(`args: [load, "http://server.%s.svc.cluster.local/load", "100"]`, ns), 1)
 	client = regexp.MustCompile(`(?m)^\s*readinessProbe:.*\n`).ReplaceAllString(client, "")
-	manifest := fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: server, namespace: %[1]s}
-spec:
-  selector: {app: server}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-`, ns) + probeDeployment(ns, "server", 2)
+	manifest := meshedNamespace(ns) + httpService(ns, "server") + probeDeployment(ns, "server", 2)
 	for _, w := range []string{"w1", "w2", "w3", "w4"} {
 		manifest += "---\n" + probeDeployment(ns, w, 1)
 	}
