@@ -135,13 +135,15 @@ bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback, then in
 .PHONY: bench-controlplane
 bench-controlplane: tools ## Benchmark knit-controlplane's xDS server: N simulated proxies, S Services, E endpoints on a real API server; writes bin/bench/controlplane.json.
 	go build -o bin/knit-controlplane ./cmd/knit-controlplane
-	@echo "| clients | Services | endpoints | p50 ms | p99 ms | initial sync s | CPU s | CPU s in rounds | peak RSS MB |"
-	@echo "|---|---|---|---|---|---|---|---|---|"
+	@echo "| clients | Services | endpoints | p50 ms | p99 ms | initial sync s | CPU s | CPU s in rounds | peak RSS MB | memory limit | reconnects |"
+	@echo "|---|---|---|---|---|---|---|---|---|---|---|"
 	@for size in $(BENCH_CP_SIZES); do set -- $$(echo $$size | tr , ' '); \
 	  KUBEBUILDER_ASSETS=$(CURDIR)/bin/k8s KNIT_TEST_LOGS=$(CURDIR)/bin/bench/logs \
-	  go run ./test/bench/controlplane -clients $$1 -services $$2 -endpoints $$3 | tail -1 || exit 1; done
+	  go run ./test/bench/controlplane -clients $$1 -services $$2 -endpoints $$3 $(BENCH_CP_ARGS) | tail -1 || exit 1; done
 
 BENCH_CP_SIZES ?= 100,100,1000 1000,1000,10000
+# e.g. BENCH_CP_ARGS="-memory-limit=1073741824 -profile=bin/bench/profile"
+BENCH_CP_ARGS ?=
 
 .PHONY: run-stop
 run-stop: ## Stop what `make run` started.
@@ -179,5 +181,5 @@ conformance: ## Gateway API conformance suite, mesh profiles (MESH-HTTP, MESH-GR
 
 E2E_LABELS ?=
 .PHONY: e2e
-e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown,olm selects.
+e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,gateway,mtls,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown,olm selects.
 	hack/e2e.sh $(if $(E2E_LABELS),-ginkgo.label-filter='$(E2E_LABELS)')

@@ -117,8 +117,19 @@ func desiredDeployment(rev *meshv1.MeshRevision, image string, injectArgs []stri
 						"--issuer-group=" + rev.Spec.IssuerRef.Group,
 					}, injectArgs...),
 					Env: []corev1.EnvVar{{
+						// The key of this replica's report on its proxies in the MeshRevision's status.
+						Name:      "POD_NAME",
+						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}},
+					}, {
 						Name:      "POD_NAMESPACE",
 						ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}},
+					}, {
+						// The control plane keeps its Go heap under 90 % of this (GOMEMLIMIT);
+						// without a limit it is the node's allocatable memory.
+						Name: "KNIT_MEMORY_LIMIT",
+						ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+							ContainerName: "controlplane", Resource: "limits.memory",
+						}},
 					}},
 					Ports: []corev1.ContainerPort{
 						{Name: "webhook", ContainerPort: portWebhook},
@@ -162,6 +173,16 @@ func identityArgs(mesh *meshv1.Mesh) []string {
 		"--workload-cert-renew-before=" + renewBefore.String(),
 		"--approve-workload-certificates=" + strconv.FormatBool(approve),
 	}
+}
+
+// testWorkloadCertArgs passes the operator's test-only workload certificate lifetime to the
+// control plane; none when it is off. It exists so an end-to-end test can watch certificates
+// renew within minutes, below the Mesh API's 1 h minimum, which stays as it is.
+func testWorkloadCertArgs(d time.Duration) []string {
+	if d <= 0 {
+		return nil
+	}
+	return []string{"--test-workload-cert-duration=" + d.String()}
 }
 
 // The API's defaults, for a Mesh read without them (never stored that way).
@@ -240,7 +261,7 @@ func desiredServingCertificate(rev *meshv1.MeshRevision) cmapi.CertificateSpec {
 }
 
 // controlPlaneRules is what a revision's control plane may do: read what discovery and
-// injection need, write GAMMA route status, review tokens for xDS and identity, and request workload certificates and approve
+// injection need (knit Gateways included), write route status (GAMMA and Gateway parents) and its own MeshRevision's status.controlPlanes, review tokens for xDS and identity, and request workload certificates and approve
 // them for its own issuer's signer only. The operator holds these permissions itself (RBAC
 // markers on MeshRevisionReconciler) so the API server lets it grant them.
 func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
@@ -251,8 +272,10 @@ func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests"}, Verbs: []string{"get", "list", "watch", "create", "delete"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"signers"}, Verbs: []string{"approve"}, ResourceNames: []string{signerName(rev)}},
-		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes"}, Verbs: []string{"get", "list", "watch"}},
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes", "gateways", "gatewayclasses"}, Verbs: []string{"get", "list", "watch"}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status", "grpcroutes/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshes", "meshrevisions"}, Verbs: []string{"get", "list", "watch"}},
+		// Each replica reports its proxies into its own revision's status (server-side apply).
+		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshrevisions/status"}, Verbs: []string{"patch"}, ResourceNames: []string{rev.Name}},
 	}
 }

@@ -51,3 +51,13 @@ func TestControlPlaneGetsTheMeshsWorkloadCertificateSettings(t *testing.T) {
 		t.Errorf("with approval left to another approver, args are %q", args)
 	}
 }
+
+// The test-only lifetime reaches the control plane only when the operator was started with it.
+func TestControlPlaneGetsTheTestWorkloadCertDurationOnlyWhenSet(t *testing.T) {
+	if args := testWorkloadCertArgs(0); len(args) != 0 {
+		t.Errorf("off by default, got %q", args)
+	}
+	if args := testWorkloadCertArgs(90 * time.Second); !slices.Equal(args, []string{"--test-workload-cert-duration=1m30s"}) {
+		t.Errorf("got %q", args)
+	}
+}

@@ -48,7 +48,18 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 		st.fail(err)
 		return
 	}
+	// Gateway proxies verify the control plane with the bundle too (mesh_gateways.go).
+	gatewayNamespaces, err := r.gatewayNamespaces(ctx)
+	if err != nil {
+		st.fail(err)
+		return
+	}
 	targets := append([]string{mesh.Spec.ControlPlane.Namespace}, meshed...)
+	for _, ns := range gatewayNamespaces {
+		if !slices.Contains(targets, ns) && !slices.Contains(mesh.Status.ExcludedNamespaces, ns) {
+			targets = append(targets, ns)
+		}
+	}
 	data := map[string]string{TrustBundleKey: string(bytes.Join(st.roots, nil))}
 	for _, ns := range targets {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: TrustBundleName, Namespace: ns}}

@@ -35,7 +35,9 @@ import (
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -47,6 +49,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 	"github.com/knit-mesh/knit/internal/conditions"
@@ -79,9 +82,16 @@ type MeshReconciler struct {
 	RevisionGracePeriod time.Duration
 	// UpgradePollInterval: see DefaultUpgradePollInterval.
 	UpgradePollInterval time.Duration
+	// TestWorkloadCertDuration, for tests only, makes every revision's control plane issue
+	// workload certificates this short (see testWorkloadCertArgs); zero, the default, leaves
+	// the Mesh's trust.workloadCertDuration in force. The Mesh API cannot set it.
+	TestWorkloadCertDuration time.Duration
 
 	certManager *certManagerDetector
-	nameTaken   reportedOnce
+	// gatewayAPI is true when Gateway API's CRDs were installed when the operator started: only
+	// then do the gateway controllers run.
+	gatewayAPI bool
+	nameTaken  reportedOnce
 	// retired maps the MeshRevisions the upgrade removed to their UIDs (upgrade_controller.go).
 	retired sync.Map
 }
@@ -168,6 +178,8 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	revisions := r.reconcileRevisions(ctx, st)
 	revisions = r.reconcileUpgrade(ctx, st, revisions) // upgrade_controller.go
 	r.reportPodSecurity(ctx, st)                       // mesh_podsecurity.go
+	r.reconcileGateways(ctx, st)                       // mesh_gateways.go
+	r.reportGateways(ctx, st)
 	r.computeStatus(st, revisions)
 
 	if !equality.Semantic.DeepEqual(before.Status, mesh.Status) {
@@ -368,7 +380,17 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	enqueueMesh := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: meshv1.MeshName}}}
 	})
-	c, err := ctrl.NewControllerManagedBy(mgr).
+	gatewayAPI, err := gatewayAPIInstalled(mgr)
+	if err != nil {
+		return err
+	}
+	r.gatewayAPI = gatewayAPI
+	b := ctrl.NewControllerManagedBy(mgr)
+	if gatewayAPI {
+		// Any Gateway's status feeds GatewaysReady; a new one may need a trust bundle.
+		b = b.Watches(&gatewayv1.Gateway{}, enqueueMesh)
+	}
+	c, err := b.
 		For(&meshv1.Mesh{}, builder.WithPredicates(predicate.Or(predicate.GenerationChangedPredicate{}, beingDeleted))).
 		Owns(&meshv1.MeshRevision{}).
 		Owns(&corev1.ConfigMap{}, builder.WithPredicates(trustBundlePredicate)).
@@ -400,9 +422,34 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		}
 		return nil
 	})
-	return (&MeshRevisionReconciler{
+	if err := (&MeshRevisionReconciler{
 		Client: mgr.GetClient(), APIReader: r.APIReader, Versions: r.Versions, OperatorNamespace: r.OperatorNamespace,
-	}).SetupWithManager(mgr, r.certManager)
+		TestWorkloadCertDuration: r.TestWorkloadCertDuration,
+	}).SetupWithManager(mgr, r.certManager); err != nil {
+		return err
+	}
+	if !gatewayAPI {
+		mgr.GetLogger().Info("Gateway API CRDs are not installed: gateways are off until the operator restarts after they are")
+		return nil
+	}
+	if err := (&GatewayClassReconciler{Client: mgr.GetClient()}).SetupWithManager(mgr); err != nil {
+		return err
+	}
+	return (&GatewayReconciler{
+		Client: mgr.GetClient(), APIReader: r.APIReader, Recorder: r.Recorder, Versions: r.Versions,
+	}).SetupWithManager(mgr)
+}
+
+// gatewayAPIInstalled says whether the API server serves Gateway API's Gateway kind.
+func gatewayAPIInstalled(mgr ctrl.Manager) (bool, error) {
+	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, gatewayv1.GroupVersion.Version)
+	switch {
+	case meta.IsNoMatchError(err):
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("looking up Gateway API's Gateway kind: %w", err)
+	}
+	return true, nil
 }
 
 var certManagerCRDPredicate = predicate.NewPredicateFuncs(func(obj client.Object) bool {

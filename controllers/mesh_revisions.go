@@ -42,6 +42,13 @@ func (r *MeshReconciler) reconcileRevisions(ctx context.Context, st *meshState) 
 		inPlace := mesh.Spec.Upgrade.Strategy == meshv1.UpgradeInPlace && mesh.Status.ActiveRevision != ""
 		if inPlace {
 			name = mesh.Status.ActiveRevision
+		} else if runs, err := r.activeRuns(ctx, mesh, st.release.Version); err != nil {
+			st.fail(err)
+			return nil
+		} else if runs {
+			// It took this release in place under its earlier name: a change of strategy alone
+			// makes no new revision and moves no workload.
+			name = mesh.Status.ActiveRevision
 		}
 		rev := &meshv1.MeshRevision{ObjectMeta: metav1.ObjectMeta{Name: name}}
 		issuer := issuerFor(mesh)
@@ -136,4 +143,16 @@ func (r *MeshReconciler) namespacesWithUnknownRevision(ctx context.Context, revi
 		}
 	}
 	return out, nil
+}
+
+// activeRuns says whether the Mesh's active revision already runs version.
+func (r *MeshReconciler) activeRuns(ctx context.Context, mesh *meshv1.Mesh, version string) (bool, error) {
+	if mesh.Status.ActiveRevision == "" {
+		return false, nil
+	}
+	var active meshv1.MeshRevision
+	if err := r.Get(ctx, client.ObjectKey{Name: mesh.Status.ActiveRevision}, &active); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return metav1.IsControlledBy(&active, mesh) && active.Spec.Version == version, nil
 }

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -96,7 +97,8 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 			"MeshRevision %s ready", strings.Join(names, ", "))
 	}
 
-	r.setUpgradeStatus(st, revisions) // upgrade_status.go
+	r.setUpgradeStatus(st, revisions)            // upgrade_status.go
+	r.setProxyReports(st, revisions, time.Now()) // mesh_dataplane.go
 
 	reportUnimplemented(mesh)
 	if len(st.unknownRevisionNamespaces) > 0 {

@@ -36,8 +36,6 @@ func notYetImplemented(spec *meshv1.MeshSpec) []string {
 			out = append(out, fmt.Sprintf(format, args...))
 		}
 	}
-	add(spec.MTLS.Mode == meshv1.MTLSStrict, "mtls.mode=STRICT (sidecars do not send mutual TLS yet, so STRICT pods refuse meshed traffic too)")
-	add(len(spec.Gateways) > 0, "gateways (%d set; no gateway is deployed)", len(spec.Gateways))
 	o := spec.Observability
 	add(o.Metrics.Enabled != nil && !*o.Metrics.Enabled, "observability.metrics.enabled=false (proxies serve metrics regardless)")
 	add(o.Tracing != nil && (o.Tracing.Endpoint != "" || o.Tracing.SamplingPercent > 0), "observability.tracing")

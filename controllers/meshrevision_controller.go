@@ -20,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
@@ -55,6 +56,8 @@ type MeshRevisionReconciler struct {
 	Versions  versions.Table
 	// OperatorNamespace is never injected.
 	OperatorNamespace string
+	// TestWorkloadCertDuration: see MeshReconciler.
+	TestWorkloadCertDuration time.Duration
 
 	certManager *certManagerDetector
 }
@@ -136,7 +139,14 @@ func (r *MeshRevisionReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, fmt.Errorf("patching status of MeshRevision %s: %w", rev.Name, err)
 		}
 	}
-	return ctrl.Result{}, applyErr
+	nextExpiry, err := r.removeExpiredReports(ctx, &rev, time.Now()) // meshrevision_reports.go
+	if err != nil {
+		return ctrl.Result{}, errors.Join(applyErr, err)
+	}
+	if applyErr != nil || nextExpiry == 0 {
+		return ctrl.Result{}, applyErr
+	}
+	return ctrl.Result{RequeueAfter: nextExpiry + time.Second}, nil
 }
 
 // applyControlPlane creates or repairs every object of the revision's control plane.
@@ -156,6 +166,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	if err != nil {
 		return err
 	}
+	injectArgs = append(injectArgs, testWorkloadCertArgs(r.TestWorkloadCertDuration)...)
 	serving, err := r.servingCertificate(ctx, rev)
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -33,6 +34,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 )
@@ -44,6 +46,7 @@ func NewScheme() *runtime.Scheme {
 	utilruntime.Must(apiextensionsv1.AddToScheme(s))
 	utilruntime.Must(cmapi.AddToScheme(s))
 	utilruntime.Must(meshv1.AddToScheme(s))
+	utilruntime.Must(gatewayv1.Install(s))
 	return s
 }
 
@@ -62,11 +65,13 @@ func CacheOptions() cache.Options {
 			Namespaces: map[string]cache.Config{certManagerLease.Namespace: {}},
 			Field:      fields.OneTermEqualSelector("metadata.name", certManagerLease.Name),
 		},
-		&corev1.ConfigMap{}:                                     {Label: labels.SelectorFromSet(labels.Set{meshv1.LabelTrustBundle: "true"})},
+		// Trust bundles and the parameters of spec.gateways' Gateways.
+		&corev1.ConfigMap{}:                                     byLabel,
 		&appsv1.Deployment{}:                                    byLabel,
 		&corev1.Service{}:                                       byLabel,
 		&corev1.ServiceAccount{}:                                byLabel,
 		&policyv1.PodDisruptionBudget{}:                         byLabel,
+		&autoscalingv2.HorizontalPodAutoscaler{}:                byLabel,
 		&rbacv1.ClusterRole{}:                                   byLabel,
 		&rbacv1.ClusterRoleBinding{}:                            byLabel,
 		&rbacv1.RoleBinding{}:                                   byLabel,

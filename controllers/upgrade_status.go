@@ -167,7 +167,7 @@ func (r *MeshReconciler) setDataPlane(st *meshState, active *meshv1.MeshRevision
 		return // not counted this time: keep what is known
 	}
 	pods := st.upgrade.pods
-	dp := &meshv1.DataPlaneStatus{Proxies: int32(pods.total)}
+	dp := &meshv1.DataPlaneStatus{Proxies: int32(pods.total), Ready: int32(pods.ready)}
 	var vs []string
 	for v := range pods.byVersion {
 		vs = append(vs, v)

@@ -73,6 +73,8 @@ type meshedPods struct {
 	byRevision map[string]int
 	byVersion  map[string]int
 	total      int
+	// ready counts the pods whose Ready condition is True.
+	ready int
 	// unmanaged counts, per revision, pods no Deployment, StatefulSet or DaemonSet owns (bare
 	// pods, Jobs): an upgrade cannot restart them, and they keep their revision in use.
 	unmanaged map[string]int
@@ -97,6 +99,9 @@ func (r *MeshReconciler) findMeshedPods(ctx context.Context, namespaces []corev1
 				continue
 			}
 			out.total++
+			if podReady(&pod) {
+				out.ready++
+			}
 			out.byRevision[rev]++
 			version := pod.Annotations[injection.AnnotationProxyVersion]
 			if version == "" {
@@ -244,4 +249,14 @@ func podTemplateOf(obj client.Object) *corev1.PodTemplateSpec {
 		return &o.Spec.Template
 	}
 	panic(fmt.Sprintf("no pod template in %T", obj))
+}
+
+// podReady reads a pod's Ready condition.
+func podReady(pod *corev1.Pod) bool {
+	for _, c := range pod.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make bench: knit-proxy beside direct traffic, nginx and haproxy on loopback.
+# make bench: knit-proxy beside direct traffic, nginx and haproxy on loopback, and two knit
+# sidecars in a row with plaintext or mutual TLS between them (test/bench/twohop).
 # Installs what is missing (Debian nginx + haproxy, fortio v1.68.2 from the Go
 # module proxy, cached outside the clone), builds knit-proxy, runs
 # test/bench and writes bin/bench/result.json. A benchmark, not a test.
@@ -38,6 +39,7 @@ fi
 mkdir -p bin/bench
 go build -o bin/knit-proxy ./cmd/knit-proxy
 go build -o bin/bench/bench ./test/bench
+go build -o bin/bench/twohop ./test/bench/twohop
 
 # BENCH_BASELINE=<git revision> adds that revision's knit-proxy as target knit-base, measured in
 # the same interleaved rounds, so a change is judged against its parent on the same machine state.
@@ -51,7 +53,7 @@ if [[ -n ${BENCH_BASELINE:-} ]]; then
   baseline=(-baseline-proxy bin/bench/knit-proxy-base)
 fi
 if [[ ${BENCH_LOAD:-1} != 0 ]]; then # BENCH_LOAD=0: only the instruction counts below
-  bin/bench/bench -fortio "$FORTIO_DIR/fortio" -knit-proxy bin/knit-proxy -out bin/bench "${baseline[@]}" "$@"
+  bin/bench/bench -fortio "$FORTIO_DIR/fortio" -knit-proxy bin/knit-proxy -two-hop bin/bench/twohop -out bin/bench "${baseline[@]}" "$@"
 fi
 
 # Instructions per request: the same fixed number of keep-alive requests
@@ -75,7 +77,8 @@ wait_url() {
 load() { # url requests
   local k=() out
   [[ $1 == https* ]] && k=(-k)
-  out=$("$FORTIO_DIR/fortio" load -quiet "${k[@]}" -qps 0 -c 8 -n "$2" "$1" 2>&1)
+  # A generous timeout: everything runs under callgrind, tens of times slower.
+  out=$("$FORTIO_DIR/fortio" load -quiet "${k[@]}" -qps 0 -c 8 -n "$2" -timeout 60s "$1" 2>&1)
   grep -q "^Code 200 : $2 " <<<"$out" || { echo "bench: failures loading $1: $(grep ^Code <<<"$out")" >&2; return 1; }
 }
 if [[ ! -f bin/bench/tls.crt ]]; then
@@ -108,6 +111,7 @@ if [[ -n ${BENCH_BASELINE:-} ]]; then
   binary[knit-base]=$PWD/bin/bench/knit-proxy-base
 fi
 declare -A vpid url counts
+order=()
 for mode in plain tls; do
   for t in "${targets[@]}"; do
     key=$t-$mode port=$(free_port) admin=$(free_port) tls_block="" scheme=http
@@ -125,25 +129,32 @@ for mode in plain tls; do
       --callgrind-out-file="$ir/$key.callgrind" "${binary[$t]}" run --config "$ir/$key.yaml" \
       --watch-interval 0 >"$ir/$key.log" 2>&1 &
     vpid[$key]=$! url[$key]="$scheme://127.0.0.1:$port/"
-    pids+=($!)
+    pids+=($!) order+=("$key")
   done
 done
-echo "== instructions per request (callgrind): ${targets[*]}; $ir_requests keep-alive GETs on 8 connections, $ir_rounds interleaved rounds" >&2
+# The two-hop fixture (two sidecars in one process), plaintext and mutual TLS between them:
+# instructions per request of both hops together.
+for mode in plain mtls; do
+  key=twohop-$mode port=$(free_port)
+  GODEBUG=cpu.rdtscp=off,asyncpreemptoff=1 valgrind --tool=callgrind --dump-instr=no \
+    --callgrind-out-file="$ir/$key.callgrind" "$PWD/bin/bench/twohop" -listen "127.0.0.1:$port" \
+    -upstream "127.0.0.1:$up_port" -mtls=$([[ $mode == mtls ]] && echo true || echo false) >"$ir/$key.log" 2>&1 &
+  vpid[$key]=$! url[$key]="http://127.0.0.1:$port/"
+  pids+=($!) order+=("$key")
+done
+echo "== instructions per request (callgrind): ${order[*]}; $ir_requests keep-alive GETs on 8 connections, $ir_rounds interleaved rounds" >&2
 for key in "${!vpid[@]}"; do
   wait_url "${url[$key]}"
   load "${url[$key]}" 2000 # warm-up: pools, caches, the heap's size
 done
 for r in $(seq "$ir_rounds"); do
-  for mode in plain tls; do
-    for t in "${targets[@]}"; do
-      key=$t-$mode
-      callgrind_control -z "${vpid[$key]}" >/dev/null 2>&1
-      load "${url[$key]}" "$ir_requests"
-      callgrind_control -d "round$r" "${vpid[$key]}" >/dev/null 2>&1
-      n=$(($(awk '/^totals:/ {print $2}' "$ir/$key.callgrind.$r") / ir_requests))
-      counts[$key]+="$n "
-      echo "   round $r/$ir_rounds $key: $n instructions/request" >&2
-    done
+  for key in "${order[@]}"; do
+    callgrind_control -z "${vpid[$key]}" >/dev/null 2>&1
+    load "${url[$key]}" "$ir_requests"
+    callgrind_control -d "round$r" "${vpid[$key]}" >/dev/null 2>&1
+    n=$(($(awk '/^totals:/ {print $2}' "$ir/$key.callgrind.$r") / ir_requests))
+    counts[$key]+="$n "
+    echo "   round $r/$ir_rounds $key: $n instructions/request" >&2
   done
 done
 args=()
@@ -165,6 +176,11 @@ for mode in ("plain", "tls"):
         name = mode + ".knit_vs_baseline.instructions_per_request"
         out["ratios"][name] = round(k["median"] / b["median"], 4)
         print("  %-50s %.3f (rounds %.3f-%.3f)" % (name, k["median"] / b["median"], k["min"] / b["max"], k["max"] / b["min"]))
+p, m = res.get("twohop-plain"), res.get("twohop-mtls")
+if p and m:
+    name = "twohop.mtls_vs_plaintext.instructions_per_request"
+    out["ratios"][name] = round(m["median"] / p["median"], 4)
+    print("  %-50s %.3f (rounds %.3f-%.3f)" % (name, m["median"] / p["median"], m["min"] / p["max"], m["max"] / p["min"]))
 json.dump(out, open("bin/bench/instructions.json", "w"), indent=2)
 print("JSON: bin/bench/instructions.json")
 ' "$ir_requests" "${args[@]}"

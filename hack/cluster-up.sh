@@ -387,7 +387,7 @@ install_gateway_api_crds() {
   [[ -d $dir/config/crd/standard ]] || die "no config/crd/standard in sigs.k8s.io/gateway-api@$GATEWAY_API_VERSION ($dir)"
   kubectl_ apply --server-side --force-conflicts -f "$dir/config/crd/standard/" >/dev/null ||
     die "applying Gateway API $GATEWAY_API_VERSION CRDs failed"
-  wait_for "Gateway API $GATEWAY_API_VERSION CRDs (standard channel)" 60 gateway_api_crds_established
+  wait_for "Gateway API $GATEWAY_API_VERSION CRDs (standard channel)" 180 gateway_api_crds_established
 }
 
 main() {

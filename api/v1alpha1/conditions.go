@@ -56,6 +56,16 @@ const (
 	// reason ProxiesBehind within one minor release, ProxiesUnsupported beyond. The message says
 	// how many. It does not affect Ready.
 	ConditionDataPlaneSkew = "DataPlaneSkew"
+	// ConditionDataPlaneConfigured is False when a connected proxy refuses (NACKs) the
+	// configuration its control plane sent (reason ConfigRejected; the message says how many
+	// and names one, the resource type and the proxy's error), True when none does, Unknown
+	// while no control-plane pod reports. It does not affect Ready: a refusing proxy keeps
+	// serving with the configuration it accepted before.
+	ConditionDataPlaneConfigured = "DataPlaneConfigured"
+	// ConditionGatewaysReady is True when every Gateway of a knit GatewayClass (those of
+	// spec.gateways among them) is Programmed; False names each that is not, with its reason.
+	// It does not affect Ready: an ingress that is not serving is not the mesh failing.
+	ConditionGatewaysReady = "GatewaysReady"
 )
 
 // MeshConditionTypes lists every condition the Mesh reconciler maintains, in display order.
@@ -75,6 +85,8 @@ var MeshConditionTypes = []string{
 	ConditionHighlyAvailable,
 	ConditionPodSecurityCompatible,
 	ConditionDataPlaneSkew,
+	ConditionDataPlaneConfigured,
+	ConditionGatewaysReady,
 }
 
 // Condition reasons. CamelCase, as metav1.Condition requires.
@@ -156,7 +168,14 @@ const (
 	ReasonProxiesUnsupported = "ProxiesUnsupported"
 	// ReasonSingleReplicaFailClosed: one control-plane replica with failurePolicy Fail.
 	ReasonSingleReplicaFailClosed = "SingleReplicaFailClosed"
+	// ReasonConfigRejected: a proxy refused (NACK) the configuration its control plane sent.
+	ReasonConfigRejected = "ConfigRejected"
+	// ReasonNoReports: no control-plane pod reports on its proxies (none runs, or its release
+	// does not report).
+	ReasonNoReports = "NoReports"
 	// ReasonPodSecurityRefusesInjection: a meshed namespace enforces a Pod Security level that
 	// refuses knit's init container.
 	ReasonPodSecurityRefusesInjection = "PodSecurityRefusesInjection"
+	// ReasonGatewayAPIMissing: spec.gateways is set but Gateway API's CRDs are not installed.
+	ReasonGatewayAPIMissing = "GatewayAPIMissing"
 )

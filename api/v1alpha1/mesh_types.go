@@ -59,8 +59,15 @@ type MeshSpec struct {
 	// +kubebuilder:default={}
 	Injection InjectionSpec `json:"injection,omitzero"`
 
-	// gateways are ingress proxy Deployments (and their Services) the operator runs. Not yet
-	// implemented: no gateway is deployed.
+	// gateways are ingress gateways the operator runs. Each entry is shorthand for a Gateway API
+	// Gateway of class "knit" named after it, which the Mesh owns: one listener per port
+	// (accepting routes from every namespace) and a parameters ConfigMap
+	// "<name>-knit-parameters" with replicas, serviceType and resources. The Gateway is run like
+	// any Gateway of class knit (a knit-proxy Deployment "<name>-knit" with its Service,
+	// ServiceAccount and PodDisruptionBudget); attach HTTPRoutes to it by name. Changing an
+	// entry changes the Gateway; removing it deletes the Gateway. Only HTTP ports are served
+	// today: HTTPS, TLS and TCP listeners are refused (UnsupportedProtocol in the Gateway's
+	// status). Status condition GatewaysReady names any Gateway that is not Programmed.
 	// +optional
 	// +listType=map
 	// +listMapKey=name
@@ -203,12 +210,12 @@ const (
 
 // MTLSSpec configures mutual TLS between proxies.
 type MTLSSpec struct {
-	// mode is PERMISSIVE (default) or STRICT. A sidecar's inbound side accepts mutual TLS from
-	// other sidecars (and tells the app the caller's SPIFFE ID in x-knit-peer-identity); under
-	// PERMISSIVE it also accepts plaintext, under STRICT it refuses it. Pods take the mode they
-	// were started with. Sidecars do not send mutual TLS yet, so STRICT refuses traffic between
-	// meshed pods too: it shows as SpecSupported=False (NotYetImplemented) and keeps the Mesh
-	// from being Ready.
+	// mode is PERMISSIVE (default) or STRICT. Sidecars always send mutual TLS to endpoints that
+	// discovery marks as meshed, checking each peer's SPIFFE ID, and their inbound side accepts
+	// it (telling the app the caller's SPIFFE ID in x-knit-peer-identity). Under PERMISSIVE the
+	// inbound side also accepts plaintext, and a sidecar that holds no valid certificate yet
+	// speaks plaintext to meshed endpoints; under STRICT both are refused. Pods take the mode
+	// they were started with.
 	// +optional
 	// +kubebuilder:default=PERMISSIVE
 	Mode MTLSMode `json:"mode,omitempty"`
@@ -265,7 +272,7 @@ type GatewayServiceType string
 
 // GatewaySpec is an ingress gateway: a Deployment of knit-proxy and its Service.
 type GatewaySpec struct {
-	// name of the gateway Deployment and Service.
+	// name of the Gateway; its Deployment and Service are named "<name>-knit".
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=63
@@ -311,7 +318,7 @@ type GatewayProtocol string
 
 // GatewayPort is one listening port of a gateway.
 type GatewayPort struct {
-	// name of the port in the gateway Service.
+	// name of the port: the Gateway listener's name.
 	// +required
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=15
@@ -431,7 +438,9 @@ type MeshStatus struct {
 	// knit.dev/inject=enabled or selected by spec.injection.namespaceSelector. After a change of
 	// spec.version it moves to the new revision only once that revision's control-plane
 	// Deployment is Available and its webhook has a ready endpoint; until then the previous
-	// revision keeps injecting (the Upgrading condition says why).
+	// revision keeps injecting (the Upgrading condition says why). Its webhook configuration takes
+	// the namespaces over moments after this field moves (the previous revision's keeps them until
+	// then, so no pod is left uninjected); the Upgrading condition says so while it has not.
 	// +optional
 	ActiveRevision string `json:"activeRevision,omitempty"`
 
@@ -439,7 +448,9 @@ type MeshStatus struct {
 	// +optional
 	Trust *TrustStatus `json:"trust,omitempty"`
 
-	// dataPlane counts the meshed pods' proxies by the mesh version they run.
+	// dataPlane counts the meshed pods' proxies: by the mesh version they run (from the pods),
+	// and how many are connected to a control plane and run its latest configuration (from the
+	// control planes' reports, see MeshRevision status.controlPlanes).
 	// +optional
 	DataPlane *DataPlaneStatus `json:"dataPlane,omitempty"`
 
@@ -476,6 +487,29 @@ type DataPlaneStatus struct {
 	// their namespace or on the workload), which an upgrade does not move.
 	// +optional
 	PinnedWorkloads int32 `json:"pinnedWorkloads,omitempty"`
+
+	// ready is the number of meshed pods whose Ready condition is True (a new pod's proxy keeps
+	// it not Ready until it has a configuration).
+	// +optional
+	Ready int32 `json:"ready"`
+
+	// connected is the number of proxies with an xDS stream open to a control-plane pod of any
+	// revision, as the control-plane pods last reported (within a few seconds; the report of a
+	// pod that stopped reporting counts for nothing after ControlPlaneReportExpiry).
+	// +optional
+	Connected int32 `json:"connected"`
+
+	// upToDate is the number of connected proxies that accepted the latest configuration their
+	// control plane sent them and refuse none. A proxy connected to no control plane is never
+	// up to date.
+	// +optional
+	UpToDate int32 `json:"upToDate"`
+
+	// rejecting is the number of connected proxies that refused (NACK) their latest
+	// configuration of some resource type; they keep the one they accepted before. The
+	// DataPlaneConfigured condition names one of them.
+	// +optional
+	Rejecting int32 `json:"rejecting"`
 }
 
 // ProxyVersionCount is how many proxies run one mesh version.
@@ -542,6 +576,9 @@ type TrustStatus struct {
 // +kubebuilder:printcolumn:name="Desired",type=string,JSONPath=`.spec.version`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Upgrading",type=string,JSONPath=`.status.conditions[?(@.type=="Upgrading")].status`
+// +kubebuilder:printcolumn:name="Proxies",type=integer,JSONPath=`.status.dataPlane.proxies`
+// +kubebuilder:printcolumn:name="Connected",type=integer,JSONPath=`.status.dataPlane.connected`
+// +kubebuilder:printcolumn:name="Up-To-Date",type=integer,JSONPath=`.status.dataPlane.upToDate`
 // +kubebuilder:printcolumn:name="Generation",type=integer,JSONPath=`.metadata.generation`
 // +kubebuilder:printcolumn:name="Observed",type=integer,JSONPath=`.status.observedGeneration`
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`

@@ -17,6 +17,8 @@ limitations under the License.
 package v1alpha1
 
 import (
+	"time"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -78,6 +80,75 @@ type MeshRevisionStatus struct {
 	// readyReplicas is the number of ready control-plane pods.
 	// +optional
 	ReadyReplicas int32 `json:"readyReplicas"`
+
+	// controlPlanes are the reports of the revision's control-plane pods on the proxies
+	// connected to them over xDS, one entry per pod. Each pod sees only its own streams, so each
+	// writes only its own entry (server-side apply, field manager knit-controlplane/<pod>): when
+	// its proxies change, at most every few seconds, and at least every
+	// ControlPlaneReportHeartbeat. A pod removes its entry when it stops; an entry not renewed
+	// within ControlPlaneReportExpiry is a pod that died, and counts for nothing (the operator
+	// removes it). The Mesh adds up the live entries of every revision into status.dataPlane and
+	// its DataPlaneConfigured condition.
+	// +optional
+	// +listType=map
+	// +listMapKey=pod
+	// +kubebuilder:validation:MaxItems=64
+	ControlPlanes []ControlPlaneReport `json:"controlPlanes,omitempty"`
+}
+
+// How often a control-plane pod renews its report when nothing changes, and how old a report
+// may get before it is taken for a pod that died without removing it.
+const (
+	ControlPlaneReportHeartbeat = time.Minute
+	ControlPlaneReportExpiry    = 3 * ControlPlaneReportHeartbeat
+)
+
+// ControlPlaneReport is what one control-plane pod knows of the proxies connected to it.
+type ControlPlaneReport struct {
+	// pod is the name of the control-plane pod (in spec.namespace).
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Pod string `json:"pod"`
+
+	// lastUpdateTime is when the pod wrote this report.
+	LastUpdateTime metav1.Time `json:"lastUpdateTime"`
+
+	// connected is the number of proxies with an authenticated xDS stream to this pod.
+	Connected int32 `json:"connected"`
+
+	// upToDate is the number of connected proxies that accepted (ACKed) every response the pod
+	// sent them, the latest included, and refuse none.
+	UpToDate int32 `json:"upToDate"`
+
+	// rejecting is the number of connected proxies whose latest response of some resource type
+	// was refused (NACK) and not yet followed by one they accepted: they keep running the
+	// configuration they accepted before.
+	// +optional
+	Rejecting int32 `json:"rejecting,omitempty"`
+
+	// rejection is the most recent refusal among the proxies that reject their configuration
+	// now; absent when none does.
+	// +optional
+	Rejection *ConfigRejection `json:"rejection,omitempty"`
+}
+
+// ConfigRejection is one proxy's refusal (NACK) of a configuration it was sent.
+type ConfigRejection struct {
+	// proxy is the refusing proxy's pod, <namespace>/<name> (its xDS node.id).
+	// +kubebuilder:validation:MaxLength=317
+	Proxy string `json:"proxy"`
+
+	// typeURL is the xDS resource type refused, e.g.
+	// type.googleapis.com/envoy.config.cluster.v3.Cluster.
+	// +kubebuilder:validation:MaxLength=256
+	TypeURL string `json:"typeURL"`
+
+	// message is the proxy's error detail, cut to 512 bytes.
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message"`
+
+	// time the refusal was received.
+	Time metav1.Time `json:"time"`
 }
 
 // MeshRevision is one mesh version the operator runs: a control plane and the proxies it

@@ -45,8 +45,10 @@ import (
 type identityFlags struct {
 	addr                  string
 	duration, renewBefore time.Duration
-	approve               bool
-	limits                identity.Limits
+	// testDuration (test only) replaces duration; see lifetime.
+	testDuration time.Duration
+	approve      bool
+	limits       identity.Limits
 }
 
 func (f *identityFlags) register(fs *flag.FlagSet) {
@@ -54,12 +56,31 @@ func (f *identityFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.addr, "identity-addr", ":15012", "address of the identity server (gRPC over TLS); empty disables it")
 	fs.DurationVar(&f.duration, "workload-cert-duration", 24*time.Hour, "lifetime of workload certificates (trust.workloadCertDuration)")
 	fs.DurationVar(&f.renewBefore, "workload-cert-renew-before", 8*time.Hour, "how long before expiry proxies renew (trust.workloadCertRenewBefore)")
+	fs.DurationVar(&f.testDuration, "test-workload-cert-duration", 0,
+		"TEST ONLY: issue workload certificates for this long instead of --workload-cert-duration (which the Mesh API keeps at 1h or more), "+
+			"renewing them at the same fraction of their life, so a test sees renewals within minutes; 0 (the default) turns it off")
 	fs.BoolVar(&f.approve, "approve-workload-certificates", true,
 		"approve the CertificateRequests the identity server created and validated; false leaves approval to another approver (approver-policy)")
 	fs.IntVar(&f.limits.MaxConcurrent, "identity-max-concurrent", f.limits.MaxConcurrent, "certificate requests served at once")
 	fs.DurationVar(&f.limits.PerPodInterval, "identity-pod-interval", f.limits.PerPodInterval, "a pod may ask once per interval after its burst")
 	fs.IntVar(&f.limits.PerPodBurst, "identity-pod-burst", f.limits.PerPodBurst, "requests a pod may make at once")
 	fs.DurationVar(&f.limits.Timeout, "identity-timeout", f.limits.Timeout, "deadline of one certificate request, issuance included")
+}
+
+// lifetime is how long workload certificates live and how long before expiry proxies renew
+// them: the Mesh's settings, or with the test-only duration set, that duration with renewal at
+// the same fraction of the lifetime as the Mesh asks (the defaults 24h/8h: a third before
+// expiry).
+func (f *identityFlags) lifetime() (duration, renewBefore time.Duration, err error) {
+	if f.testDuration == 0 {
+		return f.duration, f.renewBefore, nil
+	}
+	if f.testDuration < 0 || f.duration <= 0 || f.renewBefore <= 0 || f.renewBefore >= f.duration {
+		return 0, 0, fmt.Errorf("--test-workload-cert-duration=%s needs a positive value and --workload-cert-renew-before (%s) shorter than --workload-cert-duration (%s)",
+			f.testDuration, f.renewBefore, f.duration)
+	}
+	scaled := time.Duration(float64(f.testDuration) * float64(f.renewBefore) / float64(f.duration))
+	return f.testDuration, scaled, nil
 }
 
 // newIdentityServer builds the identity server with clients for the API server, the trust bundle
@@ -76,12 +97,19 @@ func newIdentityServer(log logr.Logger, restConfig *rest.Config, o options, reg 
 	if err != nil {
 		return nil, fmt.Errorf("identity: API client: %w", err)
 	}
+	duration, renewBefore, err := o.identity.lifetime()
+	if err != nil {
+		return nil, err
+	}
+	if o.identity.testDuration != 0 {
+		log.Info("TEST ONLY: workload certificates are short-lived (--test-workload-cert-duration)", "duration", duration.String(), "renewBefore", renewBefore.String())
+	}
 	return identity.New(identity.Config{
 		TrustDomain: o.trustDomain,
 		Audience:    injection.TokenAudience,
 		Namespace:   namespace,
 		Issuer:      cmmeta.IssuerReference{Name: o.issuerName, Kind: o.issuerKind, Group: o.issuerGroup},
-		Duration:    o.identity.duration, RenewBefore: o.identity.renewBefore,
+		Duration:    duration, RenewBefore: renewBefore,
 		Approve: o.identity.approve,
 		Client:  c, APIReader: c,
 		TrustBundle: trustBundleReader(c, namespace),

@@ -31,9 +31,12 @@ import (
 	"flag"
 	"fmt"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -63,8 +66,10 @@ type options struct {
 	revision, trustDomain, tlsDir       string
 	issuerName, issuerKind, issuerGroup string
 	healthAddr                          string
-	xdsAddr                             string
-	xdsDebounce                         time.Duration
+	// debugAddr serves /debug/pprof when set (meant for loopback: profiling, the scale bench).
+	debugAddr   string
+	xdsAddr     string
+	xdsDebounce time.Duration
 	// namespaces is the webhook's view of namespaces and trust bundles (a cache in main).
 	namespaces webhooks.NamespaceReader
 	// discovery builds the xDS server once the serving certificate is loaded; nil serves none.
@@ -73,6 +78,8 @@ type options struct {
 	// identityServer serves workload certificates when set (main builds it with API clients).
 	identityServer *identity.Server
 	metrics        *prometheus.Registry
+	// podName is this replica's pod: the key of its report in the MeshRevision's status.
+	podName string
 }
 
 type runnable interface{ Start(context.Context) error }
@@ -86,8 +93,10 @@ func main() {
 	flag.StringVar(&o.issuerKind, "issuer-kind", "Issuer", "Issuer or ClusterIssuer")
 	flag.StringVar(&o.issuerGroup, "issuer-group", "cert-manager.io", "group of the issuer")
 	flag.StringVar(&o.healthAddr, "health-addr", ":15014", "address of /healthz and /readyz")
+	flag.StringVar(&o.debugAddr, "debug-addr", "", "address of /debug/pprof (e.g. 127.0.0.1:15015); empty serves none")
 	flag.StringVar(&o.xdsAddr, "xds-addr", fmt.Sprintf(":%d", xds.Port), "address of the xDS (delta ADS over gRPC with TLS) server")
 	flag.DurationVar(&o.xdsDebounce, "xds-debounce", 100*time.Millisecond, "how long the xDS server waits after a change for more before pushing")
+	flag.StringVar(&o.podName, "pod-name", os.Getenv("POD_NAME"), "this control-plane pod's name, the key of its proxies' report in the MeshRevision's status (empty: no report)")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "address the injection webhook binds to (default: all of the pod's)")
 	flag.IntVar(&o.webhookPort, "webhook-port", 8443, "port of the injection webhook (HTTPS)")
 	flag.StringVar(&o.inject.ProxyImage, "proxy-image", "", "image of the injected knit-proxy")
@@ -103,6 +112,11 @@ func main() {
 	flag.Parse()
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&zopts)))
 	log := ctrl.Log.WithName("controlplane").WithValues("revision", o.revision)
+	if limit, err := setMemoryLimit(os.Getenv("GOMEMLIMIT"), os.Getenv(memoryLimitEnv)); err != nil {
+		log.Error(err, "memory limit not applied")
+	} else if limit > 0 {
+		log.Info("Go heap kept under the container's memory limit", "softLimitBytes", limit)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -215,14 +229,19 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
+	errc := make(chan error, 2)
+	go func() { errc <- fmt.Errorf("health server: %w", srv.ListenAndServe()) }()
+	if o.debugAddr != "" {
+		debug := debugServer(o.debugAddr)
+		go func() { errc <- fmt.Errorf("debug server: %w", debug.ListenAndServe()) }()
+		defer debug.Close()
+	}
 	log.Info("serving", "health", o.healthAddr, "webhook", o.webhookPort, "xds", o.xdsAddr, "trustDomain", o.trustDomain,
 		"issuer", fmt.Sprintf("%s/%s.%s", o.issuerKind, o.issuerName, o.issuerGroup))
 
 	select {
 	case err := <-errc:
-		return fmt.Errorf("health server: %w", err)
+		return err
 	case err := <-xdsErr:
 		return fmt.Errorf("xDS server: %w", err)
 	case <-ctx.Done():
@@ -250,11 +269,17 @@ func discovery(ctx context.Context, log logr.Logger, cfg *rest.Config, o options
 	}
 	writer, err := client.New(cfg, client.Options{Scheme: scheme})
 	if err != nil {
-		return nil, fmt.Errorf("creating the route status client: %w", err)
+		return nil, fmt.Errorf("creating the status client: %w", err)
 	}
 	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("creating the TokenReview client: %w", err)
+	}
+	var report *xds.ReportOptions
+	if o.podName != "" && o.revision != "" {
+		report = &xds.ReportOptions{Client: writer, Revision: o.revision, Pod: o.podName}
+	} else {
+		log.Info("no --pod-name (POD_NAME): the proxies connected to this replica are not reported on the Mesh")
 	}
 	return func(tlsConfig *tls.Config, reg prometheus.Registerer) (runnable, error) {
 		return xds.New(xds.Options{
@@ -266,10 +291,45 @@ func discovery(ctx context.Context, log logr.Logger, cfg *rest.Config, o options
 			StatusWriter:  writer,
 			TrustDomain:   o.trustDomain,
 			Debounce:      o.xdsDebounce,
+			Report:        report,
 			Registry:      reg,
 			Log:           log.WithName("xds"),
 		})
 	}, nil
+}
+
+// memoryLimitEnv carries the container's memory limit in bytes (the Deployment sets it from
+// limits.memory with a resourceFieldRef).
+const memoryLimitEnv = "KNIT_MEMORY_LIMIT"
+
+// setMemoryLimit gives the Go runtime a soft memory limit of 90 % of the container's, so that
+// the garbage collector works harder before the kernel kills the process, instead of letting
+// the heap grow to twice what is live. An explicit GOMEMLIMIT wins; so does no limit at all.
+func setMemoryLimit(gomemlimit, container string) (int64, error) {
+	if gomemlimit != "" || container == "" {
+		return 0, nil
+	}
+	bytes, err := strconv.ParseInt(container, 10, 64)
+	if err != nil || bytes <= 0 {
+		return 0, fmt.Errorf("%s=%q is not a number of bytes", memoryLimitEnv, container)
+	}
+	limit := bytes / 10 * 9
+	debug.SetMemoryLimit(limit)
+	return limit, nil
+}
+
+// debugServer serves the runtime profiles. Profiles take up to their "seconds" parameter to
+// answer, so the write timeout leaves room for them.
+func debugServer(addr string) *http.Server {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return &http.Server{
+		Addr: addr, Handler: mux,
+		ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Minute,
+		IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10,
+	}
 }
 
 // servingCertValid says whether the certificate in use can serve now.

@@ -27,12 +27,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -154,4 +157,20 @@ func freeAddrNoT() string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+func TestHeapLimitIsNinetyPercentOfTheContainersUnlessGOMEMLIMITIsSet(t *testing.T) {
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	if limit, err := setMemoryLimit("", "1000"); err != nil || limit != 900 || debug.SetMemoryLimit(-1) != 900 {
+		t.Errorf("container limit 1000: soft limit %d (runtime %d), %v", limit, debug.SetMemoryLimit(-1), err)
+	}
+	debug.SetMemoryLimit(math.MaxInt64)
+	for _, c := range []struct{ gomemlimit, container string }{{"500MiB", "1000"}, {"", ""}} {
+		if limit, err := setMemoryLimit(c.gomemlimit, c.container); err != nil || limit != 0 || debug.SetMemoryLimit(-1) != math.MaxInt64 {
+			t.Errorf("GOMEMLIMIT=%q, container %q: soft limit %d, %v", c.gomemlimit, c.container, limit, err)
+		}
+	}
+	if _, err := setMemoryLimit("", "1Gi"); err == nil || !strings.Contains(err.Error(), "KNIT_MEMORY_LIMIT") {
+		t.Errorf("a limit that is not bytes: %v", err)
+	}
 }

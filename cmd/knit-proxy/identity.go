@@ -66,6 +66,20 @@ func inboundMTLS(log logr.Logger, getenv func(string) string, ident *identity.Ma
 	return mtls.NewInbound(mode, ident, log.WithName("mtls"), reg)
 }
 
+// outboundMTLS makes the sidecar reach the endpoints discovery marks as meshed over mutual TLS
+// with its workload certificate; KNIT_MTLS_MODE decides what happens while it holds none
+// (STRICT refuses, PERMISSIVE speaks plaintext). Without an identity everything is plaintext.
+func outboundMTLS(log logr.Logger, getenv func(string) string, ident *identity.Manager, reg prometheus.Registerer) (*mtls.Outbound, error) {
+	if ident == nil {
+		return nil, nil
+	}
+	mode, err := mtls.ParseMode(getenv("KNIT_MTLS_MODE"))
+	if err != nil {
+		return nil, fmt.Errorf("KNIT_MTLS_MODE: %w", err)
+	}
+	return mtls.NewOutbound(mode, ident, log.WithName("mtls"), reg)
+}
+
 // sidecarState is ready when the data plane is and, with an identity, once it holds a valid
 // certificate: the app starts only when its proxy can present who it is.
 type sidecarState struct {

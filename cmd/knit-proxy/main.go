@@ -34,19 +34,21 @@ func main() {
 	}
 	if len(os.Args) < 2 || os.Args[1] != "run" {
 		fmt.Fprintln(os.Stderr, "usage: knit-proxy run --config FILE [--log-level info|debug] [--watch-interval 1s]\n"+
+			"       knit-proxy run --gateway [--admin-port 15020] [--local-admin-port 15000]\n"+
 			"       knit-proxy init [--dry-run] --proxy-uid=1337 --inbound-port=15006 --outbound-port=15001 [--exclude-inbound-ports=P,...] [--exclude-outbound-ports=P,...] [--exclude-outbound-cidrs=CIDR,...]")
 		os.Exit(2)
 	}
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	cfgPath := fs.String("config", "", "YAML config file (static mode)")
 	sidecar := fs.Bool("sidecar", false, "sidecar mode: config from flags and the injector's environment; routes from the control plane when KNIT_CONTROL_PLANE is set, other traffic forwarded to its original destination")
+	gateway := fs.Bool("gateway", false, "gateway mode (the operator's gateway Deployments): listeners, routes and clusters all from the control plane (KNIT_CONTROL_PLANE, KNIT_GATEWAY=<namespace>/<name>); admin ports from the sidecar flags")
 	var sf sidecarFlags
 	sf.register(fs)
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	watch := fs.Duration("watch-interval", time.Second, "how often to check the config file for changes; 0 disables")
 	fs.Parse(os.Args[2:])
-	if (*cfgPath == "") == !*sidecar {
-		fmt.Fprintln(os.Stderr, "knit-proxy run: exactly one of --config and --sidecar is required")
+	if modes := btoi(*cfgPath != "") + btoi(*sidecar) + btoi(*gateway); modes != 1 {
+		fmt.Fprintln(os.Stderr, "knit-proxy run: exactly one of --config, --sidecar and --gateway is required")
 		os.Exit(2)
 	}
 	var lvl slog.Level
@@ -56,9 +58,12 @@ func main() {
 	}
 	log := logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	var err error
-	if *sidecar {
+	switch {
+	case *sidecar:
 		err = runSidecar(log, sf, os.Getenv)
-	} else {
+	case *gateway:
+		err = runGateway(log, sf, os.Getenv)
+	default:
 		err = run(log, *cfgPath, *watch)
 	}
 	if err != nil {
@@ -80,8 +85,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		log.Info(n)
 	}
 	log.Info("sidecar mode", "version", buildinfo.Version, "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"), "identity", getenv("KNIT_IDENTITY"),
-		"revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"), "appProbes", len(probes),
-		"note", "outbound mTLS is not implemented yet: traffic to meshed Services is routed in plaintext, other traffic forwarded to its original destination")
+		"revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"), "appProbes", len(probes))
 	m := metrics.New()
 	ident, err := startWorkloadIdentity(context.Background(), log, getenv, m.Registry)
 	if err != nil {
@@ -89,6 +93,9 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	}
 	p := dataplane.New(log, m)
 	if p.Inbound, err = inboundMTLS(log, getenv, ident, m.Registry); err != nil {
+		return err
+	}
+	if p.Outbound, err = outboundMTLS(log, getenv, ident, m.Registry); err != nil {
 		return err
 	}
 	if err := p.Apply(context.Background(), cfg); err != nil {

@@ -72,6 +72,11 @@ func startXDS(log logr.Logger, base *config.Bootstrap, p *dataplane.Proxy, m *me
 	if err != nil {
 		return nil, err
 	}
+	if base.Gateway {
+		// The control plane serves a gateway pod its Gateway's listeners (node.metadata.GATEWAY).
+		opts.Gateway = true
+		opts.Metadata["GATEWAY"] = getenv("KNIT_GATEWAY")
+	}
 	opts.OnResponse = func(_ string, err error) {
 		if err != nil {
 			m.Reloads.WithLabelValues("failure").Inc()

@@ -19,7 +19,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"os"
+	"time"
 
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -39,6 +41,7 @@ func main() {
 		leaderElection bool
 		leaderElectNS  string
 		secretsReader  string
+		testCertLife   time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to; 0 disables it.")
@@ -51,6 +54,16 @@ func main() {
 		"Namespace of the leader-election Lease; defaults to the pod's namespace in-cluster.")
 	flag.StringVar(&secretsReader, "secrets-reader-role", controllers.DefaultSecretsReaderRole,
 		"ClusterRole the operator binds to its own ServiceAccount in the control-plane namespace to read Secrets there.")
+	// Test only: e2e sets KNIT_TEST_WORKLOAD_CERT_DURATION on the operator's Deployment to watch
+	// workload certificates renew within minutes; nothing in the Mesh API reaches it.
+	testCertLifeDefault, err := durationEnv("KNIT_TEST_WORKLOAD_CERT_DURATION")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	flag.DurationVar(&testCertLife, "test-workload-cert-duration", testCertLifeDefault,
+		"TEST ONLY: control planes issue workload certificates this short (below the Mesh API's 1h minimum), renewing at the Mesh's fraction of their life; "+
+			"0 (the default) leaves trust.workloadCertDuration in force. Default from $KNIT_TEST_WORKLOAD_CERT_DURATION.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -58,13 +71,30 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(&opts)))
 	setupLog := ctrl.Log.WithName("setup")
 
-	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader); err != nil {
+	if testCertLife != 0 {
+		setupLog.Info("TEST ONLY: workload certificates are short-lived (--test-workload-cert-duration)", "duration", testCertLife.String())
+	}
+	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader, testCertLife); err != nil {
 		setupLog.Error(err, "manager stopped")
 		os.Exit(1)
 	}
 }
 
-func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS, secretsReader string) error {
+// durationEnv reads a duration from the environment; unset is zero.
+func durationEnv(name string) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("$%s=%q is not a non-negative duration such as 90s", name, v)
+	}
+	return d, nil
+}
+
+func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS, secretsReader string,
+	testCertLife time.Duration) error {
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
@@ -88,8 +118,9 @@ func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElectio
 		Recorder:          mgr.GetEventRecorder("knit-operator"),
 		OperatorNamespace: os.Getenv("POD_NAMESPACE"),
 		// Set from the pod's spec.serviceAccountName (config/manager).
-		OperatorServiceAccount: os.Getenv("SERVICE_ACCOUNT_NAME"),
-		SecretsReaderRole:      secretsReader,
+		OperatorServiceAccount:   os.Getenv("SERVICE_ACCOUNT_NAME"),
+		SecretsReaderRole:        secretsReader,
+		TestWorkloadCertDuration: testCertLife,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

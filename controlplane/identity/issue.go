@@ -97,7 +97,7 @@ func (s *Server) approve(ctx context.Context, created *cmapi.CertificateRequest,
 	return wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		var cur cmapi.CertificateRequest
 		if err := s.cfg.Client.Get(ctx, client.ObjectKeyFromObject(created), &cur); err != nil {
-			return false, refuse(ReasonAPIUnavailable, codes.Unavailable, "reading CertificateRequest %s: %v", created.Name, err)
+			return false, apiError(ctx, err, "reading CertificateRequest %s", created.Name)
 		}
 		if apiutil.CertificateRequestIsApproved(&cur) || apiutil.CertificateRequestIsDenied(&cur) {
 			return true, nil
@@ -114,9 +114,18 @@ func (s *Server) approve(ctx context.Context, created *cmapi.CertificateRequest,
 		case apierrors.IsConflict(err):
 			return false, nil // someone else decided or cert-manager wrote status: read again
 		default:
-			return false, refuse(ReasonAPIUnavailable, codes.Unavailable, "approving CertificateRequest %s: %v", cur.Name, err)
+			return false, apiError(ctx, err, "approving CertificateRequest %s", cur.Name)
 		}
 	})
+}
+
+// apiError refuses for an API server error, unless the request's deadline ended the call: then
+// it returns the context's error, which the caller reports as the issuance timeout it is.
+func apiError(ctx context.Context, err error, format string, args ...any) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return refuse(ReasonAPIUnavailable, codes.Unavailable, format+": %v", append(args, err)...)
 }
 
 // sameRequest says whether cur is still the request knit created with spec want.
@@ -143,7 +152,7 @@ func (s *Server) waitIssued(ctx context.Context, key client.ObjectKey) (*cmapi.C
 	var cr cmapi.CertificateRequest
 	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		if err := s.cfg.Client.Get(ctx, key, &cr); err != nil {
-			return false, refuse(ReasonAPIUnavailable, codes.Unavailable, "reading CertificateRequest %s: %v", key.Name, err)
+			return false, apiError(ctx, err, "reading CertificateRequest %s", key.Name)
 		}
 		if apiutil.CertificateRequestIsDenied(&cr) {
 			c := apiutil.GetCertificateRequestCondition(&cr, cmapi.CertificateRequestConditionDenied)

@@ -17,12 +17,18 @@ limitations under the License.
 package identity
 
 import (
+	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 // knit approves only the request it created, still asking for exactly what it validated.
@@ -54,5 +60,35 @@ func TestApprovesOnlyTheRequestAsValidated(t *testing.T) {
 		if sameRequest(created, cur, want) == nil {
 			t.Errorf("%s: approved", name)
 		}
+	}
+}
+
+// A request whose deadline ends while the API server is being asked is an issuance timeout (the
+// issuer or approver did not answer in time), not an unavailable API server.
+func TestDeadlineDuringAReadIsAnIssuanceTimeout(t *testing.T) {
+	scheme := runtime.NewScheme()
+	if err := cmapi.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	// Every read is still in flight when the deadline comes, as client-go reports it then.
+	slow := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, _ client.WithWatch, _ client.ObjectKey, _ client.Object, _ ...client.GetOption) error {
+			<-ctx.Done()
+			return fmt.Errorf("unexpected error when reading response body. Please retry. Original error: %w", ctx.Err())
+		},
+	}).Build()
+	s := &Server{cfg: Config{Client: slow, Issuer: cmmeta.IssuerReference{Name: "knit-ca", Kind: "Issuer"}}}
+	key := client.ObjectKey{Namespace: "knit-system", Name: "knit-workload-1"}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := s.waitIssued(ctx, key); ReasonOf(err) != ReasonIssuanceTimeout {
+		t.Errorf("waiting for issuance: %v, want reason %s", err, ReasonIssuanceTimeout)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	created := &cmapi.CertificateRequest{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace, Name: key.Name}}
+	if err := s.approve(ctx, created, &created.Spec, "spiffe://td/ns/a/sa/b"); ReasonOf(err) != "" {
+		t.Errorf("approving: %v, want the deadline (no refusal reason), which issue reports as %s", err, ReasonIssuanceTimeout)
 	}
 }

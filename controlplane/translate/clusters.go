@@ -18,6 +18,7 @@ package translate
 
 import (
 	"cmp"
+	"fmt"
 	"net"
 	"slices"
 	"strconv"
@@ -181,14 +182,7 @@ func endpointsOf(slices_ []*discoveryv1.EndpointSlice, port corev1.ServicePort) 
 			continue
 		}
 		for _, e := range s.Endpoints {
-			pod := ""
-			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
-				ns := e.TargetRef.Namespace
-				if ns == "" {
-					ns = s.Namespace
-				}
-				pod = ns + "/" + e.TargetRef.Name
-			}
+			pod := endpointPod(s, e)
 			for _, addr := range e.Addresses {
 				if net.ParseIP(addr) == nil {
 					continue
@@ -217,6 +211,59 @@ func ptrString(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// LoadAssignments are the ClusterLoadAssignments of one Service's ports, exactly as Translate
+// builds them, from the Service's EndpointSlices and the pods they name (other pods are
+// ignored). The xDS server calls it for the Services whose endpoints changed, instead of
+// translating the whole mesh. ExternalName Services have none; a port whose assignment cannot be
+// built is left out and explained in problems (Translate then leaves out its cluster too).
+func LoadAssignments(trustDomain string, svc *corev1.Service, slices_ []*discoveryv1.EndpointSlice, pods []corev1.Pod) (clas []*endpointv3.ClusterLoadAssignment, problems []string) {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil, nil
+	}
+	index := indexPods(pods)
+	for _, p := range tcpPorts(svc) {
+		cla, err := loadAssignment(ClusterName(svc.Namespace, svc.Name, p.Port), slices_, p, index, trustDomain)
+		if err != nil {
+			problems = append(problems, err.Error())
+			continue
+		}
+		clas = append(clas, cla)
+	}
+	return clas, problems
+}
+
+// EndpointPods are the pods (namespace/name) an EndpointSlice's endpoints name: the pods whose
+// changes change the slice's Services' ClusterLoadAssignments.
+func EndpointPods(s *discoveryv1.EndpointSlice) []string {
+	var out []string
+	for _, e := range s.Endpoints {
+		if pod := endpointPod(s, e); pod != "" {
+			out = append(out, pod)
+		}
+	}
+	return out
+}
+
+// endpointPod is the namespace/name of the pod behind an endpoint, or "".
+func endpointPod(s *discoveryv1.EndpointSlice, e discoveryv1.Endpoint) string {
+	if e.TargetRef == nil || e.TargetRef.Kind != "Pod" {
+		return ""
+	}
+	ns := e.TargetRef.Namespace
+	if ns == "" {
+		ns = s.Namespace
+	}
+	return ns + "/" + e.TargetRef.Name
+}
+
+func loadAssignment(cluster string, slices_ []*discoveryv1.EndpointSlice, port corev1.ServicePort, pods map[string]podInfo, trustDomain string) (*endpointv3.ClusterLoadAssignment, error) {
+	cla, err := buildLoadAssignment(cluster, endpointsOf(slices_, port), pods, trustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("endpoints of %s: %w", cluster, err)
+	}
+	return cla, nil
 }
 
 // buildLoadAssignment is the ClusterLoadAssignment of one cluster: one locality, each endpoint

@@ -326,15 +326,12 @@ func applyHTTPRuleOptions(a *routev3.RouteAction, rule *gwv1.HTTPRouteRule, rewr
 			return fmt.Errorf("timeouts.backendRequest: %w", err)
 		}
 	}
-	if rule.Retry == nil && perTry == nil {
+	if rule.Retry == nil {
+		a.RetryPolicy = DefaultRetryPolicy()
+		a.RetryPolicy.PerTryTimeout = perTry
 		return nil
 	}
 	rp := &routev3.RetryPolicy{RetryOn: "connect-failure,refused-stream,reset", PerTryTimeout: perTry}
-	if rule.Retry == nil {
-		rp.NumRetries = wrapperspb.UInt32(0)
-		a.RetryPolicy = rp
-		return nil
-	}
 	if rule.Retry.Attempts != nil {
 		if *rule.Retry.Attempts < 0 {
 			return fmt.Errorf("retry.attempts %d is negative", *rule.Retry.Attempts)
@@ -359,3 +356,15 @@ func applyHTTPRuleOptions(a *routev3.RouteAction, rule *gwv1.HTTPRouteRule, rewr
 	a.RetryPolicy = rp
 	return nil
 }
+
+// DefaultRetryPolicy is the retry policy of a route that sets none (a rule without `retry`, and
+// the catch-all of a Service port without routes): two more tries, on another endpoint as the
+// balancer picks, when the connection failed or was reset before a response, as Istio's default.
+// It covers an endpoint that has just gone (a pod rolled by an upgrade or a deployment) before
+// the proxies hear of it. The proxy retries only idempotent methods, within the cluster's retry
+// budget.
+func DefaultRetryPolicy() *routev3.RetryPolicy {
+	return &routev3.RetryPolicy{RetryOn: "connect-failure,refused-stream,reset", NumRetries: wrapperspb.UInt32(defaultRetries)}
+}
+
+const defaultRetries = 2

@@ -43,6 +43,8 @@ type Inputs struct {
 	Pods           []corev1.Pod
 	HTTPRoutes     []gwv1.HTTPRoute
 	GRPCRoutes     []gwv1.GRPCRoute
+	// Gateways are those whose GatewayClass knit serves (the caller filters by controllerName).
+	Gateways []gwv1.Gateway
 }
 
 // Host is the fully qualified name of a Service.

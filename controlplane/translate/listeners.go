@@ -62,11 +62,26 @@ func buildListener(ip string, port int32, cluster, routeConfig string) (*listene
 	if routeConfig == "" {
 		return l, nil
 	}
+	hcm, err := rdsConnectionManager(routeConfig)
+	if err != nil {
+		return nil, err
+	}
+	l.FilterChains = []*listenerv3.FilterChain{{
+		Name:             "http",
+		FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"http/1.1", "h2c"}},
+		Filters:          []*listenerv3.Filter{{Name: HTTPConnectionManagerFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}},
+	}}
+	return l, nil
+}
+
+// rdsConnectionManager is an HTTP connection manager whose routes come from RouteConfiguration
+// routeConfig over ADS, with the router as its only filter (sidecar and gateway listeners alike).
+func rdsConnectionManager(routeConfig string) (*anypb.Any, error) {
 	router, err := anypb.New(&routerv3.Router{})
 	if err != nil {
 		return nil, err
 	}
-	hcm, err := anypb.New(&hcmv3.HttpConnectionManager{
+	return anypb.New(&hcmv3.HttpConnectionManager{
 		StatPrefix: routeConfig,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: routeConfig,
@@ -77,13 +92,4 @@ func buildListener(ip string, port int32, cluster, routeConfig string) (*listene
 		}},
 		HttpFilters: []*hcmv3.HttpFilter{{Name: RouterFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
 	})
-	if err != nil {
-		return nil, err
-	}
-	l.FilterChains = []*listenerv3.FilterChain{{
-		Name:             "http",
-		FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: []string{"http/1.1", "h2c"}},
-		Filters:          []*listenerv3.Filter{{Name: HTTPConnectionManagerFilter, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: hcm}}},
-	}}
-	return l, nil
 }

@@ -89,6 +89,8 @@ type Model struct {
 	Problems []string
 
 	tables []*table
+	// gateways are the listeners and routes of each knit Gateway's proxies (gateway.go).
+	gateways map[GatewayKey]*gatewayView
 }
 
 // Translate builds the model from the inputs. It never fails: input knit cannot use is left
@@ -111,17 +113,20 @@ func Translate(in Inputs) *Model {
 	var routes []*compiledRoute
 	var parents [][]gwv1.ParentReference
 	var generations []int64
+	var hostnames [][]gwv1.Hostname
 	for i := range in.HTTPRoutes {
 		hr := &in.HTTPRoutes[i]
 		routes = append(routes, validated(compileHTTPRoute(hr, services)))
 		parents = append(parents, hr.Spec.ParentRefs)
 		generations = append(generations, hr.Generation)
+		hostnames = append(hostnames, hr.Spec.Hostnames)
 	}
 	for i := range in.GRPCRoutes {
 		gr := &in.GRPCRoutes[i]
 		routes = append(routes, validated(compileGRPCRoute(gr, services)))
 		parents = append(parents, gr.Spec.ParentRefs)
 		generations = append(generations, gr.Generation)
+		hostnames = append(hostnames, gr.Spec.Hostnames)
 	}
 	order := make([]int, len(routes))
 	for i := range order {
@@ -164,9 +169,9 @@ func Translate(in Inputs) *Model {
 				m.Problems = append(m.Problems, fmt.Sprintf("cluster %s: %v", name, err))
 				continue
 			}
-			cla, err := buildLoadAssignment(name, endpointsOf(sv.slices, p), pods, in.TrustDomain)
+			cla, err := loadAssignment(name, sv.slices, p, pods, in.TrustDomain)
 			if err != nil {
-				m.Problems = append(m.Problems, fmt.Sprintf("endpoints of %s: %v", name, err))
+				m.Problems = append(m.Problems, err.Error())
 				continue
 			}
 			m.Clusters = append(m.Clusters, c)
@@ -207,6 +212,7 @@ func Translate(in Inputs) *Model {
 			sortEntries(es)
 		}
 	}
+	m.translateGateways(in.Gateways, routes, parents, generations, hostnames)
 	return m
 }
 
@@ -382,9 +388,10 @@ func (m *Model) Resources(clientNamespace string) Resources {
 		vh := &routev3.VirtualHost{Name: name, Domains: []string{"*"}}
 		if len(entries) == 0 {
 			vh.Routes = []*routev3.Route{{
-				Name:   "default",
-				Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
-				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: t.cluster}}},
+				Name:  "default",
+				Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: t.cluster},
+					RetryPolicy: DefaultRetryPolicy()}},
 			}}
 		}
 		for _, e := range entries {

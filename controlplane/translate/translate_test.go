@@ -18,12 +18,15 @@ package translate
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -463,5 +466,101 @@ func TestBackendHeaderFiltersApplyToTheirBackendOnly(t *testing.T) {
 	wc := split.GetRoute().GetWeightedClusters().GetClusters()
 	if len(wc) != 2 || len(wc[0].GetRequestHeadersToAdd()) != 1 || len(wc[1].GetRequestHeadersToAdd()) != 0 || len(split.GetRequestHeadersToAdd()) != 0 {
 		t.Errorf("split backends' filters: %v", split)
+	}
+}
+
+func TestOneServicesLoadAssignmentsAreTheWholeTranslations(t *testing.T) {
+	in := Inputs{
+		TrustDomain: "example.org",
+		Services: []corev1.Service{
+			service("shop", "cart", "10.96.0.10", port("http", 80), port("grpc", 9090), port("db-tcp", 5432)),
+			service("shop", "pay", "10.96.0.11", port("http", 80)),
+		},
+		EndpointSlices: []discoveryv1.EndpointSlice{
+			slice("shop", "cart", "http", 8080, ep("10.0.0.2", "cart-b", true), ep("10.0.0.1", "cart-a", false)),
+			slice("shop", "pay", "http", 8080, ep("10.0.1.1", "pay-a", true)),
+		},
+		Pods: []corev1.Pod{meshedPod("shop", "cart-a", "cart"), meshedPod("shop", "cart-b", "cart"), meshedPod("shop", "pay-a", "pay")},
+	}
+	second := slice("shop", "cart", "grpc", 9090, ep("10.0.0.3", "cart-b", true))
+	second.Name = "cart-def"
+	in.EndpointSlices = append(in.EndpointSlices, second)
+	in.Services[0].Spec.Ports[2].AppProtocol = ptr.To("tcp")
+	whole := map[string]*endpointv3.ClusterLoadAssignment{}
+	for _, cla := range Translate(in).LoadAssignment {
+		whole[cla.ClusterName] = cla
+	}
+
+	// Only cart's slices and one of its pods: pay's are not needed, cart-a is then not meshed.
+	clas, problems := LoadAssignments(in.TrustDomain, &in.Services[0],
+		[]*discoveryv1.EndpointSlice{&in.EndpointSlices[0], &in.EndpointSlices[2]}, []corev1.Pod{in.Pods[1]})
+	if len(problems) > 0 || len(clas) != 3 {
+		t.Fatalf("assignments %v, problems %v", clas, problems)
+	}
+	for _, cla := range clas {
+		want := whole[cla.ClusterName]
+		if cla.ClusterName == ClusterName("shop", "cart", 80) {
+			if md := cla.Endpoints[0].LbEndpoints[0].Metadata.FilterMetadata["knit"].AsMap(); md["meshed"] != false || md["pod"] != "shop/cart-a" {
+				t.Errorf("a pod that was not given is meshed: %v", md)
+			}
+			continue
+		}
+		if !proto.Equal(cla, want) {
+			t.Errorf("%s: %v, the whole translation has %v", cla.ClusterName, cla, want)
+		}
+	}
+	if got := EndpointPods(&in.EndpointSlices[0]); !slices.Equal(got, []string{"shop/cart-b", "shop/cart-a"}) {
+		t.Errorf("pods of the slice: %v", got)
+	}
+
+	// With all of cart's pods, every assignment is the whole translation's.
+	clas, _ = LoadAssignments(in.TrustDomain, &in.Services[0],
+		[]*discoveryv1.EndpointSlice{&in.EndpointSlices[0], &in.EndpointSlices[2]}, in.Pods)
+	for _, cla := range clas {
+		if !proto.Equal(cla, whole[cla.ClusterName]) {
+			t.Errorf("%s: %v, the whole translation has %v", cla.ClusterName, cla, whole[cla.ClusterName])
+		}
+	}
+	external := service("shop", "ext", "", port("http", 80))
+	external.Spec.Type = corev1.ServiceTypeExternalName
+	if clas, _ := LoadAssignments(in.TrustDomain, &external, nil, nil); len(clas) != 0 {
+		t.Errorf("an ExternalName Service has assignments: %v", clas)
+	}
+}
+
+func TestRoutesWithoutARetryRetryConnectFailuresAndResets(t *testing.T) {
+	svc := service("shop", "cart", "10.96.0.10", port("http", 80))
+	plain := gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/plain")},
+		BackendRefs: []gwv1.HTTPBackendRef{backend("cart", 80, 1)}}
+	timed := plain
+	timed.Matches = []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/timed")}
+	timed.Timeouts = &gwv1.HTTPRouteTimeouts{BackendRequest: ptr.To(gwv1.Duration("2s"))}
+	explicit := plain
+	explicit.Matches = []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/explicit")}
+	explicit.Retry = &gwv1.HTTPRouteRetry{Attempts: ptr.To(0)}
+
+	// A Service without routes: its catch-all.
+	res := Translate(Inputs{Services: []corev1.Service{svc}}).Resources("shop")
+	validateAll(t, res)
+	rp := routesOf(t, res, "cart.shop.svc.cluster.local:80")[0].GetRoute().GetRetryPolicy()
+	if rp.GetRetryOn() != "connect-failure,refused-stream,reset" || rp.GetNumRetries().GetValue() != 2 {
+		t.Fatalf("catch-all route retry policy: %v", rp)
+	}
+
+	res = Translate(Inputs{Services: []corev1.Service{svc},
+		HTTPRoutes: []gwv1.HTTPRoute{httpRoute("shop", "r", 1, serviceParent("", "cart"), plain, timed, explicit)}}).Resources("shop")
+	validateAll(t, res)
+	byPath := map[string]*routev3.RetryPolicy{}
+	for _, r := range routesOf(t, res, "cart.shop.svc.cluster.local:80") {
+		byPath[r.GetMatch().GetPathSeparatedPrefix()] = r.GetRoute().GetRetryPolicy()
+	}
+	if rp := byPath["/plain"]; rp.GetRetryOn() != "connect-failure,refused-stream,reset" || rp.GetNumRetries().GetValue() != 2 {
+		t.Errorf("a rule without retry: %v", rp)
+	}
+	if rp := byPath["/timed"]; rp.GetNumRetries().GetValue() != 2 || rp.GetPerTryTimeout().AsDuration() != 2*time.Second {
+		t.Errorf("a rule with timeouts.backendRequest and without retry: %v", rp)
+	}
+	if rp := byPath["/explicit"]; rp.GetNumRetries() == nil || rp.GetNumRetries().GetValue() != 0 {
+		t.Errorf("retry.attempts 0 must stay 0: %v", rp)
 	}
 }

@@ -29,6 +29,9 @@ type metrics struct {
 	refused   *prometheus.CounterVec
 	connected prometheus.Gauge
 	builds    prometheus.Counter
+	// translatedServices counts Services per translation: all of them when Services or routes
+	// changed, only those whose endpoints changed otherwise.
+	translatedServices prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -53,8 +56,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "knit_xds_translations_total",
 			Help: "Translations of the cluster's Services and routes into xDS resources.",
 		}),
+		translatedServices: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "knit_xds_translated_services_total",
+			Help: "Services translated into xDS resources: every Service when Services or routes change, only the Services whose EndpointSlices (or their pods) changed otherwise.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.nacks, m.responses, m.refused, m.connected, m.builds} {
+	for _, c := range []prometheus.Collector{m.nacks, m.responses, m.refused, m.connected, m.builds, m.translatedServices} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

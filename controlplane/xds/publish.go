@@ -21,8 +21,11 @@ import (
 	"strings"
 	"sync"
 
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -42,8 +45,7 @@ import (
 type namespaceHash struct{}
 
 func (namespaceHash) ID(node *corev3.Node) string {
-	ns, _, _ := strings.Cut(node.GetId(), "/")
-	return ns
+	return snapshotKey(node) // a gateway proxy's is its Gateway's (gateway.go)
 }
 
 // Snapshot turns one client namespace's resources into a go-control-plane snapshot.
@@ -64,61 +66,184 @@ func Snapshot(version string, res translate.Resources) (*cachev3.Snapshot, error
 	return cachev3.NewSnapshot(version, out)
 }
 
-// publisher serves what the translation produced through two caches: endpoints, the same for
-// every proxy and the part that changes most, from one linear cache whose per-resource versions
-// are computed once per change (not once per namespace); clusters, listeners and routes from
-// snapshots per namespace, replaced only when something other than endpoints changed.
+// publisher serves what the translation produced from linear caches, which keep each resource
+// with its version and marshalled bytes once, however many streams receive it: clusters,
+// endpoints and listeners are the same for every proxy, one cache each; routes depend on the
+// client namespace (consumer routes), one cache per namespace with streams open. Each update
+// carries only the resources whose content changed; the delta server sends each stream only
+// those. (A snapshot cache would marshal every resource again for every stream it answers.)
 type publisher struct {
 	log   logr.Logger
-	snaps cachev3.SnapshotCache
+	cds   *cachev3.LinearCache
 	eds   *cachev3.LinearCache
+	lds   *cachev3.LinearCache
 	cache cachev3.Cache
 
-	mu      sync.Mutex
-	model   *translate.Model
-	version uint64
-	active  map[string]int // namespace → open streams
-	sent    map[string]*endpointv3.ClusterLoadAssignment
+	mu    sync.Mutex
+	model *translate.Model
+	// active are the namespaces with streams open, each with its routes.
+	active    map[string]*namespaceRoutes
+	sent      map[string]*endpointv3.ClusterLoadAssignment
+	clusters  map[string]proto.Message
+	listeners map[string]proto.Message
+}
+
+// namespaceRoutes are the routes the proxies of one namespace receive, or those of one
+// Gateway's proxies together with that Gateway's own listeners.
+type namespaceRoutes struct {
+	streams int
+	rds     *cachev3.LinearCache
+	sent    map[string]proto.Message
+	// lds holds a Gateway's bound listeners (nil for a namespace: sidecars share publisher.lds).
+	lds           *cachev3.LinearCache
+	sentListeners map[string]proto.Message
 }
 
 func newPublisher(log logr.Logger) *publisher {
 	p := &publisher{
-		log:    log,
-		snaps:  cachev3.NewSnapshotCache(true, namespaceHash{}, nil),
-		eds:    cachev3.NewLinearCache(resourcev3.EndpointType),
-		active: map[string]int{},
-		sent:   map[string]*endpointv3.ClusterLoadAssignment{},
+		log:       log,
+		cds:       cachev3.NewLinearCache(resourcev3.ClusterType),
+		eds:       cachev3.NewLinearCache(resourcev3.EndpointType),
+		lds:       cachev3.NewLinearCache(resourcev3.ListenerType),
+		active:    map[string]*namespaceRoutes{},
+		sent:      map[string]*endpointv3.ClusterLoadAssignment{},
+		clusters:  map[string]proto.Message{},
+		listeners: map[string]proto.Message{},
 	}
-	byType := func(typeURL string) string {
-		if typeURL == resourcev3.EndpointType {
-			return "eds"
-		}
-		return "snapshot"
-	}
-	p.cache = &cachev3.MuxCache{
-		Classify:      func(r *cachev3.Request) string { return byType(r.GetTypeUrl()) },
-		ClassifyDelta: func(r *cachev3.DeltaRequest) string { return byType(r.GetTypeUrl()) },
-		Caches:        map[string]cachev3.Cache{"eds": p.eds, "snapshot": p.snaps},
-	}
+	p.cache = &typeMux{p: p}
 	return p
 }
 
-// publish installs a new model: changed endpoints go to the linear cache; when structural
-// (Services or routes changed, or the first model), every active namespace gets a new snapshot
-// of clusters, listeners and routes. The delta server sends each stream only the resources whose
-// content changed.
-func (p *publisher) publish(ctx context.Context, m *translate.Model, structural bool) {
+// typeMux hands each watch to the cache of its type, and route watches to the cache of the
+// node's namespace (node.id was checked against the token's pod before any watch is created).
+type typeMux struct{ p *publisher }
+
+var errNoRoutes = status.Error(codes.Internal, "no routes for the node's namespace: the stream was not opened")
+
+func (m *typeMux) cacheFor(typeURL string, node *corev3.Node) (cachev3.Cache, error) {
+	switch typeURL {
+	case resourcev3.ClusterType:
+		return m.p.cds, nil
+	case resourcev3.EndpointType:
+		return m.p.eds, nil
+	case resourcev3.ListenerType:
+		m.p.mu.Lock()
+		defer m.p.mu.Unlock()
+		if r := m.p.active[namespaceHash{}.ID(node)]; r != nil && r.lds != nil {
+			return r.lds, nil // a gateway proxy's
+		}
+		return m.p.lds, nil
+	case resourcev3.RouteType:
+		m.p.mu.Lock()
+		defer m.p.mu.Unlock()
+		if ns := m.p.active[namespaceHash{}.ID(node)]; ns != nil {
+			return ns.rds, nil
+		}
+		return nil, errNoRoutes
+	}
+	return nil, status.Errorf(codes.InvalidArgument, "knit serves no %s", typeURL)
+}
+
+func (m *typeMux) CreateWatch(r *cachev3.Request, sub cachev3.Subscription, value chan cachev3.Response) (func(), error) {
+	return nil, status.Error(codes.Unimplemented, "knit serves delta xDS only")
+}
+
+func (m *typeMux) CreateDeltaWatch(r *cachev3.DeltaRequest, sub cachev3.Subscription, value chan cachev3.DeltaResponse) (func(), error) {
+	c, err := m.cacheFor(r.GetTypeUrl(), r.GetNode())
+	if err != nil {
+		return nil, err
+	}
+	return c.CreateDeltaWatch(r, sub, value)
+}
+
+func (m *typeMux) Fetch(context.Context, *cachev3.Request) (cachev3.Response, error) {
+	return nil, status.Error(codes.Unimplemented, "knit serves delta xDS only")
+}
+
+// publish installs a whole translation, in the order a proxy can apply it without dangling
+// references: clusters, endpoints, listeners, then each active namespace's routes.
+func (p *publisher) publish(_ context.Context, m *translate.Model) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.model = m
+	p.clusters = p.update(p.cds, "clusters", p.clusters, named(m.Clusters, func(c *clusterv3.Cluster) string { return c.Name }))
 	p.updateEndpointsLocked(m)
-	if !structural && p.model != nil {
-		p.model = m
+	p.listeners = p.update(p.lds, "listeners", p.listeners, named(m.Listeners, func(l *listenerv3.Listener) string { return l.Name }))
+	for key, r := range p.active {
+		p.updateViewLocked(key, r)
+	}
+}
+
+// updateViewLocked brings a namespace's routes, or a Gateway's listeners and routes, up to the
+// current model (listeners first: routes name them).
+func (p *publisher) updateViewLocked(key string, r *namespaceRoutes) {
+	res := p.resourcesFor(key)
+	if r.lds != nil {
+		r.sentListeners = p.update(r.lds, "listeners of "+key, r.sentListeners, named(res.Listeners, func(l *listenerv3.Listener) string { return l.Name }))
+	}
+	r.sent = p.update(r.rds, "routes of "+key, r.sent, named(res.Routes, func(r *routev3.RouteConfiguration) string { return r.Name }))
+}
+
+// named indexes resources by name.
+func named[T proto.Message](rs []T, name func(T) string) map[string]proto.Message {
+	out := make(map[string]proto.Message, len(rs))
+	for _, r := range rs {
+		out[name(r)] = r
+	}
+	return out
+}
+
+// update puts into c what differs between sent and next, and returns what c then holds.
+func (p *publisher) update(c *cachev3.LinearCache, what string, sent, next map[string]proto.Message) map[string]proto.Message {
+	changed := map[string]cachetypes.Resource{}
+	for name, r := range next {
+		if old, ok := sent[name]; !ok || !proto.Equal(old, r) {
+			changed[name] = r
+		}
+	}
+	var removed []string
+	for name := range sent {
+		if _, ok := next[name]; !ok {
+			removed = append(removed, name)
+		}
+	}
+	if len(changed) == 0 && len(removed) == 0 {
+		return sent
+	}
+	if err := c.UpdateResources(changed, removed); err != nil {
+		p.log.Error(err, "updating xDS resources", "resources", what)
+		return sent
+	}
+	return next
+}
+
+func (p *publisher) hasModel() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.model != nil
+}
+
+// publishEndpoints sends the ClusterLoadAssignments that differ from those sent; an assignment
+// of a cluster the last whole translation did not have waits for the next one (a new Service
+// or port is a structural change, translated whole).
+func (p *publisher) publishEndpoints(clas []*endpointv3.ClusterLoadAssignment) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	changed := map[string]cachetypes.Resource{}
+	for _, cla := range clas {
+		if old, ok := p.sent[cla.ClusterName]; ok && !proto.Equal(old, cla) {
+			changed[cla.ClusterName] = cla
+		}
+	}
+	if len(changed) == 0 {
 		return
 	}
-	p.model = m
-	p.version++
-	for ns := range p.active {
-		p.setLocked(ctx, ns)
+	if err := p.eds.UpdateResources(changed, nil); err != nil {
+		p.log.Error(err, "updating endpoints")
+		return
+	}
+	for name, cla := range changed {
+		p.sent[name] = cla.(*endpointv3.ClusterLoadAssignment)
 	}
 }
 
@@ -147,54 +272,33 @@ func (p *publisher) updateEndpointsLocked(m *translate.Model) {
 	p.sent = next
 }
 
-func (p *publisher) setLocked(ctx context.Context, ns string) {
-	if p.model == nil {
-		return // the first translation publishes it
-	}
-	res := p.model.Resources(ns)
-	res.LoadAssignment = nil // served by the linear cache
-	snap, err := Snapshot(versionString(p.version), res)
-	if err == nil {
-		err = p.snaps.SetSnapshot(ctx, ns, snap)
-	}
-	if err != nil {
-		p.log.Error(err, "setting the xDS snapshot", "namespace", ns)
-	}
-}
-
-// open counts a stream of a namespace; the first one gets its namespace's snapshot at once.
-func (p *publisher) open(ctx context.Context, ns string) {
+// open counts a stream of a namespace (or a Gateway); the first one gets its routes cache.
+func (p *publisher) open(_ context.Context, ns string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.active[ns]++
-	if p.active[ns] == 1 {
-		p.setLocked(ctx, ns)
+	r := p.active[ns]
+	if r == nil {
+		r = &namespaceRoutes{rds: cachev3.NewLinearCache(resourcev3.RouteType), sent: map[string]proto.Message{}}
+		if strings.HasPrefix(ns, gatewayKeyPrefix) {
+			r.lds, r.sentListeners = cachev3.NewLinearCache(resourcev3.ListenerType), map[string]proto.Message{}
+		}
+		if p.model != nil {
+			p.updateViewLocked(ns, r)
+		}
+		p.active[ns] = r
 	}
+	r.streams++
 }
 
-// close forgets a namespace's snapshot when its last stream ends.
+// close forgets a namespace's routes when its last stream ends.
 func (p *publisher) close(ns string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.active[ns]--; p.active[ns] <= 0 {
-		delete(p.active, ns)
-		p.snaps.ClearSnapshot(ns)
+	if r := p.active[ns]; r != nil {
+		if r.streams--; r.streams <= 0 {
+			delete(p.active, ns)
+		}
 	}
-}
-
-func versionString(v uint64) string {
-	const digits = "0123456789"
-	if v == 0 {
-		return "0"
-	}
-	var b [20]byte
-	i := len(b)
-	for v > 0 {
-		i--
-		b[i] = digits[v%10]
-		v /= 10
-	}
-	return string(b[i:])
 }
 
 // NACK is the last configuration a proxy refused.
@@ -216,6 +320,7 @@ type callbacks struct {
 
 type streamState struct {
 	id     Identity
+	key    string // the snapshot it reads: its namespace, or its Gateway's
 	node   string // set once node.id was checked
 	opened bool   // counted in publisher.active
 }
@@ -240,7 +345,7 @@ func (c *callbacks) OnDeltaStreamClosed(streamID int64, _ *corev3.Node) {
 	c.mu.Unlock()
 	if st != nil && st.opened {
 		c.metrics.connected.Dec()
-		c.pub.close(st.id.Namespace)
+		c.pub.close(st.key)
 		c.log.V(1).Info("proxy disconnected", "node", st.node)
 	}
 }
@@ -257,7 +362,11 @@ func (c *callbacks) OnStreamDeltaRequest(streamID int64, req *discoveryv3.DeltaD
 		return status.Error(codes.Internal, "unknown stream")
 	}
 	if st.node == "" {
-		if err := checkNode(st.id, req.GetNode().GetId()); err != nil {
+		err := checkNode(st.id, req.GetNode().GetId())
+		if err == nil {
+			err = checkGateway(st.id, req.GetNode())
+		}
+		if err != nil {
 			c.metrics.refused.WithLabelValues(status.Code(err).String()).Inc()
 			c.log.Info("refused an xDS stream", "pod", st.id.NodeID(), "reason", describe(err))
 			return err
@@ -265,7 +374,8 @@ func (c *callbacks) OnStreamDeltaRequest(streamID int64, req *discoveryv3.DeltaD
 		st.node = req.GetNode().GetId()
 		st.opened = true
 		c.metrics.connected.Inc()
-		c.pub.open(context.Background(), st.id.Namespace)
+		st.key = snapshotKey(req.GetNode())
+		c.pub.open(context.Background(), st.key)
 		c.log.V(1).Info("proxy connected", "node", st.node, "version", nodeMeta(req.GetNode(), "PROXY_VERSION"))
 	} else if n := req.GetNode(); n != nil && n.GetId() != "" && n.GetId() != st.node {
 		err := status.Errorf(codes.PermissionDenied, "node.id changed from %q to %q on one stream", st.node, n.GetId())

@@ -34,6 +34,8 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 )
 
 // Port is the xDS server's port in the contract.
@@ -68,6 +70,9 @@ type Options struct {
 	TrustDomain  string
 	// Debounce is how long the server waits after a change for more before translating.
 	Debounce time.Duration
+	// Report, when set, makes the server report its proxies into its MeshRevision's status
+	// (report.go); nil reports nothing.
+	Report   *ReportOptions
 	Registry prometheus.Registerer
 	Log      logr.Logger
 }
@@ -79,6 +84,7 @@ type Server struct {
 	pub     *publisher
 	cb      *callbacks
 	builder *builder
+	tracker *tracker
 }
 
 // New checks the options and registers the server's metrics.
@@ -102,6 +108,23 @@ func New(o Options) (*Server, error) {
 		metrics: m,
 		pub:     pub,
 		cb:      &callbacks{log: o.Log, metrics: m, pub: pub, streams: map[int64]*streamState{}},
+		tracker: newTracker(),
+	}
+	for _, c := range s.tracker.gauges() {
+		if err := o.Registry.Register(c); err != nil {
+			return nil, fmt.Errorf("registering xDS metrics: %w", err)
+		}
+	}
+	if r := o.Report; r != nil {
+		if r.Client == nil || r.Revision == "" || r.Pod == "" {
+			return nil, errors.New("xds: a report needs a Client, the Revision and the Pod")
+		}
+		if r.MinInterval <= 0 {
+			r.MinInterval = 5 * time.Second
+		}
+		if r.Heartbeat <= 0 {
+			r.Heartbeat = meshv1.ControlPlaneReportHeartbeat
+		}
 	}
 	s.builder = &builder{
 		log: o.Log, reader: o.Reader, informers: o.Informers, status: o.StatusWriter,
@@ -137,6 +160,13 @@ func (s *Server) Start(ctx context.Context) error {
 		return err
 	}
 	go s.builder.run(ctx)
+	reported := make(chan struct{})
+	if s.o.Report != nil {
+		r := &reporter{o: *s.o.Report, log: s.o.Log, tracker: s.tracker}
+		go func() { r.run(ctx); close(reported) }()
+	} else {
+		close(reported)
+	}
 
 	tlsConfig := s.o.TLS.Clone()
 	tlsConfig.MinVersion = tls.VersionTLS12
@@ -154,7 +184,9 @@ func (s *Server) Start(ctx context.Context) error {
 			return nil, status.Error(codes.Unimplemented, "knit serves delta ADS only")
 		}),
 	)
-	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, &ads{delta: serverv3.NewServer(ctx, s.pub.cache, s.cb)})
+	// The tracker sees a stream only after s.cb checked its node.id.
+	callbacks := chainCallbacks{s.cb, s.tracker}
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, &ads{delta: serverv3.NewServer(ctx, s.pub.cache, callbacks)})
 
 	errc := make(chan error, 1)
 	go func() { errc <- g.Serve(lis) }()
@@ -170,6 +202,7 @@ func (s *Server) Start(ctx context.Context) error {
 		case <-time.After(5 * time.Second):
 			g.Stop()
 		}
+		<-reported // the pod's report is removed (or gave up) before the process may exit
 		return nil
 	}
 }

@@ -89,14 +89,14 @@ func updateStatus(ctx context.Context, log logr.Logger, c client.Client, obj cli
 func mergeParents(current, desired []gwv1.RouteParentStatus, now metav1.Time) ([]gwv1.RouteParentStatus, bool) {
 	var out []gwv1.RouteParentStatus
 	for _, p := range current {
-		if p.ControllerName != translate.ControllerName {
+		if !ownParent(p) {
 			out = append(out, p)
 		}
 	}
 	for _, d := range desired {
 		var conds []metav1.Condition
 		for _, p := range current {
-			if p.ControllerName == translate.ControllerName && equality.Semantic.DeepEqual(p.ParentRef, d.ParentRef) {
+			if ownParent(p) && equality.Semantic.DeepEqual(p.ParentRef, d.ParentRef) {
 				conds = append(conds, p.Conditions...)
 			}
 		}

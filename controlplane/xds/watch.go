@@ -17,17 +17,25 @@ limitations under the License.
 package xds
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -58,14 +66,16 @@ func Scheme() (*runtime.Scheme, error) {
 
 // NewCache is the informer cache the server reads from. Pods are kept only with what the
 // translation reads (name, the injection annotation, ServiceAccount, container names), so a
-// large cluster's pods cost little memory.
+// large cluster's pods cost little memory; the other kinds without their managedFields, which
+// nothing here reads (route status is written with Update, which keeps them on the server).
 func NewCache(cfg *rest.Config) (cache.Cache, error) {
 	scheme, err := Scheme()
 	if err != nil {
 		return nil, err
 	}
 	return cache.New(cfg, cache.Options{
-		Scheme: scheme,
+		Scheme:           scheme,
+		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
 			&corev1.Pod{}: {Transform: stripPod},
 		},
@@ -97,7 +107,9 @@ func stripPod(obj any) (any, error) {
 	return out, nil
 }
 
-// builder translates the cluster's state into snapshots, at most once per debounce period.
+// builder translates the cluster's state into xDS resources, at most once per debounce period.
+// A change of Services or routes translates the whole mesh; a change of EndpointSlices or of
+// the pods they name only rebuilds the ClusterLoadAssignments of the Services it touches.
 type builder struct {
 	log         logr.Logger
 	reader      client.Reader
@@ -109,35 +121,47 @@ type builder struct {
 	metrics     *metrics
 	trigger     chan struct{}
 
-	httpRoutes, grpcRoutes bool // whether the Gateway API kinds are installed
+	httpRoutes, grpcRoutes   bool // whether the Gateway API kinds are installed
+	gateways, gatewayClasses bool
 	// structural is set when something other than endpoints changed since the last build.
 	structural atomic.Bool
+
+	mu sync.Mutex
+	// dirty are the Services whose EndpointSlices, or the pods those name, changed since the
+	// last build.
+	dirty map[types.NamespacedName]struct{}
+	// podServices are, per pod (namespace/name), the Services whose EndpointSlices name it;
+	// servicePods is the reverse, to replace a Service's entries when its slices change.
+	podServices map[string]map[types.NamespacedName]struct{}
+	servicePods map[types.NamespacedName][]string
 }
 
 // watch subscribes to every kind the translation reads. Gateway API route kinds whose CRDs are
 // not installed are skipped with a log line (Services still get their default routes).
 func (b *builder) watch(ctx context.Context) error {
-	handler := func(structural bool) toolscache.ResourceEventHandlerFuncs {
-		poke := func() {
-			if structural {
-				b.structural.Store(true)
-			}
-			b.poke()
-		}
-		return toolscache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { poke() },
-			UpdateFunc: func(any, any) { poke() },
-			DeleteFunc: func(any) { poke() },
-		}
+	structural := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { b.structural.Store(true); b.poke() },
+		UpdateFunc: func(any, any) { b.structural.Store(true); b.poke() },
+		DeleteFunc: func(any) { b.structural.Store(true); b.poke() },
 	}
-	// EndpointSlices and Pods change only endpoints; the rest changes clusters, listeners or routes.
+	endpointSlices := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { b.sliceChanged(obj) },
+		UpdateFunc: func(old, obj any) { b.sliceChanged(old, obj) },
+		DeleteFunc: func(obj any) { b.sliceChanged(obj) },
+	}
+	pods := toolscache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { b.podChanged(nil, obj) },
+		UpdateFunc: func(old, obj any) { b.podChanged(old, obj) },
+		DeleteFunc: func(obj any) { b.podChanged(nil, obj) },
+	}
 	kinds := []struct {
-		obj        client.Object
-		optional   *bool
-		structural bool
+		obj      client.Object
+		optional *bool
+		handler  toolscache.ResourceEventHandler
 	}{
-		{&corev1.Service{}, nil, true}, {&discoveryv1.EndpointSlice{}, nil, false}, {&corev1.Pod{}, nil, false},
-		{&gwv1.HTTPRoute{}, &b.httpRoutes, true}, {&gwv1.GRPCRoute{}, &b.grpcRoutes, true},
+		{&corev1.Service{}, nil, structural}, {&discoveryv1.EndpointSlice{}, nil, endpointSlices}, {&corev1.Pod{}, nil, pods},
+		{&gwv1.HTTPRoute{}, &b.httpRoutes, structural}, {&gwv1.GRPCRoute{}, &b.grpcRoutes, structural},
+		{&gwv1.Gateway{}, &b.gateways, structural}, {&gwv1.GatewayClass{}, &b.gatewayClasses, structural},
 	}
 	b.structural.Store(true)
 	for _, k := range kinds {
@@ -152,15 +176,145 @@ func (b *builder) watch(ctx context.Context) error {
 		if k.optional != nil {
 			*k.optional = true
 		}
-		if _, err := inf.AddEventHandler(handler(k.structural)); err != nil {
+		if _, err := inf.AddEventHandler(k.handler); err != nil {
 			return fmt.Errorf("xds: watching %T: %w", k.obj, err)
 		}
 	}
 	if !b.informers.WaitForCacheSync(ctx) {
 		return fmt.Errorf("xds: the informer cache did not sync")
 	}
-	b.poke()
+	// The first translation is published before the server answers any proxy: a proxy that
+	// connects early must not be told that the mesh is empty.
+	if err := b.build(ctx); err != nil {
+		b.log.Error(err, "translating the mesh; retrying")
+		b.poke()
+	}
 	return nil
+}
+
+// unwrap returns the object of an informer event, also of a delete the informer missed.
+func unwrap(obj any) any {
+	if d, ok := obj.(toolscache.DeletedFinalStateUnknown); ok {
+		return d.Obj
+	}
+	return obj
+}
+
+// sliceChanged marks the Services of EndpointSlices (before and after an update) for an
+// endpoint build. A slice that names no Service feeds no translation.
+func (b *builder) sliceChanged(objs ...any) {
+	marked := false
+	b.mu.Lock()
+	for _, obj := range objs {
+		s, ok := unwrap(obj).(*discoveryv1.EndpointSlice)
+		if !ok || s.Labels[discoveryv1.LabelServiceName] == "" {
+			continue
+		}
+		b.markLocked(types.NamespacedName{Namespace: s.Namespace, Name: s.Labels[discoveryv1.LabelServiceName]})
+		marked = true
+	}
+	b.mu.Unlock()
+	if marked {
+		b.poke()
+	}
+}
+
+// podChanged marks the Services whose EndpointSlices name a pod. Updates that change nothing
+// the translation reads (the cache keeps only that, plus labels and resourceVersion) are
+// ignored, as are pods behind no Service's endpoints.
+func (b *builder) podChanged(old, obj any) {
+	p, ok := unwrap(obj).(*corev1.Pod)
+	if !ok {
+		return
+	}
+	if o, ok := old.(*corev1.Pod); ok && reflect.DeepEqual(o.Spec, p.Spec) && reflect.DeepEqual(o.Annotations, p.Annotations) {
+		return
+	}
+	b.mu.Lock()
+	svcs := b.podServices[p.Namespace+"/"+p.Name]
+	for key := range svcs {
+		b.markLocked(key)
+	}
+	b.mu.Unlock()
+	if len(svcs) > 0 {
+		b.poke()
+	}
+}
+
+func (b *builder) markLocked(key types.NamespacedName) {
+	if b.dirty == nil {
+		b.dirty = map[types.NamespacedName]struct{}{}
+	}
+	b.dirty[key] = struct{}{}
+}
+
+// takeDirty returns the Services marked since the last call, in order, and forgets them.
+func (b *builder) takeDirty() []types.NamespacedName {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]types.NamespacedName, 0, len(b.dirty))
+	for k := range b.dirty {
+		out = append(out, k)
+	}
+	b.dirty = nil
+	slices.SortFunc(out, func(a, b types.NamespacedName) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
+	return out
+}
+
+// remark marks Services again after a failed build.
+func (b *builder) remark(keys []types.NamespacedName) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, k := range keys {
+		b.markLocked(k)
+	}
+}
+
+// setPodsLocked records the pods a Service's EndpointSlices name, replacing what it named before.
+func (b *builder) setPodsLocked(svc types.NamespacedName, pods []string) {
+	for _, pod := range b.servicePods[svc] {
+		if set := b.podServices[pod]; set != nil {
+			delete(set, svc)
+			if len(set) == 0 {
+				delete(b.podServices, pod)
+			}
+		}
+	}
+	if len(pods) == 0 {
+		delete(b.servicePods, svc)
+		return
+	}
+	b.servicePods[svc] = pods
+	for _, pod := range pods {
+		set := b.podServices[pod]
+		if set == nil {
+			set = map[types.NamespacedName]struct{}{}
+			b.podServices[pod] = set
+		}
+		set[svc] = struct{}{}
+	}
+}
+
+// indexPods records, for every Service, the pods its EndpointSlices name. It runs before the
+// pods are read, so that a pod that changes after the read marks its Services again.
+func (b *builder) indexPods(eps []discoveryv1.EndpointSlice) {
+	byService := map[types.NamespacedName][]string{}
+	for i := range eps {
+		s := &eps[i]
+		if name := s.Labels[discoveryv1.LabelServiceName]; name != "" {
+			key := types.NamespacedName{Namespace: s.Namespace, Name: name}
+			byService[key] = append(byService[key], translate.EndpointPods(s)...)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.podServices = map[string]map[types.NamespacedName]struct{}{}
+	b.servicePods = map[types.NamespacedName][]string{}
+	for svc, pods := range byService {
+		b.setPodsLocked(svc, pods)
+	}
 }
 
 func (b *builder) poke() {
@@ -208,9 +362,20 @@ func (b *builder) run(ctx context.Context) {
 	}
 }
 
-// build reads the cache, translates, publishes and writes route status.
+// build translates what changed and publishes it: the whole mesh after a change of Services or
+// routes (and the first time), else only the ClusterLoadAssignments of the marked Services.
 func (b *builder) build(ctx context.Context) error {
-	structural := b.structural.Swap(false)
+	if !b.structural.Load() && b.pub.hasModel() {
+		return b.buildEndpoints(ctx)
+	}
+	return b.buildAll(ctx)
+}
+
+// buildAll reads the cache, translates the whole mesh, publishes and writes route status.
+func (b *builder) buildAll(ctx context.Context) error {
+	b.structural.Store(false)
+	// Endpoint changes up to here are part of this translation.
+	b.takeDirty()
 	in := translate.Inputs{TrustDomain: b.trustDomain}
 	var svcs corev1.ServiceList
 	var eps discoveryv1.EndpointSliceList
@@ -225,24 +390,109 @@ func (b *builder) build(ctx context.Context) error {
 		if !l.on {
 			continue
 		}
+		if l.list == &pods {
+			b.indexPods(eps.Items)
+		}
 		if err := b.reader.List(ctx, l.list); err != nil {
-			if structural {
-				b.structural.Store(true)
-			}
+			b.structural.Store(true)
 			return fmt.Errorf("listing %T: %w", l.list, err)
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.HTTPRoutes, in.GRPCRoutes = svcs.Items, eps.Items, pods.Items, hrs.Items, grs.Items
+	gateways, err := b.knitGateways(ctx)
+	if err != nil {
+		b.structural.Store(true)
+		return err
+	}
+	in.Gateways = gateways
 	m := translate.Translate(in)
 	b.metrics.builds.Inc()
+	b.metrics.translatedServices.Add(float64(len(svcs.Items)))
 	for _, p := range m.Problems {
 		b.log.Info("translation problem", "problem", p)
 	}
-	b.pub.publish(ctx, m, structural)
+	b.pub.publish(ctx, m)
 	if b.status != nil {
 		if err := writeRouteStatus(ctx, b.log, b.status, in, m.Status); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// buildEndpoints rebuilds the ClusterLoadAssignments of the marked Services from their
+// EndpointSlices and the pods those name, and publishes the ones that changed. Clusters,
+// listeners, routes and route status do not depend on endpoints and stay as they are.
+func (b *builder) buildEndpoints(ctx context.Context) error {
+	dirty := b.takeDirty()
+	if len(dirty) == 0 {
+		return nil
+	}
+	var clas []*endpointv3.ClusterLoadAssignment
+	translated := 0
+	for i, key := range dirty {
+		c, ok, err := b.loadAssignments(ctx, key)
+		if err != nil {
+			b.remark(dirty[i:])
+			return err
+		}
+		if !ok {
+			continue
+		}
+		translated++
+		clas = append(clas, c...)
+	}
+	b.metrics.builds.Inc()
+	b.metrics.translatedServices.Add(float64(translated))
+	b.pub.publishEndpoints(clas)
+	return nil
+}
+
+// loadAssignments translates one Service's endpoints; ok is false when there is nothing to
+// translate (the Service is gone: its deletion is a structural change) or when the result
+// would differ from a whole translation's (a port's assignment failed), which is then asked for.
+func (b *builder) loadAssignments(ctx context.Context, key types.NamespacedName) (clas []*endpointv3.ClusterLoadAssignment, ok bool, err error) {
+	var svc corev1.Service
+	if err := b.reader.Get(ctx, key, &svc); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, false, nil
+		}
+		return nil, false, fmt.Errorf("reading Service %s: %w", key, err)
+	}
+	var eps discoveryv1.EndpointSliceList
+	if err := b.reader.List(ctx, &eps, client.InNamespace(key.Namespace), client.MatchingLabels{discoveryv1.LabelServiceName: key.Name}); err != nil {
+		return nil, false, fmt.Errorf("listing the EndpointSlices of %s: %w", key, err)
+	}
+	owned := make([]*discoveryv1.EndpointSlice, len(eps.Items))
+	var names []string
+	for i := range eps.Items {
+		owned[i] = &eps.Items[i]
+		names = append(names, translate.EndpointPods(owned[i])...)
+	}
+	b.mu.Lock()
+	b.setPodsLocked(key, names)
+	b.mu.Unlock()
+	pods := make([]corev1.Pod, 0, len(names))
+	for _, name := range names {
+		ns, n, _ := strings.Cut(name, "/")
+		var pod corev1.Pod
+		if err := b.reader.Get(ctx, types.NamespacedName{Namespace: ns, Name: n}, &pod); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return nil, false, fmt.Errorf("reading pod %s: %w", name, err)
+		}
+		pods = append(pods, pod)
+	}
+	clas, problems := translate.LoadAssignments(b.trustDomain, &svc, owned, pods)
+	if len(problems) > 0 {
+		for _, p := range problems {
+			b.log.Info("translation problem", "problem", p)
+		}
+		// A whole translation leaves the port's cluster out as well.
+		b.structural.Store(true)
+		b.poke()
+		return nil, false, nil
+	}
+	return clas, true, nil
 }

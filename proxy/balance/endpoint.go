@@ -26,6 +26,9 @@ const failurePenalty = float64(100 * time.Millisecond)
 type Endpoint struct {
 	Addr   string
 	Weight uint32
+	// Identity is the SPIFFE ID discovery expects of a meshed endpoint, which is then reached
+	// over mutual TLS; "" for a plaintext one.
+	Identity string
 
 	inflight atomic.Int64
 	rttBits  atomic.Uint64 // float64 ns, peak EWMA

@@ -21,6 +21,9 @@ type Bootstrap struct {
 	RouteConfigs     []RouteConfig     `json:"routeConfigs,omitempty"`
 	Clusters         []Cluster         `json:"clusters"`
 	Assignments      []Assignment      `json:"assignments,omitempty"`
+	// Gateway marks a gateway proxy's config (knit-proxy run --gateway): its listeners all come
+	// from the control plane, so it may have none while it waits for them. Never read from a file.
+	Gateway bool `json:"-"`
 }
 
 // Admin is the port that serves /ready, /live, /metrics, /config and
@@ -394,7 +397,8 @@ type Endpoint struct {
 	// healthy; unhealthy ones never.
 	Health EndpointHealth `json:"health,omitempty"`
 	// Meshed: the endpoint's pod runs a knit-proxy sidecar; Identity is its
-	// SPIFFE ID. Both are kept for mTLS; nothing uses them yet.
+	// SPIFFE ID. A sidecar with a workload identity reaches a meshed endpoint
+	// over mutual TLS and accepts only a peer certificate for Identity.
 	Meshed   bool   `json:"meshed,omitempty"`
 	Identity string `json:"identity,omitempty"`
 }

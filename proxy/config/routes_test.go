@@ -81,3 +81,15 @@ func TestEndpointsOfKeepsHealthyThenDrainingNeverUnhealthy(t *testing.T) {
 		t.Fatalf("bad health: %v", err)
 	}
 }
+
+func TestMeshedEndpointNeedsTheIdentityExpectedOfIt(t *testing.T) {
+	b := &Bootstrap{Listeners: []Listener{{Name: "l", Address: ":1", Direction: Inbound, Protocol: ListenerAuto, TCPCluster: "c"}},
+		Clusters: []Cluster{{Name: "c", Protocol: ClusterTCP, LBPolicy: LBP2CEWMA, Endpoints: []Endpoint{{Address: "a:1", Meshed: true}}}}}
+	if err := b.Validate(); err == nil || !strings.Contains(err.Error(), "clusters[0].endpoints[0].identity: a meshed endpoint needs the SPIFFE ID") {
+		t.Fatalf("meshed without identity: %v", err)
+	}
+	b.Clusters[0].Endpoints[0].Identity = "spiffe://cluster.local/ns/shop/sa/web"
+	if err := b.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -93,7 +93,7 @@ func (b *Bootstrap) Validate() error {
 		}
 	}
 
-	if len(b.Listeners) == 0 {
+	if len(b.Listeners) == 0 && !b.Gateway {
 		v.add("listeners", "needs at least one listener")
 	}
 	v.virtualListeners(b, routeConfigs, clusters)
@@ -263,6 +263,10 @@ func (v *validator) endpoints(f string, eps []Endpoint) {
 		case "", EndpointHealthy, EndpointUnhealthy, EndpointDraining:
 		default:
 			v.add(fmt.Sprintf("%s[%d].health", f, i), "must be healthy, unhealthy or draining, got %q", e.Health)
+		}
+		if e.Meshed && !strings.HasPrefix(e.Identity, "spiffe://") {
+			// Mutual TLS checks the peer against it: without one any mesh workload would pass.
+			v.add(fmt.Sprintf("%s[%d].identity", f, i), "a meshed endpoint needs the SPIFFE ID expected of it, got %q", e.Identity)
 		}
 	}
 }

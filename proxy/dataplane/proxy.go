@@ -52,6 +52,9 @@ type Proxy struct {
 	// Inbound, when set, makes inbound original-destination listeners terminate mutual TLS from
 	// mesh peers and apply mtls.mode to plaintext (the sidecar sets it). Set it before Apply.
 	Inbound *mtls.Inbound
+	// Outbound, when set, makes clusters reach the endpoints discovery marks as meshed over
+	// mutual TLS (the sidecar sets it). Set it before Apply.
+	Outbound *mtls.Outbound
 }
 
 type runningListener struct {
@@ -81,8 +84,12 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 
 	// Clusters first: routes and listeners point at them.
 	clusters := map[string]*upstream.Cluster{}
+	var mesh upstream.MeshTLS
+	if p.Outbound != nil {
+		mesh = p.Outbound
+	}
 	for _, cc := range cfg.Clusters {
-		c, err := upstream.New(cc, cfg.EndpointsOf(cc.Name), p.clusters[cc.Name])
+		c, err := upstream.New(cc, cfg.EndpointsOf(cc.Name), p.clusters[cc.Name], mesh)
 		if err != nil {
 			return err
 		}

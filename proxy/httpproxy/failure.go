@@ -47,7 +47,11 @@ func classify(out *http.Request, cb *clientBody, resp *http.Response, err error,
 		return fmt.Errorf("%w: %w", errRouteTimeout, err), balance.NotEndpoint
 	case upstream.IsHeadersTooLarge(err):
 		return err, balance.Status5xx
+	case isLocalMeshFailure(err):
+		return err, balance.NotEndpoint
 	}
+	// Refused, dial timeout, reset, closed before the response; and a meshed endpoint that is
+	// not the workload discovery names (or fails the handshake): it cannot serve this route.
 	return err, balance.ConnectFailure // refused, dial timeout, reset, closed before the response
 }
 
@@ -77,7 +81,17 @@ func failureReason(err error) string {
 	case upstream.IsHeadersTooLarge(err):
 		return "upstream_headers_too_large"
 	}
+	if me := upstream.AsMeshError(err); me != nil {
+		return me.Reason
+	}
 	return ""
+}
+
+// isLocalMeshFailure: a meshed endpoint could not be reached for this proxy's own reason (no
+// certificate yet under STRICT), which says nothing about the endpoint.
+func isLocalMeshFailure(err error) bool {
+	me := upstream.AsMeshError(err)
+	return me != nil && !me.Endpoint
 }
 
 // clientBodyError is a request body that could not be read from the client.

@@ -310,12 +310,7 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 		var resp *http.Response
 		var err error
 		try := startTry(out, policy, sent, deadline, fast)
-		if fast {
-			resp, err = c.RoundTripH1(out, ep.Addr, try.deadline)
-		} else {
-			try.req.URL.Host = ep.Addr
-			resp, err = c.Transport.RoundTrip(try.req)
-		}
+		resp, err = c.RoundTrip(try.req, ep, fast, try.deadline)
 		var result balance.Result
 		var expired bool
 		if resp, err, expired = try.end(resp, err); expired {
@@ -414,6 +409,8 @@ func errorStatus(r *http.Request, err error) int {
 	switch {
 	case errors.Is(err, errNoEndpoint):
 		return http.StatusServiceUnavailable
+	case isLocalMeshFailure(err):
+		return http.StatusServiceUnavailable // this proxy cannot present a certificate yet
 	case errors.As(err, &bodyErr):
 		if bodyErr.timeout {
 			return http.StatusRequestTimeout

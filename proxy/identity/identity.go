@@ -79,6 +79,9 @@ type Manager struct {
 	bundle      *bundle
 	metrics     *metrics
 	now         func() time.Time
+	// generation counts installed certificates and trust bundle changes, so outbound pools can
+	// stop reusing connections made with what was in use before.
+	generation atomic.Uint64
 }
 
 // New checks the configuration and loads the trust bundle; Run fetches the first certificate.
@@ -120,6 +123,9 @@ func (m *Manager) Ready() bool {
 
 // Certificate is the current certificate, or nil before the first one.
 func (m *Manager) Certificate() *tls.Certificate { return m.cert.Load() }
+
+// Generation changes whenever a new certificate is installed or the trust bundle changes.
+func (m *Manager) Generation() uint64 { return m.generation.Load() }
 
 // Roots is the current trust bundle.
 func (m *Manager) Roots() *x509.CertPool { return m.bundle.pool() }
@@ -209,6 +215,7 @@ func (m *Manager) renew(ctx context.Context) error {
 	}
 	m.renewBefore.Store(int64(renewBefore))
 	m.cert.Store(cert)
+	m.generation.Add(1)
 	m.metrics.expiry.Set(float64(cert.Leaf.NotAfter.Unix()))
 	m.cfg.Log.Info("workload certificate installed", "identity", m.cfg.ID, "notAfter", cert.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		"renewIn", m.untilRenewal().Round(time.Second).String())
@@ -296,6 +303,7 @@ func (m *Manager) followBundle(ctx context.Context) {
 			m.metrics.bundleReloads.WithLabelValues("failure").Inc()
 			m.cfg.Log.Error(err, "trust bundle not reloaded; keeping the roots in use")
 		case changed:
+			m.generation.Add(1)
 			m.metrics.bundleReloads.WithLabelValues("success").Inc()
 			m.metrics.roots.Set(float64(m.bundle.count()))
 			m.cfg.Log.Info("trust bundle reloaded", "roots", m.bundle.count())

@@ -10,6 +10,15 @@ import (
 
 var errNoCertificate = errors.New("no workload certificate yet")
 
+// ErrPeerIdentityMismatch: the peer's certificate is a valid mesh certificate for another
+// SPIFFE ID than the one expected of it. ErrUntrustedPeer: the peer's certificate does not
+// chain to the trust bundle or carries no SPIFFE ID of this trust domain. Handshake errors
+// wrap them.
+var (
+	ErrPeerIdentityMismatch = errors.New("peer identity mismatch")
+	ErrUntrustedPeer        = errors.New("untrusted peer certificate")
+)
+
 // ALPN is the protocol a sidecar offers when it opens mutual TLS to another: the inbound side
 // tells mesh traffic from an app's own TLS by it.
 const ALPN = "knit-mtls"
@@ -38,6 +47,9 @@ func (m *Manager) ServerTLSConfig(nextProtos []string) *tls.Config {
 		NextProtos:     nextProtos,
 		GetCertificate: m.getCertificate,
 		ClientAuth:     tls.RequireAnyClientCert,
+		// Sidecars keep no session cache (pooled connections make resumption pointless), so
+		// tickets would only cost an encryption and a record per connection.
+		SessionTicketsDisabled: true,
 		VerifyPeerCertificate: func(raw [][]byte, _ [][]*x509.Certificate) error {
 			_, err := m.verifyPeer(raw, x509.ExtKeyUsageClientAuth, "")
 			return err
@@ -68,13 +80,13 @@ func (m *Manager) ClientTLSConfig(expectedID string) *tls.Config {
 // carries exactly one URI SAN, a SPIFFE ID of this trust domain (equal to want when set).
 func (m *Manager) verifyPeer(raw [][]byte, usage x509.ExtKeyUsage, want string) (string, error) {
 	if len(raw) == 0 {
-		return "", errors.New("the peer sent no certificate")
+		return "", fmt.Errorf("%w: the peer sent no certificate", ErrUntrustedPeer)
 	}
 	certs := make([]*x509.Certificate, len(raw))
 	for i, der := range raw {
 		c, err := x509.ParseCertificate(der)
 		if err != nil {
-			return "", fmt.Errorf("peer certificate: %w", err)
+			return "", fmt.Errorf("%w: peer certificate: %w", ErrUntrustedPeer, err)
 		}
 		certs[i] = c
 	}
@@ -84,14 +96,14 @@ func (m *Manager) verifyPeer(raw [][]byte, usage x509.ExtKeyUsage, want string) 
 	}
 	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: m.bundle.pool(), Intermediates: inter,
 		CurrentTime: m.now(), KeyUsages: []x509.ExtKeyUsage{usage}}); err != nil {
-		return "", fmt.Errorf("peer certificate does not chain to the mesh's trust bundle: %w", err)
+		return "", fmt.Errorf("%w: peer certificate does not chain to the mesh's trust bundle: %w", ErrUntrustedPeer, err)
 	}
 	id, err := spiffeIDOf(certs[0], m.trustDomain)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", ErrUntrustedPeer, err)
 	}
 	if want != "" && id != want {
-		return "", fmt.Errorf("peer is %s, expected %s", id, want)
+		return "", fmt.Errorf("%w: peer is %s, expected %s", ErrPeerIdentityMismatch, id, want)
 	}
 	return id, nil
 }

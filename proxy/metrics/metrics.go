@@ -62,7 +62,8 @@ func New() *Metrics {
 			Name: "knit_request_failures_total",
 			Help: "Requests that failed after the response started or for a reason the status does not tell: " +
 				"upstream_reset (the upstream body broke; the client saw a reset), upstream_headers_too_large, " +
-				"route_timeout, client_disconnect, request_body_timeout, bad_request_body.",
+				"route_timeout, client_disconnect, request_body_timeout, bad_request_body; to meshed endpoints " +
+				"peer_identity_mismatch, untrusted_peer, mtls_handshake_failed, no_workload_certificate.",
 		}, append(base, "reason")),
 		tcpOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "knit_tcp_connections_opened_total", Help: "Opaque TCP connections proxied.",

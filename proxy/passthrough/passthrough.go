@@ -84,7 +84,7 @@ func New(direction config.Direction, lookup Lookup, m *metrics.Metrics, connectT
 	r := &Registry{Lookup: lookup, direction: direction, metrics: m,
 		base: map[config.ClusterProtocol]*upstream.Cluster{}, routes: map[key]*route.Route{}}
 	for _, p := range []config.ClusterProtocol{config.ClusterHTTP1, config.ClusterHTTP2, config.ClusterTCP} {
-		c, err := upstream.New(spec(p, connectTimeout), nil, nil)
+		c, err := upstream.New(spec(p, connectTimeout), nil, nil, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -113,7 +113,7 @@ func (r *Registry) Route(dst netip.AddrPort, proto config.ClusterProtocol) (*rou
 		return rt, nil
 	}
 	base := r.base[proto]
-	c, err := upstream.New(base.Spec, []config.Endpoint{{Address: dst.String(), Weight: 1}}, base)
+	c, err := upstream.New(base.Spec, []config.Endpoint{{Address: dst.String(), Weight: 1}}, base, nil)
 	if err != nil {
 		return nil, err
 	}

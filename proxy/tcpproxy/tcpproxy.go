@@ -36,12 +36,18 @@ func Serve(ctx context.Context, client net.Conn, c *upstream.Cluster, stats *met
 		ep.Start()
 		t0 := time.Now()
 		backend, err = c.Dial(ctx, ep)
-		ep.Done(time.Since(t0), err != nil)
 		if err == nil {
+			ep.Done(time.Since(t0), false)
 			c.Outlier.Record(c.Endpoints, ep, balance.Success)
 			break
 		}
-		if c.Outlier.Record(c.Endpoints, ep, balance.ConnectFailure) {
+		result := upstream.DialResult(err)
+		if result == balance.NotEndpoint {
+			ep.Release() // this proxy's own failure (no certificate): no other endpoint helps
+			return err
+		}
+		ep.Done(time.Since(t0), true)
+		if c.Outlier.Record(c.Endpoints, ep, result) {
 			stats.Ejections.Inc()
 		}
 	}

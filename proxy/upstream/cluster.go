@@ -36,17 +36,26 @@ type Cluster struct {
 	h1     *h1Pool
 	dialer *net.Dialer
 	tls    *tls.Config
+	// mesh opens mutual TLS to meshed endpoints; meshPools pools those connections (nil for
+	// TCP clusters, which dial per connection, and without mesh).
+	mesh      MeshTLS
+	meshPools *meshPools
 }
 
 // New builds a cluster. prev, when it has the same spec, lends its transport
-// (warm connections) and the state of endpoints that stay.
-func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, error) {
+// (warm connections) and the state of endpoints that stay. mesh (nil: none) opens mutual TLS
+// to the endpoints discovery marks as meshed; a cluster that originates its own TLS (spec.TLS)
+// does not use it.
+func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster, mesh MeshTLS) (*Cluster, error) {
 	c := &Cluster{
 		Name:    spec.Name,
 		Spec:    spec,
 		Picker:  balance.NewPicker(spec.LBPolicy),
 		Outlier: balance.NewOutlier(spec.OutlierDetection),
 		dialer:  &net.Dialer{Timeout: spec.ConnectTimeout.D(), KeepAlive: 30 * time.Second},
+	}
+	if spec.TLS == nil {
+		c.mesh = mesh
 	}
 	sameSpec := prev != nil && reflect.DeepEqual(prev.Spec, spec)
 	old := map[string]*balance.Endpoint{}
@@ -59,11 +68,17 @@ func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, e
 		c.Budget = retry.NewBudget(spec.RetryBudget.Ratio, spec.RetryBudget.MinPerSecond)
 	}
 	for _, e := range eps {
-		if o := old[e.Address]; o != nil && o.Weight == e.Weight {
+		id := ""
+		if e.Meshed && c.mesh != nil && !ownAddress(e.Address) {
+			id = e.Identity
+		}
+		if o := old[e.Address]; o != nil && o.Weight == e.Weight && o.Identity == id {
 			c.Endpoints = append(c.Endpoints, o)
 			continue
 		}
-		c.Endpoints = append(c.Endpoints, balance.NewEndpoint(e.Address, e.Weight))
+		ne := balance.NewEndpoint(e.Address, e.Weight)
+		ne.Identity = id
+		c.Endpoints = append(c.Endpoints, ne)
 	}
 	if spec.TLS != nil {
 		alpn := []string{"http/1.1"}
@@ -82,15 +97,19 @@ func New(spec config.Cluster, eps []config.Endpoint, prev *Cluster) (*Cluster, e
 		return c, nil
 	}
 	c.FastH1 = spec.Protocol == config.ClusterHTTP1 && c.tls == nil
-	if sameSpec && prev.Transport != nil {
+	if sameSpec && prev.Transport != nil && (prev.meshPools == nil) == (c.mesh == nil) {
 		c.Transport = prev.Transport
 		c.tls = prev.tls
 		c.h1 = prev.h1
+		c.meshPools = prev.meshPools
 		return c, nil
 	}
 	c.Transport = c.newTransport()
 	c.h1 = newH1Pool(c.dialer, spec.MaxIdleConnsPerEndpoint, spec.MaxConnectionsPerEndpoint,
 		spec.IdleTimeout.D(), spec.MaxResponseHeaderBytes)
+	if c.mesh != nil {
+		c.meshPools = c.newMeshPools()
+	}
 	return c, nil
 }
 
@@ -138,11 +157,31 @@ func (c *Cluster) Scheme() string {
 // Pick chooses an endpoint for one attempt.
 func (c *Cluster) Pick() *balance.Endpoint { return c.Picker.Pick(c.Endpoints) }
 
-// Dial opens an opaque connection to an endpoint (TLS when configured).
+// Dial opens an opaque connection to an endpoint: mutual TLS when the endpoint is meshed (the
+// bytes inside are the caller's, unchanged), TLS when the cluster originates it.
 func (c *Cluster) Dial(ctx context.Context, e *balance.Endpoint) (net.Conn, error) {
+	meshed := false
+	if e.Identity != "" && c.mesh != nil {
+		_, plaintext, err := c.mesh.Use()
+		if err != nil {
+			return nil, err
+		}
+		meshed = !plaintext
+	}
 	conn, err := c.dialer.DialContext(ctx, "tcp", e.Addr)
-	if err != nil || c.tls == nil {
-		return conn, err
+	if err != nil {
+		return nil, err
+	}
+	if meshed {
+		tc, err := c.mesh.Client(ctx, conn, e.Identity)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return tc, nil
+	}
+	if c.tls == nil {
+		return conn, nil
 	}
 	cfg := c.tls.Clone()
 	if cfg.ServerName == "" {
@@ -163,6 +202,9 @@ func (c *Cluster) Close() {
 	}
 	if c.h1 != nil {
 		c.h1.closeIdle()
+	}
+	if c.meshPools != nil {
+		c.meshPools.closeIdle()
 	}
 }
 
@@ -188,8 +230,13 @@ func IsHeadersTooLarge(err error) bool {
 		strings.Contains(s, "header list larger than")
 }
 
-// IsConnectError tells a failure to reach the endpoint from a later failure.
+// IsConnectError tells a failure to reach the endpoint from a later failure. A failed
+// mutual TLS handshake with a meshed endpoint is one: the connection never carried a byte.
 func IsConnectError(err error) bool {
 	var op *net.OpError
-	return errors.As(err, &op) && op.Op == "dial"
+	if errors.As(err, &op) && op.Op == "dial" {
+		return true
+	}
+	me := AsMeshError(err)
+	return me != nil && me.Endpoint
 }

@@ -47,6 +47,9 @@ type h1Pool struct {
 	idleFor   time.Duration
 	maxHeader int64
 
+	// handshake, when set, wraps each new connection (mutual TLS to a meshed endpoint).
+	handshake func(context.Context, net.Conn) (net.Conn, error)
+
 	mu     sync.Mutex
 	hosts  map[string]*h1Host
 	closed bool // the cluster was replaced: returned connections are closed
@@ -260,7 +263,6 @@ func (p *h1Pool) dial(ctx context.Context, addr string, deadline time.Time) (*h1
 		return nil, false, err
 	}
 	pc := &h1Conn{conn: c, addr: addr, pool: p, readLimit: math.MaxInt64}
-	pc.br, pc.bw = bufio.NewReaderSize(pc, h1BufSize), bufio.NewWriterSize(pc, h1BufSize)
 	if sc, ok := c.(syscall.Conn); ok {
 		if pc.raw, err = sc.SyscallConn(); err != nil {
 			c.Close()
@@ -268,6 +270,22 @@ func (p *h1Pool) dial(ctx context.Context, addr string, deadline time.Time) (*h1
 			return nil, false, err
 		}
 	}
+	if p.handshake != nil {
+		// The liveness peek stays on the socket: any byte on an idle TLS connection (a
+		// close_notify, or anything else) makes it unclean, as in plaintext.
+		hctx := ctx
+		if !d.Deadline.IsZero() {
+			var cancel context.CancelFunc
+			hctx, cancel = context.WithDeadline(ctx, d.Deadline)
+			defer cancel()
+		}
+		if pc.conn, err = p.handshake(hctx, c); err != nil {
+			c.Close()
+			p.release(addr)
+			return nil, false, err
+		}
+	}
+	pc.br, pc.bw = bufio.NewReaderSize(pc, h1BufSize), bufio.NewWriterSize(pc, h1BufSize)
 	pc.peekFd, pc.abortFn = pc.peek, pc.abort
 	return pc, false, nil
 }
@@ -341,13 +359,17 @@ var aLongTimeAgo = time.Unix(1, 0)
 // is safe: no byte of the request reached the socket (and its body can be
 // sent again), or the request is idempotent and has no body, as in net/http.
 func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time) (*http.Response, error) {
+	return c.roundTripH1(c.h1, req, addr, deadline)
+}
+
+func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, deadline time.Time) (*http.Response, error) {
 	ctx := req.Context()
 	var cc *ClientConn
 	if req.ProtoMajor == 1 {
 		cc = clientConnFrom(ctx)
 	}
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := c.h1.get(ctx, addr, deadline)
+		pc, reused, err := pool.get(ctx, addr, deadline)
 		if err != nil {
 			return nil, err
 		}
@@ -366,7 +388,7 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 		err = writeRequest(pc.bw, req, body, addr)
 		var resp *http.Response
 		if err == nil {
-			pc.readLimit = c.h1.maxHeader + h1BufSize
+			pc.readLimit = pool.maxHeader + h1BufSize
 			resp, err = http.ReadResponse(pc.br, req)
 			// Skip informational responses (100 Continue, 103 Early Hints);
 			// 101 is final and is only asked for on the http.Transport path.
@@ -377,7 +399,7 @@ func (c *Cluster) RoundTripH1(req *http.Request, addr string, deadline time.Time
 		}
 		if err != nil {
 			aborted := !pc.unwatch()
-			c.h1.discard(pc)
+			pool.discard(pc)
 			if aborted {
 				// The abort may come before net/http cancels ctx: say why.
 				return nil, fmt.Errorf("%w: %w", ErrClientGone, err)

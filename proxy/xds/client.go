@@ -79,6 +79,9 @@ type Options struct {
 	StreamLifetime time.Duration
 	// ConnectTimeout bounds connecting and the TLS handshake.
 	ConnectTimeout time.Duration
+	// Gateway makes the proxy bind the Listeners that ask for it (a gateway's), see
+	// TranslateGateway; a sidecar refuses them.
+	Gateway bool
 	// OnResponse, when set, is told the outcome of every response: nil
 	// for an ACK, the NACK's error otherwise (for metrics).
 	OnResponse func(typeURL string, err error)
@@ -359,7 +362,11 @@ func (c *Client) applyResponse(ctx context.Context, resp *discoveryv3.DeltaDisco
 		del(name)
 		delete(versions, name)
 	}
-	cfg, err := Translate(c.base, staged)
+	translate := Translate
+	if c.opts.Gateway {
+		translate = TranslateGateway
+	}
+	cfg, err := translate(c.base, staged)
 	if err != nil {
 		return nil, err
 	}

@@ -380,3 +380,29 @@ func TestClientAcceptsAResponseLargerThanGRPCsDefaultLimit(t *testing.T) {
 	cp.set("2", res)
 	waitFor(t, "the large config applied", func() bool { _, body := s.get(t, "/"); return body == "big table" })
 }
+
+// The control plane's retry policy for routes that set none (CONTRACT.md) keeps GETs whole when
+// an endpoint of the assignment is already gone: each refused connection is tried again on
+// another endpoint.
+func TestTheDefaultRetryPolicyMovesGetsOffAnEndpointThatIsGone(t *testing.T) {
+	p := newPKI(t)
+	cp := startControlPlane(t, p, "127.0.0.1:0", newCache())
+	gone, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goneAddr := gone.Addr().String()
+	gone.Close() // connections to it are refused, as to a pod that has exited
+	snap := webSnapshot(t, edsCluster(clusterA), goneAddr, backend(t, "web-1"))
+	rc := snap[resource.RouteType][0].(*routev3.RouteConfiguration)
+	rc.VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{
+		RetryOn: "connect-failure,refused-stream,reset", NumRetries: wrapperspb.UInt32(2)}
+	cp.set("1", snap)
+	s := startSidecar(t, p, cp.addr)
+	<-s.client.Synced()
+	for i := range 40 {
+		if code, body := s.get(t, "/"); code != 200 || body != "web-1" {
+			t.Fatalf("GET %d: %d %q, want every one answered by the endpoint that is there", i, code, body)
+		}
+	}
+}

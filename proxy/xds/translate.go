@@ -130,6 +130,16 @@ func shortType(typeURL string) string {
 // left out until they arrive, as Envoy warms them; anything else wrong is
 // an error naming the resource and field.
 func Translate(base *config.Bootstrap, res *Resources) (*config.Bootstrap, error) {
+	return translate(base, res, false)
+}
+
+// TranslateGateway is Translate for a gateway proxy: Listeners that ask to be bound
+// (bind_to_port unset or true) become the proxy's own HTTP listeners (gateway.go).
+func TranslateGateway(base *config.Bootstrap, res *Resources) (*config.Bootstrap, error) {
+	return translate(base, res, true)
+}
+
+func translate(base *config.Bootstrap, res *Resources, gateway bool) (*config.Bootstrap, error) {
 	b := *base
 	b.Listeners = slices.Clone(base.Listeners)
 	b.Clusters = slices.Clone(base.Clusters)
@@ -166,6 +176,17 @@ func Translate(base *config.Bootstrap, res *Resources) (*config.Bootstrap, error
 	}
 	routesUsed := map[string]bool{}
 	for _, name := range sortedKeys(res.Listeners) {
+		if gateway && bindsPort(res.Listeners[name]) {
+			gl, err := translateGatewayListener(res.Listeners[name])
+			switch {
+			case err != nil:
+				fail("Listener", name, err)
+			case res.Routes[gl.RouteConfig] != nil: // else warming: bound once its routes arrive
+				routesUsed[gl.RouteConfig] = true
+				b.Listeners = append(b.Listeners, gl)
+			}
+			continue
+		}
 		vl, err := translateListener(res.Listeners[name])
 		if err != nil {
 			fail("Listener", name, err)

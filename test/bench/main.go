@@ -36,6 +36,7 @@ var (
 	only     = flag.String("only", "", "comma-separated targets to run (direct,knit,nginx,haproxy); empty = all")
 	noTLS    = flag.Bool("no-tls", false, "skip the TLS client→proxy runs")
 	profile  = flag.Bool("profile", false, "take a 5s CPU profile of knit-proxy during its max-throughput run")
+	twoHop   = flag.String("two-hop", "", "path to test/bench/twohop: adds the two-hop phase (client → sidecar → sidecar → upstream), plaintext and mutual TLS between the sidecars")
 )
 
 // Run is one load run's result.
@@ -61,12 +62,15 @@ type Target struct {
 
 // Result is the JSON file.
 type Result struct {
-	When     time.Time          `json:"when"`
-	Duration string             `json:"run_duration"`
-	Layout   string             `json:"layout"`
-	Plain    []Target           `json:"plaintext"`
-	TLS      []Target           `json:"tls_client_to_proxy"`
-	Ratios   map[string]float64 `json:"ratios"`
+	When     time.Time `json:"when"`
+	Duration string    `json:"run_duration"`
+	Layout   string    `json:"layout"`
+	Plain    []Target  `json:"plaintext"`
+	TLS      []Target  `json:"tls_client_to_proxy"`
+	// TwoHop: client → knit sidecar → knit sidecar → upstream, the hop between the sidecars in
+	// plaintext (knit-2hop) or mutual TLS (knit-2hop-mtls); both sidecars in one process.
+	TwoHop []Target           `json:"two_hop,omitempty"`
+	Ratios map[string]float64 `json:"ratios"`
 }
 
 func main() {
@@ -104,6 +108,16 @@ func main() {
 			res.Plain = targets
 		}
 	}
+	if *twoHop != "" {
+		var names []string
+		for _, name := range []string{"direct", "knit-2hop", "knit-2hop-mtls"} {
+			if *only == "" || strings.Contains(","+*only+",", ","+name+",") {
+				names = append(names, name)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "== two hops: %s, %d interleaved rounds\n", strings.Join(names, ", "), *rounds)
+		res.TwoHop = measureAll(names, false, upPort, upTLSPort, cert, key, pemBundle)
+	}
 	res.Ratios = ratios(res)
 	printTable(res)
 	b, _ := json.MarshalIndent(res, "", "  ")
@@ -139,6 +153,10 @@ func startServer(name string, tlsMode bool, upPort, upTLSPort int, cert, key, pe
 		p = startNginxProxy(port, upPort, tlsMode, cert, key)
 	case "haproxy":
 		p = startHAProxy(port, upPort, tlsMode, pemBundle)
+	case "knit-2hop", "knit-2hop-mtls":
+		bin, _ := filepath.Abs(*twoHop)
+		p = start(name, []string{bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-upstream", fmt.Sprintf("127.0.0.1:%d", upPort),
+			"-mtls=" + strconv.FormatBool(name == "knit-2hop-mtls")})
 	}
 	waitPort(port)
 	return server{name: name, url: fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port), p: p}
@@ -285,17 +303,17 @@ func ratios(res Result) map[string]float64 {
 	for _, set := range []struct {
 		prefix  string
 		targets []Target
-	}{{"plain", res.Plain}, {"tls", res.TLS}} {
+	}{{"plain", res.Plain}, {"tls", res.TLS}, {"twohop", res.TwoHop}} {
 		by := map[string]Target{}
 		for _, t := range set.targets {
 			by[t.Name] = t
 		}
 		d, ok := by["direct"]
-		if !ok {
+		if !ok && set.prefix != "twohop" {
 			continue
 		}
 		for _, t := range set.targets {
-			if t.Name == "direct" {
+			if t.Name == "direct" || !ok {
 				continue
 			}
 			out[set.prefix+"."+t.Name+".throughput_vs_direct"] = t.MaxQPS.QPS / d.MaxQPS.QPS
@@ -306,6 +324,20 @@ func ratios(res Result) map[string]float64 {
 			out[set.prefix+".knit_vs_baseline.throughput"] = k.MaxQPS.QPS / b.MaxQPS.QPS
 			if b.At5000.CPUPer10k > 0 {
 				out[set.prefix+".knit_vs_baseline.cpu_per_request"] = k.At5000.CPUPer10k / b.At5000.CPUPer10k
+			}
+		}
+		if p, m := by["knit-2hop"], by["knit-2hop-mtls"]; p.Name != "" && m.Name != "" {
+			// What mutual TLS between the sidecars adds to the same two hops in plaintext
+			// (targets: added p99@1k ≤ 1 ms, CPU/request ≤ 1.5×).
+			out["twohop.mtls_added_p99_ms_at_1000"] = m.At1000.Percentiles["p99"] - p.At1000.Percentiles["p99"]
+			if p.At1000.CPUPer10k > 0 {
+				out["twohop.mtls_vs_plaintext.cpu_per_request_at_1000"] = m.At1000.CPUPer10k / p.At1000.CPUPer10k
+			}
+			if p.At5000.CPUPer10k > 0 {
+				out["twohop.mtls_vs_plaintext.cpu_per_request_at_5000"] = m.At5000.CPUPer10k / p.At5000.CPUPer10k
+			}
+			if p.MaxQPS.QPS > 0 {
+				out["twohop.mtls_vs_plaintext.throughput"] = m.MaxQPS.QPS / p.MaxQPS.QPS
 			}
 		}
 		k, h := by["knit"], by["haproxy"]
@@ -328,7 +360,8 @@ func printTable(res Result) {
 	for _, set := range []struct {
 		title   string
 		targets []Target
-	}{{"plaintext HTTP/1.1 keep-alive", res.Plain}, {"TLS client→proxy (proxy→upstream plaintext)", res.TLS}} {
+	}{{"plaintext HTTP/1.1 keep-alive", res.Plain}, {"TLS client→proxy (proxy→upstream plaintext)", res.TLS},
+		{"two hops: client → knit sidecar → (plaintext or mutual TLS) → knit sidecar → upstream", res.TwoHop}} {
 		if len(set.targets) == 0 {
 			continue
 		}
@@ -340,7 +373,7 @@ func printTable(res Result) {
 		}
 		fmt.Printf("\n%s — %s; medians of %d interleaved rounds of %s\n", set.title, res.Layout, *rounds, res.Duration)
 		w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(w, "target\tmax req/s (c64, median)\teach round\tx direct\tp50@1k ms\tp99@1k ms\tp99.9@1k ms\tp99@5k ms\tp99.9@5k ms\tCPU s/10k req@5k\tpeak RSS MB\terrors\t")
+		fmt.Fprintln(w, "target\tmax req/s (c64, median)\teach round\tx direct\tp50@1k ms\tp99@1k ms\tp99.9@1k ms\tp99@5k ms\tp99.9@5k ms\tCPU s/10k req@1k\tCPU s/10k req@5k\tpeak RSS MB\terrors\t")
 		for _, t := range set.targets {
 			ratio := 0.0
 			if direct.MaxQPS.QPS > 0 {
@@ -350,9 +383,9 @@ func printTable(res Result) {
 			for i, q := range t.MaxQPSRounds {
 				each[i] = strconv.FormatFloat(q, 'f', 0, 64)
 			}
-			fmt.Fprintf(w, "%s\t%.0f\t%s\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.1f\t%d\t\n", t.Name, t.MaxQPS.QPS, strings.Join(each, "/"), ratio,
+			fmt.Fprintf(w, "%s\t%.0f\t%s\t%.2f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.3f\t%.1f\t%d\t\n", t.Name, t.MaxQPS.QPS, strings.Join(each, "/"), ratio,
 				t.At1000.Percentiles["p50"], t.At1000.Percentiles["p99"], t.At1000.Percentiles["p99.9"],
-				t.At5000.Percentiles["p99"], t.At5000.Percentiles["p99.9"], t.At5000.CPUPer10k, t.PeakRSSMB,
+				t.At5000.Percentiles["p99"], t.At5000.Percentiles["p99.9"], t.At1000.CPUPer10k, t.At5000.CPUPer10k, t.PeakRSSMB,
 				t.MaxQPS.Errors+t.At1000.Errors+t.At5000.Errors)
 		}
 		w.Flush()
@@ -360,7 +393,7 @@ func printTable(res Result) {
 	fmt.Println("\nknit-proxy against the targets (targets: throughput ≥ 0.9× haproxy, added p99@1k ≤ 1.2× haproxy, CPU/request ≤ 1.5× haproxy, RSS < 30 MB):")
 	keys := []string{}
 	for k := range res.Ratios {
-		if strings.Contains(k, "knit") {
+		if strings.Contains(k, "knit") || strings.HasPrefix(k, "twohop.") {
 			keys = append(keys, k)
 		}
 	}

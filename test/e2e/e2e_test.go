@@ -380,18 +380,7 @@ spec:
 	It("injects the proxy into a labelled namespace: pods, traffic, metrics, a Job, and a repaired webhook", Label("injection"), func() {
 		const ns = "knit-e2e-mesh"
 		probe := imageRef("e2e-probe")
-		applyManifest(fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: echo, namespace: %[1]s}
-spec:
-  selector: {app: echo}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-`, ns) + probeDeployment(ns, "echo", 2))
+		applyManifest(meshedNamespace(ns) + httpService(ns, "echo") + probeDeployment(ns, "echo", 2))
 		start := time.Now()
 		kubectl("-n", ns, "rollout", "status", "deployment/echo", "--timeout=120s")
 		GinkgoWriter.Printf("meshed Deployment of 2 Ready after %s\n", time.Since(start).Round(time.Second))
@@ -472,6 +461,8 @@ spec:
 		GinkgoWriter.Printf("%s recreated after %s\n", webhook, time.Since(start).Round(time.Second))
 		_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
 	})
+
+	mtlsSpecs() // mtls_test.go
 
 	It("upgrades v0.1.0 → v0.2.0 workload by workload with zero failed requests, rolls back, and upgrades InPlace", Label("upgrade"), func() {
 		upgradeWorkloadByWorkload() // upgrade_test.go
@@ -657,6 +648,7 @@ data: {ca.crt: "a person's own"}
 	})
 
 	discoverySpecs()
+	gatewaySpecs()
 
 	It("deletes the Mesh and nothing a person made: webhooks first, pods then start uninjected, no knit object remains", Label("deletion"), func() {
 		const ns = "knit-e2e-after-mesh"

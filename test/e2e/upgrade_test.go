@@ -157,11 +157,14 @@ func waitForVersion(v string, timeout time.Duration) {
 	described := false
 	last := ""
 	Eventually(func(g Gomega) {
-		msg := meshCondition("Upgrading", "message")
-		if msg != last {
-			last = msg
-			GinkgoWriter.Printf("%s Upgrading=%s (%s): %s\n", time.Now().UTC().Format(time.TimeOnly),
-				meshCondition("Upgrading", "status"), meshCondition("Upgrading", "reason"), msg)
+		// One read, so status, reason and message belong together.
+		cond := meshField(`{.status.conditions[?(@.type=="Upgrading")].status}|{.status.conditions[?(@.type=="Upgrading")].reason}|{.status.conditions[?(@.type=="Upgrading")].message}`)
+		if cond != last {
+			last = cond
+			f := strings.SplitN(cond, "|", 3)
+			if len(f) == 3 {
+				GinkgoWriter.Printf("%s Upgrading=%s (%s): %s\n", time.Now().UTC().Format(time.TimeOnly), f[0], f[1], f[2])
+			}
 		}
 		if !described && meshCondition("Upgrading", "reason") == "MovingWorkloads" {
 			described = true
@@ -179,24 +182,17 @@ func upgradeWorkloadByWorkload() {
 	client := strings.Replace(probeDeployment(ns, "client", 1),
 		`args: [serve, ":8080"]`, fmt.Sprintf(`args: [load, "http://server.%s.svc.cluster.local/load", "100"]`, ns), 1)
 	client = regexp.MustCompile(`(?m)^\s*readinessProbe:.*\n`).ReplaceAllString(client, "")
-	manifest := fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: server, namespace: %[1]s}
-spec:
-  selector: {app: server}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-`, ns) + probeDeployment(ns, "server", 2) + "---\n" + client
+	manifest := meshedNamespace(ns) + httpService(ns, "server") + probeDeployment(ns, "server", 2)
 	for _, w := range []string{"w1", "w2", "w3", "w4"} {
 		manifest += "---\n" + probeDeployment(ns, w, 1)
 	}
 	applyManifest(manifest)
 	DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
-	for _, d := range []string{"server", "client", "w1", "w2", "w3", "w4"} {
+	// The client starts once the server is Ready: until then a Service without a ready endpoint
+	// rightly answers 503 (seen: 31 of them in the first half second when both started together).
+	kubectl("-n", ns, "rollout", "status", "deployment/server", "--timeout=180s")
+	applyManifest(client)
+	for _, d := range []string{"client", "w1", "w2", "w3", "w4"} {
 		kubectl("-n", ns, "rollout", "status", "deployment/"+d, "--timeout=180s")
 	}
 	Expect(meshField("{.status.activeRevision}")).To(Equal("default-v0-1-0"))
@@ -221,8 +217,12 @@ spec:
 	kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"version":"v0.2.0"}}`)
 	Eventually(func() string { return meshField("{.status.activeRevision}") }).WithTimeout(3*time.Minute).WithPolling(time.Second).
 		Should(Equal("default-v0-2-0"), "injection moves to default-v0-2-0 once it serves")
-	Expect(strings.TrimSpace(kubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`))).
-		To(ContainSubstring("namespace.inject.knit.dev"))
+	// The MeshRevision reconciler hands the namespace hooks over once activeRevision names the new
+	// revision: moments later, not in the same write.
+	Eventually(func() string {
+		out, _ := tryKubectl("get", "mutatingwebhookconfiguration", "knit-injector-v0-2-0", "-o", `jsonpath={.webhooks[*].name}`)
+		return out
+	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(ContainSubstring("namespace.inject.knit.dev"))
 	waitForVersion("v0.2.0", 8*time.Minute)
 	GinkgoWriter.Printf("v0.1.0 → v0.2.0 took %s\n", time.Since(start).Round(time.Second))
 	table := kubectl("get", "mesh")

@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	. "github.com/onsi/ginkgo/v2"
@@ -67,52 +68,66 @@ var _ = Describe("Identity service", Ordered, Label("identity"), func() {
 		renewBefore  = 40 * time.Minute
 	)
 	var (
-		ctx      = context.Background()
-		conn     *grpc.ClientConn
-		registry *prometheus.Registry
-		cartPod  *corev1.Pod
+		ctx       = context.Background()
+		conn      *grpc.ClientConn
+		registry  *prometheus.Registry
+		cartPod   *corev1.Pod
+		issuerRef cmmeta.IssuerReference
+		// newServer serves another identity server on the same issuer and returns a connection.
+		newServer func(approve bool, limits identity.Limits, reg prometheus.Registerer) *grpc.ClientConn
 	)
 
 	BeforeAll(func() {
 		for _, ns := range []string{caNamespace, appNamespace} {
 			Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})).To(Succeed())
 		}
-		issuerRef := startCAIssuer(ctx, caNamespace)
+		issuerRef = startCAIssuer(ctx, caNamespace)
 		for _, sa := range []string{"cart", "other"} {
 			Expect(k8sClient.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: sa, Namespace: appNamespace}})).To(Succeed())
 		}
 		cartPod = createBoundPod(ctx, appNamespace, "cart-0", "cart")
 
+		// From here on cert-manager signs only what someone approves, as in a cluster running
+		// approver-policy: every certificate these specs get was approved by knit itself, and a
+		// request knit does not approve is never signed.
+		Expect(env.RestartCertManager(false)).To(Succeed())
+		DeferCleanup(env.RestartCertManager, true)
+
 		registry = prometheus.NewRegistry()
 		limits := identity.DefaultLimits()
 		limits.PerPodBurst = 4
 		limits.PerPodInterval = time.Hour
-		srv, err := identity.New(identity.Config{
-			TrustDomain: trustDomain, Audience: injection.TokenAudience, Namespace: caNamespace, Issuer: issuerRef,
-			Duration: duration, RenewBefore: renewBefore, Approve: true,
-			Client: k8sClient, APIReader: k8sClient,
-			TrustBundle: func(ctx context.Context) ([]byte, error) {
-				var s corev1.Secret
-				err := k8sClient.Get(ctx, client.ObjectKey{Namespace: caNamespace, Name: "identity-root"}, &s)
-				return s.Data[corev1.TLSCertKey], err
-			},
-			Limits: limits, Log: GinkgoLogr,
-		}, registry)
-		Expect(err).NotTo(HaveOccurred())
+		newServer = func(approve bool, limits identity.Limits, reg prometheus.Registerer) *grpc.ClientConn {
+			GinkgoHelper()
+			srv, err := identity.New(identity.Config{
+				TrustDomain: trustDomain, Audience: injection.TokenAudience, Namespace: caNamespace, Issuer: issuerRef,
+				Duration: duration, RenewBefore: renewBefore, Approve: approve,
+				Client: k8sClient, APIReader: k8sClient,
+				TrustBundle: func(ctx context.Context) ([]byte, error) {
+					var s corev1.Secret
+					err := k8sClient.Get(ctx, client.ObjectKey{Namespace: caNamespace, Name: "identity-root"}, &s)
+					return s.Data[corev1.TLSCertKey], err
+				},
+				Limits: limits, Log: GinkgoLogr,
+			}, reg)
+			Expect(err).NotTo(HaveOccurred())
 
-		serving, roots := selfSignedServing("knit-controlplane-test.knit-system.svc")
-		g := identity.NewGRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }, limits)
-		srv.Register(g)
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		Expect(err).NotTo(HaveOccurred())
-		go func() { _ = g.Serve(l) }()
-		DeferCleanup(g.Stop)
-		conn, err = grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(conn.Close)
+			serving, roots := selfSignedServing("knit-controlplane-test.knit-system.svc")
+			g := identity.NewGRPCServer(func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &serving, nil }, limits)
+			srv.Register(g)
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			Expect(err).NotTo(HaveOccurred())
+			go func() { _ = g.Serve(l) }()
+			DeferCleanup(g.Stop)
+			conn, err := grpc.NewClient(l.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots})))
+			Expect(err).NotTo(HaveOccurred())
+			DeferCleanup(conn.Close)
+			return conn
+		}
+		conn = newServer(true, limits, registry)
 	})
 
-	call := func(token, csr string) (*securityapi.IstioCertificateResponse, metadata.MD, error) {
+	callOn := func(conn *grpc.ClientConn, token, csr string) (*securityapi.IstioCertificateResponse, metadata.MD, error) {
 		c := securityapi.NewIstioCertificateServiceClient(conn)
 		callCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		defer cancel()
@@ -122,6 +137,9 @@ var _ = Describe("Identity service", Ordered, Label("identity"), func() {
 		var header metadata.MD
 		resp, err := c.CreateCertificate(callCtx, &securityapi.IstioCertificateRequest{Csr: csr}, grpc.Header(&header))
 		return resp, header, err
+	}
+	call := func(token, csr string) (*securityapi.IstioCertificateResponse, metadata.MD, error) {
+		return callOn(conn, token, csr)
 	}
 	leftBehind := func() []cmapi.CertificateRequest {
 		var list cmapi.CertificateRequestList
@@ -173,6 +191,71 @@ var _ = Describe("Identity service", Ordered, Label("identity"), func() {
 		Expect(err).NotTo(HaveOccurred(), "the chain verifies against the returned trust bundle")
 		Expect(header.Get(identity.HeaderRenewBefore)).To(ConsistOf(renewBefore.String()))
 		Expect(leftBehind()).To(BeEmpty())
+	})
+
+	It("approves only the request it created, and leaves a person's CertificateRequest for the same identity alone", func() {
+		pod := createBoundPod(ctx, appNamespace, "cart-1", "cart")
+		// Someone else's request that looks like knit's: same labels, annotations, issuer,
+		// lifetime, usages and a valid CSR for the same SPIFFE ID.
+		theirs := &cmapi.CertificateRequest{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: "knit-workload-", Namespace: caNamespace,
+				Labels:      map[string]string{identity.LabelWorkloadCertificate: "true", "app.kubernetes.io/managed-by": "knit"},
+				Annotations: map[string]string{identity.AnnotationIdentity: cartID, identity.AnnotationPod: appNamespace + "/cart-1"}},
+			Spec: cmapi.CertificateRequestSpec{
+				Request: []byte(workloadCSR(newP256(), cartID)), Duration: &metav1.Duration{Duration: duration},
+				Usages:    []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageKeyEncipherment, cmapi.UsageServerAuth, cmapi.UsageClientAuth},
+				IssuerRef: issuerRef,
+			},
+		}
+		Expect(k8sClient.Create(ctx, theirs)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, theirs))).To(Succeed()) })
+
+		_, _, err := call(podToken(ctx, pod, injection.TokenAudience), workloadCSR(newP256(), cartID))
+		Expect(err).NotTo(HaveOccurred())
+		Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(theirs), theirs)).To(Succeed(), "knit leaves the person's request in place")
+		Expect(theirs.Status.Conditions).NotTo(ContainElement(HaveField("Type", Or(
+			Equal(cmapi.CertificateRequestConditionApproved), Equal(cmapi.CertificateRequestConditionDenied)))),
+			"knit neither approves nor denies a request it did not create")
+		Expect(theirs.Status.Certificate).To(BeEmpty())
+	})
+
+	It("with the external-approver switch approves nothing: the request waits for another approver, and is refused when none comes", func() {
+		limits := identity.DefaultLimits()
+		limits.Timeout = 5 * time.Second
+		external := newServer(false, limits, prometheus.NewRegistry())
+		pod := createBoundPod(ctx, appNamespace, "cart-2", "cart")
+		token := podToken(ctx, pod, injection.TokenAudience)
+
+		By("no approver: the request is never signed (knit did not approve it) and the call ends at its deadline")
+		_, _, err := callOn(external, token, workloadCSR(newP256(), cartID))
+		Expect(identityReason(err)).To(Equal(identity.ReasonIssuanceTimeout), "%v", err)
+		Expect(status.Convert(err).Message()).To(ContainSubstring("the request approved?"))
+		Expect(leftBehind()).To(BeEmpty(), "the unanswered request is removed")
+
+		By("an external approver (approver-policy's part) approves: the certificate is issued")
+		type answer struct {
+			resp *securityapi.IstioCertificateResponse
+			err  error
+		}
+		done := make(chan answer, 1)
+		go func() {
+			resp, _, err := callOn(external, token, workloadCSR(newP256(), cartID))
+			done <- answer{resp, err}
+		}()
+		var pending cmapi.CertificateRequest
+		Eventually(func(g Gomega) {
+			list := leftBehind()
+			g.Expect(list).To(HaveLen(1))
+			pending = list[0]
+		}).Should(Succeed())
+		Expect(pending.Status.Conditions).To(BeEmpty(), "knit did not approve it")
+		apiutil.SetCertificateRequestCondition(&pending, cmapi.CertificateRequestConditionApproved, cmmeta.ConditionTrue,
+			"policy.cert-manager.io", "approved by the test's stand-in for approver-policy")
+		Expect(k8sClient.Status().Update(ctx, &pending)).To(Succeed())
+		var a answer
+		Eventually(done).WithTimeout(time.Minute).Should(Receive(&a))
+		Expect(a.err).NotTo(HaveOccurred())
+		Expect(parsePEMCert(a.resp.CertChain[0]).URIs[0].String()).To(Equal(cartID))
 	})
 
 	It("refuses a token for another audience", func() {

@@ -38,6 +38,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	"sigs.k8s.io/yaml"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
@@ -72,7 +73,7 @@ func collectGarbage(ctx context.Context) {
 	lists := []client.ObjectList{
 		&meshv1.MeshRevisionList{}, &rbacv1.ClusterRoleList{}, &rbacv1.ClusterRoleBindingList{},
 		&appsv1.DeploymentList{}, &corev1.ServiceList{}, &corev1.ServiceAccountList{},
-		&policyv1.PodDisruptionBudgetList{}, &corev1.ConfigMapList{},
+		&policyv1.PodDisruptionBudgetList{}, &corev1.ConfigMapList{}, &gatewayv1.GatewayList{},
 		&cmapi.CertificateList{}, &cmapi.IssuerList{}, &admissionregistrationv1.MutatingWebhookConfigurationList{},
 	}
 	// CertificateRequests are owned by Certificates and carry no labels of ours.

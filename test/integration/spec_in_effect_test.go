@@ -74,17 +74,19 @@ var _ = Describe("What the Mesh claims", Ordered, func() {
 	})
 	AfterAll(func() { deleteMesh(ctx) })
 
-	It("names the spec fields that have no effect yet, and is not Ready while mtls.mode STRICT is asked for", func() {
+	It("names the spec fields that have no effect yet (not mtls.mode STRICT, which is in effect), and is not Ready while one is asked for", func() {
 		m := getMesh(Default)
 		patch := client.MergeFrom(m.DeepCopy())
 		m.Spec.MTLS.Mode = meshv1.MTLSStrict
+		m.Spec.Observability.Tracing = &meshv1.TracingSpec{Endpoint: "otel-collector.observability:4317"}
 		m.Spec.Upgrade.Paused = true
 		m.Spec.Trust.WorkloadCertDuration = metav1.Duration{Duration: 36 * time.Hour} // in effect: not named
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
 		Eventually(func(g Gomega) {
 			m := getMesh(g)
 			c := expectCondition(g, m, meshv1.ConditionSpecSupported, metav1.ConditionFalse, meshv1.ReasonNotYetImplemented)
-			g.Expect(c.Message).To(ContainSubstring("without effect: mtls.mode=STRICT (sidecars do not send mutual TLS yet, so STRICT pods refuse meshed traffic too)"))
+			g.Expect(c.Message).To(ContainSubstring("without effect: observability.tracing"))
+			g.Expect(c.Message).NotTo(ContainSubstring("mtls"), "mtls.mode STRICT is in effect")
 			g.Expect(c.Message).NotTo(ContainSubstring("workloadCert"))
 			g.Expect(c.Message).NotTo(ContainSubstring("upgrade."), "upgrade.paused is in effect")
 			r := expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
@@ -94,6 +96,7 @@ var _ = Describe("What the Mesh claims", Ordered, func() {
 		m = getMesh(Default)
 		patch = client.MergeFrom(m.DeepCopy())
 		m.Spec.MTLS.Mode = meshv1.MTLSPermissive
+		m.Spec.Observability.Tracing = nil
 		m.Spec.Upgrade.Paused = false
 		m.Spec.Trust.WorkloadCertDuration = metav1.Duration{Duration: 24 * time.Hour}
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())

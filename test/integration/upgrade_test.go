@@ -497,4 +497,19 @@ var _ = Describe("An InPlace upgrade", Ordered, func() {
 		Expect(revs.Items).To(HaveLen(1), "no second revision")
 		Expect(revs.Items[0].Spec.Version).To(Equal("v0.2.0"))
 	})
+
+	It("keeps the revision that took the release in place when the strategy goes back to RevisionBased", func() {
+		patchMesh(ctx, func(m *meshv1.Mesh) { m.Spec.Upgrade.Strategy = meshv1.UpgradeRevisionBased })
+		Eventually(func(g Gomega) {
+			m := getMesh(g)
+			g.Expect(m.Status.ObservedGeneration).To(Equal(m.Generation))
+			expectCondition(g, m, meshv1.ConditionReconciled, metav1.ConditionTrue, "")
+			expectCondition(g, m, meshv1.ConditionUpgrading, metav1.ConditionFalse, meshv1.ReasonUpToDate)
+			g.Expect(m.Status.ActiveRevision).To(Equal(revision))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		var revs meshv1.MeshRevisionList
+		Expect(k8sClient.List(ctx, &revs)).To(Succeed())
+		Expect(revs.Items).To(HaveLen(1), "a change of strategy alone makes no revision (it would restart every workload)")
+		Expect(revs.Items[0].Name).To(Equal(revision))
+	})
 })

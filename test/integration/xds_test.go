@@ -24,6 +24,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"fmt"
 	"math/big"
 	"net"
 	"strconv"
@@ -166,6 +167,28 @@ var _ = Describe("xDS server", Ordered, Label("xds"), func() {
 		Eventually(c.endpoints).WithArguments(cluster).Should(ConsistOf("10.1.0.1:8080", "10.1.0.2:8080"))
 	})
 
+	It("translates and sends only the Service whose EndpointSlice changed", func() {
+		c := connect(token(shopPod, injection.TokenAudience), shop+"/client-0")
+		defer c.close()
+		cluster, other := translate.ClusterName(shop, "cart", 80), translate.ClusterName(shop, "cart-v2", 80)
+		Eventually(c.has).WithArguments(resourcev3.EndpointType, other).Should(BeTrue())
+		Eventually(c.endpoints).WithArguments(cluster).ShouldNot(BeEmpty())
+		translated := func() float64 { return metricValue(registry, "knit_xds_translated_services_total") }
+		// A whole translation reads every Service of the API server (cart, cart-v2 and those of
+		// the other specs); an endpoint change of cart translates cart. Retried: a change of
+		// Services elsewhere may land in the same translation.
+		next := 0
+		Eventually(func() float64 {
+			before, otherSent := translated(), c.sent(other)
+			next++
+			ip := fmt.Sprintf("10.1.1.%d", next)
+			updateCartSlice(ctx, shop, ip)
+			Eventually(c.endpoints).WithArguments(cluster).WithTimeout(10 * time.Second).Should(ConsistOf(ip + ":8080"))
+			Expect(c.sent(other)).To(Equal(otherSent), "cart-v2's endpoints were sent again")
+			return translated() - before
+		}).WithTimeout(30 * time.Second).Should(Equal(1.0))
+	})
+
 	It("gives consumer routes only to clients in the route's namespace", func() {
 		Expect(xdsClient.Create(ctx, &gwv1.HTTPRoute{
 			ObjectMeta: metav1.ObjectMeta{Namespace: web, Name: "cart-to-v2"},
@@ -304,6 +327,21 @@ func counter(reg *prometheus.Registry, name, typ string) prometheus.Collector {
 		}
 		ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(name, "", nil, nil), prometheus.CounterValue, 0)
 	})
+}
+
+// metricValue is the sum of a counter's series (0 when there is none).
+func metricValue(reg *prometheus.Registry, name string) float64 {
+	families, err := reg.Gather()
+	Expect(err).NotTo(HaveOccurred())
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() == name {
+			for _, m := range f.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
 }
 
 type collectorFunc func(chan<- prometheus.Metric)

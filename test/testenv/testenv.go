@@ -50,6 +50,8 @@ type Env struct {
 	env         *envtest.Environment
 	certManager *exec.Cmd
 	cmDone      chan error
+	cmBin       string
+	out         io.Writer
 	egress      *serviceEgress
 }
 
@@ -156,7 +158,8 @@ func Start(opts Options) (*Env, error) {
 		cfg.Host, e.env.ControlPlane.Etcd.URL.String())
 
 	if opts.CertManager {
-		if err := e.startCertManager(filepath.Join(cmDir, "cert-manager-controller"), opts.Out); err != nil {
+		e.cmBin, e.out = filepath.Join(cmDir, "cert-manager-controller"), opts.Out
+		if err := e.startCertManager(true); err != nil {
 			_ = e.Stop()
 			return nil, err
 		}
@@ -164,9 +167,18 @@ func Start(opts Options) (*Env, error) {
 	return e, nil
 }
 
+// cmDefaultApprover is cert-manager's controller that approves every CertificateRequest.
+const cmDefaultApprover = "certificaterequests-approver"
+
 // startCertManager runs the real cert-manager controller against the test API server, as
-// system:masters, without leader election. Its log goes to LogDir/cert-manager.log.
-func (e *Env) startCertManager(bin string, out io.Writer) error {
+// system:masters, without leader election, with or without its default approver. Its log goes
+// to LogDir/cert-manager.log.
+func (e *Env) startCertManager(defaultApprover bool) error {
+	bin, out := e.cmBin, e.out
+	controllers := "*"
+	if !defaultApprover {
+		controllers = "*,-" + cmDefaultApprover
+	}
 	kubeconfig, err := e.KubeConfig("cert-manager", "system:masters")
 	if err != nil {
 		return fmt.Errorf("cert-manager kubeconfig: %w", err)
@@ -175,7 +187,7 @@ func (e *Env) startCertManager(bin string, out io.Writer) error {
 	if err := os.WriteFile(kcPath, kubeconfig, 0o600); err != nil {
 		return fmt.Errorf("writing cert-manager kubeconfig: %w", err)
 	}
-	logFile, err := os.Create(filepath.Join(e.LogDir, "cert-manager.log"))
+	logFile, err := os.OpenFile(filepath.Join(e.LogDir, "cert-manager.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("creating cert-manager log: %w", err)
 	}
@@ -183,7 +195,7 @@ func (e *Env) startCertManager(bin string, out io.Writer) error {
 		"--kubeconfig", kcPath,
 		"--leader-elect=false",
 		"--cluster-resource-namespace", "kube-system",
-		"--controllers", "*",
+		"--controllers", controllers,
 		"--metrics-listen-address", "0",
 		"--v", "2",
 	)
@@ -194,8 +206,8 @@ func (e *Env) startCertManager(bin string, out io.Writer) error {
 	e.certManager = cmd
 	e.cmDone = make(chan error, 1)
 	go func() { e.cmDone <- cmd.Wait(); _ = logFile.Close() }()
-	fmt.Fprintf(out, "testbed: cert-manager controller %s started, pid %d, log %s\n",
-		binaryVersion(bin, "--version"), cmd.Process.Pid, logFile.Name())
+	fmt.Fprintf(out, "testbed: cert-manager controller %s started (controllers %s), pid %d, log %s\n",
+		binaryVersion(bin, "--version"), controllers, cmd.Process.Pid, logFile.Name())
 
 	// Fail fast if it dies on start (bad flags, bad kubeconfig) instead of timing out later.
 	select {
@@ -280,9 +292,18 @@ func (e *Env) CertManagerRunning() bool {
 	}
 }
 
-// Stop stops cert-manager, then the API server and etcd.
-func (e *Env) Stop() error {
-	var errs []error
+// RestartCertManager restarts the cert-manager controller with or without its default
+// approver. Without it, a CertificateRequest is signed only once someone else approves it, as in
+// a cluster running approver-policy: the set-up where knit's own approver has to prove itself.
+func (e *Env) RestartCertManager(defaultApprover bool) error {
+	if e.cmBin == "" {
+		return errors.New("this environment was started without cert-manager")
+	}
+	e.stopCertManager()
+	return e.startCertManager(defaultApprover)
+}
+
+func (e *Env) stopCertManager() {
 	if e.certManager != nil && e.CertManagerRunning() {
 		_ = e.certManager.Process.Signal(os.Interrupt)
 		select {
@@ -292,6 +313,13 @@ func (e *Env) Stop() error {
 			<-e.cmDone
 		}
 	}
+	e.certManager = nil
+}
+
+// Stop stops cert-manager, then the API server and etcd.
+func (e *Env) Stop() error {
+	var errs []error
+	e.stopCertManager()
 	if err := e.env.Stop(); err != nil {
 		errs = append(errs, fmt.Errorf("stopping kube-apiserver and etcd: %w", err))
 	}

@@ -34,8 +34,11 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -63,18 +66,22 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/knit-mesh/knit/controlplane/translate"
+	proxyxds "github.com/knit-mesh/knit/proxy/xds"
 	"github.com/knit-mesh/knit/test/testenv"
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 var (
-	clients   = flag.Int("clients", 100, "simulated proxies (N)")
-	services  = flag.Int("services", 100, "Services (S)")
-	endpoints = flag.Int("endpoints", 1000, "endpoints over all Services (E)")
-	rounds    = flag.Int("rounds", 30, "EndpointSlice changes measured")
-	clientNS  = flag.Int("client-namespaces", 10, "namespaces the clients are spread over")
-	binary    = flag.String("controlplane", "bin/knit-controlplane", "knit-controlplane binary")
-	out       = flag.String("out", "bin/bench/controlplane.json", "result file (appended as one JSON line)")
+	clients    = flag.Int("clients", 100, "simulated proxies (N)")
+	services   = flag.Int("services", 100, "Services (S)")
+	endpoints  = flag.Int("endpoints", 1000, "endpoints over all Services (E)")
+	rounds     = flag.Int("rounds", 30, "EndpointSlice changes measured")
+	clientNS   = flag.Int("client-namespaces", 10, "namespaces the clients are spread over")
+	binary     = flag.String("controlplane", "bin/knit-controlplane", "knit-controlplane binary")
+	out        = flag.String("out", "bin/bench/controlplane.json", "result file (appended as one JSON line)")
+	profile    = flag.String("profile", "", "directory for the control plane's pprof profiles: heap after the initial sync and at the end, CPU from the first round on")
+	memLimit   = flag.String("memory-limit", "", "container memory limit to emulate, in bytes (KNIT_MEMORY_LIMIT, as the Deployment sets it; the control plane keeps its heap under 90 % of it)")
+	profileFor = flag.Duration("profile-cpu", 30*time.Second, "length of the CPU profile (the run waits for it)")
 )
 
 const serverName = "knit-controlplane-bench.knit-system.svc"
@@ -88,6 +95,8 @@ type Result struct {
 	CPUSeconds                   float64 // control plane, whole run (start, initial sync, rounds)
 	RoundsCPUSeconds             float64 // control plane, during the rounds only
 	PeakRSSMB                    float64
+	Reconnects                   int64 // streams the clients opened again after theirs broke
+	MemoryLimit                  string
 }
 
 func main() {
@@ -139,10 +148,22 @@ func run() error {
 	if err := os.WriteFile(filepath.Join(dir, "kubeconfig"), kubeconfig, 0o600); err != nil {
 		return err
 	}
-	xdsAddr, health, webhook := freePort(), freePort(), freePort()
-	cmd := exec.CommandContext(ctx, *binary, "--revision=bench", "--proxy-image=knit-proxy", "--tls-dir="+dir,
-		"--xds-addr="+xdsAddr, "--health-addr="+health, "--webhook-host=127.0.0.1", "--webhook-port="+strings.Split(webhook, ":")[1])
+	xdsAddr, health, webhook, debug := freePort(), freePort(), freePort(), freePort()
+	args := []string{"--revision=bench", "--proxy-image=knit-proxy", "--tls-dir=" + dir,
+		"--xds-addr=" + xdsAddr, "--health-addr=" + health, "--webhook-host=127.0.0.1", "--webhook-port=" + strings.Split(webhook, ":")[1],
+		"--identity-addr="} // workload certificates are not what this measures
+	prof := profiler{dir: *profile, addr: debug}
+	if prof.dir != "" {
+		if err := os.MkdirAll(prof.dir, 0o755); err != nil {
+			return err
+		}
+		args = append(args, "--debug-addr="+debug)
+	}
+	cmd := exec.CommandContext(ctx, *binary, args...)
 	cmd.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"))
+	if *memLimit != "" {
+		cmd.Env = append(cmd.Env, "KNIT_MEMORY_LIMIT="+*memLimit)
+	}
 	logFile, err := os.Create(filepath.Join(env.LogDir, "bench-controlplane.log"))
 	if err != nil {
 		return err
@@ -175,6 +196,8 @@ func run() error {
 	}
 	initial := time.Since(connected)
 	fmt.Fprintf(os.Stderr, "bench: %d clients have all %d clusters after %s\n", len(pods), *services, initial.Round(time.Millisecond))
+	prof.heap("heap-after-sync.pprof")
+	cpuProfiled := prof.cpu("cpu-rounds.pprof", *profileFor)
 
 	cpuBefore, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
@@ -197,6 +220,8 @@ func run() error {
 		}
 		lat = append(lat, float64(time.Duration(rd.last.Load()-t0.UnixNano()))/float64(time.Millisecond))
 	}
+	prof.heap("heap-end.pprof")
+	<-cpuProfiled
 	cpuAfter, err := cpuSeconds(cmd.Process.Pid)
 	if err != nil {
 		return err
@@ -210,11 +235,16 @@ func run() error {
 		Clients: len(pods), Services: *services, Endpoints: *endpoints, Rounds: *rounds,
 		P50ms: pct(lat, 50), P99ms: pct(lat, 99), Maxms: lat[len(lat)-1],
 		InitialSyncSeconds: initial.Seconds(), CPUSeconds: cpuAfter, RoundsCPUSeconds: cpuAfter - cpuBefore, PeakRSSMB: rss,
+		Reconnects: w.reconnects.Load(), MemoryLimit: *memLimit,
 	}
 	line, _ := json.Marshal(res)
 	fmt.Println(string(line))
-	fmt.Printf("| %d | %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f |\n", res.Clients, res.Services, res.Endpoints,
-		res.P50ms, res.P99ms, res.InitialSyncSeconds, res.CPUSeconds, res.RoundsCPUSeconds, res.PeakRSSMB)
+	limit := "none"
+	if *memLimit != "" {
+		limit = *memLimit
+	}
+	fmt.Printf("| %d | %d | %d | %.0f | %.0f | %.1f | %.1f | %.1f | %.0f | %s | %d |\n", res.Clients, res.Services, res.Endpoints,
+		res.P50ms, res.P99ms, res.InitialSyncSeconds, res.CPUSeconds, res.RoundsCPUSeconds, res.PeakRSSMB, limit, res.Reconnects)
 	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
 		return err
 	}
@@ -352,11 +382,14 @@ type round struct {
 }
 
 type watch struct {
-	expect *atomic.Pointer[round]
+	expect     *atomic.Pointer[round]
+	reconnects atomic.Int64
 }
 
 // client is one simulated proxy: it subscribes to the four types with wildcard, ACKs every
-// response, counts clusters until it has all, and reports the marker of the current round.
+// response, counts clusters until it has all, and reports the marker of the current round. As a
+// proxy does, it reconnects when its stream breaks (a TLS handshake can time out on a loaded
+// machine); the reconnections are counted in the result.
 func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.CertPool, p clientPod, synced chan<- struct{}) {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: serverName})),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(16<<20)))
@@ -365,35 +398,55 @@ func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.Cert
 		return
 	}
 	defer conn.Close()
-	sctx := metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token)
+	s := &clientState{have: map[string]bool{}}
+	delay := proxyxds.DefaultBackoffBase
+	for {
+		err := w.stream(ctx, i, conn, p, s, synced)
+		if ctx.Err() != nil {
+			return
+		}
+		w.reconnects.Add(1)
+		fmt.Fprintln(os.Stderr, "client", i, "reconnects after:", err)
+		if s.received {
+			delay, s.received = proxyxds.DefaultBackoffBase, false
+		}
+		// knit-proxy's reconnect delay: jittered, doubling up to its maximum.
+		time.Sleep(delay/2 + mrand.N(delay/2))
+		delay = min(2*delay, proxyxds.DefaultBackoffMax)
+	}
+}
+
+type clientState struct {
+	have      map[string]bool
+	announced bool
+	received  bool // a response came on the current stream
+}
+
+func (w *watch) stream(ctx context.Context, i int, conn *grpc.ClientConn, p clientPod, s *clientState, synced chan<- struct{}) error {
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+p.token))
+	defer cancel()
 	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(sctx)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "client", i, err)
-		return
+		return err
 	}
 	node := &corev3.Node{Id: p.node}
 	for _, typ := range []string{resourcev3.ClusterType, resourcev3.EndpointType, resourcev3.ListenerType, resourcev3.RouteType} {
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{Node: node, TypeUrl: typ}); err != nil {
-			fmt.Fprintln(os.Stderr, "client", i, err)
-			return
+			return err
 		}
 		node = nil
 	}
-	have := map[string]bool{}
-	announced := false
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
-			if ctx.Err() == nil {
-				fmt.Fprintln(os.Stderr, "client", i, err)
-			}
-			return
+			return err
 		}
 		now := time.Now().UnixNano()
+		s.received = true
 		if resp.GetTypeUrl() == resourcev3.EndpointType {
 			rd := w.expect.Load()
 			for _, r := range resp.GetResources() {
-				have[r.GetName()] = true
+				s.have[r.GetName()] = true
 				if rd != nil && r.GetName() == rd.cluster && hasAddress(r, rd.marker) {
 					if _, dup := rd.seen.LoadOrStore(i, true); !dup {
 						for {
@@ -408,13 +461,13 @@ func (w *watch) client(ctx context.Context, i int, addr string, roots *x509.Cert
 					}
 				}
 			}
-			if !announced && len(have) >= *services {
-				announced = true
+			if !s.announced && len(s.have) >= *services {
+				s.announced = true
 				synced <- struct{}{}
 			}
 		}
 		if err := stream.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}); err != nil {
-			return
+			return err
 		}
 	}
 }
@@ -432,6 +485,47 @@ func hasAddress(r *discoveryv3.Resource, ip string) bool {
 		}
 	}
 	return false
+}
+
+// profiler fetches the control plane's profiles from its --debug-addr; with no directory it
+// does nothing. Failures are reported, not fatal: the measurement stands without them.
+type profiler struct{ dir, addr string }
+
+// cpu starts a CPU profile of the given length; the channel closes once it is written.
+func (p profiler) cpu(name string, length time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	if p.dir == "" {
+		close(done)
+		return done
+	}
+	go func() {
+		defer close(done)
+		p.fetch(context.Background(), fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(length.Seconds())), name)
+	}()
+	return done
+}
+
+func (p profiler) heap(name string) {
+	if p.dir != "" {
+		p.fetch(context.Background(), "/debug/pprof/heap?gc=1", name)
+	}
+}
+
+func (p profiler) fetch(ctx context.Context, path, name string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.addr+path, nil)
+	if err == nil {
+		var resp *http.Response
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			defer resp.Body.Close()
+			var body []byte
+			if body, err = io.ReadAll(resp.Body); err == nil {
+				err = os.WriteFile(filepath.Join(p.dir, name), body, 0o644)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: profile %s: %v\n", name, err)
+	}
 }
 
 // waitListening waits for the control plane to listen: it serves xDS once its cache synced.
