@@ -85,7 +85,24 @@ echo "$CLUSTER_DIR|$KUBECONFIG_ADMIN|$KUBE_BIN/kubectl|$NODE_NAME|$NODE_LINK|$CN
 func run(timeout time.Duration, name string, args ...string) string {
 	GinkgoHelper()
 	out, err := tryRun(timeout, name, args...)
+	if err != nil && strings.Contains(out, "x509:") {
+		out += whoAnswersTheAPIServerAddress()
+	}
 	Expect(err).NotTo(HaveOccurred(), "%s %s:\n%s", name, strings.Join(args, " "), out)
+	return out
+}
+
+// whoAnswersTheAPIServerAddress tells which server presented a certificate the API server
+// does not have (seen once in CI after the gateway spec: a certificate without IP SANs at
+// the API server's address): its certificate, the listeners on its port and the NAT rules.
+func whoAnswersTheAPIServerAddress() string {
+	out, _ := tryRun(30*time.Second, "bash", "-c", `addr=$(source hack/lib.sh; source hack/cluster/env.sh; echo "$NODE_IP:$API_PORT")
+echo; echo "--- the certificate $addr presents now:"
+openssl s_client -connect "$addr" </dev/null 2>&1 | openssl x509 -noout -subject -issuer -dates -ext subjectAltName 2>&1
+echo "--- listeners on ${addr##*:}:"; ss -ltnpH "sport = :${addr##*:}"
+echo "--- connections to ${addr##*:}:"; ss -tnpH "dport = :${addr##*:}" | head -20
+echo "--- NAT rules naming the address or redirecting:"; nft list ruleset 2>&1 | grep -n -i -E "${addr%%:*}|redirect|tproxy" | head -40
+echo "--- conntrack entries for the port:"; conntrack -L -p tcp --dport "${addr##*:}" 2>&1 | head -20`)
 	return out
 }
 
