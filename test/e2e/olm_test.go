@@ -225,21 +225,13 @@ spec: {name: knit, channel: stable-v0, source: knit-catalog, sourceNamespace: ol
 		client := strings.Replace(probeDeployment(appNS, "client", 1),
 			`args: [serve, ":8080"]`, fmt.Sprintf(`args: [load, "http://server.%s.svc.cluster.local/load", "100"]`, appNS), 1)
 		client = regexp.MustCompile(`(?m)^\s*readinessProbe:.*\n`).ReplaceAllString(client, "")
-		applyManifest(fmt.Sprintf(`apiVersion: v1
-kind: Namespace
-metadata: {name: %[1]s, labels: {knit.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: server, namespace: %[1]s}
-spec:
-  selector: {app: server}
-  ports: [{name: http, port: 80, targetPort: 8080}]
----
-`, appNS) + probeDeployment(appNS, "server", 2) + "---\n" + client)
-		for _, d := range []string{"server", "client"} {
-			kubectl("-n", appNS, "rollout", "status", "deployment/"+d, "--timeout=180s")
-		}
+		applyManifest(meshedNamespace(appNS) + httpService(appNS, "server") + probeDeployment(appNS, "server", 2))
+		// The client starts once the server is Ready: until then a Service without a ready
+		// endpoint rightly answers 503 (seen: 183 of them in the first second when both started
+		// together).
+		kubectl("-n", appNS, "rollout", "status", "deployment/server", "--timeout=180s")
+		applyManifest(client)
+		kubectl("-n", appNS, "rollout", "status", "deployment/client", "--timeout=180s")
 		inits := kubectl("-n", appNS, "get", "pods", "-o", `jsonpath={range .items[*]}{.spec.initContainers[*].name}{"\n"}{end}`)
 		lines := strings.Split(strings.TrimSpace(inits), "\n")
 		Expect(lines).To(HaveLen(3))
