@@ -31,7 +31,7 @@ const (
 )
 
 // workloadIdentity runs a proxy's certificate manager against ca and waits for its certificate.
-func workloadIdentity(t *testing.T, ca *identitytest.CA, id string, reg prometheus.Registerer) *identity.Manager {
+func workloadIdentity(t testing.TB, ca *identitytest.CA, id string, reg prometheus.Registerer) *identity.Manager {
 	t.Helper()
 	dir := t.TempDir()
 	token, bundle := filepath.Join(dir, "token"), filepath.Join(dir, "ca.crt")
