@@ -71,7 +71,7 @@ fi
 [[ ${BENCH_INSTRUCTIONS:-1} == 0 ]] && exit 0
 # Only with the 64 B GET phase (or all phases) selected.
 [[ -z ${BENCH_SHAPES:-} || ,${BENCH_SHAPES}, == *,get64,* ]] || exit 0
-ir_requests=${BENCH_IR_REQUESTS:-5000}
+ir_requests=${BENCH_IR_REQUESTS:-3000}
 ir_rounds=${BENCH_IR_ROUNDS:-3}
 ir=$PWD/bin/bench/instructions
 rm -rf "$ir" && mkdir -p "$ir"

@@ -29,7 +29,7 @@ var (
 	proxyBin = flag.String("knit-proxy", "bin/knit-proxy", "path to the knit-proxy binary")
 	baseBin  = flag.String("baseline-proxy", "", "path to an earlier knit-proxy binary, measured as target knit-base in the same interleaved rounds")
 	outDir   = flag.String("out", "bin/bench", "directory for configs, logs and result.json")
-	duration = flag.Duration("duration", 5*time.Second, "length of each measured run")
+	duration = flag.Duration("duration", 3*time.Second, "length of each measured run")
 	rounds   = flag.Int("rounds", 3, "rounds; each round runs every target once per scenario, interleaved, and the median is reported")
 	genCPU   = flag.String("loadgen-cpu", "0", "CPU list for the load generator")
 	srvCPU   = flag.String("server-cpu", "1", "CPU list for the upstream and the proxy")
@@ -40,7 +40,7 @@ var (
 	loadBin  = flag.String("load", "", "path to test/bench/load (h2c, gRPC and TCP shapes and their upstreams)")
 	shapes   = flag.String("shapes", "", "comma-separated phases to run: get64, tls, post1k, resp64k, chunked, h2c, grpc-unary, grpc-stream, tcp, mesh; empty = all")
 
-	shapeDuration = flag.Duration("shape-duration", 3*time.Second, "length of each run in the body, h2c, gRPC and TCP shapes")
+	shapeDuration = flag.Duration("shape-duration", 2*time.Second, "length of each run in the body, h2c, gRPC and TCP shapes")
 )
 
 // Run is one load run's result.
