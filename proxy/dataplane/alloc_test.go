@@ -86,6 +86,9 @@ func TestRequestPathAllocationCeilings(t *testing.T) {
 				t.Fatal(failed)
 			}
 			t.Logf("%s: %.0f allocations per request (ceiling %.0f)", p.name, allocs, allocCeilings[p.name])
+			if raceDetector {
+				return // the exchanges ran; the ceiling holds without -race (make test)
+			}
 			if allocs > allocCeilings[p.name] {
 				t.Errorf("%s: %.0f allocations per request, above the ceiling of %.0f", p.name, allocs, allocCeilings[p.name])
 			}
