@@ -129,7 +129,7 @@ fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and re
 	$(call fuzz,FuzzDecodeRequest,./controlplane/identity/)
 
 .PHONY: bench
-bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback, then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.
+bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback in every traffic shape and on the mesh path (BENCH_SHAPES selects phases), then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.
 	hack/bench.sh $(BENCH_ARGS)
 
 .PHONY: bench-controlplane

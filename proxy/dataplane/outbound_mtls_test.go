@@ -93,7 +93,7 @@ func (w *wireTap) bytesSent() []byte {
 
 // serverSidecar is the server side's sidecar as identity id: inbound mutual TLS in mode, every
 // connection's original destination whatever *dst holds.
-func serverSidecar(t *testing.T, ca *identitytest.CA, mode mtls.Mode, id string) (*Proxy, *atomic.Pointer[netip.AddrPort], *identity.Manager) {
+func serverSidecar(t testing.TB, ca *identitytest.CA, mode mtls.Mode, id string) (*Proxy, *atomic.Pointer[netip.AddrPort], *identity.Manager) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(passthroughYAML))
 	if err != nil {
@@ -143,7 +143,7 @@ clusters:
 }
 
 // clientSidecar is the client side's sidecar with outbound mutual TLS as ident.
-func clientSidecar(t *testing.T, ident *identity.Manager, mode mtls.Mode, yaml string) (*Proxy, *prometheus.Registry) {
+func clientSidecar(t testing.TB, ident *identity.Manager, mode mtls.Mode, yaml string) (*Proxy, *prometheus.Registry) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
