@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	cachetypes "github.com/envoyproxy/go-control-plane/pkg/cache/types"
@@ -51,6 +52,7 @@ import (
 // Named (non-wildcard) subscriptions are answered as LinearCache does, per subscribed name.
 type resourceCache struct {
 	typeURL string
+	budget  *sendBudget // nil: no bound
 	// id tells this cache's version marks from any other's (another type, another namespace,
 	// a cache made again after its last stream closed).
 	id string
@@ -64,13 +66,16 @@ type resourceCache struct {
 	gone    map[string]uint64 // removed names → the version that removed them
 	log     []cacheChange     // by version: what each version set or removed
 	watches map[*cacheWatch]struct{}
-	// all is every item by name as of allAt: the first response of each new stream.
-	all   []*discoveryv3.Resource
-	allAt uint64
+	queued  int // watches waiting for the send budget
+	// all is every item by name as of allAt (allSize bytes): the first response of each new stream.
+	all     []*discoveryv3.Resource
+	allAt   uint64
+	allSize int64
 }
 
 type cacheItem struct {
 	res     *discoveryv3.Resource // marshalled once, shared by every response
+	size    int64
 	changed uint64
 }
 
@@ -83,6 +88,12 @@ type cacheWatch struct {
 	req *cachev3.DeltaRequest
 	sub cachev3.Subscription
 	out chan cachev3.DeltaResponse
+	// first: the stream's first request of the type, which is answered even when empty.
+	first bool
+	// queued while it waits for the send budget; held is what its response took of it.
+	queued    bool
+	held      int64
+	cancelled bool
 }
 
 // versionMarkKey is the key, in the version map a wildcard stream's subscription carries, of the
@@ -94,11 +105,11 @@ const minCompaction = 1024
 
 var _ cachev3.Cache = (*resourceCache)(nil)
 
-func newResourceCache(typeURL string) *resourceCache {
+func newResourceCache(typeURL string, budget *sendBudget) *resourceCache {
 	id := make([]byte, 6)
 	_, _ = rand.Read(id)
 	return &resourceCache{
-		typeURL: typeURL, id: hex.EncodeToString(id),
+		typeURL: typeURL, budget: budget, id: hex.EncodeToString(id),
 		items: map[string]*cacheItem{}, gone: map[string]uint64{}, watches: map[*cacheWatch]struct{}{},
 	}
 }
@@ -125,7 +136,7 @@ func (c *resourceCache) UpdateResources(toUpdate map[string]cachetypes.Resource,
 		if old, ok := c.items[res.Name]; ok && old.res.Version == res.Version {
 			continue
 		}
-		c.items[res.Name] = &cacheItem{res: res, changed: v}
+		c.items[res.Name] = &cacheItem{res: res, size: resourceSize(res), changed: v}
 		delete(c.gone, res.Name)
 		c.log = append(c.log, cacheChange{v, res.Name})
 	}
@@ -142,21 +153,75 @@ func (c *resourceCache) UpdateResources(toUpdate map[string]cachetypes.Resource,
 	}
 	c.version = v
 	for w := range c.watches {
-		resp, err := c.respondLocked(w, false)
-		if err != nil || resp == nil {
-			continue // cannot happen for a waiting watch: it is at most one version behind
+		if w.queued {
+			continue // it answers when the budget wakes it, with what is new by then
 		}
-		w.out <- resp
-		delete(c.watches, w)
+		_ = c.tryRespondLocked(w, false) // no error: the log is not compacted past a waiting watch
 	}
 	c.compactLocked()
 	return nil
 }
 
+// tryRespondLocked sends the watch what its stream lacks, if anything, when the send budget
+// allows; else the watch waits in the budget's queue. A watch stays in c.watches until it is
+// answered.
+func (c *resourceCache) tryRespondLocked(w *cacheWatch, woken bool) error {
+	resp, size, err := c.respondLocked(w, w.first)
+	if err != nil || resp == nil {
+		return err
+	}
+	taken, ok := c.budget.tryAcquire(size, woken)
+	if !ok {
+		if !w.queued {
+			w.queued = true
+			c.queued++
+		}
+		c.budget.wait(c, w, size)
+		return nil
+	}
+	if w.queued {
+		w.queued = false
+		c.queued--
+	}
+	// The server's channel holds two responses per type and a stream has one watch per type,
+	// so this does not block.
+	w.out <- resp
+	delete(c.watches, w)
+	if w.held = taken; taken > 0 {
+		time.AfterFunc(c.budget.hold, func() { c.releaseHeld(w) })
+	}
+	return nil
+}
+
+// retry is the budget waking a waiting watch.
+func (c *resourceCache) retry(w *cacheWatch) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.watches[w]; !ok || w.cancelled {
+		return
+	}
+	_ = c.tryRespondLocked(w, true) // no error: the log is not compacted past a waiting watch
+}
+
+// releaseHeld gives back what the watch's response took of the budget: once the proxy answered
+// it (the server cancels the watch on the stream's next request of the type, or when the stream
+// ends), or once it held it for the budget's hold time.
+func (c *resourceCache) releaseHeld(w *cacheWatch) {
+	c.mu.Lock()
+	held := w.held
+	w.held = 0
+	c.mu.Unlock()
+	c.budget.release(held)
+}
+
+func resourceSize(r *discoveryv3.Resource) int64 {
+	return int64(len(r.GetResource().GetValue()) + len(r.GetName()) + len(r.GetVersion()) + 16)
+}
+
 // compactLocked drops log entries that later ones replaced and, once removals outnumber the
 // resources, forgets the older half of them (streams still behind those reconnect).
 func (c *resourceCache) compactLocked() {
-	if len(c.gone) > len(c.items)+minCompaction {
+	if len(c.gone) > len(c.items)+minCompaction && c.queued == 0 {
 		versions := make([]uint64, 0, len(c.gone))
 		for _, v := range c.gone {
 			versions = append(versions, v)
@@ -197,24 +262,26 @@ func (c *resourceCache) CreateDeltaWatch(req *cachev3.DeltaRequest, sub cachev3.
 	if req.GetTypeUrl() != c.typeURL {
 		return nil, status.Errorf(codes.InvalidArgument, "type %s asked of the cache of %s", req.GetTypeUrl(), c.typeURL)
 	}
-	w := &cacheWatch{req: req, sub: sub, out: out}
+	w := &cacheWatch{req: req, sub: sub, out: out, first: sub.IsWildcard() && req.GetResponseNonce() == ""}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	resp, err := c.respondLocked(w, sub.IsWildcard() && req.GetResponseNonce() == "")
-	if err != nil {
+	c.watches[w] = struct{}{}
+	if err := c.tryRespondLocked(w, false); err != nil {
+		delete(c.watches, w)
 		return nil, err
 	}
-	if resp != nil {
-		// The server's channel holds two responses per type and a stream has one watch per
-		// type, so this does not block.
-		out <- resp
-		return func() {}, nil
-	}
-	c.watches[w] = struct{}{}
 	return func() {
 		c.mu.Lock()
 		delete(c.watches, w)
+		if w.queued {
+			w.queued = false
+			c.queued--
+		}
+		w.cancelled = true
+		held := w.held
+		w.held = 0
 		c.mu.Unlock()
+		c.budget.release(held)
 	}, nil
 }
 
@@ -228,7 +295,7 @@ func (c *resourceCache) Fetch(context.Context, *cachev3.Request) (cachev3.Respon
 
 // respondLocked is what the watch's stream lacks, or nil when it lacks nothing (and need not
 // be answered anyway).
-func (c *resourceCache) respondLocked(w *cacheWatch, evenIfEmpty bool) (cachev3.DeltaResponse, error) {
+func (c *resourceCache) respondLocked(w *cacheWatch, evenIfEmpty bool) (cachev3.DeltaResponse, int64, error) {
 	var (
 		updated []*discoveryv3.Resource
 		removed []string
@@ -239,7 +306,7 @@ func (c *resourceCache) respondLocked(w *cacheWatch, evenIfEmpty bool) (cachev3.
 		base, ok := c.versionMark(known)
 		switch {
 		case ok && base < c.floor:
-			return nil, status.Errorf(codes.Unavailable, "this stream fell too far behind the %s it was sent; reconnect", shortType(c.typeURL))
+			return nil, 0, status.Errorf(codes.Unavailable, "this stream fell too far behind the %s it was sent; reconnect", shortType(c.typeURL))
 		case ok:
 			updated, removed = c.sinceLocked(base, known)
 		default:
@@ -250,7 +317,15 @@ func (c *resourceCache) respondLocked(w *cacheWatch, evenIfEmpty bool) (cachev3.
 		updated, removed, next = c.namedLocked(w.sub)
 	}
 	if len(updated) == 0 && len(removed) == 0 && !evenIfEmpty {
-		return nil, nil
+		return nil, 0, nil
+	}
+	var size int64
+	if len(updated) > 0 && len(updated) == len(c.all) && &updated[0] == &c.all[0] {
+		size = c.allSize
+	} else {
+		for _, r := range updated {
+			size += c.items[r.GetName()].size
+		}
 	}
 	return &cachev3.DeltaPassthroughResponse{
 		DeltaRequest:   w.req,
@@ -258,7 +333,7 @@ func (c *resourceCache) respondLocked(w *cacheWatch, evenIfEmpty bool) (cachev3.
 		DeltaDiscoveryResponse: &discoveryv3.DeltaDiscoveryResponse{
 			TypeUrl: c.typeURL, Resources: updated, RemovedResources: removed, SystemVersionInfo: c.mark(c.version),
 		},
-	}, nil
+	}, size, nil
 }
 
 func (c *resourceCache) mark(v uint64) string { return c.id + "/" + strconv.FormatUint(v, 10) }
@@ -329,11 +404,13 @@ func (c *resourceCache) allLocked() []*discoveryv3.Resource {
 		return c.all
 	}
 	all := make([]*discoveryv3.Resource, 0, len(c.items))
+	var size int64
 	for _, it := range c.items {
 		all = append(all, it.res)
+		size += it.size
 	}
 	slices.SortFunc(all, func(a, b *discoveryv3.Resource) int { return strings.Compare(a.Name, b.Name) })
-	c.all, c.allAt = all, c.version
+	c.all, c.allAt, c.allSize = all, c.version, size
 	return all
 }
 
@@ -362,4 +439,3 @@ func (c *resourceCache) namedLocked(sub cachev3.Subscription) (updated []*discov
 	slices.Sort(removed)
 	return updated, removed, next
 }
-

@@ -139,7 +139,7 @@ func setResources(t *testing.T, c *resourceCache, set map[string]cachetypes.Reso
 }
 
 func TestResourceCacheSendsEachStreamWhatChangedSinceItsLastResponse(t *testing.T) {
-	c := newResourceCache(resourcev3.ClusterType)
+	c := newResourceCache(resourcev3.ClusterType, nil)
 	setResources(t, c, clusters(time.Second, "a", "b", "c"))
 	client := serveCache(t, c, nil)
 
@@ -181,7 +181,7 @@ func TestResourceCacheSendsEachStreamWhatChangedSinceItsLastResponse(t *testing.
 }
 
 func TestResourceCacheAnswersNamedSubscriptionsPerName(t *testing.T) {
-	c := newResourceCache(resourcev3.ClusterType)
+	c := newResourceCache(resourcev3.ClusterType, nil)
 	setResources(t, c, clusters(time.Second, "a", "b"))
 	client := serveCache(t, c, nil)
 
@@ -195,7 +195,7 @@ func TestResourceCacheAnswersNamedSubscriptionsPerName(t *testing.T) {
 }
 
 func TestAStreamThatFellBehindForgottenRemovalsReconnects(t *testing.T) {
-	c := newResourceCache(resourcev3.ClusterType)
+	c := newResourceCache(resourcev3.ClusterType, nil)
 	setResources(t, c, clusters(time.Second, "a"))
 	client := serveCache(t, c, nil)
 
@@ -213,4 +213,63 @@ func TestAStreamThatFellBehindForgottenRemovalsReconnects(t *testing.T) {
 	}
 	// Reconnecting with what it holds brings it up to date.
 	openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{InitialResourceVersions: map[string]string{"a": "old", "gone-0": "v"}}).expect("[a] | [gone-0]")
+}
+
+// waitFor polls cond until it holds (an event the test cannot be told of otherwise).
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still not: %s", what)
+		}
+	}
+}
+
+func (b *sendBudget) waiters() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.waiting)
+}
+
+func TestLargeResponsesWaitForTheSendBudgetWhichAnswersFree(t *testing.T) {
+	// Room for one whole configuration at a time; every response counts.
+	budget := &sendBudget{limit: 1, large: 1, hold: time.Hour}
+	c := newResourceCache(resourcev3.ClusterType, budget)
+	setResources(t, c, clusters(time.Second, "a", "b"))
+	client := serveCache(t, c, nil)
+
+	first := openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{})
+	held, got := first.recv()
+	if got != "[a b] | []" {
+		t.Fatalf("first stream: %s", got)
+	}
+	second := openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{})
+	waitFor(t, "the second stream's response waits for the budget", func() bool { return budget.waiters() == 1 })
+	// A change while it waits is part of what it gets once it may.
+	setResources(t, c, clusters(time.Second, "c"))
+	first.ack(held) // the answer frees the budget
+	second.expect("[a b c] | []")
+	first.expect("[c] | []")
+}
+
+func TestAnUnansweredResponseHoldsTheSendBudgetOnlyForTheHoldTime(t *testing.T) {
+	budget := &sendBudget{limit: 1, large: 1, hold: 100 * time.Millisecond}
+	c := newResourceCache(resourcev3.ClusterType, budget)
+	setResources(t, c, clusters(time.Second, "a"))
+	client := serveCache(t, c, nil)
+
+	silent := openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{})
+	silent.recv() // never answered
+	openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{}).expect("[a] | []")
+}
+
+func TestSmallResponsesNeverWaitForTheSendBudget(t *testing.T) {
+	budget := &sendBudget{limit: 1, large: 1 << 20, hold: time.Hour}
+	c := newResourceCache(resourcev3.ClusterType, budget)
+	setResources(t, c, clusters(time.Second, "a"))
+	client := serveCache(t, c, nil)
+
+	silent := openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{})
+	silent.recv()
+	openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{}).expect("[a] | []")
 }

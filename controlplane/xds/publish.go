@@ -78,6 +78,8 @@ type publisher struct {
 	eds   *resourceCache
 	lds   *resourceCache
 	cache cachev3.Cache
+	// budget bounds the large responses in flight, over every cache.
+	budget *sendBudget
 
 	mu    sync.Mutex
 	model *translate.Model
@@ -100,11 +102,13 @@ type namespaceRoutes struct {
 }
 
 func newPublisher(log logr.Logger) *publisher {
+	budget := newSendBudget(defaultSendBudget)
 	p := &publisher{
+		budget:    budget,
 		log:       log,
-		cds:       newResourceCache(resourcev3.ClusterType),
-		eds:       newResourceCache(resourcev3.EndpointType),
-		lds:       newResourceCache(resourcev3.ListenerType),
+		cds:       newResourceCache(resourcev3.ClusterType, budget),
+		eds:       newResourceCache(resourcev3.EndpointType, budget),
+		lds:       newResourceCache(resourcev3.ListenerType, budget),
 		active:    map[string]*namespaceRoutes{},
 		sent:      map[string]*endpointv3.ClusterLoadAssignment{},
 		clusters:  map[string]proto.Message{},
@@ -278,9 +282,9 @@ func (p *publisher) open(_ context.Context, ns string) {
 	defer p.mu.Unlock()
 	r := p.active[ns]
 	if r == nil {
-		r = &namespaceRoutes{rds: newResourceCache(resourcev3.RouteType), sent: map[string]proto.Message{}}
+		r = &namespaceRoutes{rds: newResourceCache(resourcev3.RouteType, p.budget), sent: map[string]proto.Message{}}
 		if strings.HasPrefix(ns, gatewayKeyPrefix) {
-			r.lds, r.sentListeners = newResourceCache(resourcev3.ListenerType), map[string]proto.Message{}
+			r.lds, r.sentListeners = newResourceCache(resourcev3.ListenerType, p.budget), map[string]proto.Message{}
 		}
 		if p.model != nil {
 			p.updateViewLocked(ns, r)
