@@ -84,10 +84,14 @@ func (b *sendBudget) wait(c *resourceCache, w *cacheWatch, size int64) {
 
 // release returns bytes and lets the waiting watches that now fit try again.
 func (b *sendBudget) release(n int64) {
-	if b == nil || n == 0 {
+	if b == nil {
 		return
 	}
 	b.mu.Lock()
+	if n == 0 && len(b.waiting) == 0 {
+		b.mu.Unlock()
+		return
+	}
 	b.inFlight -= n
 	var wake []budgetWaiter
 	free := b.limit - b.inFlight
@@ -97,7 +101,13 @@ func (b *sendBudget) release(n int64) {
 		b.waiting = b.waiting[1:]
 	}
 	b.mu.Unlock()
+	unused := false
 	for _, wt := range wake {
-		wt.c.retry(wt.w)
+		if !wt.c.retry(wt.w) {
+			unused = true // its stream ended or needs nothing now: the next one may go
+		}
+	}
+	if unused {
+		b.release(0)
 	}
 }

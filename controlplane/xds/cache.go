@@ -166,22 +166,20 @@ func (c *resourceCache) UpdateResources(toUpdate map[string]cachetypes.Resource,
 // allows; else the watch waits in the budget's queue. A watch stays in c.watches until it is
 // answered.
 func (c *resourceCache) tryRespondLocked(w *cacheWatch, woken bool) error {
+	if w.queued { // woken: it is out of the budget's queue
+		w.queued = false
+		c.queued--
+	}
 	resp, size, err := c.respondLocked(w, w.first)
 	if err != nil || resp == nil {
 		return err
 	}
 	taken, ok := c.budget.tryAcquire(size, woken)
 	if !ok {
-		if !w.queued {
-			w.queued = true
-			c.queued++
-		}
+		w.queued = true
+		c.queued++
 		c.budget.wait(c, w, size)
 		return nil
-	}
-	if w.queued {
-		w.queued = false
-		c.queued--
 	}
 	// The server's channel holds two responses per type and a stream has one watch per type,
 	// so this does not block.
@@ -193,14 +191,17 @@ func (c *resourceCache) tryRespondLocked(w *cacheWatch, woken bool) error {
 	return nil
 }
 
-// retry is the budget waking a waiting watch.
-func (c *resourceCache) retry(w *cacheWatch) {
+// retry is the budget waking a waiting watch; it says whether the watch took its turn (sent
+// its response, or queued again), so that a turn not taken goes to the next watch.
+func (c *resourceCache) retry(w *cacheWatch) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.watches[w]; !ok || w.cancelled {
-		return
+	if _, ok := c.watches[w]; !ok || w.cancelled || !w.queued {
+		return false
 	}
 	_ = c.tryRespondLocked(w, true) // no error: the log is not compacted past a waiting watch
+	_, waiting := c.watches[w]
+	return !waiting || w.queued
 }
 
 // releaseHeld gives back what the watch's response took of the budget: once the proxy answered

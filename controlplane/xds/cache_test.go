@@ -273,3 +273,27 @@ func TestSmallResponsesNeverWaitForTheSendBudget(t *testing.T) {
 	silent.recv()
 	openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{}).expect("[a] | []")
 }
+
+func TestAWaitingStreamThatEndsPassesItsTurnOn(t *testing.T) {
+	budget := &sendBudget{limit: 1, large: 1, hold: time.Hour}
+	c := newResourceCache(resourcev3.ClusterType, budget)
+	setResources(t, c, clusters(time.Second, "a"))
+	client := serveCache(t, c, nil)
+
+	first := openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{})
+	held, _ := first.recv()
+	ctx, cancel := context.WithCancel(context.Background())
+	gone, err := client.DeltaAggregatedResources(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resourcev3.ClusterType, Node: &corev3.Node{Id: "shop/gone"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the second stream waits", func() bool { return budget.waiters() == 1 })
+	third := openStream(t, client, &discoveryv3.DeltaDiscoveryRequest{})
+	waitFor(t, "the third stream waits", func() bool { return budget.waiters() == 2 })
+	cancel() // the second stream ends while it waits
+	first.ack(held)
+	third.expect("[a] | []")
+}
