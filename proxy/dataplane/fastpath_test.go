@@ -183,33 +183,37 @@ func allAtOnceClosingUpstream(t *testing.T, want int64) (string, *atomic.Int64) 
 
 func TestStalePooledConnectionIsRetriedOnAFreshConnection(t *testing.T) {
 	const pooled = 2
-	up, conns := allAtOnceClosingUpstream(t, pooled)
-	p := startProxy(t, simpleConfig(up))
-	url := "http://" + addr(t, p, "in") + "/"
-	// Two requests at once leave two keep-alive connections in the proxy's pool.
-	errs := make(chan error, pooled)
-	for range pooled {
-		go func() {
-			cl := client()
-			resp, err := cl.Get(url)
-			if err == nil {
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
-					err = fmt.Errorf("status %d", resp.StatusCode)
+	// At the connection cap, the retry's new connection needs the slot of an idle one.
+	for _, cluster := range []string{"", fmt.Sprintf("maxConnectionsPerEndpoint: %d", pooled)} {
+		t.Run("cap="+cluster, func(t *testing.T) {
+			up, conns := allAtOnceClosingUpstream(t, pooled)
+			p := startProxy(t, proxyConfig("", "", cluster, up))
+			url := "http://" + addr(t, p, "in") + "/"
+			// Two requests at once leave two keep-alive connections in the proxy's pool.
+			errs := make(chan error, pooled)
+			for range pooled {
+				go func() {
+					resp, err := client().Get(url)
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+					}
+					errs <- err
+				}()
+			}
+			for range pooled {
+				if err := <-errs; err != nil {
+					t.Fatalf("filling the pool: %v", err)
 				}
 			}
-			errs <- err
-		}()
-	}
-	for range pooled {
-		if err := <-errs; err != nil {
-			t.Fatalf("filling the pool: %v", err)
-		}
-	}
-	// Every pooled connection is now about to close; the request must still be served,
-	// on a connection the upstream has not ended.
-	if code, body := get(t, client(), url); code != 200 || body != "ok" {
-		t.Fatalf("GET while the upstream closes its pooled connections: %d %q (upstream connections: %d)", code, body, conns.Load())
+			// Every pooled connection is now about to close; the request must still be
+			// served, on a connection the upstream has not ended.
+			if code, body := get(t, client(), url); code != 200 || body != "ok" {
+				t.Fatalf("GET while the upstream closes its pooled connections: %d %q (upstream connections: %d)", code, body, conns.Load())
+			}
+		})
 	}
 }

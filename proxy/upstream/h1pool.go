@@ -187,18 +187,12 @@ var errPoolWait = errors.New("timed out waiting for an upstream connection (maxC
 // get returns a clean idle connection or a new one; at the connection cap it
 // waits for one until ctx ends or the deadline passes. fresh skips the idle
 // connections: a retry after a pooled connection turned out closed, since the
-// server likely closed its other idle connections at the same moment.
+// server likely closed its other idle connections at the same moment (the
+// closed one's slot is free for it; at the cap it waits as any request does).
 func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time, fresh bool) (*h1Conn, bool, error) {
 	now := time.Now()
 	p.mu.Lock()
 	h := p.host(addr)
-	if fresh && p.maxConns > 0 && h.open >= p.maxConns && len(h.idle) > 0 {
-		// At the cap, the oldest idle connection makes room for the new one.
-		oldest := h.idle[0]
-		h.idle = append(h.idle[:0], h.idle[1:]...)
-		h.open--
-		oldest.conn.Close()
-	}
 	for !fresh && len(h.idle) > 0 {
 		pc := h.idle[len(h.idle)-1]
 		h.idle = h.idle[:len(h.idle)-1]
