@@ -185,12 +185,15 @@ func (p *h1Pool) host(addr string) *h1Host {
 var errPoolWait = errors.New("timed out waiting for an upstream connection (maxConnectionsPerEndpoint reached)")
 
 // get returns a clean idle connection or a new one; at the connection cap it
-// waits for one until ctx ends or the deadline passes.
-func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time) (*h1Conn, bool, error) {
+// waits for one until ctx ends or the deadline passes. fresh skips the idle
+// connections: a retry after a pooled connection turned out closed, since the
+// server likely closed its other idle connections at the same moment (the
+// closed one's slot is free for it; at the cap it waits as any request does).
+func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time, fresh bool) (*h1Conn, bool, error) {
 	now := time.Now()
 	p.mu.Lock()
 	h := p.host(addr)
-	for len(h.idle) > 0 {
+	for !fresh && len(h.idle) > 0 {
 		pc := h.idle[len(h.idle)-1]
 		h.idle = h.idle[:len(h.idle)-1]
 		if now.Sub(pc.lastUsed) < p.idleFor {
@@ -369,7 +372,7 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 		cc = clientConnFrom(ctx)
 	}
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := pool.get(ctx, addr, deadline)
+		pc, reused, err := pool.get(ctx, addr, deadline, attempt > 0)
 		if err != nil {
 			return nil, err
 		}
