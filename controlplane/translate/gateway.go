@@ -63,7 +63,7 @@ type gatewayPort struct {
 // rules the operator counts attachedRoutes with), and adds a parent status per Gateway parentRef
 // to the routes' statuses. Routes of a hostname are ordered by Gateway API precedence; hostnames
 // are matched exact first, then the longest wildcard, then any.
-func (m *Model) translateGateways(gateways []gwv1.Gateway, routes []*compiledRoute, parents [][]gwv1.ParentReference,
+func (m *Model) translateGateways(gateways []gwv1.Gateway, namespaceLabels map[string]map[string]string, routes []*compiledRoute, parents [][]gwv1.ParentReference,
 	generations []int64, hostnames [][]gwv1.Hostname) {
 	m.gateways = map[GatewayKey]*gatewayView{}
 	byKey := map[GatewayKey]*gwv1.Gateway{}
@@ -82,8 +82,7 @@ func (m *Model) translateGateways(gateways []gwv1.Gateway, routes []*compiledRou
 			}
 		}
 	}
-	// Namespace labels are not among the inputs: allowedRoutes from Selector matches none.
-	noLabels := func(string) map[string]string { return nil }
+	nsLabels := func(ns string) map[string]string { return namespaceLabels[ns] }
 
 	statuses := map[RouteRef][]gwv1.RouteParentStatus{}
 	for i, cr := range routes {
@@ -97,7 +96,7 @@ func (m *Model) translateGateways(gateways []gwv1.Gateway, routes []*compiledRou
 			if gw == nil {
 				continue // not a knit Gateway: another controller's to report
 			}
-			att := gateway.Attach(gw, judged[k], ref, cr.ref.Kind, cr.ref.Namespace, hostnames[i], noLabels)
+			att := gateway.Attach(gw, judged[k], ref, cr.ref.Kind, cr.ref.Namespace, hostnames[i], nsLabels)
 			for _, li := range att.Listeners {
 				l := judged[k][li]
 				p := ports[k][int32(l.Port)]
