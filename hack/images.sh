@@ -25,8 +25,10 @@ ALL=(pause coredns e2e-probe controller cert-manager-controller cert-manager-web
 # tagged with exactly the reference the suite's mesh manifests name.
 # `conformance-gateway` (also only for `make conformance`): the images the suite's gateway
 # manifests (base/manifests.yaml) name, none pulled: echo-basic, built from the conformance module
-# test/conformance pins, under each echo-basic reference there; and knit's own CoreDNS build under
-# the suite's CoreDNS reference (a UDP backend only UDPRoute tests use; the suite waits for it to run).
+# test/conformance pins, under each echo-basic reference there; and the pause binary under the
+# suite's CoreDNS reference: that pod is a UDP backend only UDPRoute tests use (knit claims none),
+# but the suite waits for it to run, and its Corefile forwards to public resolvers, which nothing
+# on this machine may reach.
 VERSIONS="$REPO_ROOT/internal/versions/versions.yaml"
 
 tool() {
@@ -123,7 +125,7 @@ conformance_gateway_refs() {
   while read -r ref; do
     case $ref in
       */gateway-api/echo-basic:*) echo "$ref echo-basic" ;;
-      */coredns/coredns:*) echo "$ref coredns" ;;
+      */coredns/coredns:*) echo "$ref pause" ;;
       *) die "$dir/base/manifests.yaml names $ref, which make conformance cannot build" ;;
     esac
   done < <(sed -nE 's/^[[:space:]]*image:[[:space:]]*//p' "$dir/base/manifests.yaml" | tr -d "\"'" | sort -u)

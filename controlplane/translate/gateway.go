@@ -137,7 +137,8 @@ func sortedPorts(byPort map[int32]*gatewayPort) []*gatewayPort {
 }
 
 // virtualHosts makes one virtual host per hostname, exact names first, then wildcards longest
-// first, then "*". A port no route attaches to has one virtual host without routes (404).
+// first, then "*". A port no route attaches to has one virtual host whose only route answers 404
+// (a virtual host without routes is invalid xDS: a proxy would refuse the whole configuration).
 func virtualHosts(routeConfig string, hosts map[string][]entry) []*routev3.VirtualHost {
 	names := make([]string, 0, len(hosts))
 	for h := range hosts {
@@ -166,7 +167,11 @@ func virtualHosts(routeConfig string, hosts map[string][]entry) []*routev3.Virtu
 		out = append(out, vh)
 	}
 	if len(out) == 0 {
-		out = []*routev3.VirtualHost{{Name: routeConfig + "/*", Domains: []string{"*"}}}
+		out = []*routev3.VirtualHost{{Name: routeConfig + "/*", Domains: []string{"*"}, Routes: []*routev3.Route{{
+			Name:   "no-route-attached",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 404}},
+		}}}}
 	}
 	return out
 }

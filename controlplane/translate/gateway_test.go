@@ -299,3 +299,52 @@ func TestGatewaySelectorNamespacesAndReferenceGrants(t *testing.T) {
 		}
 	}
 }
+
+// A Gateway no route attaches to yet still gets a configuration its proxy accepts (a virtual
+// host without routes is invalid: the proxy refused it, NACKed, and never became Ready), and
+// the proxy answers 404.
+func TestAGatewayWithoutRoutesIsServedWith404(t *testing.T) {
+	listenPort := freePort(t)
+	gw := gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "empty", Generation: 1},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "knit", Listeners: []gwv1.Listener{{
+			Name: "http", Port: gwv1.PortNumber(listenPort), Protocol: gwv1.HTTPProtocolType,
+		}}},
+	}
+	m := Translate(Inputs{TrustDomain: "cluster.local", Gateways: []gwv1.Gateway{gw}})
+	res, ok := m.GatewayResources(GatewayKey{"infra", "empty"})
+	if !ok {
+		t.Fatal("no resources for the Gateway")
+	}
+	view := proxyxds.NewResources()
+	for _, l := range res.Listeners {
+		view.Listeners[l.Name] = l
+	}
+	for _, r := range res.Routes {
+		view.Routes[r.Name] = r
+	}
+	base := &config.Bootstrap{Admin: config.Admin{Address: "127.0.0.1:0"}, Gateway: true}
+	base.SetDefaults()
+	cfg, err := proxyxds.TranslateGateway(base, view)
+	if err != nil {
+		t.Fatalf("the gateway proxy refuses the translation: %v", err)
+	}
+	cfg.Listeners[0].Address = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(listenPort)))
+	p := dataplane.New(logr.Discard(), metrics.New())
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Drain(ctx)
+	}()
+	resp, err := http.Get("http://" + cfg.Listeners[0].Address + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("status %d, want 404", resp.StatusCode)
+	}
+}
