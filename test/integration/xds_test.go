@@ -264,7 +264,7 @@ var _ = Describe("xDS server", Ordered, Label("xds"), func() {
 			g.Expect(c).NotTo(BeNil())
 			return *c
 		}
-		Eventually(resolvedRefs).Should(And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", "RefNotPermitted")))
+		Eventually(resolvedRefs).WithTimeout(30 * time.Second).Should(And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", "RefNotPermitted")))
 		Expect(xdsClient.Create(ctx, &gwv1.ReferenceGrant{
 			ObjectMeta: metav1.ObjectMeta{Namespace: web, Name: "shop-routes"},
 			Spec: gwv1.ReferenceGrantSpec{
@@ -272,7 +272,7 @@ var _ = Describe("xDS server", Ordered, Label("xds"), func() {
 				To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Service", Name: ptr.To(gwv1.ObjectName("menu"))}},
 			},
 		})).To(Succeed())
-		Eventually(resolvedRefs).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", "ResolvedRefs")))
+		Eventually(resolvedRefs).WithTimeout(30 * time.Second).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", "ResolvedRefs")))
 	})
 
 	It("counts a NACK and does not send the refused configuration again", func() {
