@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -65,12 +66,19 @@ func lateFirstBytesRelay(t *testing.T, target string, release <-chan struct{}) (
 	return ln.Addr().String(), &accepted
 }
 
-// appSeeingConnections is the server side's app; the first connection it accepts closes first.
-func appSeeingConnections(t *testing.T, h http.HandlerFunc) (string, <-chan struct{}) {
+// appSeeingConnections is the server side's app (HTTP/1 and h2c, answering "ok"); the first
+// connection it accepts closes first.
+func appSeeingConnections(t *testing.T) (string, <-chan struct{}) {
 	t.Helper()
 	first := make(chan struct{})
 	var once sync.Once
-	s := httptest.NewUnstartedServer(h)
+	s := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	var p http.Protocols
+	p.SetUnencryptedHTTP2(true)
+	p.SetHTTP1(true)
+	s.Config.Protocols = &p
 	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
 		if st == http.StateNew {
 			once.Do(func() { close(first) })
@@ -82,29 +90,53 @@ func appSeeingConnections(t *testing.T, h http.HandlerFunc) (string, <-chan stru
 }
 
 func TestAHandshakeThePeerTookForPlaintextIsRetriedOnAFreshConnection(t *testing.T) {
-	for _, mode := range []mtls.Mode{mtls.Permissive, mtls.Strict} {
-		t.Run(string(mode), func(t *testing.T) {
+	// PERMISSIVE: the peer's detection gives up, it connects to the app as for opaque
+	// plaintext, and only then the ClientHello arrives (the app answers HTTP 400).
+	// STRICT: the peer refuses the connection it took for plaintext and closes it; the held
+	// ClientHello never arrives.
+	cases := []struct {
+		peer     mtls.Mode
+		listener string // the client sidecar's: h1 (HTTP/1 pool), h2 (HTTP/2 transport), tcp
+	}{{mtls.Permissive, "h1"}, {mtls.Strict, "h1"}, {mtls.Permissive, "h2"}, {mtls.Strict, "tcp"}}
+	for _, tc := range cases {
+		t.Run(string(tc.peer)+"/"+tc.listener, func(t *testing.T) {
 			ca := identitytest.Start(t, time.Hour)
-			server, dst, _ := serverSidecar(t, ca, mode, webID)
-			app, appConnected := appSeeingConnections(t, func(w http.ResponseWriter, r *http.Request) {
-				io.WriteString(w, "ok")
-			})
-			setAddr(dst, app)
-			// PERMISSIVE: the peer's detection gives up, it connects to the app as for opaque
-			// plaintext, and only then the ClientHello arrives (the app answers HTTP 400).
-			// STRICT: the peer refuses the connection it took for plaintext; the held
-			// ClientHello never arrives.
+			server, dst, _ := serverSidecar(t, ca, tc.peer, webID)
+			app, appConnected := appSeeingConnections(t)
 			release := appConnected
-			if mode == mtls.Strict {
+			if tc.peer == mtls.Strict {
 				release = make(chan struct{})
 			}
+			if tc.listener == "tcp" {
+				app = tcpEcho(t)
+			}
+			setAddr(dst, app)
 			relay, accepted := lateFirstBytesRelay(t, addr(t, server, "inbound"), release)
 			cart := workloadIdentity(t, ca, cartID, prometheus.NewRegistry())
 			cli, reg := clientSidecar(t, cart, mtls.Strict, clientSidecarYAML(relay, webID))
 
-			if code, body, err := tryGet("http://" + addr(t, cli, "h1") + "/"); err != nil || code != 200 || body != "ok" {
-				t.Fatalf("GET whose first ClientHello came after the peer's detect timeout: %d %q %v\n%s",
-					code, body, err, scrapeReg(t, reg))
+			switch tc.listener {
+			case "h1":
+				if code, body, err := tryGet("http://" + addr(t, cli, "h1") + "/"); err != nil || code != 200 || body != "ok" {
+					t.Fatalf("GET whose first ClientHello came after the peer's detect timeout: %d %q %v", code, body, err)
+				}
+			case "h2":
+				resp, err := h2cClient().Get("http://" + addr(t, cli, "h2") + "/")
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != "ok" {
+					t.Fatalf("HTTP/2 GET whose first ClientHello came after the peer's detect timeout: %d %q", resp.StatusCode, b)
+				}
+			case "tcp":
+				c, err := net.Dial("tcp", addr(t, cli, "tcp"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				echoLine(t, c, bufio.NewReader(c), "opaque bytes\n")
 			}
 			if n := accepted.Load(); n != 2 {
 				t.Fatalf("%d connections to the peer, want 2 (the late one and one retry)", n)
