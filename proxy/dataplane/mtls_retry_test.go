@@ -121,7 +121,9 @@ func TestAHandshakeThePeerTookForPlaintextIsRetriedOnAFreshConnection(t *testing
 					t.Fatalf("GET whose first ClientHello came after the peer's detect timeout: %d %q %v", code, body, err)
 				}
 			case "h2":
-				resp, err := h2cClient().Get("http://" + addr(t, cli, "h2") + "/")
+				h2c := h2cClient()
+				defer h2c.CloseIdleConnections() // before the sidecars drain
+				resp, err := h2c.Get("http://" + addr(t, cli, "h2") + "/")
 				if err != nil {
 					t.Fatal(err)
 				}
