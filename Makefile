@@ -129,7 +129,7 @@ fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and re
 	$(call fuzz,FuzzDecodeRequest,./controlplane/identity/)
 
 .PHONY: bench
-bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback, then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.
+bench: ## Benchmark knit-proxy vs direct, nginx and haproxy on loopback in every traffic shape and on the mesh path (BENCH_SHAPES selects phases), then instructions per request under callgrind (BENCH_BASELINE=<rev> adds that revision's knit-proxy as a peer); prints ratios, writes bin/bench/result.json and instructions.json.
 	hack/bench.sh $(BENCH_ARGS)
 
 .PHONY: bench-controlplane
@@ -176,7 +176,7 @@ demo: ## The main command: local cluster, images, cert-manager, the operator and
 	hack/demo.sh
 
 .PHONY: conformance
-conformance: ## Gateway API conformance suite, mesh profiles (MESH-HTTP, MESH-GRPC; strict: 10 consecutive successes) on the local cluster; report in test/conformance/reports/. Fails only on a regression against the committed report. CONFORMANCE_ARGS=--run-test=MeshBasic narrows it.
+conformance: ## Gateway API conformance suite on the local cluster: mesh profiles (MESH-HTTP, MESH-GRPC) and GATEWAY-HTTP (class knit), strict: 10 consecutive successes; reports in test/conformance/reports/. Fails only on a regression against the committed reports. CONFORMANCE_RUNS=mesh|gateway picks one run; CONFORMANCE_ARGS=--run-test=MeshBasic narrows it.
 	hack/conformance.sh $(CONFORMANCE_ARGS)
 
 E2E_LABELS ?=

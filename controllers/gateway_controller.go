@@ -306,8 +306,10 @@ func (r *GatewayReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&meshv1.Mesh{}, allGateways).
 		// Parameters ConfigMaps the cache holds (knit's own, made for spec.gateways).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.gatewaysWithParameters), builder.WithPredicates(ourLabels)).
-		// Routes change the listeners' attachedRoutes.
+		// Routes change the listeners' attachedRoutes, and so do namespace labels where a listener
+		// allows routes from the namespaces a selector picks.
 		Watches(&gatewayv1.HTTPRoute{}, handler.EnqueueRequestsFromMapFunc(r.routeParents)).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.selectorGateways), builder.WithPredicates(predicate.LabelChangedPredicate{})).
 		Watches(&gatewayv1.GRPCRoute{}, handler.EnqueueRequestsFromMapFunc(r.routeParents)).
 		Named("gateway").
 		Complete(r)
@@ -322,6 +324,26 @@ func (r *GatewayReconciler) allGateways(ctx context.Context, _ client.Object) []
 	out := make([]reconcile.Request, 0, len(list.Items))
 	for _, gw := range list.Items {
 		out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&gw)})
+	}
+	return out
+}
+
+// selectorGateways are the Gateways with a listener that allows routes from a namespace selector.
+func (r *GatewayReconciler) selectorGateways(ctx context.Context, _ client.Object) []reconcile.Request {
+	var list gatewayv1.GatewayList
+	if err := r.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "listing Gateways")
+		return nil
+	}
+	var out []reconcile.Request
+	for _, gw := range list.Items {
+		for _, l := range gw.Spec.Listeners {
+			if l.AllowedRoutes != nil && l.AllowedRoutes.Namespaces != nil && l.AllowedRoutes.Namespaces.From != nil &&
+				*l.AllowedRoutes.Namespaces.From == gatewayv1.NamespacesFromSelector {
+				out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(&gw)})
+				break
+			}
+		}
 	}
 	return out
 }

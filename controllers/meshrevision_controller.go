@@ -83,7 +83,7 @@ type MeshRevisionReconciler struct {
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests,verbs=get;list;watch;create;delete
 // +kubebuilder:rbac:groups=cert-manager.io,resources=certificaterequests/status,verbs=update;patch
 // +kubebuilder:rbac:groups=cert-manager.io,resources=signers,verbs=approve,resourceNames="issuers.cert-manager.io/knit-system.knit-ca"
-// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes,verbs=get;list;watch
+// +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes;grpcroutes;referencegrants,verbs=get;list;watch
 // +kubebuilder:rbac:groups=gateway.networking.k8s.io,resources=httproutes/status;grpcroutes/status,verbs=update;patch
 
 // Reconcile makes the revision's control plane match its spec and records its availability.

@@ -23,6 +23,12 @@ ALL=(pause coredns e2e-probe controller cert-manager-controller cert-manager-web
 # `conformance-echo` (not in ALL: only `make conformance` needs it): Istio's echo server and
 # client (hack/build-istio-echo.sh), the app the Gateway API conformance suite's mesh tests run,
 # tagged with exactly the reference the suite's mesh manifests name.
+# `conformance-gateway` (also only for `make conformance`): the images the suite's gateway
+# manifests (base/manifests.yaml) name, none pulled: echo-basic, built from the conformance module
+# test/conformance pins, under each echo-basic reference there; and the pause binary under the
+# suite's CoreDNS reference: that pod is a UDP backend only UDPRoute tests use (knit claims none),
+# but the suite waits for it to run, and its Corefile forwards to public resolvers, which nothing
+# on this machine may reach.
 VERSIONS="$REPO_ROOT/internal/versions/versions.yaml"
 
 tool() {
@@ -90,7 +96,12 @@ binary() {
     conformance-echo)
       local d; d=$("$HACK_DIR/build-istio-echo.sh") || die "building Istio's echo app failed"
       echo "$d/server /usr/local/bin/server 65532:65532" ;;
-    *) die "unknown image $1 (known: ${ALL[*]} conformance-echo)" ;;
+    echo-basic)
+      local v; v=$(cd "$REPO_ROOT/test/conformance" && go list -m -f '{{.Version}}' sigs.k8s.io/gateway-api/conformance)
+      local bin="$KNIT_CACHE/echo-basic/$v-$GOOS_HOST-$GOARCH_HOST/echo-basic"
+      with_lock "$(dirname "$bin")" cached_build "$REPO_ROOT/test/conformance" sigs.k8s.io/gateway-api/conformance/echo-basic "$bin" "$ld"
+      echo "$bin /echo-basic 65532:65532" ;;
+    *) die "unknown image $1 (known: ${ALL[*]} conformance-echo conformance-gateway)" ;;
   esac
 }
 
@@ -106,6 +117,20 @@ conformance_echo_ref() {
   refs=$(sed -nE 's/^[[:space:]]*image:[[:space:]]*//p' "$dir/mesh/manifests.yaml" | tr -d "\"'" | sort -u)
   [[ -n $refs && $(wc -l <<<"$refs") == 1 ]] || die "$dir/mesh/manifests.yaml names not exactly one image: ${refs//$'\n'/ }"
   echo "$refs"
+}
+
+# conformance_gateway_refs: "REF BINARY" per image the suite's gateway manifests name.
+conformance_gateway_refs() {
+  local dir ref
+  dir=$(cd "$REPO_ROOT/test/conformance" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance) ||
+    die "cannot locate the conformance suite module (test/conformance/go.mod)"
+  while read -r ref; do
+    case $ref in
+      */gateway-api/echo-basic:*) echo "$ref echo-basic" ;;
+      */coredns/coredns:*) echo "$ref pause" ;;
+      *) die "$dir/base/manifests.yaml names $ref, which make conformance cannot build" ;;
+    esac
+  done < <(sed -nE 's/^[[:space:]]*image:[[:space:]]*//p' "$dir/base/manifests.yaml" | tr -d "\"'" | sort -u)
 }
 
 check_tags() {
@@ -133,6 +158,11 @@ one() {
       fi
       one "mesh-$kind-${r##*:}" "$import" "$r" "$kind" "${r##*:}"
     done < <("$TOOL" mesh -versions "$VERSIONS" | sort)
+    return
+  fi
+  if [[ $name == conformance-gateway ]]; then
+    local r b i=0
+    while read -r r b; do one "conformance-gateway-$((i++))" "$import" "$r" "$b"; done < <(conformance_gateway_refs)
     return
   fi
   if [[ -z $ref && $name == conformance-echo ]]; then ref=$(conformance_echo_ref); fi

@@ -35,6 +35,9 @@ step bundle-validator go test -C hack/bundle -count=1 ./...
 # the log shows the real processes it starts.
 unit_pkgs=$(go list ./... | grep -v '/test/integration')
 step unit go tool gotestsum --format pkgname --jsonfile "$REPORTS/unit.json" -- -count=1 $unit_pkgs
+# The proxy's allocations per request on its request paths, printed for the log; the unit step's
+# TestRequestPathAllocationCeilings (proxy/dataplane) fails when a path goes above its ceiling.
+step request-allocs go test -count=1 -run '^$' -bench RequestPath -benchtime 2000x -benchmem ./proxy/dataplane
 # The cert-manager launcher is a module of its own; -trimpath as in hack/build-cert-manager.sh, so
 # the packages that build compiled are reused, and no vet (it would analyse all of cert-manager's
 # ~1,200 dependency packages first: many minutes).
@@ -66,7 +69,7 @@ count() { # count FILE ACTION: number of Go tests (not packages) with that outco
 specs=$(grep -ho 'Ran [0-9]* of [0-9]* Specs' "$REPORTS/integration.json" 2>/dev/null | tail -1 || true) # none when the suite did not build
 echo
 echo "==================== test summary ===================="
-for s in generated upstream-copies bundle bundle-validator unit launcher images-tool integration fuzz proxy-conformance; do
+for s in generated upstream-copies bundle bundle-validator unit request-allocs launcher images-tool integration fuzz proxy-conformance; do
   [[ -n ${result[$s]:-} ]] && printf '  %-18s %s\n' "$s" "${result[$s]}"
 done
 [[ -n $conformance_summary ]] && printf '  %s\n' "$conformance_summary"

@@ -194,16 +194,20 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	}
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	xdsErr := make(chan error, 1)
+	xdsStopped := make(chan struct{})
 	if o.discovery != nil {
 		srv, err := o.discovery(&tls.Config{GetCertificate: watcher.GetCertificate}, reg)
 		if err != nil {
 			return fmt.Errorf("xDS server: %w", err)
 		}
 		go func() {
+			defer close(xdsStopped)
 			if err := srv.Start(ctx); err != nil {
 				xdsErr <- err
 			}
 		}()
+	} else {
+		close(xdsStopped)
 	}
 
 	mux := http.NewServeMux()
@@ -245,11 +249,24 @@ func run(ctx context.Context, log logr.Logger, o options) error {
 	case err := <-xdsErr:
 		return fmt.Errorf("xDS server: %w", err)
 	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		shutdown, cancel := context.WithTimeout(context.Background(), xdsStopTimeout)
 		defer cancel()
-		return srv.Shutdown(shutdown)
+		err := srv.Shutdown(shutdown)
+		// The xDS server removes this pod's report on its proxies from the MeshRevision as it
+		// stops. A process that exits before would leave the report counting the proxies it had
+		// (some perhaps not up to date) in the Mesh's status.dataPlane until the report expires.
+		select {
+		case <-xdsStopped:
+		case <-shutdown.Done():
+			log.Info("the xDS server did not stop in time: its report on the MeshRevision expires instead of being removed", "waited", xdsStopTimeout)
+		}
+		return err
 	}
 }
+
+// xdsStopTimeout bounds the wait for the servers to stop: the xDS server's graceful stop (5s) and
+// its report's removal (5s), within the pod's termination grace period (30s).
+const xdsStopTimeout = 15 * time.Second
 
 // discovery wires the xDS server to the cluster: an informer cache (started here) for what it
 // translates, a client for route status and TokenReviews.

@@ -21,6 +21,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -36,10 +37,12 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
@@ -172,5 +175,50 @@ func TestHeapLimitIsNinetyPercentOfTheContainersUnlessGOMEMLIMITIsSet(t *testing
 	}
 	if _, err := setMemoryLimit("", "1Gi"); err == nil || !strings.Contains(err.Error(), "KNIT_MEMORY_LIMIT") {
 		t.Errorf("a limit that is not bytes: %v", err)
+	}
+}
+
+// stoppingServer is an xDS server whose stop takes until the test lets it finish (as the real
+// one's does while it removes its proxy report from the MeshRevision).
+type stoppingServer struct {
+	stopping, release chan struct{}
+	stopped           atomic.Bool
+}
+
+func (s *stoppingServer) Start(ctx context.Context) error {
+	<-ctx.Done()
+	close(s.stopping)
+	<-s.release
+	s.stopped.Store(true)
+	return nil
+}
+
+func TestRunReturnsOnlyOnceTheXDSServerStopped(t *testing.T) {
+	dir := t.TempDir()
+	writeCert(t, dir, time.Now().Add(24*time.Hour))
+	addr := freeAddr(t)
+	xds := &stoppingServer{stopping: make(chan struct{}), release: make(chan struct{})}
+	o := testOptions(dir, addr)
+	o.discovery = func(*tls.Config, prometheus.Registerer) (runnable, error) { return xds, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, logr.Discard(), o) }()
+	get(t, fmt.Sprintf("http://%s/healthz", addr)) // serving
+
+	cancel()
+	<-xds.stopping
+	// While the xDS server stops, the process must not exit: run returning ends it. (A
+	// bounded wait for something that must not happen; run returned at once before the fix.)
+	select {
+	case err := <-done:
+		t.Fatalf("run returned (%v) while the xDS server was still stopping: its proxy report would stay behind", err)
+	case <-time.After(time.Second):
+	}
+	close(xds.release)
+	if err := <-done; err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	if !xds.stopped.Load() {
+		t.Fatal("run returned before the xDS server stopped")
 	}
 }

@@ -79,7 +79,7 @@ func runGateway(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	if err != nil {
 		return err
 	}
-	return serve(log, p, m, adm, nil, 0)
+	return serve(log, p, m, adm, nil, 0, x.Close)
 }
 
 func btoi(b bool) int {

@@ -102,13 +102,14 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		return fmt.Errorf("apply config: %w", err)
 	}
 	var state admin.State = p
+	var leave func()
 	if getenv("KNIT_CONTROL_PLANE") != "" {
 		x, err := startXDS(log, cfg, p, m, getenv)
 		if err != nil {
 			return err
 		}
 		defer x.Close()
-		state = x
+		state, leave = x, x.Close
 	}
 	prober := appprobe.New(probes)
 	adm, err := startAdmin(log, cfg.Admin, sidecarState{state, ident}, m, func(mux *http.ServeMux) {
@@ -117,7 +118,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	if err != nil {
 		return err
 	}
-	return serve(log, p, m, adm, nil, 0)
+	return serve(log, p, m, adm, nil, 0, leave)
 }
 
 // startAdmin starts the full admin port and, when configured, the probe port
@@ -169,13 +170,20 @@ func run(log logr.Logger, path string, watchEvery time.Duration) error {
 	if err != nil {
 		return err
 	}
-	return serve(log, p, m, adm, w, watchEvery)
+	return serve(log, p, m, adm, w, watchEvery, nil)
 }
 
-// serve reloads on file change or SIGHUP (with a config file, w) and drains on SIGTERM/SIGINT.
-func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm []*admin.Server, w *watcher, watchEvery time.Duration) error {
+// serve reloads on file change or SIGHUP (with a config file, w) and drains on SIGTERM/SIGINT;
+// leave, when set, is called before the drain (it disconnects from the control plane).
+func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm []*admin.Server, w *watcher, watchEvery time.Duration, leave func()) error {
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	return serveSignals(log, p, m, adm, w, watchEvery, sigs, leave)
+}
+
+func serveSignals(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm []*admin.Server, w *watcher, watchEvery time.Duration,
+	sigs <-chan os.Signal, leave func()) error {
 	var tick <-chan time.Time
 	if watchEvery > 0 && w != nil {
 		t := time.NewTicker(watchEvery)
@@ -196,6 +204,13 @@ func serve(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm []*admin
 				w.changed()
 				reload(log, p, m, w.path)
 				continue
+			}
+			if leave != nil {
+				// A draining proxy refuses new configuration: were it still connected, each push
+				// would be a refusal (NACK) that the Mesh shows as a data plane rejecting its
+				// config. It leaves first, and the control plane counts it gone.
+				log.Info("leaving the control plane before draining")
+				leave()
 			}
 			cur := p.CurrentConfig().(*config.Bootstrap)
 			log.Info("draining", "signal", s.String(), "timeout", cur.Drain.Timeout.D().String())

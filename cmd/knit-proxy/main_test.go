@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -16,6 +17,12 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/go-logr/logr"
+
+	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/dataplane"
+	"github.com/knit-mesh/knit/proxy/metrics"
 )
 
 // buildProxy compiles the real binary so signals and file watching are tested as deployed.
@@ -239,4 +246,31 @@ func TestConfigFileChangeIsHotReloaded(t *testing.T) {
 	}
 	os.WriteFile(cfgPath, []byte(configFor(b.Listener.Addr().String())), 0o600)
 	waitFor(t, "traffic to move to b", func() bool { return body() == "b" })
+}
+
+// On SIGTERM a proxy with a control plane leaves it before it drains: a draining proxy refuses
+// new configuration, so a push during the drain would otherwise be a refusal (NACK) shown on
+// the Mesh as a data plane that rejects its config.
+func TestSIGTERMLeavesTheControlPlaneBeforeDraining(t *testing.T) {
+	m := metrics.New()
+	p := dataplane.New(logr.Discard(), m)
+	if err := p.Apply(context.Background(), &config.Bootstrap{}); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Ready() {
+		t.Fatal("the proxy is not Ready with a config applied")
+	}
+	sigs := make(chan os.Signal, 1)
+	sigs <- syscall.SIGTERM
+	left, readyWhenLeaving := 0, false
+	err := serveSignals(logr.Discard(), p, m, nil, nil, 0, sigs, func() { left++; readyWhenLeaving = p.Ready() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if left != 1 || !readyWhenLeaving {
+		t.Fatalf("left the control plane %d times, the proxy Ready then: %v; want once, before draining", left, readyWhenLeaving)
+	}
+	if p.Ready() {
+		t.Fatal("the proxy is still Ready after its drain")
+	}
 }

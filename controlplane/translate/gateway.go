@@ -63,7 +63,7 @@ type gatewayPort struct {
 // rules the operator counts attachedRoutes with), and adds a parent status per Gateway parentRef
 // to the routes' statuses. Routes of a hostname are ordered by Gateway API precedence; hostnames
 // are matched exact first, then the longest wildcard, then any.
-func (m *Model) translateGateways(gateways []gwv1.Gateway, routes []*compiledRoute, parents [][]gwv1.ParentReference,
+func (m *Model) translateGateways(gateways []gwv1.Gateway, namespaceLabels map[string]map[string]string, routes []*compiledRoute, parents [][]gwv1.ParentReference,
 	generations []int64, hostnames [][]gwv1.Hostname) {
 	m.gateways = map[GatewayKey]*gatewayView{}
 	byKey := map[GatewayKey]*gwv1.Gateway{}
@@ -82,8 +82,7 @@ func (m *Model) translateGateways(gateways []gwv1.Gateway, routes []*compiledRou
 			}
 		}
 	}
-	// Namespace labels are not among the inputs: allowedRoutes from Selector matches none.
-	noLabels := func(string) map[string]string { return nil }
+	nsLabels := func(ns string) map[string]string { return namespaceLabels[ns] }
 
 	statuses := map[RouteRef][]gwv1.RouteParentStatus{}
 	for i, cr := range routes {
@@ -97,7 +96,7 @@ func (m *Model) translateGateways(gateways []gwv1.Gateway, routes []*compiledRou
 			if gw == nil {
 				continue // not a knit Gateway: another controller's to report
 			}
-			att := gateway.Attach(gw, judged[k], ref, cr.ref.Kind, cr.ref.Namespace, hostnames[i], noLabels)
+			att := gateway.Attach(gw, judged[k], ref, cr.ref.Kind, cr.ref.Namespace, hostnames[i], nsLabels)
 			for _, li := range att.Listeners {
 				l := judged[k][li]
 				p := ports[k][int32(l.Port)]
@@ -138,7 +137,8 @@ func sortedPorts(byPort map[int32]*gatewayPort) []*gatewayPort {
 }
 
 // virtualHosts makes one virtual host per hostname, exact names first, then wildcards longest
-// first, then "*". A port no route attaches to has one virtual host without routes (404).
+// first, then "*". A port no route attaches to has one virtual host whose only route answers 404
+// (a virtual host without routes is invalid xDS: a proxy would refuse the whole configuration).
 func virtualHosts(routeConfig string, hosts map[string][]entry) []*routev3.VirtualHost {
 	names := make([]string, 0, len(hosts))
 	for h := range hosts {
@@ -167,7 +167,11 @@ func virtualHosts(routeConfig string, hosts map[string][]entry) []*routev3.Virtu
 		out = append(out, vh)
 	}
 	if len(out) == 0 {
-		out = []*routev3.VirtualHost{{Name: routeConfig + "/*", Domains: []string{"*"}}}
+		out = []*routev3.VirtualHost{{Name: routeConfig + "/*", Domains: []string{"*"}, Routes: []*routev3.Route{{
+			Name:   "no-route-attached",
+			Match:  &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+			Action: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{Status: 404}},
+		}}}}
 	}
 	return out
 }

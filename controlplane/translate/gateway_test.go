@@ -232,3 +232,119 @@ func TestGRPCRoutesAttachToGatewaysAndOrderHostnames(t *testing.T) {
 		t.Fatalf("status %+v, want the route with two Gateway parents", m.Status)
 	}
 }
+
+// routeReasons gives, per route name, its first parent's Accepted and ResolvedRefs reasons.
+func routeReasons(m *Model) map[string][2]string {
+	out := map[string][2]string{}
+	for _, s := range m.Status {
+		if len(s.Parents) == 0 {
+			continue
+		}
+		var r [2]string
+		if c := meta.FindStatusCondition(s.Parents[0].Conditions, string(gwv1.RouteConditionAccepted)); c != nil {
+			r[0] = c.Reason
+		}
+		if c := meta.FindStatusCondition(s.Parents[0].Conditions, string(gwv1.RouteConditionResolvedRefs)); c != nil {
+			r[1] = c.Reason
+		}
+		out[s.Ref.Name] = r
+	}
+	return out
+}
+
+// A listener that allows routes from a namespace selector takes routes of the namespaces whose
+// labels match, and only those; a backendRef to another namespace resolves only where a
+// ReferenceGrant there lets the route's kind and namespace refer to that Service.
+func TestGatewaySelectorNamespacesAndReferenceGrants(t *testing.T) {
+	selector := gwv1.NamespacesFromSelector
+	gw := gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "edge", Generation: 1},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "knit", Listeners: []gwv1.Listener{{
+			Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType,
+			AllowedRoutes: &gwv1.AllowedRoutes{Namespaces: &gwv1.RouteNamespaces{From: &selector,
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"edge": "yes"}}}},
+		}}},
+	}
+	toBackend := func(ns, name string) gwv1.HTTPRoute {
+		b := backend("web", 80, 1)
+		b.Namespace = ptr.To(gwv1.Namespace("backend"))
+		return httpRoute(ns, name, 0, gatewayParent("infra", "edge", ""), gwv1.HTTPRouteRule{BackendRefs: []gwv1.HTTPBackendRef{b}})
+	}
+	grant := gwv1.ReferenceGrant{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "backend", Name: "from-team"},
+		Spec: gwv1.ReferenceGrantSpec{
+			From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: "team"}},
+			To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Service", Name: ptr.To(gwv1.ObjectName("web"))}},
+		},
+	}
+	in := Inputs{
+		TrustDomain: "cluster.local",
+		Services:    []corev1.Service{service("backend", "web", "10.96.0.10", port("http", 80))},
+		HTTPRoutes:  []gwv1.HTTPRoute{toBackend("team", "granted"), toBackend("other", "unselected"), toBackend("labelled", "ungranted")},
+		Gateways:    []gwv1.Gateway{gw},
+		NamespaceLabels: map[string]map[string]string{
+			"team": {"edge": "yes"}, "labelled": {"edge": "yes"}, "other": {"edge": "no"},
+		},
+		ReferenceGrants: []gwv1.ReferenceGrant{grant},
+	}
+	got := routeReasons(Translate(in))
+	want := map[string][2]string{
+		"granted":    {string(gwv1.RouteReasonAccepted), string(gwv1.RouteReasonResolvedRefs)},
+		"unselected": {string(gwv1.RouteReasonNotAllowedByListeners), string(gwv1.RouteReasonRefNotPermitted)},
+		"ungranted":  {string(gwv1.RouteReasonAccepted), string(gwv1.RouteReasonRefNotPermitted)},
+	}
+	for name, w := range want {
+		if got[name] != w {
+			t.Errorf("route %s: Accepted/ResolvedRefs %v, want %v", name, got[name], w)
+		}
+	}
+}
+
+// A Gateway no route attaches to yet still gets a configuration its proxy accepts (a virtual
+// host without routes is invalid: the proxy refused it, NACKed, and never became Ready), and
+// the proxy answers 404.
+func TestAGatewayWithoutRoutesIsServedWith404(t *testing.T) {
+	listenPort := freePort(t)
+	gw := gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "infra", Name: "empty", Generation: 1},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "knit", Listeners: []gwv1.Listener{{
+			Name: "http", Port: gwv1.PortNumber(listenPort), Protocol: gwv1.HTTPProtocolType,
+		}}},
+	}
+	m := Translate(Inputs{TrustDomain: "cluster.local", Gateways: []gwv1.Gateway{gw}})
+	res, ok := m.GatewayResources(GatewayKey{"infra", "empty"})
+	if !ok {
+		t.Fatal("no resources for the Gateway")
+	}
+	view := proxyxds.NewResources()
+	for _, l := range res.Listeners {
+		view.Listeners[l.Name] = l
+	}
+	for _, r := range res.Routes {
+		view.Routes[r.Name] = r
+	}
+	base := &config.Bootstrap{Admin: config.Admin{Address: "127.0.0.1:0"}, Gateway: true}
+	base.SetDefaults()
+	cfg, err := proxyxds.TranslateGateway(base, view)
+	if err != nil {
+		t.Fatalf("the gateway proxy refuses the translation: %v", err)
+	}
+	cfg.Listeners[0].Address = net.JoinHostPort("127.0.0.1", strconv.Itoa(int(listenPort)))
+	p := dataplane.New(logr.Discard(), metrics.New())
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Drain(ctx)
+	}()
+	resp, err := http.Get("http://" + cfg.Listeners[0].Address + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("status %d, want 404", resp.StatusCode)
+	}
+}

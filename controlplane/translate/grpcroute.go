@@ -28,14 +28,14 @@ import (
 
 // compileGRPCRoute turns a GRPCRoute into Envoy routes: a method match is a match on the
 // request path /<service>/<method>, and its backends' clusters speak HTTP/2.
-func compileGRPCRoute(gr *gwv1.GRPCRoute, services map[serviceKey]*serviceView) *compiledRoute {
+func compileGRPCRoute(gr *gwv1.GRPCRoute, services map[serviceKey]*serviceView, g grants) *compiledRoute {
 	cr := &compiledRoute{
 		ref:     RouteRef{Kind: KindGRPCRoute, Namespace: gr.Namespace, Name: gr.Name},
 		created: gr.CreationTimestamp.Time,
 		rules:   len(gr.Spec.Rules),
 		grpc:    true,
 	}
-	b := newRuleBuilder(services, cr, gr.Spec.ParentRefs)
+	b := newRuleBuilder(services, g, cr, gr.Spec.ParentRefs)
 	for i := range gr.Spec.Rules {
 		entries, err := b.grpcRule(i, &gr.Spec.Rules[i])
 		if err != nil {

@@ -31,13 +31,13 @@ import (
 // compileHTTPRoute turns each rule of an HTTPRoute into Envoy routes, one per match. A rule knit
 // cannot represent faithfully is dropped (a match it cannot express) or answers 500 (a filter it
 // does not implement), and is named in the route's status.
-func compileHTTPRoute(hr *gwv1.HTTPRoute, services map[serviceKey]*serviceView) *compiledRoute {
+func compileHTTPRoute(hr *gwv1.HTTPRoute, services map[serviceKey]*serviceView, g grants) *compiledRoute {
 	cr := &compiledRoute{
 		ref:     RouteRef{Kind: KindHTTPRoute, Namespace: hr.Namespace, Name: hr.Name},
 		created: hr.CreationTimestamp.Time,
 		rules:   len(hr.Spec.Rules),
 	}
-	b := newRuleBuilder(services, cr, hr.Spec.ParentRefs)
+	b := newRuleBuilder(services, g, cr, hr.Spec.ParentRefs)
 	for i := range hr.Spec.Rules {
 		rule := &hr.Spec.Rules[i]
 		entries, err := b.httpRule(i, rule)

@@ -45,6 +45,11 @@ type Inputs struct {
 	GRPCRoutes     []gwv1.GRPCRoute
 	// Gateways are those whose GatewayClass knit serves (the caller filters by controllerName).
 	Gateways []gwv1.Gateway
+	// NamespaceLabels are every namespace's labels, for Gateway listeners that allow routes from
+	// the namespaces a selector picks.
+	NamespaceLabels map[string]map[string]string
+	// ReferenceGrants let routes name backend Services in other namespaces.
+	ReferenceGrants []gwv1.ReferenceGrant
 }
 
 // Host is the fully qualified name of a Service.

@@ -78,6 +78,7 @@ type problem struct {
 // ruleBuilder holds what one rule's matches share.
 type ruleBuilder struct {
 	services map[serviceKey]*serviceView
+	grants   grants
 	route    *compiledRoute
 	ns       string
 	// parents are the Services the route's parentRefs name: a consumer route may send to its
@@ -85,8 +86,8 @@ type ruleBuilder struct {
 	parents map[serviceKey]bool
 }
 
-func newRuleBuilder(services map[serviceKey]*serviceView, cr *compiledRoute, refs []gwv1.ParentReference) *ruleBuilder {
-	b := &ruleBuilder{services: services, route: cr, ns: cr.ref.Namespace, parents: map[serviceKey]bool{}}
+func newRuleBuilder(services map[serviceKey]*serviceView, g grants, cr *compiledRoute, refs []gwv1.ParentReference) *ruleBuilder {
+	b := &ruleBuilder{services: services, grants: g, route: cr, ns: cr.ref.Namespace, parents: map[serviceKey]bool{}}
 	for _, ref := range refs {
 		if !isServiceParent(ref) {
 			continue
@@ -186,8 +187,8 @@ func (b *ruleBuilder) resolve(ref gwv1.BackendObjectReference) (string, *problem
 		ns = string(*ref.Namespace)
 	}
 	key := serviceKey{ns, string(ref.Name)}
-	if ns != b.ns && !b.parents[key] {
-		return "", &problem{gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("backendRef %s: references to another namespace are supported only to a parent Service (ReferenceGrant is not)", key)}
+	if ns != b.ns && !b.parents[key] && !b.grants.allowService(b.route.ref.Kind, b.ns, ns, key.name) {
+		return "", &problem{gwv1.RouteReasonRefNotPermitted, fmt.Sprintf("backendRef %s: no ReferenceGrant in namespace %s lets %ss of namespace %s refer to it", key, ns, b.route.ref.Kind, b.ns)}
 	}
 	svc := b.services[key]
 	if svc == nil {

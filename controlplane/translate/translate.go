@@ -116,14 +116,14 @@ func Translate(in Inputs) *Model {
 	var hostnames [][]gwv1.Hostname
 	for i := range in.HTTPRoutes {
 		hr := &in.HTTPRoutes[i]
-		routes = append(routes, validated(compileHTTPRoute(hr, services)))
+		routes = append(routes, validated(compileHTTPRoute(hr, services, grants(in.ReferenceGrants))))
 		parents = append(parents, hr.Spec.ParentRefs)
 		generations = append(generations, hr.Generation)
 		hostnames = append(hostnames, hr.Spec.Hostnames)
 	}
 	for i := range in.GRPCRoutes {
 		gr := &in.GRPCRoutes[i]
-		routes = append(routes, validated(compileGRPCRoute(gr, services)))
+		routes = append(routes, validated(compileGRPCRoute(gr, services, grants(in.ReferenceGrants))))
 		parents = append(parents, gr.Spec.ParentRefs)
 		generations = append(generations, gr.Generation)
 		hostnames = append(hostnames, gr.Spec.Hostnames)
@@ -212,7 +212,7 @@ func Translate(in Inputs) *Model {
 			sortEntries(es)
 		}
 	}
-	m.translateGateways(in.Gateways, routes, parents, generations, hostnames)
+	m.translateGateways(in.Gateways, in.NamespaceLabels, routes, parents, generations, hostnames)
 	return m
 }
 

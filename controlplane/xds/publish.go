@@ -66,18 +66,20 @@ func Snapshot(version string, res translate.Resources) (*cachev3.Snapshot, error
 	return cachev3.NewSnapshot(version, out)
 }
 
-// publisher serves what the translation produced from linear caches, which keep each resource
-// with its version and marshalled bytes once, however many streams receive it: clusters,
-// endpoints and listeners are the same for every proxy, one cache each; routes depend on the
-// client namespace (consumer routes), one cache per namespace with streams open. Each update
-// carries only the resources whose content changed; the delta server sends each stream only
-// those. (A snapshot cache would marshal every resource again for every stream it answers.)
+// publisher serves what the translation produced from resource caches (cache.go), which keep
+// each resource with its version and marshalled bytes once, however many streams receive it:
+// clusters, endpoints and listeners are the same for every proxy, one cache each; routes depend
+// on the client namespace (consumer routes), one cache per namespace with streams open. Each
+// update carries only the resources whose content changed; the delta server sends each stream
+// only those. (A snapshot cache would marshal every resource again for every stream it answers.)
 type publisher struct {
 	log   logr.Logger
-	cds   *cachev3.LinearCache
-	eds   *cachev3.LinearCache
-	lds   *cachev3.LinearCache
+	cds   *resourceCache
+	eds   *resourceCache
+	lds   *resourceCache
 	cache cachev3.Cache
+	// budget bounds the large responses in flight, over every cache.
+	budget *sendBudget
 
 	mu    sync.Mutex
 	model *translate.Model
@@ -92,19 +94,21 @@ type publisher struct {
 // Gateway's proxies together with that Gateway's own listeners.
 type namespaceRoutes struct {
 	streams int
-	rds     *cachev3.LinearCache
+	rds     *resourceCache
 	sent    map[string]proto.Message
 	// lds holds a Gateway's bound listeners (nil for a namespace: sidecars share publisher.lds).
-	lds           *cachev3.LinearCache
+	lds           *resourceCache
 	sentListeners map[string]proto.Message
 }
 
 func newPublisher(log logr.Logger) *publisher {
+	budget := newSendBudget(defaultSendBudget)
 	p := &publisher{
+		budget:    budget,
 		log:       log,
-		cds:       cachev3.NewLinearCache(resourcev3.ClusterType),
-		eds:       cachev3.NewLinearCache(resourcev3.EndpointType),
-		lds:       cachev3.NewLinearCache(resourcev3.ListenerType),
+		cds:       newResourceCache(resourcev3.ClusterType, budget),
+		eds:       newResourceCache(resourcev3.EndpointType, budget),
+		lds:       newResourceCache(resourcev3.ListenerType, budget),
 		active:    map[string]*namespaceRoutes{},
 		sent:      map[string]*endpointv3.ClusterLoadAssignment{},
 		clusters:  map[string]proto.Message{},
@@ -194,7 +198,7 @@ func named[T proto.Message](rs []T, name func(T) string) map[string]proto.Messag
 }
 
 // update puts into c what differs between sent and next, and returns what c then holds.
-func (p *publisher) update(c *cachev3.LinearCache, what string, sent, next map[string]proto.Message) map[string]proto.Message {
+func (p *publisher) update(c *resourceCache, what string, sent, next map[string]proto.Message) map[string]proto.Message {
 	changed := map[string]cachetypes.Resource{}
 	for name, r := range next {
 		if old, ok := sent[name]; !ok || !proto.Equal(old, r) {
@@ -278,9 +282,9 @@ func (p *publisher) open(_ context.Context, ns string) {
 	defer p.mu.Unlock()
 	r := p.active[ns]
 	if r == nil {
-		r = &namespaceRoutes{rds: cachev3.NewLinearCache(resourcev3.RouteType), sent: map[string]proto.Message{}}
+		r = &namespaceRoutes{rds: newResourceCache(resourcev3.RouteType, p.budget), sent: map[string]proto.Message{}}
 		if strings.HasPrefix(ns, gatewayKeyPrefix) {
-			r.lds, r.sentListeners = cachev3.NewLinearCache(resourcev3.ListenerType), map[string]proto.Message{}
+			r.lds, r.sentListeners = newResourceCache(resourcev3.ListenerType, p.budget), map[string]proto.Message{}
 		}
 		if p.model != nil {
 			p.updateViewLocked(ns, r)

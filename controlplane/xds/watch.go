@@ -123,6 +123,7 @@ type builder struct {
 
 	httpRoutes, grpcRoutes   bool // whether the Gateway API kinds are installed
 	gateways, gatewayClasses bool
+	referenceGrants          bool
 	// structural is set when something other than endpoints changed since the last build.
 	structural atomic.Bool
 
@@ -162,6 +163,9 @@ func (b *builder) watch(ctx context.Context) error {
 		{&corev1.Service{}, nil, structural}, {&discoveryv1.EndpointSlice{}, nil, endpointSlices}, {&corev1.Pod{}, nil, pods},
 		{&gwv1.HTTPRoute{}, &b.httpRoutes, structural}, {&gwv1.GRPCRoute{}, &b.grpcRoutes, structural},
 		{&gwv1.Gateway{}, &b.gateways, structural}, {&gwv1.GatewayClass{}, &b.gatewayClasses, structural},
+		{&gwv1.ReferenceGrant{}, &b.referenceGrants, structural},
+		// Namespace labels decide which Gateway listeners (allowedRoutes from Selector) take a route.
+		{&corev1.Namespace{}, nil, namespaceLabels(structural)},
 	}
 	b.structural.Store(true)
 	for _, k := range kinds {
@@ -190,6 +194,23 @@ func (b *builder) watch(ctx context.Context) error {
 		b.poke()
 	}
 	return nil
+}
+
+// namespaceLabels passes on namespace events that change labels (or add or remove a namespace):
+// nothing else of a namespace feeds the translation.
+func namespaceLabels(next toolscache.ResourceEventHandlerFuncs) toolscache.ResourceEventHandlerFuncs {
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: next.AddFunc,
+		UpdateFunc: func(old, obj any) {
+			o, ok1 := old.(*corev1.Namespace)
+			n, ok2 := obj.(*corev1.Namespace)
+			if ok1 && ok2 && reflect.DeepEqual(o.Labels, n.Labels) {
+				return
+			}
+			next.UpdateFunc(old, obj)
+		},
+		DeleteFunc: next.DeleteFunc,
+	}
 }
 
 // unwrap returns the object of an informer event, also of a delete the informer missed.
@@ -382,10 +403,12 @@ func (b *builder) buildAll(ctx context.Context) error {
 	var pods corev1.PodList
 	var hrs gwv1.HTTPRouteList
 	var grs gwv1.GRPCRouteList
+	var rgs gwv1.ReferenceGrantList
+	var nss corev1.NamespaceList
 	lists := []struct {
 		list client.ObjectList
 		on   bool
-	}{{&svcs, true}, {&eps, true}, {&pods, true}, {&hrs, b.httpRoutes}, {&grs, b.grpcRoutes}}
+	}{{&svcs, true}, {&eps, true}, {&pods, true}, {&hrs, b.httpRoutes}, {&grs, b.grpcRoutes}, {&rgs, b.referenceGrants}, {&nss, true}}
 	for _, l := range lists {
 		if !l.on {
 			continue
@@ -399,6 +422,11 @@ func (b *builder) buildAll(ctx context.Context) error {
 		}
 	}
 	in.Services, in.EndpointSlices, in.Pods, in.HTTPRoutes, in.GRPCRoutes = svcs.Items, eps.Items, pods.Items, hrs.Items, grs.Items
+	in.ReferenceGrants = rgs.Items
+	in.NamespaceLabels = make(map[string]map[string]string, len(nss.Items))
+	for _, ns := range nss.Items {
+		in.NamespaceLabels[ns.Name] = ns.Labels
+	}
 	gateways, err := b.knitGateways(ctx)
 	if err != nil {
 		b.structural.Store(true)

@@ -141,3 +141,79 @@ func TestFastPathSkipsInformationalResponses(t *testing.T) {
 		t.Fatalf("got %d %q", code, body)
 	}
 }
+
+// allAtOnceClosingUpstream serves the first request of each connection and, once want
+// connections are open, closes every one of them on its next request without answering: an
+// upstream whose keep-alive connections all end at the same moment (its idle timeout fired
+// for connections used together, or it is exiting at SIGTERM) while a request is in flight.
+// The first responses wait until want connections are open, so that many sit in the pool.
+func allAtOnceClosingUpstream(t *testing.T, want int64) (string, *atomic.Int64) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var conns atomic.Int64
+	allOpen := make(chan struct{})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			if conns.Add(1) == want {
+				close(allOpen)
+			}
+			go func() {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second)) // a stuck test ends
+				br := bufio.NewReader(c)
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				<-allOpen
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+				// The next request arrives just as the connection ends: no answer.
+				http.ReadRequest(br)
+			}()
+		}
+	}()
+	return ln.Addr().String(), &conns
+}
+
+func TestStalePooledConnectionIsRetriedOnAFreshConnection(t *testing.T) {
+	const pooled = 2
+	// At the connection cap, the retry's new connection needs the slot of an idle one.
+	for _, cluster := range []string{"", fmt.Sprintf("maxConnectionsPerEndpoint: %d", pooled)} {
+		t.Run("cap="+cluster, func(t *testing.T) {
+			up, conns := allAtOnceClosingUpstream(t, pooled)
+			p := startProxy(t, proxyConfig("", "", cluster, up))
+			url := "http://" + addr(t, p, "in") + "/"
+			// Two requests at once leave two keep-alive connections in the proxy's pool.
+			errs := make(chan error, pooled)
+			for range pooled {
+				go func() {
+					resp, err := client().Get(url)
+					if err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != 200 {
+							err = fmt.Errorf("status %d", resp.StatusCode)
+						}
+					}
+					errs <- err
+				}()
+			}
+			for range pooled {
+				if err := <-errs; err != nil {
+					t.Fatalf("filling the pool: %v", err)
+				}
+			}
+			// Every pooled connection is now about to close; the request must still be
+			// served, on a connection the upstream has not ended.
+			if code, body := get(t, client(), url); code != 200 || body != "ok" {
+				t.Fatalf("GET while the upstream closes its pooled connections: %d %q (upstream connections: %d)", code, body, conns.Load())
+			}
+		})
+	}
+}

@@ -31,7 +31,7 @@ const (
 )
 
 // workloadIdentity runs a proxy's certificate manager against ca and waits for its certificate.
-func workloadIdentity(t *testing.T, ca *identitytest.CA, id string, reg prometheus.Registerer) *identity.Manager {
+func workloadIdentity(t testing.TB, ca *identitytest.CA, id string, reg prometheus.Registerer) *identity.Manager {
 	t.Helper()
 	dir := t.TempDir()
 	token, bundle := filepath.Join(dir, "token"), filepath.Join(dir, "ca.crt")
@@ -206,5 +206,33 @@ func TestInboundRefusesAPeerWithoutAMeshCertificate(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the failed handshake was not counted")
 		}
+	}
+}
+
+// A mesh peer leaving ends the exchange the server sidecar runs for it: a close_notify alone
+// (the socket stays open) as well as the socket closing without one.
+func TestMeshPeerGoingAwayEndsItsExchange(t *testing.T) {
+	ca := identitytest.Start(t, time.Hour)
+	arrived, gaveUp := make(chan struct{}, 10), make(chan struct{}, 10)
+	p, _ := startMeshedSidecar(t, ca, mtls.Permissive, httpUpstream(t, stuckHandler(arrived, gaveUp)))
+	cart := workloadIdentity(t, ca, cartID, prometheus.NewRegistry())
+	for name, leave := range map[string]func(tc *tls.Conn, raw net.Conn){
+		"close_notify":            func(tc *tls.Conn, _ net.Conn) { tc.CloseWrite() },
+		"socket closed, no alert": func(_ *tls.Conn, raw net.Conn) { raw.Close() },
+	} {
+		t.Run(name, func(t *testing.T) {
+			raw, err := net.Dial("tcp", addr(t, p, "inbound"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer raw.Close()
+			tc := tls.Client(raw, cart.ClientTLSConfig(webID))
+			if _, err := io.WriteString(tc, "GET /stuck HTTP/1.1\r\nHost: web\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			await(t, arrived, "the request to reach the app")
+			leave(tc, raw)
+			await(t, gaveUp, "the app's request to end with its peer")
+		})
 	}
 }

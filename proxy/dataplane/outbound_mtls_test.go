@@ -93,7 +93,7 @@ func (w *wireTap) bytesSent() []byte {
 
 // serverSidecar is the server side's sidecar as identity id: inbound mutual TLS in mode, every
 // connection's original destination whatever *dst holds.
-func serverSidecar(t *testing.T, ca *identitytest.CA, mode mtls.Mode, id string) (*Proxy, *atomic.Pointer[netip.AddrPort], *identity.Manager) {
+func serverSidecar(t testing.TB, ca *identitytest.CA, mode mtls.Mode, id string) (*Proxy, *atomic.Pointer[netip.AddrPort], *identity.Manager) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(passthroughYAML))
 	if err != nil {
@@ -143,7 +143,7 @@ clusters:
 }
 
 // clientSidecar is the client side's sidecar with outbound mutual TLS as ident.
-func clientSidecar(t *testing.T, ident *identity.Manager, mode mtls.Mode, yaml string) (*Proxy, *prometheus.Registry) {
+func clientSidecar(t testing.TB, ident *identity.Manager, mode mtls.Mode, yaml string) (*Proxy, *prometheus.Registry) {
 	t.Helper()
 	cfg, err := config.Parse([]byte(yaml))
 	if err != nil {
@@ -534,4 +534,115 @@ func TestMeshedConnectionsOutliveTheClustersAppSizedIdleTimeout(t *testing.T) {
 	if n := tap.accepted.Load(); n != 1 {
 		t.Fatalf("%d mutual TLS connections for two requests: the idle one was not reused", n)
 	}
+}
+
+// cuttingRelay relays TCP connections to target until cut is closed; after that, a connection
+// opened before the cut is closed, unanswered, as soon as its client sends anything: a peer
+// sidecar ending all its pooled connections at once (idle timeout, drain) just as a request
+// is sent. Connections opened after the cut are relayed.
+func cuttingRelay(t *testing.T, target string, cut <-chan struct{}) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			before := true
+			select {
+			case <-cut:
+				before = false
+			default:
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go io.Copy(c, up)
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						select {
+						case <-cut:
+							if before {
+								return // closes both sides without forwarding the request
+							}
+						default:
+						}
+						if _, err := up.Write(buf[:n]); err != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestMeshedPooledConnectionsClosedTogetherAreRetriedOnAFreshConnection(t *testing.T) {
+	const pooled = 2
+	ca := identitytest.Start(t, time.Hour)
+	server, dst, _ := serverSidecar(t, ca, mtls.Permissive, webID)
+	// The app holds its first answers until two requests are in flight, so the client
+	// side opens two mutual TLS connections and keeps both in its pool.
+	var inFlight atomic.Int64
+	bothIn := make(chan struct{})
+	setAddr(dst, httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
+		if inFlight.Add(1) == pooled {
+			close(bothIn)
+		}
+		select {
+		case <-bothIn:
+		case <-r.Context().Done():
+		}
+		w.Write([]byte("ok"))
+	}))
+	cut := make(chan struct{})
+	relay := cuttingRelay(t, addr(t, server, "inbound"), cut)
+	cart := workloadIdentity(t, ca, cartID, prometheus.NewRegistry())
+	cli, _ := clientSidecar(t, cart, mtls.Strict, clientSidecarYAML(relay, webID))
+	url := "http://" + addr(t, cli, "h1") + "/"
+
+	errs := make(chan error, pooled)
+	for range pooled {
+		go func() {
+			code, body, err := tryGet(url)
+			if err == nil && (code != 200 || body != "ok") {
+				err = fmt.Errorf("%d %q", code, body)
+			}
+			errs <- err
+		}()
+	}
+	for range pooled {
+		if err := <-errs; err != nil {
+			t.Fatalf("filling the pool: %v", err)
+		}
+	}
+	close(cut)
+	if code, body, err := tryGet(url); err != nil || code != 200 || body != "ok" {
+		t.Fatalf("GET while the peer sidecar closes the pooled connections: %d %q %v", code, body, err)
+	}
+}
+
+func tryGet(url string) (int, string, error) {
+	resp, err := client().Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }

@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -43,7 +45,7 @@ func NewOutbound(mode Mode, id *identity.Manager, log logr.Logger, reg prometheu
 	o := &Outbound{Mode: mode, Identity: id, Log: log, HandshakeTimeout: 10 * time.Second,
 		handshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "knit_proxy_outbound_mtls_handshakes_total",
-			Help: "Mutual TLS handshakes with meshed endpoints by result (ok, peer_identity_mismatch, untrusted_peer, mtls_handshake_failed) and the SPIFFE ID expected of the peer.",
+			Help: "Mutual TLS handshakes with meshed endpoints by result (ok, peer_identity_mismatch, untrusted_peer, mtls_handshake_failed; retried: the peer did not take it as TLS, tried once more on a fresh connection) and the SPIFFE ID expected of the peer.",
 		}, []string{"result", "peer_identity"}),
 		unavailable: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "knit_proxy_outbound_mtls_unavailable_total",
@@ -72,25 +74,43 @@ func (o *Outbound) Use() (uint64, bool, error) {
 }
 
 // Client implements upstream.MeshTLS: the handshake as this workload, expecting id.
-func (o *Outbound) Client(ctx context.Context, conn net.Conn, id string) (net.Conn, error) {
+func (o *Outbound) Client(ctx context.Context, conn net.Conn, id string, retry bool) (net.Conn, error) {
 	tc := tls.Client(conn, o.Identity.ClientTLSConfig(id))
 	ctx, cancel := context.WithTimeout(ctx, o.HandshakeTimeout)
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		me := &upstream.MeshError{Reason: "mtls_handshake_failed", Endpoint: true, Err: err}
+		result := ""
 		switch {
 		case errors.Is(err, identity.ErrPeerIdentityMismatch):
 			me.Reason = "peer_identity_mismatch"
 		case errors.Is(err, identity.ErrUntrustedPeer):
 			me.Reason = "untrusted_peer"
-		case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
-			me.Endpoint = false // the request went away, not the endpoint
+		case ctx.Err() != nil:
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				me.Endpoint = false // the request went away, not the endpoint
+			}
+		case !retry && peerNotTLS(err):
+			me.Retry, result = true, "retried"
 		}
-		o.handshakes.WithLabelValues(me.Reason, id).Inc()
+		if result == "" {
+			result = me.Reason
+		}
+		o.handshakes.WithLabelValues(result, id).Inc()
 		o.Log.V(1).Info("mutual TLS to a meshed endpoint failed", "endpoint", conn.RemoteAddr().String(),
-			"expectedIdentity", id, "reason", me.Reason, "error", err.Error())
+			"expectedIdentity", id, "reason", result, "error", err.Error())
 		return nil, me
 	}
 	o.handshakes.WithLabelValues("ok", id).Inc()
 	return tc, nil
+}
+
+// peerNotTLS says the peer did not take the handshake as TLS: it answered with bytes that are
+// not a TLS record (its sidecar passed the ClientHello to the app, which answered in its own
+// protocol), or it closed the connection (its sidecar refused what it took for plaintext).
+// Both happen when the ClientHello reaches a sidecar after its protocol detection gave up.
+func peerNotTLS(err error) bool {
+	var rh tls.RecordHeaderError
+	return errors.As(err, &rh) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }

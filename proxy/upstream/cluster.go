@@ -168,17 +168,15 @@ func (c *Cluster) Dial(ctx context.Context, e *balance.Endpoint) (net.Conn, erro
 		}
 		meshed = !plaintext
 	}
+	if meshed {
+		_, tc, err := dialMesh(ctx, c.dialer.DialContext, e.Addr, func(ctx context.Context, conn net.Conn, retry bool) (net.Conn, error) {
+			return c.mesh.Client(ctx, conn, e.Identity, retry)
+		})
+		return tc, err
+	}
 	conn, err := c.dialer.DialContext(ctx, "tcp", e.Addr)
 	if err != nil {
 		return nil, err
-	}
-	if meshed {
-		tc, err := c.mesh.Client(ctx, conn, e.Identity)
-		if err != nil {
-			conn.Close()
-			return nil, err
-		}
-		return tc, nil
 	}
 	if c.tls == nil {
 		return conn, nil

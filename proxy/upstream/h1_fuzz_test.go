@@ -164,7 +164,7 @@ func FuzzH1ReadResponse(f *testing.F) {
 			t.Fatalf("the exchange outlived its deadline")
 		}
 		current.Store(&answer{keepOpen: true}) // a fresh connection serves nothing
-		pc, reused, err := pool.get(context.Background(), addr, time.Now().Add(time.Second))
+		pc, reused, err := pool.get(context.Background(), addr, time.Now().Add(time.Second), false)
 		if err != nil {
 			return
 		}

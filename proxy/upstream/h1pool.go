@@ -48,7 +48,7 @@ type h1Pool struct {
 	maxHeader int64
 
 	// handshake, when set, wraps each new connection (mutual TLS to a meshed endpoint).
-	handshake func(context.Context, net.Conn) (net.Conn, error)
+	handshake handshakeFunc
 
 	mu     sync.Mutex
 	hosts  map[string]*h1Host
@@ -185,12 +185,15 @@ func (p *h1Pool) host(addr string) *h1Host {
 var errPoolWait = errors.New("timed out waiting for an upstream connection (maxConnectionsPerEndpoint reached)")
 
 // get returns a clean idle connection or a new one; at the connection cap it
-// waits for one until ctx ends or the deadline passes.
-func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time) (*h1Conn, bool, error) {
+// waits for one until ctx ends or the deadline passes. fresh skips the idle
+// connections: a retry after a pooled connection turned out closed, since the
+// server likely closed its other idle connections at the same moment (the
+// closed one's slot is free for it; at the cap it waits as any request does).
+func (p *h1Pool) get(ctx context.Context, addr string, deadline time.Time, fresh bool) (*h1Conn, bool, error) {
 	now := time.Now()
 	p.mu.Lock()
 	h := p.host(addr)
-	for len(h.idle) > 0 {
+	for !fresh && len(h.idle) > 0 {
 		pc := h.idle[len(h.idle)-1]
 		h.idle = h.idle[:len(h.idle)-1]
 		if now.Sub(pc.lastUsed) < p.idleFor {
@@ -257,30 +260,31 @@ func (p *h1Pool) dial(ctx context.Context, addr string, deadline time.Time) (*h1
 	if !deadline.IsZero() && (d.Deadline.IsZero() || deadline.Before(d.Deadline)) {
 		d.Deadline = deadline // the route's timeout bounds the dial too
 	}
-	c, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		p.release(addr)
-		return nil, false, err
-	}
-	pc := &h1Conn{conn: c, addr: addr, pool: p, readLimit: math.MaxInt64}
-	if sc, ok := c.(syscall.Conn); ok {
-		if pc.raw, err = sc.SyscallConn(); err != nil {
-			c.Close()
-			p.release(addr)
-			return nil, false, err
-		}
-	}
-	if p.handshake != nil {
-		// The liveness peek stays on the socket: any byte on an idle TLS connection (a
-		// close_notify, or anything else) makes it unclean, as in plaintext.
+	var c, conn net.Conn
+	var err error
+	if p.handshake == nil {
+		c, err = d.DialContext(ctx, "tcp", addr)
+		conn = c
+	} else {
 		hctx := ctx
 		if !d.Deadline.IsZero() {
 			var cancel context.CancelFunc
 			hctx, cancel = context.WithDeadline(ctx, d.Deadline)
 			defer cancel()
 		}
-		if pc.conn, err = p.handshake(hctx, c); err != nil {
-			c.Close()
+		// hctx carries d.Deadline, so the pool's own dialer is bounded as d is.
+		c, conn, err = dialMesh(hctx, p.dialer.DialContext, addr, p.handshake)
+	}
+	if err != nil {
+		p.release(addr)
+		return nil, false, err
+	}
+	// The liveness peek stays on the socket: any byte on an idle TLS connection (a
+	// close_notify, or anything else) makes it unclean, as in plaintext.
+	pc := &h1Conn{conn: conn, addr: addr, pool: p, readLimit: math.MaxInt64}
+	if sc, ok := c.(syscall.Conn); ok {
+		if pc.raw, err = sc.SyscallConn(); err != nil {
+			conn.Close()
 			p.release(addr)
 			return nil, false, err
 		}
@@ -369,7 +373,7 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 		cc = clientConnFrom(ctx)
 	}
 	for attempt := 0; ; attempt++ {
-		pc, reused, err := pool.get(ctx, addr, deadline)
+		pc, reused, err := pool.get(ctx, addr, deadline, attempt > 0)
 		if err != nil {
 			return nil, err
 		}

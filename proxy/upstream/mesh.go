@@ -20,8 +20,9 @@ type MeshTLS interface {
 	// (plaintext: no certificate yet and the mode allows it), or not at all (an error).
 	Use() (generation uint64, plaintext bool, err error)
 	// Client runs the client handshake on conn, presenting the workload certificate and
-	// accepting only a peer whose certificate carries id. Failures are *MeshError.
-	Client(ctx context.Context, conn net.Conn, id string) (net.Conn, error)
+	// accepting only a peer whose certificate carries id. Failures are *MeshError. retry says
+	// conn is the fresh connection of a second try (see dialMesh): its failures are final.
+	Client(ctx context.Context, conn net.Conn, id string, retry bool) (net.Conn, error)
 }
 
 // MeshError is a failure to open mutual TLS to a meshed endpoint. Endpoint says whether it is
@@ -32,7 +33,11 @@ type MeshError struct {
 	// mtls_handshake_failed, no_workload_certificate.
 	Reason   string
 	Endpoint bool
-	Err      error
+	// Retry says the peer did not take the handshake as TLS (it answered in plaintext or
+	// closed the connection): a sidecar whose protocol detection gave up before the
+	// ClientHello came. No request byte was sent, so one fresh connection may be tried.
+	Retry bool
+	Err   error
 }
 
 func (e *MeshError) Error() string { return "mutual TLS to a meshed endpoint: " + e.Err.Error() }
@@ -54,6 +59,28 @@ func DialResult(err error) balance.Result {
 		return balance.NotEndpoint
 	}
 	return balance.ConnectFailure
+}
+
+// handshakeFunc opens mutual TLS on a new connection; retry says it is the second try.
+type handshakeFunc func(ctx context.Context, conn net.Conn, retry bool) (net.Conn, error)
+
+// dialMesh dials addr and opens mutual TLS on the connection with handshake. A handshake the
+// peer did not take as TLS (MeshError.Retry) is tried once more on a fresh connection; every
+// other failure, identity ones first, is returned at once. It returns the TCP connection too.
+func dialMesh(ctx context.Context, dial func(context.Context, string, string) (net.Conn, error), addr string,
+	handshake handshakeFunc) (raw, tc net.Conn, err error) {
+	for retry := false; ; retry = true {
+		if raw, err = dial(ctx, "tcp", addr); err != nil {
+			return nil, nil, err
+		}
+		if tc, err = handshake(ctx, raw, retry); err == nil {
+			return raw, tc, nil
+		}
+		raw.Close()
+		if me := AsMeshError(err); retry || me == nil || !me.Retry {
+			return nil, nil, err
+		}
+	}
 }
 
 // meshIdleTimeout keeps idle connections to meshed endpoints longer than the cluster's idle
@@ -118,24 +145,18 @@ func (m *meshPools) closeIdle() {
 func (c *Cluster) newMeshPools() *meshPools {
 	mesh, spec := c.mesh, c.Spec
 	return &meshPools{byID: map[string]*meshPool{}, newPool: func(id string) *meshPool {
-		handshake := func(ctx context.Context, conn net.Conn) (net.Conn, error) { return mesh.Client(ctx, conn, id) }
+		handshake := func(ctx context.Context, conn net.Conn, retry bool) (net.Conn, error) {
+			return mesh.Client(ctx, conn, id, retry)
+		}
 		if spec.Protocol == config.ClusterHTTP2 {
 			t := c.newTransport()
 			t.TLSClientConfig = nil
 			t.IdleConnTimeout = meshIdleTimeout
 			// The inner protocol is h2 with prior knowledge, as to a plaintext endpoint: the
 			// dial below returns the connection already inside mutual TLS.
-			t.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-				conn, err := c.dialer.DialContext(ctx, network, addr)
-				if err != nil {
-					return nil, err
-				}
-				tc, err := handshake(ctx, conn)
-				if err != nil {
-					conn.Close()
-					return nil, err
-				}
-				return tc, nil
+			t.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) {
+				_, tc, err := dialMesh(ctx, c.dialer.DialContext, addr, handshake)
+				return tc, err
 			}
 			return &meshPool{transport: t}
 		}

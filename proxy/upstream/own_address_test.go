@@ -14,7 +14,7 @@ import (
 type alwaysMTLS struct{}
 
 func (alwaysMTLS) Use() (uint64, bool, error) { return 1, false, nil }
-func (alwaysMTLS) Client(_ context.Context, conn net.Conn, _ string) (net.Conn, error) {
+func (alwaysMTLS) Client(_ context.Context, conn net.Conn, _ string, _ bool) (net.Conn, error) {
 	return conn, nil
 }
 

@@ -29,14 +29,18 @@ var (
 	proxyBin = flag.String("knit-proxy", "bin/knit-proxy", "path to the knit-proxy binary")
 	baseBin  = flag.String("baseline-proxy", "", "path to an earlier knit-proxy binary, measured as target knit-base in the same interleaved rounds")
 	outDir   = flag.String("out", "bin/bench", "directory for configs, logs and result.json")
-	duration = flag.Duration("duration", 5*time.Second, "length of each measured run")
+	duration = flag.Duration("duration", 3*time.Second, "length of each measured run")
 	rounds   = flag.Int("rounds", 3, "rounds; each round runs every target once per scenario, interleaved, and the median is reported")
 	genCPU   = flag.String("loadgen-cpu", "0", "CPU list for the load generator")
 	srvCPU   = flag.String("server-cpu", "1", "CPU list for the upstream and the proxy")
 	only     = flag.String("only", "", "comma-separated targets to run (direct,knit,nginx,haproxy); empty = all")
 	noTLS    = flag.Bool("no-tls", false, "skip the TLS client→proxy runs")
 	profile  = flag.Bool("profile", false, "take a 5s CPU profile of knit-proxy during its max-throughput run")
-	twoHop   = flag.String("two-hop", "", "path to test/bench/twohop: adds the two-hop phase (client → sidecar → sidecar → upstream), plaintext and mutual TLS between the sidecars")
+	twoHop   = flag.String("two-hop", "", "path to test/bench/twohop: adds the mesh phase (client → sidecar → sidecar → upstream), plaintext and mutual TLS between the sidecars, beside nginx and haproxy as two TLS hops")
+	loadBin  = flag.String("load", "", "path to test/bench/load (h2c, gRPC and TCP shapes and their upstreams)")
+	shapes   = flag.String("shapes", "", "comma-separated phases to run: get64, tls, post1k, resp64k, chunked, h2c, grpc-unary, grpc-stream, tcp, mesh; empty = all")
+
+	shapeDuration = flag.Duration("shape-duration", 2*time.Second, "length of each run in the body, h2c, gRPC and TCP shapes")
 )
 
 // Run is one load run's result.
@@ -69,7 +73,9 @@ type Result struct {
 	TLS      []Target  `json:"tls_client_to_proxy"`
 	// TwoHop: client → knit sidecar → knit sidecar → upstream, the hop between the sidecars in
 	// plaintext (knit-2hop) or mutual TLS (knit-2hop-mtls); both sidecars in one process.
-	TwoHop []Target           `json:"two_hop,omitempty"`
+	TwoHop []Target `json:"two_hop,omitempty"`
+	// Shapes: bodies, h2c, gRPC and TCP (shapes.go).
+	Shapes []ShapeResult      `json:"shapes,omitempty"`
 	Ratios map[string]float64 `json:"ratios"`
 }
 
@@ -80,15 +86,32 @@ func main() {
 	*outDir = abs
 	cert, key, pemBundle := makeCert()
 
-	upPort, upTLSPort := freePort(), freePort()
-	upstream := startNginxUpstream(upPort, upTLSPort, cert, key)
+	upPort, upTLSPort, upH2CPort := freePort(), freePort(), freePort()
+	upstream := startNginxUpstream(upPort, upTLSPort, upH2CPort, cert, key)
 	defer upstream.stop()
 	waitPort(upPort)
+	up := upstreams{http: upPort, h2c: upH2CPort, cert: cert, key: key, pemBundle: pemBundle}
+	if *loadBin != "" {
+		bin, _ := filepath.Abs(*loadBin)
+		*loadBin = bin
+		if shapeSelected("grpc-unary") || shapeSelected("grpc-stream") {
+			up.grpc = freePort()
+			g := start("grpc-upstream", []string{bin, "-mode", "grpc-server", "-addr", fmt.Sprintf("127.0.0.1:%d", up.grpc)})
+			defer g.stop()
+			waitPort(up.grpc)
+		}
+		if shapeSelected("tcp") {
+			up.sink = freePort()
+			s := start("tcp-sink", []string{bin, "-mode", "tcp-sink", "-addr", fmt.Sprintf("127.0.0.1:%d", up.sink)})
+			defer s.stop()
+			waitPort(up.sink)
+		}
+	}
 
 	res := Result{When: time.Now().UTC(), Duration: duration.String(),
 		Layout: fmt.Sprintf("load generator on CPU %s; upstream (nginx, 1 worker) and proxy under test on CPU %s", *genCPU, *srvCPU)}
 	for _, tlsMode := range []bool{false, true} {
-		if tlsMode && *noTLS {
+		if tlsMode && *noTLS || !shapeSelected(map[bool]string{false: "get64", true: "tls"}[tlsMode]) {
 			continue
 		}
 		var names []string
@@ -108,9 +131,9 @@ func main() {
 			res.Plain = targets
 		}
 	}
-	if *twoHop != "" {
+	if *twoHop != "" && shapeSelected("mesh") {
 		var names []string
-		for _, name := range []string{"direct", "knit-2hop", "knit-2hop-mtls"} {
+		for _, name := range []string{"direct", "knit-2hop", "knit-2hop-mtls", "nginx-2tls", "haproxy-2tls"} {
 			if *only == "" || strings.Contains(","+*only+",", ","+name+",") {
 				names = append(names, name)
 			}
@@ -118,8 +141,13 @@ func main() {
 		fmt.Fprintf(os.Stderr, "== two hops: %s, %d interleaved rounds\n", strings.Join(names, ", "), *rounds)
 		res.TwoHop = measureAll(names, false, upPort, upTLSPort, cert, key, pemBundle)
 	}
+	if *loadBin != "" {
+		res.Shapes = measureShapes(up)
+	}
 	res.Ratios = ratios(res)
+	shapeRatios(res.Shapes, res.Ratios)
 	printTable(res)
+	printShapes(res.Shapes)
 	b, _ := json.MarshalIndent(res, "", "  ")
 	must(os.WriteFile(filepath.Join(*outDir, "result.json"), b, 0o644))
 	fmt.Printf("\nJSON result: %s\n", filepath.Join(*outDir, "result.json"))
@@ -157,6 +185,8 @@ func startServer(name string, tlsMode bool, upPort, upTLSPort int, cert, key, pe
 		bin, _ := filepath.Abs(*twoHop)
 		p = start(name, []string{bin, "-listen", fmt.Sprintf("127.0.0.1:%d", port), "-upstream", fmt.Sprintf("127.0.0.1:%d", upPort),
 			"-mtls=" + strconv.FormatBool(name == "knit-2hop-mtls")})
+	case "nginx-2tls", "haproxy-2tls":
+		p = startMeshPeer(name, port, upPort, cert, key, pemBundle)
 	}
 	waitPort(port)
 	return server{name: name, url: fmt.Sprintf("%s://127.0.0.1:%d/", scheme, port), p: p}
@@ -243,14 +273,14 @@ func median(rs []Run) Run {
 // load runs fortio; qps 0 means as fast as possible. Fortio's default
 // catch-up mode keeps the offered rate constant when responses are slow,
 // so latency is not understated (coordinated omission).
-func load(url string, qps, conns int, d time.Duration, p *proc, profile string) Run {
+func load(url string, qps, conns int, d time.Duration, p *proc, profile string, extra ...string) Run {
 	out := filepath.Join(*outDir, "fortio.json")
 	args := []string{"-c", *genCPU, *fortio, "load", "-quiet", "-json", out, "-qps", strconv.Itoa(qps),
 		"-c", strconv.Itoa(conns), "-t", d.String(), "-p", "50,90,99,99.9", "-uniform", "-timeout", "10s"}
 	if strings.HasPrefix(url, "https") {
 		args = append(args, "-k")
 	}
-	args = append(args, url)
+	args = append(append(args, extra...), url)
 	cpu0 := p.cpuSeconds()
 	var profCmd *exec.Cmd
 	if profile != "" {
@@ -318,6 +348,9 @@ func ratios(res Result) map[string]float64 {
 			}
 			out[set.prefix+"."+t.Name+".throughput_vs_direct"] = t.MaxQPS.QPS / d.MaxQPS.QPS
 			out[set.prefix+"."+t.Name+".added_p99_ms_at_1000"] = t.At1000.Percentiles["p99"] - d.At1000.Percentiles["p99"]
+			if set.prefix == "twohop" {
+				out[set.prefix+"."+t.Name+".added_p50_ms_at_1000"] = t.At1000.Percentiles["p50"] - d.At1000.Percentiles["p50"]
+			}
 		}
 		if b, ok := by["knit-base"]; ok && b.MaxQPS.QPS > 0 {
 			k := by["knit"]
@@ -338,6 +371,26 @@ func ratios(res Result) map[string]float64 {
 			}
 			if p.MaxQPS.QPS > 0 {
 				out["twohop.mtls_vs_plaintext.throughput"] = m.MaxQPS.QPS / p.MaxQPS.QPS
+			}
+		}
+		if m := by["knit-2hop-mtls"]; m.Name != "" {
+			// The mesh path against the same two TLS hops in nginx and haproxy (issue target:
+			// CPU/request ≤ 1.3× haproxy's).
+			for _, peer := range []string{"haproxy-2tls", "nginx-2tls"} {
+				p := by[peer]
+				if p.Name == "" {
+					continue
+				}
+				name := "twohop.knit_mtls_vs_" + strings.TrimSuffix(peer, "-2tls")
+				if p.At1000.CPUPer10k > 0 {
+					out[name+".cpu_per_request_at_1000"] = m.At1000.CPUPer10k / p.At1000.CPUPer10k
+				}
+				if p.At5000.CPUPer10k > 0 {
+					out[name+".cpu_per_request_at_5000"] = m.At5000.CPUPer10k / p.At5000.CPUPer10k
+				}
+				if p.MaxQPS.QPS > 0 {
+					out[name+".throughput"] = m.MaxQPS.QPS / p.MaxQPS.QPS
+				}
 			}
 		}
 		k, h := by["knit"], by["haproxy"]
@@ -361,7 +414,7 @@ func printTable(res Result) {
 		title   string
 		targets []Target
 	}{{"plaintext HTTP/1.1 keep-alive", res.Plain}, {"TLS client→proxy (proxy→upstream plaintext)", res.TLS},
-		{"two hops: client → knit sidecar → (plaintext or mutual TLS) → knit sidecar → upstream", res.TwoHop}} {
+		{"mesh path: client → proxy → (plaintext or mutual TLS) → proxy → upstream; knit-2hop* are two knit sidecars, nginx-2tls and haproxy-2tls the same two hops with mutual TLS", res.TwoHop}} {
 		if len(set.targets) == 0 {
 			continue
 		}
@@ -390,7 +443,7 @@ func printTable(res Result) {
 		}
 		w.Flush()
 	}
-	fmt.Println("\nknit-proxy against the targets (targets: throughput ≥ 0.9× haproxy, added p99@1k ≤ 1.2× haproxy, CPU/request ≤ 1.5× haproxy, RSS < 30 MB):")
+	fmt.Println("\nknit-proxy's ratios (#16 targets: plaintext 64 B throughput ≥ 0.9× haproxy and CPU/request ≤ 1.2×; mTLS two hops added p99@1k ≤ 1 ms and CPU/request ≤ 1.3× haproxy-2tls; gRPC streaming and TCP CPU per unit ≤ 1.5× haproxy; peak RSS ≤ 20 MB):")
 	keys := []string{}
 	for k := range res.Ratios {
 		if strings.Contains(k, "knit") || strings.HasPrefix(k, "twohop.") {
@@ -465,18 +518,25 @@ func (p *proc) peakRSSMB() float64 {
 
 const body = "knit benchmark response body, 64 bytes long......................\n"
 
-func startNginxUpstream(port, tlsPort int, cert, key string) *proc {
+// startNginxUpstream is the upstream of every HTTP/1 and h2c shape: a 64-byte answer on /, a
+// 64 KiB file on /64k, and a 16 KiB file on /chunked whose length sub_filter hides (so nginx
+// sends it chunked), in plaintext on port, TLS on tlsPort and h2c on h2cPort.
+func startNginxUpstream(port, tlsPort, h2cPort int, cert, key string) *proc {
 	dir := filepath.Join(*outDir, "nginx-upstream")
 	must(os.MkdirAll(dir, 0o755))
+	must(os.WriteFile(filepath.Join(dir, "64k"), bytes.Repeat([]byte("knit-64k."), 64<<10/9+1)[:64<<10], 0o644))
+	must(os.WriteFile(filepath.Join(dir, "chunked"), bytes.Repeat([]byte("knit-chunked."), 16<<10/13+1)[:16<<10], 0o644))
 	conf := fmt.Sprintf(`daemon off; master_process off; worker_processes 1; pid %[1]s/nginx.pid; error_log %[1]s/error.log warn;
 events { worker_connections 4096; }
 http {
-  access_log off; keepalive_requests 10000000; keepalive_timeout 300s;
+  access_log off; keepalive_requests 10000000; keepalive_timeout 300s; http2_max_concurrent_streams 256;
   client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s; uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
-  server { listen 127.0.0.1:%[2]d; listen 127.0.0.1:%[3]d ssl; ssl_certificate %[4]s; ssl_certificate_key %[5]s;
+  server { listen 127.0.0.1:%[2]d; listen 127.0.0.1:%[3]d ssl; listen 127.0.0.1:%[7]d http2; ssl_certificate %[4]s; ssl_certificate_key %[5]s;
+    location = /64k { root %[1]s; default_type application/octet-stream; }
+    location = /chunked { root %[1]s; default_type text/plain; sub_filter_types *; sub_filter "no-such-text" ""; }
     location / { default_type text/plain; return 200 "%[6]s"; } }
 }
-`, dir, port, tlsPort, cert, key, strings.TrimSuffix(body, "\n"))
+`, dir, port, tlsPort, cert, key, strings.TrimSuffix(body, "\n"), h2cPort)
 	must(os.WriteFile(filepath.Join(dir, "nginx.conf"), []byte(conf), 0o644))
 	return start("nginx-upstream", []string{"nginx", "-p", dir, "-c", filepath.Join(dir, "nginx.conf"), "-e", filepath.Join(dir, "error.log")})
 }

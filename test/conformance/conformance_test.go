@@ -46,7 +46,7 @@ func TestMeshConformance(t *testing.T) {
 		t.Fatal("knit is a mesh: Gateway is not a supported feature")
 	}
 
-	results := &results{byName: map[string]result{}}
+	results := &results{byName: map[string]result{}, kind: features.SupportMesh, profiles: meshProfiles}
 	opts.Hook = func(t *testing.T, test suite.ConformanceTest, s *suite.ConformanceTestSuite) {
 		results.record(t, test)
 		results.checkMeshed(t, s.Client)
@@ -73,6 +73,10 @@ type result struct {
 type results struct {
 	mu     sync.Mutex
 	byName map[string]result
+	// kind is the feature a test must have to be recorded (Mesh or Gateway), profiles those the
+	// table places tests in.
+	kind     features.FeatureName
+	profiles []suite.ConformanceProfile
 
 	meshedOnce     sync.Once
 	meshed, echoes int // echo pods with knit's sidecar, of all echo pods
@@ -102,9 +106,9 @@ func (r *results) checkMeshed(t *testing.T, c client.Client) {
 // (webhooks/injection; this module does not import knit's).
 const injectedRevisionAnnotation = "knit.dev/injected-revision"
 
-// record keeps the outcome of one mesh test; the suite's Gateway tests are not knit's concern.
+// record keeps the outcome of one test of the run's kind (mesh or gateway).
 func (r *results) record(t *testing.T, test suite.ConformanceTest) {
-	if !slices.Contains(test.Features, features.SupportMesh) {
+	if !slices.Contains(test.Features, r.kind) {
 		return
 	}
 	res := result{test: test, outcome: "passed"}
@@ -124,9 +128,9 @@ var meshProfiles = []suite.ConformanceProfile{suite.MeshHTTPConformanceProfile, 
 
 // membership says where a test stands: "MESH-HTTP core", "MESH-HTTP extended, MESH-GRPC
 // extended", or "outside the profiles" (tests the report leaves out).
-func membership(test suite.ConformanceTest, selected []suite.ConformanceProfileName) string {
+func membership(test suite.ConformanceTest, profiles []suite.ConformanceProfile, selected []suite.ConformanceProfileName) string {
 	var in []string
-	for _, p := range meshProfiles {
+	for _, p := range profiles {
 		if !slices.Contains(selected, p.Name) {
 			continue
 		}
@@ -152,7 +156,7 @@ func membership(test suite.ConformanceTest, selected []suite.ConformanceProfileN
 	return strings.Join(in, ", ")
 }
 
-// table renders every recorded mesh test as Markdown: one row per test, core tests first, then
+// table renders every recorded test as Markdown: one row per test, core tests first, then
 // extended, then those outside the profiles, and a closing count.
 func (r *results) table(selected []suite.ConformanceProfileName) string {
 	r.mu.Lock()
@@ -161,7 +165,7 @@ func (r *results) table(selected []suite.ConformanceProfileName) string {
 	var rows []row
 	counts := map[string]int{}
 	for name, res := range r.byName {
-		rows = append(rows, row{name, membership(res.test, selected), res.outcome})
+		rows = append(rows, row{name, membership(res.test, r.profiles, selected), res.outcome})
 		counts[res.outcome]++
 	}
 	rank := func(where string) int {
@@ -184,7 +188,13 @@ func (r *results) table(selected []suite.ConformanceProfileName) string {
 	for _, x := range rows {
 		fmt.Fprintf(&b, "| %s | %s | %s |\n", x.name, x.where, x.outcome)
 	}
-	fmt.Fprintf(&b, "\nmesh tests: %d passed, %d failed, %d skipped\n", counts["passed"], counts["failed"], counts["skipped"])
-	fmt.Fprintf(&b, "echo pods with knit's sidecar: %d of %d\n", r.meshed, r.echoes)
+	what := "mesh"
+	if r.kind == features.SupportGateway {
+		what = "gateway"
+	}
+	fmt.Fprintf(&b, "\n%s tests: %d passed, %d failed, %d skipped\n", what, counts["passed"], counts["failed"], counts["skipped"])
+	if r.kind == features.SupportMesh {
+		fmt.Fprintf(&b, "echo pods with knit's sidecar: %d of %d\n", r.meshed, r.echoes)
+	}
 	return b.String()
 }

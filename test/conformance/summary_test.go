@@ -1,11 +1,15 @@
 package conformance
 
 import (
+	"io/fs"
 	"strings"
 	"testing"
 
+	"sigs.k8s.io/gateway-api/conformance"
 	mesh "sigs.k8s.io/gateway-api/conformance/tests/mesh"
+	"sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
+	"sigs.k8s.io/gateway-api/pkg/features"
 )
 
 var both = []suite.ConformanceProfileName{suite.MeshHTTPConformanceProfileName, suite.MeshGRPCConformanceProfileName}
@@ -24,17 +28,17 @@ func TestMembershipFollowsTheSuiteProfiles(t *testing.T) {
 		{mesh.MeshFrontend, "outside the profiles"},
 		{mesh.MeshPorts, "outside the profiles"},
 	} {
-		if got := membership(c.test, both); got != c.want {
+		if got := membership(c.test, meshProfiles, both); got != c.want {
 			t.Errorf("%s: %q, want %q", c.test.ShortName, got, c.want)
 		}
 	}
-	if got := membership(mesh.MeshGRPCRouteWeight, both[:1]); got != "outside the profiles" {
+	if got := membership(mesh.MeshGRPCRouteWeight, meshProfiles, both[:1]); got != "outside the profiles" {
 		t.Errorf("MeshGRPCRouteWeight with MESH-HTTP only: %q", got)
 	}
 }
 
 func TestTableListsCoreThenExtendedThenTheRestWithCounts(t *testing.T) {
-	r := &results{meshed: 3, echoes: 3, byName: map[string]result{
+	r := &results{kind: features.SupportMesh, profiles: meshProfiles, meshed: 3, echoes: 3, byName: map[string]result{
 		"MeshFrontend":              {mesh.MeshFrontend, "failed"},
 		"MeshHTTPRouteRedirectPath": {mesh.MeshHTTPRouteRedirectPath, "skipped"},
 		"MeshTrafficSplit":          {mesh.MeshTrafficSplit, "failed"},
@@ -55,5 +59,28 @@ echo pods with knit's sidecar: 3 of 3
 	}
 	if !strings.HasPrefix(r.table(both), "| Test |") {
 		t.Error("hack/conformance.sh reads rows of this table")
+	}
+}
+
+// The annotated base manifests differ from the suite's only by the annotation on the HTTPS
+// Gateway; the other Gateways are still waited for.
+func TestExcludeHTTPSGatewayAnnotatesOnlyThatGateway(t *testing.T) {
+	patched, err := excludeHTTPSGateway(&conformance.Manifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := fs.ReadFile(patched, baseManifests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := fs.ReadFile(&conformance.Manifests, baseManifests)
+	if n := strings.Count(string(got), kubernetes.GatewayExcludedFromReadinessChecks); n != 1 {
+		t.Fatalf("%d annotations, want 1", n)
+	}
+	if want := strings.Replace(string(orig), httpsGateway, httpsGateway+"  annotations:\n    "+kubernetes.GatewayExcludedFromReadinessChecks+": \"true\"\n", 1); string(got) != want {
+		t.Error("the patched manifests differ from the suite's by more than the annotation")
+	}
+	if _, err := fs.ReadFile(patched, "tests/httproute-simple-same-namespace.yaml"); err != nil {
+		t.Errorf("the suite's other files: %v", err)
 	}
 }

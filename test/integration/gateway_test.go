@@ -246,6 +246,39 @@ var _ = Describe("Gateways of class knit", Ordered, Label("gateway"), func() {
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 
+	It("counts routes from the namespaces a listener's selector picks, following namespace labels", func() {
+		selector := gatewayv1.NamespacesFromSelector
+		l := httpListener("http", 80)
+		l.AllowedRoutes = &gatewayv1.AllowedRoutes{Namespaces: &gatewayv1.RouteNamespaces{From: &selector,
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"gw-routes": "yes"}}}}
+		gw := newGateway(ns, "selective", l)
+		Expect(k8sClient.Create(ctx, gw)).To(Succeed())
+		gwKey := client.ObjectKeyFromObject(gw)
+		Expect(k8sClient.Create(ctx, &gatewayv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: other, Name: "to-selective"},
+			Spec: gatewayv1.HTTPRouteSpec{CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: []gatewayv1.ParentReference{{
+				Name: "selective", Namespace: ptr.To(gatewayv1.Namespace(ns)),
+			}}}},
+		})).To(Succeed())
+		Eventually(func(g Gomega) {
+			ls := listenerStatus(g, gwKey, "http")
+			g.Expect(listenerCondition(ls, gatewayv1.ListenerConditionAccepted).Status).To(Equal(metav1.ConditionTrue))
+			g.Expect(ls.AttachedRoutes).To(BeEquivalentTo(0))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		By("labelling the route's namespace so the selector picks it")
+		var n corev1.Namespace
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: other}, &n)).To(Succeed())
+		if n.Labels == nil {
+			n.Labels = map[string]string{}
+		}
+		n.Labels["gw-routes"] = "yes"
+		Expect(k8sClient.Update(ctx, &n)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(listenerStatus(g, gwKey, "http").AttachedRoutes).To(BeEquivalentTo(1))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+	})
+
 	It("reports listeners it cannot serve with Gateway API's reasons, and serves the rest", func() {
 		gw := newGateway(ns, "mixed",
 			httpListener("http", 8080),

@@ -49,6 +49,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
@@ -237,6 +238,41 @@ var _ = Describe("xDS server", Ordered, Label("xds"), func() {
 		c := connect(token(shopPod, injection.TokenAudience), shop+"/client-0")
 		defer c.close()
 		Eventually(c.firstRoute).WithArguments(translate.RouteConfigName(shop, "cart", 80)).Should(Equal("httproute/" + shop + "/to-nowhere/rule/0/match/0"))
+	})
+
+	It("resolves a backendRef to another namespace only once a ReferenceGrant there allows it", func() {
+		Expect(k8sClient.Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Namespace: web, Name: "menu"},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}},
+		})).To(Succeed())
+		route := &gwv1.HTTPRoute{
+			ObjectMeta: metav1.ObjectMeta{Namespace: shop, Name: "to-menu"},
+			Spec: gwv1.HTTPRouteSpec{
+				CommonRouteSpec: gwv1.CommonRouteSpec{ParentRefs: []gwv1.ParentReference{{
+					Group: ptr.To(gwv1.Group("")), Kind: ptr.To(gwv1.Kind("Service")), Name: "cart-v2", Port: ptr.To[int32](80),
+				}}},
+				Rules: []gwv1.HTTPRouteRule{{BackendRefs: []gwv1.HTTPBackendRef{{BackendRef: gwv1.BackendRef{
+					BackendObjectReference: gwv1.BackendObjectReference{Name: "menu", Namespace: ptr.To(gwv1.Namespace(web)), Port: ptr.To[int32](80)},
+				}}}}},
+			},
+		}
+		Expect(xdsClient.Create(ctx, route)).To(Succeed())
+		resolvedRefs := func(g Gomega) metav1.Condition {
+			g.Expect(xdsClient.Get(ctx, client.ObjectKeyFromObject(route), route)).To(Succeed())
+			g.Expect(route.Status.Parents).To(HaveLen(1))
+			c := meta.FindStatusCondition(route.Status.Parents[0].Conditions, "ResolvedRefs")
+			g.Expect(c).NotTo(BeNil())
+			return *c
+		}
+		Eventually(resolvedRefs).WithTimeout(30 * time.Second).Should(And(HaveField("Status", metav1.ConditionFalse), HaveField("Reason", "RefNotPermitted")))
+		Expect(xdsClient.Create(ctx, &gwv1.ReferenceGrant{
+			ObjectMeta: metav1.ObjectMeta{Namespace: web, Name: "shop-routes"},
+			Spec: gwv1.ReferenceGrantSpec{
+				From: []gwv1.ReferenceGrantFrom{{Group: gwv1.GroupName, Kind: "HTTPRoute", Namespace: shop}},
+				To:   []gwv1.ReferenceGrantTo{{Group: "", Kind: "Service", Name: ptr.To(gwv1.ObjectName("menu"))}},
+			},
+		})).To(Succeed())
+		Eventually(resolvedRefs).WithTimeout(30 * time.Second).Should(And(HaveField("Status", metav1.ConditionTrue), HaveField("Reason", "ResolvedRefs")))
 	})
 
 	It("counts a NACK and does not send the refused configuration again", func() {
