@@ -80,7 +80,6 @@ func (o *Outbound) Client(ctx context.Context, conn net.Conn, id string, retry b
 	defer cancel()
 	if err := tc.HandshakeContext(ctx); err != nil {
 		me := &upstream.MeshError{Reason: "mtls_handshake_failed", Endpoint: true, Err: err}
-		result := ""
 		switch {
 		case errors.Is(err, identity.ErrPeerIdentityMismatch):
 			me.Reason = "peer_identity_mismatch"
@@ -91,10 +90,11 @@ func (o *Outbound) Client(ctx context.Context, conn net.Conn, id string, retry b
 				me.Endpoint = false // the request went away, not the endpoint
 			}
 		case !retry && peerNotTLS(err):
-			me.Retry, result = true, "retried"
+			me.Retry = true
 		}
-		if result == "" {
-			result = me.Reason
+		result := me.Reason
+		if me.Retry {
+			result = "retried"
 		}
 		o.handshakes.WithLabelValues(result, id).Inc()
 		o.Log.V(1).Info("mutual TLS to a meshed endpoint failed", "endpoint", conn.RemoteAddr().String(),

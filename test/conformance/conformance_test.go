@@ -34,14 +34,7 @@ const minConsecutiveSuccesses = 10
 var summaryPath = flag.String("knit-summary", "", "Markdown file to write the table of mesh tests and their results to")
 
 func TestMeshConformance(t *testing.T) {
-	opts := conformance.DefaultOptions(t)
-	if n := opts.TimeoutConfig.RequiredConsecutiveSuccesses; n < minConsecutiveSuccesses {
-		t.Fatalf("RequiredConsecutiveSuccesses is %d: knit is judged strictly, pass "+
-			"--timeout-config-overrides=RequiredConsecutiveSuccesses:%d or more (make conformance does)", n, minConsecutiveSuccesses)
-	}
-	if len(opts.ConformanceProfiles) == 0 || opts.EnableAllSupportedFeatures || len(opts.SupportedFeatures) == 0 {
-		t.Fatal("name the conformance profiles and list the supported features explicitly (make conformance does)")
-	}
+	opts := strictOptions(t)
 	if slices.Contains(opts.SupportedFeatures, features.SupportGateway) {
 		t.Fatal("knit is a mesh: Gateway is not a supported feature")
 	}
@@ -51,10 +44,31 @@ func TestMeshConformance(t *testing.T) {
 		results.record(t, test)
 		results.checkMeshed(t, s.Client)
 	}
-	// Registered before the suite registers its report writer, so it runs after it (cleanups run
-	// last-in first-out, and only once the parallel tests are done).
+	results.writeSummaryAtCleanup(t, opts.ConformanceProfiles)
+	conformance.RunConformanceWithOptions(t, opts)
+}
+
+// strictOptions are the suite's options from its flags, refused unless they judge knit strictly
+// and claim what knit supports explicitly (both runs share these rules).
+func strictOptions(t *testing.T) suite.ConformanceOptions {
+	t.Helper()
+	opts := conformance.DefaultOptions(t)
+	if n := opts.TimeoutConfig.RequiredConsecutiveSuccesses; n < minConsecutiveSuccesses {
+		t.Fatalf("RequiredConsecutiveSuccesses is %d: knit is judged strictly, pass "+
+			"--timeout-config-overrides=RequiredConsecutiveSuccesses:%d or more (make conformance does)", n, minConsecutiveSuccesses)
+	}
+	if len(opts.ConformanceProfiles) == 0 || opts.EnableAllSupportedFeatures || len(opts.SupportedFeatures) == 0 {
+		t.Fatal("name the conformance profiles and list the supported features explicitly (make conformance does)")
+	}
+	return opts
+}
+
+// writeSummaryAtCleanup prints the table of tests and writes it to -knit-summary once the run
+// ends. Registered before the suite registers its report writer, so it runs after it (cleanups
+// run last-in first-out, and only once the parallel tests are done).
+func (r *results) writeSummaryAtCleanup(t *testing.T, profiles []suite.ConformanceProfileName) {
 	t.Cleanup(func() {
-		table := results.table(opts.ConformanceProfiles)
+		table := r.table(profiles)
 		fmt.Print("\n" + table)
 		if *summaryPath != "" {
 			if err := os.WriteFile(*summaryPath, []byte(table), 0o644); err != nil {
@@ -62,7 +76,6 @@ func TestMeshConformance(t *testing.T) {
 			}
 		}
 	})
-	conformance.RunConformanceWithOptions(t, opts)
 }
 
 type result struct {

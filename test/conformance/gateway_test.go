@@ -1,9 +1,7 @@
 package conformance
 
 import (
-	"fmt"
 	"io/fs"
-	"os"
 	"slices"
 	"testing"
 
@@ -18,14 +16,7 @@ var gatewayProfiles = []suite.ConformanceProfile{suite.GatewayHTTPConformancePro
 // TestGatewayConformance runs the suite's gateway profiles against Gateways of class knit
 // (--gateway-class=knit): the suite deploys its own Gateways, routes and echo-basic backends.
 func TestGatewayConformance(t *testing.T) {
-	opts := conformance.DefaultOptions(t)
-	if n := opts.TimeoutConfig.RequiredConsecutiveSuccesses; n < minConsecutiveSuccesses {
-		t.Fatalf("RequiredConsecutiveSuccesses is %d: knit is judged strictly, pass "+
-			"--timeout-config-overrides=RequiredConsecutiveSuccesses:%d or more (make conformance does)", n, minConsecutiveSuccesses)
-	}
-	if len(opts.ConformanceProfiles) == 0 || opts.EnableAllSupportedFeatures || len(opts.SupportedFeatures) == 0 {
-		t.Fatal("name the conformance profiles and list the supported features explicitly (make conformance does)")
-	}
+	opts := strictOptions(t)
 	if !slices.Contains(opts.SupportedFeatures, features.SupportGateway) || slices.Contains(opts.SupportedFeatures, features.SupportMesh) {
 		t.Fatal("the gateway run claims Gateway and not Mesh (the mesh run is TestMeshConformance)")
 	}
@@ -42,14 +33,6 @@ func TestGatewayConformance(t *testing.T) {
 	}
 	results := &results{byName: map[string]result{}, kind: features.SupportGateway, profiles: gatewayProfiles}
 	opts.Hook = func(t *testing.T, test suite.ConformanceTest, _ *suite.ConformanceTestSuite) { results.record(t, test) }
-	t.Cleanup(func() {
-		table := results.table(opts.ConformanceProfiles)
-		fmt.Print("\n" + table)
-		if *summaryPath != "" {
-			if err := os.WriteFile(*summaryPath, []byte(table), 0o644); err != nil {
-				t.Errorf("writing %s: %v", *summaryPath, err)
-			}
-		}
-	})
+	results.writeSummaryAtCleanup(t, opts.ConformanceProfiles)
 	conformance.RunConformanceWithOptions(t, opts)
 }
