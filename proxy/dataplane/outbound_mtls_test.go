@@ -171,21 +171,7 @@ func protoEcho(w http.ResponseWriter, r *http.Request) {
 // tcpEcho is an opaque upstream that echoes lines.
 func tcpEcho(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().String()
+	return tcpServer(t, func(c net.Conn) { io.Copy(c, c) })
 }
 
 func echoLine(t *testing.T, c net.Conn, br *bufio.Reader, line string) {
