@@ -67,8 +67,17 @@ func deleteMesh(ctx context.Context) {
 // collectGarbage stands in for kube-controller-manager's garbage collector, which envtest does
 // not run: it deletes every object knit made (they all carry its part-of label), as the
 // collector would once their owner is gone. Namespaces stay: envtest cannot finalize them.
+// cert-manager's Secrets outlive their Certificates in a real cluster too; they go here so
+// that no spec starts from a certificate an earlier spec's issuer signed.
 func collectGarbage(ctx context.Context) {
 	GinkgoHelper()
+	var secrets corev1.SecretList
+	Expect(k8sClient.List(ctx, &secrets, client.InNamespace(cpNamespace))).To(Succeed())
+	for i := range secrets.Items {
+		if _, issued := secrets.Items[i].Annotations[cmapi.CertificateNameKey]; issued {
+			Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, &secrets.Items[i]))).To(Succeed())
+		}
+	}
 	ours := client.MatchingLabels{meshv1.LabelPartOf: meshv1.PartOfValue}
 	lists := []client.ObjectList{
 		&meshv1.MeshRevisionList{}, &rbacv1.ClusterRoleList{}, &rbacv1.ClusterRoleBindingList{},
