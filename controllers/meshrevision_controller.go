@@ -234,6 +234,15 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 		}},
 	}
 	for _, s := range steps {
+		if s.obj == dep && serving.fingerprint == "" {
+			// Pods could not start without the Secret anyway; creating the Deployment before
+			// the certificate exists would roll it a second time once the fingerprint is known.
+			if err := r.Get(ctx, client.ObjectKeyFromObject(dep), dep); apierrors.IsNotFound(err) {
+				continue
+			} else if err != nil {
+				return fmt.Errorf("reading Deployment %s/%s: %w", ns, name, err)
+			}
+		}
 		err := ensure(ctx, r.Client, r.APIReader, scheme, rev, s.obj, s.sync)
 		if s.obj == role && apierrors.IsForbidden(err) {
 			return &SignerNotGrantedError{Signer: signerName(rev), Err: err}

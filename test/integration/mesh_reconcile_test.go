@@ -164,6 +164,11 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		Expect(*dep.Spec.Replicas).To(BeEquivalentTo(2))
 		Eventually(func(g Gomega) { certReady(g, cpKey) }).WithTimeout(60 * time.Second).Should(Succeed())
 
+		By("creating the Deployment once, already carrying the serving certificate: no second rollout after install")
+		Expect(k8sClient.Get(ctx, cpKey, &dep)).To(Succeed())
+		Expect(dep.Generation).To(BeEquivalentTo(1))
+		Expect(dep.Spec.Template.Annotations).To(HaveKey("knit.dev/serving-certificate"))
+
 		By("reporting the control plane unavailable until its pods are")
 		Eventually(func(g Gomega) {
 			m := getMesh(g)
