@@ -176,7 +176,7 @@ demo: ## The main command: local cluster, images, cert-manager, the operator and
 	hack/demo.sh
 
 .PHONY: conformance
-conformance: ## Gateway API conformance suite on the local cluster: mesh profiles (MESH-HTTP, MESH-GRPC) and GATEWAY-HTTP (class knit), strict: 10 consecutive successes; reports in test/conformance/reports/. Fails only on a regression against the committed reports. CONFORMANCE_RUNS=mesh|gateway picks one run; CONFORMANCE_ARGS=--run-test=MeshBasic narrows it.
+conformance: ## Gateway API conformance suite on the local cluster: mesh profiles (MESH-HTTP, MESH-GRPC) and GATEWAY-HTTP (class knit), strict: 10 consecutive successes; reports in bin/test-reports/ (CONFORMANCE_PUBLISH=1 copies them over the committed ones in test/conformance/reports/). Fails only on a regression against the committed reports. CONFORMANCE_RUNS=mesh|gateway picks one run; CONFORMANCE_ARGS=--run-test=MeshBasic narrows it.
 	hack/conformance.sh $(CONFORMANCE_ARGS)
 
 E2E_LABELS ?=

@@ -6,16 +6,17 @@
 # imported, the mesh installed as `make demo` does, then the suite twice (test/conformance, a
 # module of its own).
 #
-# Writes test/conformance/reports/{mesh,gateway}-report.yaml (the suite's reports, with knit's
-# version) and {mesh,gateway}-summary.md (every test the suite ran, inside the profiles or not),
-# and prints the summaries. Exit status: 0 when no test that passes in the committed summary (the baseline, from
+# Writes bin/test-reports/conformance-{mesh,gateway}-report.yaml (the suite's reports, with knit's
+# version) and -summary.md (every test the suite ran, inside the profiles or not), and prints the
+# summaries. Exit status: 0 when no test that passes in the committed summary (the baseline, from
 # git HEAD) fails now; 1 on such a regression, or when the suite did not run. Tests that pass for
-# the first time are named: commit the new report and summary.
+# the first time are named. CONFORMANCE_PUBLISH=1 copies a full run's reports over the committed
+# ones in test/conformance/reports (to commit); without it a run leaves the tree as it was.
 #
 # The cluster is taken down at the end when this script brought it up (CONFORMANCE_KEEP_CLUSTER=1
 # keeps it). Run it under the cluster lock on shared machines: flock /tmp/knit-cluster.lock make conformance.
-# Extra arguments go to the suite (e.g. --run-test=MeshBasic --debug); such a partial run does not
-# touch the committed reports.
+# Extra arguments go to the suite (e.g. --run-test=MeshBasic --debug); such a partial run is not
+# compared with the baseline and never published.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$HACK_DIR/cluster/env.sh"
 cd "$REPO_ROOT"
@@ -88,11 +89,8 @@ outcomes() { awk -F'|' 'NF >= 5 && $2 !~ /Test|---/ { gsub(/ /, "", $2); gsub(/ 
 regressions=()
 suite() {
   local kind=$1 test=$2 profiles=$3 features=$4 skip=$5; shift 5
-  local report="$REPORTS_DIR/$kind-report.yaml" summary="$REPORTS_DIR/$kind-summary.md"
-  if [[ $partial == yes ]]; then
-    report="$REPO_ROOT/bin/test-reports/conformance-$kind-report.yaml"
-    summary="$REPO_ROOT/bin/test-reports/conformance-$kind-summary.md"
-  fi
+  local report="$REPO_ROOT/bin/test-reports/conformance-$kind-report.yaml"
+  local summary="$REPO_ROOT/bin/test-reports/conformance-$kind-summary.md"
   local baseline; baseline=$(mktemp)
   git show "HEAD:test/conformance/reports/$kind-summary.md" >"$baseline" 2>/dev/null || : >"$baseline"
   rm -f "$summary.new"
@@ -139,8 +137,10 @@ suite() {
   echo "Gateway API conformance $GATEWAY_API_VERSION, $kind tests, knit $VERSION:"
   cat "$summary"
   echo
-  [[ ${#new[@]} == 0 ]] || log "passing now and not in the committed $kind summary: ${new[*]} (commit test/conformance/reports/)"
+  [[ ${#new[@]} == 0 ]] || log "passing now and not in the committed $kind summary: ${new[*]} (CONFORMANCE_PUBLISH=1 make conformance, then commit test/conformance/reports/)"
+  published+=("$kind")
 }
+published=()
 
 # The mesh run: what knit claims is both mesh profiles with every extended mesh feature, plus the
 # HTTPRoute features that the mesh tests outside the profiles need (MeshFrontend,
@@ -163,3 +163,10 @@ if [[ $partial == yes ]]; then
 fi
 [[ ${#regressions[@]} == 0 ]] || die "passed in the committed summaries, not now: ${regressions[*]}"
 log "no regression against the committed summaries"
+if [[ ${CONFORMANCE_PUBLISH:-0} == 1 ]]; then
+  for kind in "${published[@]}"; do
+    cp "$REPO_ROOT/bin/test-reports/conformance-$kind-report.yaml" "$REPORTS_DIR/$kind-report.yaml"
+    cp "$REPO_ROOT/bin/test-reports/conformance-$kind-summary.md" "$REPORTS_DIR/$kind-summary.md"
+  done
+  log "published to test/conformance/reports/: ${published[*]}"
+fi
