@@ -18,10 +18,12 @@ package controllers
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
 )
@@ -59,5 +61,31 @@ func TestControlPlaneGetsTheTestWorkloadCertDurationOnlyWhenSet(t *testing.T) {
 	}
 	if args := testWorkloadCertArgs(90 * time.Second); !slices.Equal(args, []string{"--test-workload-cert-duration=1m30s"}) {
 		t.Errorf("got %q", args)
+	}
+}
+
+func TestControlPlaneGetsTheMeshsObservabilityOnlyWhenSet(t *testing.T) {
+	rev := &meshv1.MeshRevision{Spec: meshv1.MeshRevisionSpec{Version: "v0.1.0", Namespace: "knit-system"}}
+	args, err := injectionArgs(&meshv1.Mesh{}, "proxy:1", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range args {
+		if strings.HasPrefix(a, "--tracing-") || a == "--no-proxy-metrics" {
+			t.Errorf("a Mesh without observability settings passes %s (it would roll control planes of earlier releases)", a)
+		}
+	}
+	mesh := &meshv1.Mesh{Spec: meshv1.MeshSpec{Observability: meshv1.ObservabilitySpec{
+		Metrics: meshv1.MetricsSpec{Enabled: ptr.To(false)},
+		Tracing: &meshv1.TracingSpec{Endpoint: "otel-collector.observability:4317", SamplingPercent: 0},
+	}}}
+	args, err = injectionArgs(mesh, "proxy:1", rev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--tracing-endpoint=otel-collector.observability:4317", "--tracing-sampling-percent=0", "--no-proxy-metrics"} {
+		if !slices.Contains(args, want) {
+			t.Errorf("args %v lack %s", args, want)
+		}
 	}
 }

@@ -50,7 +50,7 @@ func injectionArgs(mesh *meshv1.Mesh, proxyImage string, rev *meshv1.MeshRevisio
 	if err != nil {
 		return nil, err
 	}
-	return append([]string{
+	args := []string{
 		"--proxy-image=" + proxyImage,
 		"--proxy-version=" + rev.Spec.Version,
 		"--proxy-log-level=" + string(mesh.Spec.Injection.ProxyLogLevel),
@@ -58,7 +58,17 @@ func injectionArgs(mesh *meshv1.Mesh, proxyImage string, rev *meshv1.MeshRevisio
 		"--access-log-format=" + string(mesh.Spec.Observability.AccessLogFormat),
 		"--mtls-mode=" + string(cmp.Or(mesh.Spec.MTLS.Mode, meshv1.MTLSPermissive)),
 		fmt.Sprintf("--discovery-address=%s.%s.svc:%d", controlPlaneName(rev), rev.Spec.Namespace, portXDS),
-	}, identityArgs(mesh)...), nil
+	}
+	// Only what differs from the defaults, so that a Mesh without them keeps the control
+	// plane's arguments (and pods) of earlier operator releases.
+	o := mesh.Spec.Observability
+	if t := o.Tracing; t != nil && t.Endpoint != "" {
+		args = append(args, "--tracing-endpoint="+t.Endpoint, fmt.Sprintf("--tracing-sampling-percent=%d", t.SamplingPercent))
+	}
+	if o.Metrics.Enabled != nil && !*o.Metrics.Enabled {
+		args = append(args, "--no-proxy-metrics")
+	}
+	return append(args, identityArgs(mesh)...), nil
 }
 
 // desiredInjectorWebhooks selects the pods a revision injects: those in namespaces labelled

@@ -39,8 +39,6 @@ var readyRequirements = []conditions.Requirement{
 	{Type: meshv1.ConditionAvailable, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionInjectionReady, Healthy: metav1.ConditionTrue},
 	{Type: meshv1.ConditionControlPlaneReady, Healthy: metav1.ConditionTrue},
-	// A spec asking for what the mesh does not do yet (mtls.mode STRICT) is not Ready.
-	{Type: meshv1.ConditionSpecSupported, Healthy: metav1.ConditionTrue},
 }
 
 // computeStatus derives the remaining conditions and fields from what the phases found.
@@ -100,7 +98,9 @@ func (r *MeshReconciler) computeStatus(st *meshState, revisions []meshv1.MeshRev
 	r.setUpgradeStatus(st, revisions)            // upgrade_status.go
 	r.setProxyReports(st, revisions, time.Now()) // mesh_dataplane.go
 
-	reportUnimplemented(mesh)
+	// Operator releases before every spec field took effect kept SpecSupported (False while
+	// a field had none); it says nothing any more.
+	meta.RemoveStatusCondition(&s.Conditions, "SpecSupported")
 	if len(st.unknownRevisionNamespaces) > 0 {
 		set(meshv1.ConditionNamespacesInjected, metav1.ConditionFalse, meshv1.ReasonRevisionNotFound,
 			"namespaces labelled for a MeshRevision that does not exist start new pods without a proxy: %s; "+

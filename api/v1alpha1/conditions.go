@@ -39,9 +39,6 @@ const (
 	ConditionUpgrading = "Upgrading"
 	// ConditionDegraded is True when part of the mesh that was working no longer is.
 	ConditionDegraded = "Degraded"
-	// ConditionSpecSupported is False when the spec sets fields that have no effect yet
-	// (NotYetImplemented); the message names them.
-	ConditionSpecSupported = "SpecSupported"
 	// ConditionNamespacesInjected is False when a namespace asks for a MeshRevision that does
 	// not exist: its new pods start without a proxy. It does not affect Ready.
 	ConditionNamespacesInjected = "NamespacesInjected"
@@ -80,7 +77,6 @@ var MeshConditionTypes = []string{
 	ConditionInjectionReady,
 	ConditionUpgrading,
 	ConditionDegraded,
-	ConditionSpecSupported,
 	ConditionNamespacesInjected,
 	ConditionHighlyAvailable,
 	ConditionPodSecurityCompatible,
@@ -130,8 +126,6 @@ const (
 	// ReasonIssuerPublishesNoCA: the issuer returns no self-signed root CA with its certificates
 	// (ca.crt), so there is no trust root to distribute.
 	ReasonIssuerPublishesNoCA = "IssuerPublishesNoCA"
-	// ReasonNotYetImplemented: the spec sets fields that have no effect yet; the message names them.
-	ReasonNotYetImplemented = "NotYetImplemented"
 	// ReasonNameTaken: an object knit needs to create exists and is a person's; knit leaves it
 	// alone and the message names it.
 	ReasonNameTaken = "NameTaken"

@@ -353,15 +353,16 @@ type ObservabilitySpec struct {
 	// +kubebuilder:default=Off
 	AccessLogFormat AccessLogFormat `json:"accessLogFormat,omitempty"`
 
-	// tracing configures W3C trace-context spans exported over OTLP. Not yet implemented.
+	// tracing exports one span per proxied request over OTLP/gRPC (W3C trace context; a trace
+	// the caller sampled is always continued). Pods started after a change pick it up.
 	// +optional
 	Tracing *TracingSpec `json:"tracing,omitempty"`
 }
 
 // MetricsSpec configures the Prometheus endpoint of proxies.
 type MetricsSpec struct {
-	// enabled serves /metrics on the proxy admin port. Proxies serve metrics today whatever it
-	// says: false is not yet implemented.
+	// enabled serves /metrics on the proxy admin port (15020); false serves none. Pods started
+	// after a change pick it up.
 	// +optional
 	// +kubebuilder:default=true
 	Enabled *bool `json:"enabled,omitempty"`

@@ -106,6 +106,19 @@ func main() {
 	flag.StringVar(&o.inject.AccessLogFormat, "access-log-format", "Off", "access log format of injected proxies")
 	flag.StringVar(&o.inject.ControlPlane, "discovery-address", "", "host:port of this revision's xDS server, for injected proxies")
 	flag.StringVar(&o.inject.MTLSMode, "mtls-mode", "PERMISSIVE", "inbound mTLS mode of injected proxies: STRICT or PERMISSIVE (mtls.mode)")
+	flag.StringVar(&o.inject.TracingEndpoint, "tracing-endpoint", "", "OTLP/gRPC collector host:port injected proxies export spans to (empty: none)")
+	flag.Func("tracing-sampling-percent", "percent of new traces injected proxies sample, 0 to 100", func(v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 || n > 100 {
+			return fmt.Errorf("%q is not a whole number from 0 to 100", v)
+		}
+		o.inject.TracingSamplingPercent = int32(n)
+		return nil
+	})
+	flag.BoolFunc("no-proxy-metrics", "injected proxies serve no /metrics (observability.metrics.enabled: false)", func(string) error {
+		o.inject.MetricsDisabled = true
+		return nil
+	})
 	o.identity.register(flag.CommandLine)
 	zopts := zap.Options{}
 	zopts.BindFlags(flag.CommandLine)

@@ -133,7 +133,11 @@ func startAdmin(log logr.Logger, cfg config.Admin, p admin.State, m *metrics.Met
 		if a.addr == "" {
 			continue
 		}
-		s, err := admin.Start(a.addr, a.scope, p, m.Registry, extra...)
+		reg := m.Registry
+		if cfg.NoMetrics {
+			reg = nil
+		}
+		s, err := admin.Start(a.addr, a.scope, p, reg, extra...)
 		if err != nil {
 			closeAdmin(out)
 			return nil, fmt.Errorf("%s: %w", a.field, err)

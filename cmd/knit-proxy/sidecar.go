@@ -73,6 +73,9 @@ func sidecarConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 	default:
 		return nil, nil, nil, fmt.Errorf("KNIT_ACCESS_LOG: %q is not Off, JSON or Text", v)
 	}
+	if err := observabilityFromEnv(b, getenv); err != nil {
+		return nil, nil, nil, err
+	}
 	b.SetDefaults()
 	if err := b.Validate(); err != nil {
 		return nil, nil, nil, err
@@ -82,4 +85,27 @@ func sidecarConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 		return nil, nil, nil, err
 	}
 	return b, probes, notes, nil
+}
+
+// observabilityFromEnv applies what the injector passes from the Mesh's observability:
+// span export (KNIT_TRACING_*) and whether /metrics is served (KNIT_METRICS).
+func observabilityFromEnv(b *config.Bootstrap, getenv func(string) string) error {
+	switch v := getenv("KNIT_METRICS"); v {
+	case "", "on":
+	case "off":
+		b.Admin.NoMetrics = true
+	default:
+		return fmt.Errorf("KNIT_METRICS: %q is not on or off", v)
+	}
+	endpoint := getenv("KNIT_TRACING_ENDPOINT")
+	if endpoint == "" {
+		return nil
+	}
+	pct, err := strconv.Atoi(getenv("KNIT_TRACING_SAMPLING_PERCENT"))
+	if err != nil || pct < 0 || pct > 100 {
+		return fmt.Errorf("KNIT_TRACING_SAMPLING_PERCENT: %q is not a whole number from 0 to 100", getenv("KNIT_TRACING_SAMPLING_PERCENT"))
+	}
+	ratio := float64(pct) / 100
+	b.Tracing = config.Tracing{OTLPEndpoint: endpoint, SamplingRatio: &ratio, ServiceName: getenv("KNIT_TRACING_SERVICE_NAME")}
+	return nil
 }

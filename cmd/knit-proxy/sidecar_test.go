@@ -157,3 +157,71 @@ func TestSidecarRefusesToRunAsAnotherUID(t *testing.T) {
 		t.Fatalf("exit %v, output:\n%s", err, out)
 	}
 }
+
+func TestSidecarObservabilityFromEnv(t *testing.T) {
+	flags := sidecarFlags{15020, 15000, 15006, 15001, 1337}
+	env := map[string]string{"KNIT_TRACING_ENDPOINT": "otel-collector.observability:4317",
+		"KNIT_TRACING_SAMPLING_PERCENT": "0", "KNIT_TRACING_SERVICE_NAME": "web.shop", "KNIT_METRICS": "off"}
+	cfg, _, _, err := sidecarConfig(flags, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := cfg.Tracing
+	if tr.OTLPEndpoint != "otel-collector.observability:4317" || tr.SamplingRatio == nil || *tr.SamplingRatio != 0 ||
+		tr.ServiceName != "web.shop" || !cfg.Admin.NoMetrics {
+		t.Fatalf("tracing %+v, noMetrics %v", tr, cfg.Admin.NoMetrics)
+	}
+	cfg, _, _, err = sidecarConfig(flags, func(string) string { return "" })
+	if err != nil || cfg.Tracing.OTLPEndpoint != "" || cfg.Admin.NoMetrics {
+		t.Fatalf("without the variables: %v, tracing %+v, noMetrics %v", err, cfg.Tracing, cfg.Admin.NoMetrics)
+	}
+	for _, bad := range []map[string]string{
+		{"KNIT_METRICS": "false"},
+		{"KNIT_TRACING_ENDPOINT": "collector:4317", "KNIT_TRACING_SAMPLING_PERCENT": "101"},
+		{"KNIT_TRACING_ENDPOINT": "collector:4317"},
+		{"KNIT_TRACING_ENDPOINT": "http://collector:4317", "KNIT_TRACING_SAMPLING_PERCENT": "1"},
+	} {
+		if _, _, _, err := sidecarConfig(flags, func(k string) string { return bad[k] }); err == nil {
+			t.Errorf("%v: accepted", bad)
+		}
+	}
+}
+
+// With metrics off (observability.metrics.enabled: false) neither admin port serves
+// /metrics; probes still answer.
+func TestSidecarBinaryWithoutMetrics(t *testing.T) {
+	bin := buildProxy(t)
+	admin, local, in, out := freePort(t), freePort(t), freePort(t), freePort(t)
+	cmd := exec.Command(bin, "run", "--sidecar", "--admin-port="+admin, "--local-admin-port="+local,
+		"--inbound-port="+in, "--outbound-port="+out, "--proxy-uid="+strconv.Itoa(os.Geteuid()))
+	cmd.Env = append(os.Environ(), "POD_NAME=web-0", "POD_NAMESPACE=shop", "POD_IP=127.0.0.1", "KNIT_METRICS=off",
+		"KNIT_IDENTITY=spiffe://cluster.local/ns/shop/sa/default", "KNIT_REVISION=default-v0-1-0")
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	status := func(url string) int {
+		resp, err := http.Get(url)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for deadline := time.Now().Add(10 * time.Second); status("http://127.0.0.1:"+admin+"/ready") != 200; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("never ready; log:\n%s", stderr.String())
+		}
+	}
+	for url, want := range map[string]int{
+		"http://127.0.0.1:" + admin + "/metrics": 404, "http://127.0.0.1:" + local + "/metrics": 404,
+		"http://127.0.0.1:" + admin + "/live": 200, "http://127.0.0.1:" + local + "/config": 200,
+	} {
+		if got := status(url); got != want {
+			t.Errorf("%s: %d, want %d", url, got, want)
+		}
+	}
+}

@@ -42,7 +42,8 @@ type Server struct {
 	ln  net.Listener
 }
 
-// Start listens on addr. extra adds handlers (the sidecar's /app-health/).
+// Start listens on addr. extra adds handlers (the sidecar's /app-health/). A nil reg
+// serves no /metrics.
 func Start(addr string, scope Scope, st State, reg *prometheus.Registry, extra ...func(*http.ServeMux)) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
@@ -55,7 +56,9 @@ func Start(addr string, scope Scope, st State, reg *prometheus.Registry, extra .
 		}
 		w.Write([]byte("ready\n"))
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	if reg != nil { // nil: metrics are turned off
+		mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
 	// The release this proxy was built as, so an upgrade can be checked against the proxy
 	// itself rather than against the pod's spec.
 	mux.HandleFunc("GET /version", func(w http.ResponseWriter, _ *http.Request) {

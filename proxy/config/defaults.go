@@ -46,8 +46,9 @@ func (b *Bootstrap) SetDefaults() {
 		b.AccessLog.Format = AccessLogJSON
 	}
 	if b.Tracing.OTLPEndpoint != "" {
-		if b.Tracing.SamplingRatio == 0 {
-			b.Tracing.SamplingRatio = 1
+		if b.Tracing.SamplingRatio == nil {
+			one := 1.0
+			b.Tracing.SamplingRatio = &one
 		}
 		if b.Tracing.ServiceName == "" {
 			b.Tracing.ServiceName = "knit-proxy"

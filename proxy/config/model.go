@@ -35,6 +35,9 @@ type Admin struct {
 	// the kubelet and Prometheus need (/live, /ready, /metrics, and the
 	// sidecar's /app-health/), so it may listen on the pod network.
 	ProbeAddress string `json:"probeAddress,omitempty"`
+	// NoMetrics: neither port serves /metrics (requests are still counted, for the
+	// outlier detection and logs that read the same counters).
+	NoMetrics bool `json:"noMetrics,omitempty"`
 }
 
 // Drain bounds how long in-flight work may finish after SIGTERM.
@@ -61,10 +64,13 @@ const (
 
 // Tracing turns on OTLP span export. Trace headers are always forwarded.
 type Tracing struct {
-	// OTLPEndpoint is host:port of an OTLP/HTTP collector; empty disables export.
-	OTLPEndpoint  string  `json:"otlpEndpoint,omitempty"`
-	SamplingRatio float64 `json:"samplingRatio,omitempty"`
-	ServiceName   string  `json:"serviceName,omitempty"`
+	// OTLPEndpoint is host:port of an OTLP/gRPC collector (plaintext, like the
+	// collector's default 4317 receiver); empty disables export.
+	OTLPEndpoint string `json:"otlpEndpoint,omitempty"`
+	// SamplingRatio is the share of new traces sampled, 0 to 1 (default 1); a
+	// trace the caller sampled is always continued, whatever the ratio.
+	SamplingRatio *float64 `json:"samplingRatio,omitempty"`
+	ServiceName   string   `json:"serviceName,omitempty"`
 }
 
 // Direction tells metrics whether traffic enters or leaves the workload.

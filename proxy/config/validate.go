@@ -44,8 +44,8 @@ func (b *Bootstrap) Validate() error {
 	if b.Drain.Timeout < 0 {
 		v.add("drain.timeout", "must not be negative")
 	}
-	if b.Tracing.SamplingRatio < 0 || b.Tracing.SamplingRatio > 1 {
-		v.add("tracing.samplingRatio", "must be between 0 and 1, got %v", b.Tracing.SamplingRatio)
+	if r := b.Tracing.SamplingRatio; r != nil && (*r < 0 || *r > 1) {
+		v.add("tracing.samplingRatio", "must be between 0 and 1, got %v", *r)
 	}
 	if b.Tracing.OTLPEndpoint != "" {
 		v.hostPort("tracing.otlpEndpoint", b.Tracing.OTLPEndpoint)

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 
 	"github.com/knit-mesh/knit/proxy/admin"
 	"github.com/knit-mesh/knit/proxy/config"
@@ -250,7 +252,7 @@ func TestTraceContextPropagation(t *testing.T) {
 
 	// With span export: the upstream's parent becomes the proxy's span.
 	exp := tracetest.NewInMemoryExporter()
-	tr := trace.NewWithExporter(exp, config.Tracing{SamplingRatio: 1, ServiceName: "knit-proxy"})
+	tr := trace.NewWithExporter(exp, config.Tracing{ServiceName: "knit-proxy"})
 	p.SetTracer(tr)
 	get(t, client(), "http://"+addr(t, p, "in")+"/", "Traceparent", parent)
 	tp := <-got
@@ -267,24 +269,67 @@ func TestTraceContextPropagation(t *testing.T) {
 	}
 }
 
+// otlpCollector is a real OTLP/gRPC trace receiver on loopback: what an
+// OpenTelemetry Collector's 4317 receiver is to the proxy.
+type otlpCollector struct {
+	coltracepb.UnimplementedTraceServiceServer
+	got chan *coltracepb.ExportTraceServiceRequest
+}
+
+func (c *otlpCollector) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	c.got <- req
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+func startOTLPCollector(t *testing.T) (*otlpCollector, string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &otlpCollector{got: make(chan *coltracepb.ExportTraceServiceRequest, 10)}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, c)
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return c, ln.Addr().String()
+}
+
 func TestOTLPExportToCollector(t *testing.T) {
-	posts := make(chan string, 10)
-	collector := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {
-		io.ReadAll(r.Body)
-		posts <- r.URL.Path
-	})
+	collector, endpoint := startOTLPCollector(t)
 	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) {})
-	p := startProxy(t, simpleConfig(up)+"tracing: {otlpEndpoint: \""+collector+"\"}\n")
+	p := startProxy(t, simpleConfig(up)+"tracing: {otlpEndpoint: \""+endpoint+"\", samplingRatio: 0, serviceName: shop.web}\n")
+	// Sampling 0 starts no trace of its own, but continues one the caller sampled.
 	get(t, client(), "http://"+addr(t, p, "in")+"/")
+	get(t, client(), "http://"+addr(t, p, "in")+"/", "Traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p.Drain(ctx) // flushes the batch
-	select {
-	case path := <-posts:
-		if path != "/v1/traces" {
-			t.Fatalf("collector got %s", path)
+	var traceIDs []string
+	var service string
+	for len(traceIDs) == 0 {
+		select {
+		case req := <-collector.got:
+			for _, rs := range req.ResourceSpans {
+				for _, kv := range rs.GetResource().GetAttributes() {
+					if kv.Key == "service.name" {
+						service = kv.GetValue().GetStringValue()
+					}
+				}
+				for _, ss := range rs.ScopeSpans {
+					for _, sp := range ss.Spans {
+						traceIDs = append(traceIDs, fmt.Sprintf("%x", sp.TraceId))
+					}
+				}
+			}
+		case <-ctx.Done():
+			t.Fatal("no OTLP export reached the collector")
 		}
-	case <-ctx.Done():
-		t.Fatal("no OTLP export reached the collector")
+	}
+	if len(traceIDs) != 1 || traceIDs[0] != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Fatalf("want exactly the caller's sampled trace, got spans of traces %v", traceIDs)
+	}
+	if service != "shop.web" {
+		t.Fatalf("service.name %q, want shop.web", service)
 	}
 }

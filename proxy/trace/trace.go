@@ -1,5 +1,5 @@
 // Package trace propagates W3C trace context and, when configured, exports
-// one span per proxied request over OTLP/HTTP with the OpenTelemetry SDK.
+// one span per proxied request over OTLP/gRPC with the OpenTelemetry SDK.
 // Without export the proxy forwards traceparent/tracestate untouched, which
 // costs nothing on the request path.
 package trace
@@ -11,7 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -33,7 +33,9 @@ func New(ctx context.Context, cfg config.Tracing) (*Tracer, error) {
 	if cfg.OTLPEndpoint == "" {
 		return nil, nil
 	}
-	exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLPEndpoint), otlptracehttp.WithInsecure())
+	// The SDK dials lazily and retries in the background: a collector that is down costs
+	// dropped spans, never a failed request.
+	exp, err := otlptracegrpc.New(ctx, otlptracegrpc.WithEndpoint(cfg.OTLPEndpoint), otlptracegrpc.WithInsecure())
 	if err != nil {
 		return nil, fmt.Errorf("otlp exporter: %w", err)
 	}
@@ -43,10 +45,14 @@ func New(ctx context.Context, cfg config.Tracing) (*Tracer, error) {
 // NewWithExporter batches spans to exp (tests pass an in-memory exporter).
 func NewWithExporter(exp sdktrace.SpanExporter, cfg config.Tracing) *Tracer {
 	res := resource.NewSchemaless(semconv.ServiceName(cfg.ServiceName))
+	ratio := 1.0
+	if cfg.SamplingRatio != nil {
+		ratio = *cfg.SamplingRatio
+	}
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithBatcher(exp),
 		sdktrace.WithResource(res),
-		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(cfg.SamplingRatio))),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
 	)
 	return &Tracer{provider: tp, tracer: tp.Tracer("knit-proxy")}
 }

@@ -30,8 +30,11 @@ import (
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
@@ -68,42 +71,47 @@ var _ = Describe("What the Mesh claims", Ordered, func() {
 		markAvailable(ctx, cpKey)
 		Eventually(func(g Gomega) {
 			m := getMesh(g)
-			expectCondition(g, m, meshv1.ConditionSpecSupported, metav1.ConditionTrue, meshv1.ReasonAsExpected)
 			expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionTrue, "")
 		}).WithTimeout(60 * time.Second).Should(Succeed())
 	})
 	AfterAll(func() { deleteMesh(ctx) })
 
-	It("names the spec fields that have no effect yet (not mtls.mode STRICT, which is in effect), and is not Ready while one is asked for", func() {
+	It("puts observability settings in effect through the control plane that injects, and stays Ready", func() {
+		controlPlaneArgs := func(g Gomega) []string {
+			var dep appsv1.Deployment
+			g.Expect(k8sClient.Get(ctx, cpKey, &dep)).To(Succeed())
+			return dep.Spec.Template.Spec.Containers[0].Args
+		}
 		m := getMesh(Default)
 		patch := client.MergeFrom(m.DeepCopy())
-		m.Spec.MTLS.Mode = meshv1.MTLSStrict
-		m.Spec.Observability.Tracing = &meshv1.TracingSpec{Endpoint: "otel-collector.observability:4317"}
-		m.Spec.Upgrade.Paused = true
-		m.Spec.Trust.WorkloadCertDuration = metav1.Duration{Duration: 36 * time.Hour} // in effect: not named
+		m.Spec.Observability.Tracing = &meshv1.TracingSpec{Endpoint: "otel-collector.observability:4317", SamplingPercent: 5}
+		m.Spec.Observability.Metrics.Enabled = ptr.To(false)
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
 		Eventually(func(g Gomega) {
+			g.Expect(controlPlaneArgs(g)).To(ContainElements("--tracing-endpoint=otel-collector.observability:4317",
+				"--tracing-sampling-percent=5", "--no-proxy-metrics"))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		markAvailable(ctx, cpKey)
+		Eventually(func(g Gomega) {
 			m := getMesh(g)
-			c := expectCondition(g, m, meshv1.ConditionSpecSupported, metav1.ConditionFalse, meshv1.ReasonNotYetImplemented)
-			g.Expect(c.Message).To(ContainSubstring("without effect: observability.tracing"))
-			g.Expect(c.Message).NotTo(ContainSubstring("mtls"), "mtls.mode STRICT is in effect")
-			g.Expect(c.Message).NotTo(ContainSubstring("workloadCert"))
-			g.Expect(c.Message).NotTo(ContainSubstring("upgrade."), "upgrade.paused is in effect")
-			r := expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionFalse, meshv1.ReasonNotReady)
-			g.Expect(r.Message).To(ContainSubstring("SpecSupported=False (NotYetImplemented)"))
+			expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionTrue, "")
+			g.Expect(meta.FindStatusCondition(m.Status.Conditions, "SpecSupported")).To(BeNil(),
+				"every spec field is in effect: no condition says otherwise")
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 
 		m = getMesh(Default)
 		patch = client.MergeFrom(m.DeepCopy())
-		m.Spec.MTLS.Mode = meshv1.MTLSPermissive
 		m.Spec.Observability.Tracing = nil
-		m.Spec.Upgrade.Paused = false
-		m.Spec.Trust.WorkloadCertDuration = metav1.Duration{Duration: 24 * time.Hour}
+		m.Spec.Observability.Metrics.Enabled = nil
 		Expect(k8sClient.Patch(ctx, m, patch)).To(Succeed())
 		Eventually(func(g Gomega) {
-			m := getMesh(g)
-			expectCondition(g, m, meshv1.ConditionSpecSupported, metav1.ConditionTrue, meshv1.ReasonAsExpected)
-			expectCondition(g, m, meshv1.ConditionReady, metav1.ConditionTrue, "")
+			for _, a := range controlPlaneArgs(g) {
+				g.Expect(a).NotTo(Or(HavePrefix("--tracing-"), Equal("--no-proxy-metrics")))
+			}
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		markAvailable(ctx, cpKey)
+		Eventually(func(g Gomega) {
+			expectCondition(g, getMesh(g), meshv1.ConditionReady, metav1.ConditionTrue, "")
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 

@@ -86,4 +86,10 @@ type Config struct {
 	// MTLSMode is the Mesh's mtls.mode (STRICT or PERMISSIVE), given to the proxy as
 	// KNIT_MTLS_MODE; a pod keeps the mode it started with.
 	MTLSMode string
+	// TracingEndpoint is the OTLP/gRPC collector (host:port) proxies export spans to, with
+	// TracingSamplingPercent of new traces sampled; empty exports nothing.
+	TracingEndpoint        string
+	TracingSamplingPercent int32
+	// MetricsDisabled: proxies serve no /metrics (observability.metrics.enabled false).
+	MetricsDisabled bool
 }

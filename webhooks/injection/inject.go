@@ -17,6 +17,7 @@ limitations under the License.
 package injection
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -240,6 +241,15 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 	if cfg.MTLSMode != "" {
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_MTLS_MODE", Value: cfg.MTLSMode})
 	}
+	if cfg.TracingEndpoint != "" {
+		proxy.Env = append(proxy.Env,
+			corev1.EnvVar{Name: "KNIT_TRACING_ENDPOINT", Value: cfg.TracingEndpoint},
+			corev1.EnvVar{Name: "KNIT_TRACING_SAMPLING_PERCENT", Value: strconv.Itoa(int(cfg.TracingSamplingPercent))},
+			corev1.EnvVar{Name: "KNIT_TRACING_SERVICE_NAME", Value: tracingServiceName(pod, namespace)})
+	}
+	if cfg.MetricsDisabled {
+		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_METRICS", Value: "off"})
+	}
 	if len(probes) > 0 {
 		raw, err := json.Marshal(originals)
 		if err != nil {
@@ -420,4 +430,11 @@ func resolveNamedPort(h *corev1.ProbeHandler, c *corev1.Container) error {
 		}
 	}
 	return fmt.Errorf("port %q is not a port of the container", port.StrVal)
+}
+
+// tracingServiceName names the workload in its spans as Istio does: its app label (the
+// recommended one first), else its ServiceAccount, then ".namespace".
+func tracingServiceName(pod *corev1.Pod, namespace string) string {
+	name := cmp.Or(pod.Labels["app.kubernetes.io/name"], pod.Labels["app"], pod.Spec.ServiceAccountName, "default")
+	return name + "." + namespace
 }

@@ -19,6 +19,7 @@ package injection
 import (
 	"encoding/json"
 	"flag"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -252,4 +253,55 @@ func TestProxyGetsTheMeshsMTLSMode(t *testing.T) {
 		t.Fatalf("proxy env %v lacks KNIT_MTLS_MODE=STRICT", c.Env)
 	}
 	t.Fatal("no proxy container")
+}
+
+func TestProxyGetsTheMeshsObservability(t *testing.T) {
+	proxyEnv := func(cfg Config, pod *corev1.Pod) map[string]string {
+		t.Helper()
+		if err := Inject(pod, "shop", cfg); err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range pod.Spec.InitContainers {
+			if c.Name == ProxyContainerName {
+				env := map[string]string{}
+				for _, e := range c.Env {
+					env[e.Name] = e.Value
+				}
+				return env
+			}
+		}
+		t.Fatal("no proxy container")
+		return nil
+	}
+	app := func(labels map[string]string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Labels: labels},
+			Spec: corev1.PodSpec{ServiceAccountName: "web-sa", Containers: []corev1.Container{{Name: "app", Image: "app:1"}}}}
+	}
+
+	env := proxyEnv(testConfig, app(nil))
+	for _, name := range []string{"KNIT_TRACING_ENDPOINT", "KNIT_TRACING_SAMPLING_PERCENT", "KNIT_METRICS"} {
+		if v, set := env[name]; set {
+			t.Errorf("by default %s=%q is set", name, v)
+		}
+	}
+
+	cfg := testConfig
+	cfg.TracingEndpoint, cfg.TracingSamplingPercent, cfg.MetricsDisabled = "otel-collector.observability:4317", 5, true
+	for _, tc := range []struct {
+		labels  map[string]string
+		service string
+	}{
+		{map[string]string{"app.kubernetes.io/name": "web", "app": "legacy"}, "web.shop"},
+		{map[string]string{"app": "legacy"}, "legacy.shop"},
+		{nil, "web-sa.shop"},
+	} {
+		env := proxyEnv(cfg, app(tc.labels))
+		want := map[string]string{"KNIT_TRACING_ENDPOINT": "otel-collector.observability:4317",
+			"KNIT_TRACING_SAMPLING_PERCENT": "5", "KNIT_TRACING_SERVICE_NAME": tc.service, "KNIT_METRICS": "off"}
+		for k, v := range want {
+			if env[k] != v {
+				t.Errorf("labels %v: %s=%q, want %q", tc.labels, k, env[k], v)
+			}
+		}
+	}
 }
