@@ -210,3 +210,33 @@ func inboundConns(t *testing.T, m *metrics.Metrics, security, peer string) float
 	}
 	return 0
 }
+
+// A configured gateway proxy is Ready only once it holds the Gateway's certificate: before it,
+// meshed backends under STRICT would refuse it.
+func TestGatewayIsReadyOnlyWithItsCertificate(t *testing.T) {
+	ca := identitytest.Start(t, time.Hour)
+	other := "spiffe://cluster.local/ns/infra/sa/default"
+	ca.IssueFor.Store(&other) // the identity service answers for another identity until told otherwise
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p, ident, err := gatewayDataPlane(ctx, logr.Discard(), proxyEnv(t, ca, gatewayID, "STRICT"), metrics.New())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer drain(p)
+	cfg, err := config.Parse([]byte(gatewayRoutes("127.0.0.1:1", "127.0.0.1:2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Gateway = true
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	state := proxyState{p, ident}
+	waitFor(t, "a refused certificate", func() bool { return ca.Issued.Load() >= 1 })
+	if !p.Ready() || state.Ready() {
+		t.Fatalf("configured %v, Ready %v: want a configured gateway without its certificate not Ready", p.Ready(), state.Ready())
+	}
+	ca.IssueFor.Store(nil)
+	waitFor(t, "Ready with the certificate", state.Ready)
+}
