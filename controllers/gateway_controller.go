@@ -17,6 +17,7 @@ limitations under the License.
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -250,6 +251,8 @@ func (r *GatewayReconciler) runtime(ctx context.Context) (rt gatewayRuntime, pen
 		Revision:     rev.Name,
 		ProxyImage:   release.ProxyImage,
 		ControlPlane: fmt.Sprintf("%s.%s.svc:%d", controlPlaneName(&rev), rev.Spec.Namespace, portXDS),
+		TrustDomain:  rev.Spec.TrustDomain,
+		MTLSMode:     cmp.Or(mesh.Spec.MTLS.Mode, meshv1.MTLSPermissive),
 	}, "", nil
 }
 

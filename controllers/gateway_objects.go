@@ -35,11 +35,14 @@ import (
 )
 
 // gatewayRuntime is what a Gateway's proxies need from the mesh: the active revision, its proxy
-// image and the address of its control plane.
+// image, the address of its control plane, and what their workload identity needs (the trust
+// domain their SPIFFE ID is in, and the Mesh's mtls.mode for when they hold no certificate).
 type gatewayRuntime struct {
 	Revision     string
 	ProxyImage   string
 	ControlPlane string // host:port of the revision's xDS server
+	TrustDomain  string
+	MTLSMode     meshv1.MTLSMode
 }
 
 // gatewayDrainSeconds is how long a gateway pod has to finish its requests after SIGTERM; the
@@ -75,6 +78,9 @@ func servedPorts(listeners []gateway.Listener) []int32 {
 
 func desiredGatewayDeployment(gw *gatewayv1.Gateway, rt gatewayRuntime, p gatewayParameters, ports []int32) appsv1.DeploymentSpec {
 	name := gateway.ResourceName(gw.Name)
+	// The proxies run as the Gateway's own ServiceAccount and get its workload identity, as a
+	// sidecar gets its pod's: they originate mutual TLS to meshed backends with it.
+	identity := fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", rt.TrustDomain, gw.Namespace, name)
 	var containerPorts []corev1.ContainerPort
 	for _, port := range ports {
 		containerPorts = append(containerPorts, corev1.ContainerPort{Name: portName(port), ContainerPort: port, Protocol: corev1.ProtocolTCP})
@@ -124,6 +130,8 @@ func desiredGatewayDeployment(gw *gatewayv1.Gateway, rt gatewayRuntime, p gatewa
 						{Name: "KNIT_CONTROL_PLANE", Value: rt.ControlPlane},
 						{Name: "KNIT_TOKEN_FILE", Value: injection.TokenMountPath + "/token"},
 						{Name: "KNIT_TRUST_BUNDLE", Value: injection.TrustMountPath + "/" + injection.TrustBundleKey},
+						{Name: "KNIT_IDENTITY", Value: identity},
+						{Name: "KNIT_MTLS_MODE", Value: string(rt.MTLSMode)},
 					},
 					Ports:          containerPorts,
 					ReadinessProbe: probe("/ready"),

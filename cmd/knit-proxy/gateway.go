@@ -28,6 +28,7 @@ import (
 	"github.com/knit-mesh/knit/internal/buildinfo"
 	"github.com/knit-mesh/knit/proxy/config"
 	"github.com/knit-mesh/knit/proxy/dataplane"
+	"github.com/knit-mesh/knit/proxy/identity"
 	"github.com/knit-mesh/knit/proxy/metrics"
 )
 
@@ -37,7 +38,7 @@ func gatewayConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 	if f.adminPort == f.localAdminPort {
 		return nil, errors.New("--admin-port and --local-admin-port must differ")
 	}
-	for _, req := range []string{"KNIT_CONTROL_PLANE", "KNIT_GATEWAY"} {
+	for _, req := range []string{"KNIT_CONTROL_PLANE", "KNIT_GATEWAY", "KNIT_IDENTITY"} {
 		if getenv(req) == "" {
 			return nil, fmt.Errorf("%s is required with --gateway", req)
 		}
@@ -66,7 +67,10 @@ func runGateway(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	log.Info("gateway mode", "version", buildinfo.Version, "pod", getenv("POD_NAMESPACE")+"/"+getenv("POD_NAME"),
 		"gateway", getenv("KNIT_GATEWAY"), "revision", getenv("KNIT_REVISION"), "controlPlane", getenv("KNIT_CONTROL_PLANE"))
 	m := metrics.New()
-	p := dataplane.New(log, m)
+	p, ident, err := gatewayDataPlane(context.Background(), log, getenv, m)
+	if err != nil {
+		return err
+	}
 	if err := p.Apply(context.Background(), base); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}
@@ -75,11 +79,30 @@ func runGateway(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		return err
 	}
 	defer x.Close()
-	adm, err := startAdmin(log, base.Admin, x, m)
+	// Ready once configured and holding a certificate: before it, meshed backends under STRICT
+	// would be unreachable.
+	adm, err := startAdmin(log, base.Admin, proxyState{x, ident}, m)
 	if err != nil {
 		return err
 	}
 	return serve(log, p, m, adm, nil, 0, x.Close)
+}
+
+// gatewayDataPlane is a gateway proxy's data plane with the Gateway's workload identity
+// (KNIT_IDENTITY, its ServiceAccount's SPIFFE ID), fetched and renewed as a sidecar's is: the
+// clusters reach endpoints that discovery marks as meshed over mutual TLS with it, checking each
+// backend's SPIFFE ID, and every other endpoint in plaintext. KNIT_MTLS_MODE decides what
+// happens while it holds no valid certificate, as for sidecars.
+func gatewayDataPlane(ctx context.Context, log logr.Logger, getenv func(string) string, m *metrics.Metrics) (*dataplane.Proxy, *identity.Manager, error) {
+	ident, err := startWorkloadIdentity(ctx, log, getenv, m.Registry)
+	if err != nil {
+		return nil, nil, err
+	}
+	p := dataplane.New(log, m)
+	if p.Outbound, err = outboundMTLS(log, getenv, ident, m.Registry); err != nil {
+		return nil, nil, err
+	}
+	return p, ident, nil
 }
 
 func btoi(b bool) int {

@@ -17,9 +17,9 @@ import (
 // identityPort is the control plane's identity service, on the host of KNIT_CONTROL_PLANE.
 const identityPort = 15012
 
-// startWorkloadIdentity starts fetching and renewing the pod's certificate when the injector
-// pointed the sidecar at a control plane (KNIT_CONTROL_PLANE); without one it returns nil and
-// the sidecar runs without an identity. KNIT_IDENTITY_ADDRESS overrides the service's address.
+// startWorkloadIdentity starts fetching and renewing the pod's certificate (for KNIT_IDENTITY)
+// when the injector or the gateway's Deployment pointed the proxy at a control plane
+// (KNIT_CONTROL_PLANE); without one it returns nil and the sidecar runs without an identity. KNIT_IDENTITY_ADDRESS overrides the service's address.
 func startWorkloadIdentity(ctx context.Context, log logr.Logger, getenv func(string) string, reg prometheus.Registerer) (*identity.Manager, error) {
 	controlPlane := getenv("KNIT_CONTROL_PLANE")
 	if controlPlane == "" {
@@ -80,13 +80,14 @@ func outboundMTLS(log logr.Logger, getenv func(string) string, ident *identity.M
 	return mtls.NewOutbound(mode, ident, log.WithName("mtls"), reg)
 }
 
-// sidecarState is ready when the data plane is and, with an identity, once it holds a valid
-// certificate: the app starts only when its proxy can present who it is.
-type sidecarState struct {
+// proxyState is ready when the data plane is and, with an identity, once it holds a valid
+// certificate: a sidecar's app starts, and a gateway takes traffic, only when the proxy can
+// present who it is.
+type proxyState struct {
 	admin.State
 	identity *identity.Manager
 }
 
-func (s sidecarState) Ready() bool {
+func (s proxyState) Ready() bool {
 	return s.State.Ready() && (s.identity == nil || s.identity.Ready())
 }

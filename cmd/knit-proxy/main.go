@@ -112,7 +112,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		state, leave = x, x.Close
 	}
 	prober := appprobe.New(probes)
-	adm, err := startAdmin(log, cfg.Admin, sidecarState{state, ident}, m, func(mux *http.ServeMux) {
+	adm, err := startAdmin(log, cfg.Admin, proxyState{state, ident}, m, func(mux *http.ServeMux) {
 		mux.Handle("GET "+appprobe.PathPrefix, prober)
 	})
 	if err != nil {

@@ -348,3 +348,94 @@ func TestAGatewayWithoutRoutesIsServedWith404(t *testing.T) {
 		t.Errorf("status %d, want 404", resp.StatusCode)
 	}
 }
+
+// TestGatewayClustersMarkMeshedBackendsWithTheirIdentity: a gateway proxy gets the clusters and
+// endpoint metadata sidecars get, so that, as the proxy reads them, the endpoints of a meshed
+// backend are marked meshed with the SPIFFE ID of their pods' ServiceAccount (the gateway then
+// originates mutual TLS to them and accepts only that identity), and those of a backend without
+// sidecars are not (plaintext).
+func TestGatewayClustersMarkMeshedBackendsWithTheirIdentity(t *testing.T) {
+	gw := gwv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "edge", Generation: 1},
+		Spec: gwv1.GatewaySpec{GatewayClassName: "knit", Listeners: []gwv1.Listener{
+			{Name: "http", Port: 80, Protocol: gwv1.HTTPProtocolType},
+		}},
+	}
+	route := httpRoute("shop", "web", 0, gatewayParent("shop", "edge", ""),
+		gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/web")}, BackendRefs: []gwv1.HTTPBackendRef{backend("web", 80, 1)}},
+		gwv1.HTTPRouteRule{Matches: []gwv1.HTTPRouteMatch{pathMatch(gwv1.PathMatchPathPrefix, "/legacy")}, BackendRefs: []gwv1.HTTPBackendRef{backend("legacy", 80, 1)}})
+	plainPod := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "legacy-1"},
+		Spec: corev1.PodSpec{ServiceAccountName: "legacy", Containers: []corev1.Container{{Name: "app"}}}}
+
+	m := Translate(Inputs{
+		TrustDomain: "cluster.local",
+		Services: []corev1.Service{
+			service("shop", "web", "10.96.0.10", port("http", 80)),
+			service("shop", "legacy", "10.96.0.11", port("http", 80)),
+		},
+		EndpointSlices: []discoveryv1.EndpointSlice{
+			slice("shop", "web", "http", 8080, ep("10.0.0.1", "web-1", true)),
+			slice("shop", "legacy", "http", 8080, ep("10.0.0.2", "legacy-1", true)),
+		},
+		Pods:       []corev1.Pod{meshedPod("shop", "web-1", "web"), plainPod},
+		HTTPRoutes: []gwv1.HTTPRoute{route},
+		Gateways:   []gwv1.Gateway{gw},
+	})
+	res, ok := m.GatewayResources(GatewayKey{"shop", "edge"})
+	if !ok {
+		t.Fatal("no resources for the Gateway")
+	}
+	view := proxyxds.NewResources()
+	for _, c := range res.Clusters {
+		view.Clusters[c.Name] = c
+	}
+	for _, a := range res.LoadAssignment {
+		view.Endpoints[a.ClusterName] = a
+	}
+	for _, l := range res.Listeners {
+		view.Listeners[l.Name] = l
+	}
+	for _, r := range res.Routes {
+		view.Routes[r.Name] = r
+	}
+	base := &config.Bootstrap{Admin: config.Admin{Address: "127.0.0.1:0"}, Gateway: true}
+	base.SetDefaults()
+	cfg, err := proxyxds.TranslateGateway(base, view)
+	if err != nil {
+		t.Fatalf("the gateway proxy refuses the translation: %v", err)
+	}
+
+	for _, want := range []struct {
+		service  string
+		endpoint config.Endpoint
+	}{
+		{"web", config.Endpoint{Address: "10.0.0.1:8080", Meshed: true, Identity: "spiffe://cluster.local/ns/shop/sa/web"}},
+		{"legacy", config.Endpoint{Address: "10.0.0.2:8080", Meshed: false}},
+	} {
+		cluster := ClusterName("shop", want.service, 80)
+		if !slices.ContainsFunc(cfg.Clusters, func(c config.Cluster) bool { return c.Name == cluster }) {
+			t.Fatalf("the gateway has no cluster %s", cluster)
+		}
+		eps := cfg.EndpointsOf(cluster)
+		if len(eps) != 1 || eps[0].Address != want.endpoint.Address || eps[0].Meshed != want.endpoint.Meshed ||
+			(want.endpoint.Meshed && eps[0].Identity != want.endpoint.Identity) {
+			t.Errorf("endpoints of %s as the gateway proxy reads them: %+v, want %+v", cluster, eps, want.endpoint)
+		}
+	}
+	// The routes send each prefix to its backend's cluster.
+	routed := map[string]bool{}
+	for _, rc := range cfg.RouteConfigs {
+		for _, vh := range rc.VirtualHosts {
+			for _, r := range vh.Routes {
+				for _, c := range r.Clusters {
+					routed[c.Name] = true
+				}
+			}
+		}
+	}
+	for _, svc := range []string{"web", "legacy"} {
+		if !routed[ClusterName("shop", svc, 80)] {
+			t.Errorf("no gateway route reaches %s (routed: %v)", svc, routed)
+		}
+	}
+}

@@ -649,6 +649,7 @@ data: {ca.crt: "a person's own"}
 
 	discoverySpecs()
 	gatewaySpecs()
+	gatewayMTLSSpecs()   // gateway_mtls_test.go
 	observabilitySpecs() // observability_test.go
 
 	It("deletes the Mesh and nothing a person made: webhooks first, pods then start uninjected, no knit object remains", Label("deletion"), func() {

@@ -22,6 +22,10 @@
 //	discovery a meshed client and meshed Services routed by the control plane's xDS: spread over
 //	          3 endpoints, an HTTPRoute 90/10 split, ≥ 99.9 % success with retries while an endpoint
 //	          is killed, the last config kept with the control plane stopped, and reconnection
+//	gateway-mtls  under mtls.mode STRICT, a Gateway of class knit reaches a meshed backend over
+//	          mutual TLS with the Gateway's own SPIFFE ID: requests from the host answered, TLS
+//	          records and no HTTP in clear on the backend pod's veth, the backend's sidecar counts
+//	          the gateway's identity
 //	certmanager  cert-manager's controller scaled to 0 shows in `kubectl describe mesh` as
 //	          DependenciesHealthy=False (CertManagerNotRunning) and back to True when it returns
 //	teardown  cluster-down leaves no process, link, route, mount or rule behind

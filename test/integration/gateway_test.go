@@ -173,6 +173,47 @@ var _ = Describe("Gateways of class knit", Ordered, Label("gateway"), func() {
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 	})
 
+	It("gives the proxies the Gateway's own workload identity and the Mesh's mtls.mode", func() {
+		key := client.ObjectKey{Namespace: ns, Name: "web-knit"}
+		proxyEnv := func(g Gomega) []corev1.EnvVar {
+			var dep appsv1.Deployment
+			g.Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
+			g.Expect(dep.Spec.Template.Spec.Containers).To(HaveLen(1))
+			return dep.Spec.Template.Spec.Containers[0].Env
+		}
+		var dep appsv1.Deployment
+		Expect(k8sClient.Get(ctx, key, &dep)).To(Succeed())
+		pod := dep.Spec.Template.Spec
+		Expect(pod.ServiceAccountName).To(Equal("web-knit"))
+		Expect(pod.Containers[0].Env).To(ContainElements(
+			corev1.EnvVar{Name: "KNIT_IDENTITY", Value: "spiffe://cluster.local/ns/" + ns + "/sa/web-knit"},
+			corev1.EnvVar{Name: "KNIT_MTLS_MODE", Value: "PERMISSIVE"},
+			corev1.EnvVar{Name: "KNIT_TOKEN_FILE", Value: "/var/run/secrets/knit/token"},
+		))
+		By("the token the identity service checks: projected, with the identity audience")
+		Expect(pod.Volumes).To(ContainElement(And(
+			HaveField("Name", "knit-token"),
+			HaveField("VolumeSource.Projected.Sources", ContainElement(HaveField("ServiceAccountToken", And(
+				Not(BeNil()), HaveField("Audience", "knit.dev"), HaveField("Path", "token"))))),
+		)))
+		Expect(pod.Containers[0].VolumeMounts).To(ContainElement(And(HaveField("Name", "knit-token"), HaveField("ReadOnly", true))))
+
+		By("a change of mtls.mode reaches the proxies")
+		setMode := func(mode meshv1.MTLSMode) {
+			Eventually(func() error {
+				var m meshv1.Mesh
+				if err := k8sClient.Get(ctx, client.ObjectKey{Name: meshv1.MeshName}, &m); err != nil {
+					return err
+				}
+				m.Spec.MTLS.Mode = mode
+				return k8sClient.Update(ctx, &m)
+			}).WithTimeout(30 * time.Second).Should(Succeed())
+		}
+		setMode(meshv1.MTLSStrict)
+		DeferCleanup(setMode, meshv1.MTLSPermissive)
+		Eventually(proxyEnv).WithTimeout(30 * time.Second).Should(ContainElement(corev1.EnvVar{Name: "KNIT_MTLS_MODE", Value: "STRICT"}))
+	})
+
 	It("is Accepted at once and Programmed, with the Service's address, once a proxy is available", func() {
 		gwKey := client.ObjectKey{Namespace: ns, Name: "web"}
 		Eventually(func(g Gomega) {
