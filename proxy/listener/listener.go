@@ -156,7 +156,7 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 			if r.ProtoMajor == 1 && (g.retiring.Load() || (r.TransferEncoding != nil && framingSuspect(r.Context()))) {
 				w = &closeAfterReply{ResponseWriter: w}
 			}
-			httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D())
+			defer httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D()).Release()
 			w = httpproxy.GuardResponseWrites(w, r, lim.ResponseWriteTimeout.D())
 			l.handler.ServeHTTP(w, r)
 		}),
