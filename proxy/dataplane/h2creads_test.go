@@ -81,23 +81,3 @@ func TestH2CFrameBurstIsReadInFewSystemCalls(t *testing.T) {
 		})
 	}
 }
-
-// writeSyscalls is how many write system calls this process has made (Linux).
-func writeSyscalls(t *testing.T) int {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/io")
-	if err != nil {
-		t.Skipf("no /proc/self/io: %v", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
-			n, err := strconv.Atoi(v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
-	}
-	t.Fatal("no syscw in /proc/self/io")
-	return 0
-}

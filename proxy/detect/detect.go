@@ -104,16 +104,6 @@ func (c *Conn) Read(p []byte) (int, error) {
 // Peeked returns the bytes not yet replayed.
 func (c *Conn) Peeked() []byte { return c.peeked }
 
-// Transparent is the socket for writing, and for reading once every sniffed byte has been
-// replayed (tcpproxy goes around the wrapper then). Only the goroutine that reads asks with
-// reading set.
-func (c *Conn) Transparent(reading bool) net.Conn {
-	if reading && len(c.peeked) > 0 {
-		return nil
-	}
-	return c.Conn
-}
-
 // Sniff reads until Classify decides or timeout passes. A client that sends
 // nothing within timeout (a server-speaks-first protocol) is Opaque. The
 // returned Conn replays everything read, and has its deadline cleared.

@@ -742,11 +742,6 @@ func (c *countedConn) Close() error {
 	return c.Conn.Close()
 }
 
-// Transparent lets opaque TCP forwarding (tcpproxy) move bytes around the wrapper with
-// splice(2): what Read and Write add here (the client-gone report, the write timeout) is for
-// HTTP, and the count of open connections stays with Close.
-func (c *countedConn) Transparent(bool) net.Conn { return c.Conn }
-
 // CloseWrite keeps half-close working through the wrapper.
 func (c *countedConn) CloseWrite() error {
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {

@@ -78,57 +78,16 @@ func Pipe(client, backend net.Conn, idle time.Duration, received, sent func(floa
 	<-done
 }
 
-// spliceChunk is how much one splice(2) round may move before the bytes are counted and the
-// idle deadline re-armed.
-const spliceChunk = 1 << 20
-
-// Transparent is implemented by connection wrappers whose Read and Write pass the bytes
-// through unchanged: Transparent returns the connection underneath, or nil while the wrapper
-// still has bytes of its own to give to a reader (sniffed bytes not yet replayed; reading
-// says which side asks, and only the reading goroutine asks with true). Between two plain
-// TCP sockets the copy then goes around the wrappers, and the kernel moves the bytes
-// (splice(2)) without copying them through the proxy.
-type Transparent interface{ Transparent(reading bool) net.Conn }
-
-// tcpConn is the socket under c's transparent wrappers, or nil.
-func tcpConn(c net.Conn, reading bool) *net.TCPConn {
-	for {
-		switch x := c.(type) {
-		case *net.TCPConn:
-			return x
-		case Transparent:
-			if c = x.Transparent(reading); c == nil {
-				return nil
-			}
-		default:
-			return nil
-		}
-	}
-}
-
 // copyIdle copies until EOF, an error, or idle with no data, then half-closes
 // dst so the other direction can still finish (a client's shutdown(SHUT_WR)).
 func copyIdle(dst, src net.Conn, idle time.Duration, last *atomic.Int64, count func(float64)) {
-	var bp *[]byte
-	defer func() {
-		if bp != nil {
-			bufPool.Put(bp)
-		}
-	}()
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	buf := *bp
 	for {
 		if idle > 0 {
 			src.SetReadDeadline(time.Now().Add(idle))
 		}
-		if sd, ss := tcpConn(dst, false), tcpConn(src, true); sd != nil && ss != nil {
-			if !spliceStep(dst, src, sd, ss, idle, last, count) {
-				return
-			}
-			continue
-		}
-		if bp == nil {
-			bp = bufPool.Get().(*[]byte)
-		}
-		buf := *bp
 		n, err := src.Read(buf)
 		if n > 0 {
 			last.Store(time.Now().UnixNano())
@@ -148,43 +107,13 @@ func copyIdle(dst, src net.Conn, idle time.Duration, last *atomic.Int64, count f
 				return
 			}
 			if err == io.EOF {
-				halfClose(dst)
-				return
+				if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+					return
+				}
 			}
 			dst.Close()
 			return
 		}
 	}
-}
-
-// spliceStep moves up to spliceChunk bytes from ss to sd in the kernel; false when the
-// direction is done (EOF: dst half-closed; idle or an error: both closed).
-func spliceStep(dst, src net.Conn, sd, ss *net.TCPConn, idle time.Duration, last *atomic.Int64, count func(float64)) bool {
-	lr := io.LimitedReader{R: ss, N: spliceChunk}
-	n, err := sd.ReadFrom(&lr)
-	if n > 0 {
-		last.Store(time.Now().UnixNano())
-		count(float64(n))
-	}
-	switch {
-	case err == nil && lr.N > 0: // ReadFrom stops early only at EOF
-		halfClose(dst)
-		return false
-	case err == nil:
-		return true
-	case errors.Is(err, os.ErrDeadlineExceeded) && (n > 0 || time.Since(time.Unix(0, last.Load())) < idle):
-		return true // bytes moved within the deadline, or the other direction is busy: not idle
-	default: // idle, or a read or write error (ReadFrom does not say which): end both
-		src.Close()
-		dst.Close()
-		return false
-	}
-}
-
-func halfClose(c net.Conn) {
-	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		cw.CloseWrite()
-		return
-	}
-	c.Close()
 }
