@@ -117,24 +117,42 @@ type clientBody struct {
 	idle  time.Duration
 	armed time.Time
 
-	mu  sync.Mutex // the transport may read on its own goroutine
-	err *clientBodyError
+	mu    sync.Mutex // the transport may read on its own goroutine
+	err   *clientBodyError
+	ended bool // the handler returned: ctl must not be used any more
+}
+
+// RequestBodyGuard is what GuardRequestBody installed; the handler releases it when it returns.
+type RequestBodyGuard struct{ b *clientBody }
+
+// Release tells the guard that the handler has returned. The transport may still read the
+// request body on its own goroutine after that (an upstream that answers before the request
+// body ends): net/http's HTTP/2 ResponseWriter crashes if its deadlines are set then.
+func (g RequestBodyGuard) Release() {
+	if g.b == nil {
+		return
+	}
+	g.b.mu.Lock()
+	g.b.ended = true
+	g.b.mu.Unlock()
 }
 
 // GuardRequestBody bounds the wait for each part of the request body with
-// idle (0: no bound) and keeps read failures for the status and metrics.
-func GuardRequestBody(w http.ResponseWriter, r *http.Request, idle time.Duration) {
+// idle (0: no bound) and keeps read failures for the status and metrics. The handler calls
+// Release on the result when it returns.
+func GuardRequestBody(w http.ResponseWriter, r *http.Request, idle time.Duration) RequestBodyGuard {
 	// An HTTP/2 request of length 0 (END_STREAM on its HEADERS, or content-length: 0, which
 	// net/http enforces) has no body to wait for: not guarding it saves two allocations per
 	// body-less stream.
 	if r.Body == nil || r.Body == http.NoBody || r.ProtoMajor == 2 && r.ContentLength == 0 {
-		return
+		return RequestBodyGuard{}
 	}
 	cb := &clientBody{rc: r.Body, idle: idle}
 	if idle > 0 {
 		cb.ctl = http.NewResponseController(w)
 	}
 	r.Body = cb
+	return RequestBodyGuard{cb}
 }
 
 func (b *clientBody) Read(p []byte) (int, error) {
@@ -142,7 +160,11 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		// Re-arm the deadline only every idle/8, so a fast body costs no
 		// timer update per read; a stall still ends within idle.
 		if now := time.Now(); now.Sub(b.armed) > b.idle/8 {
-			b.ctl.SetReadDeadline(now.Add(b.idle))
+			b.mu.Lock()
+			if !b.ended {
+				b.ctl.SetReadDeadline(now.Add(b.idle))
+			}
+			b.mu.Unlock()
 			b.armed = now
 		}
 	}

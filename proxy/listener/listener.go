@@ -156,7 +156,7 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 			if r.ProtoMajor == 1 && (g.retiring.Load() || (r.TransferEncoding != nil && framingSuspect(r.Context()))) {
 				w = &closeAfterReply{ResponseWriter: w}
 			}
-			httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D())
+			defer httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D()).Release()
 			w = httpproxy.GuardResponseWrites(w, r, lim.ResponseWriteTimeout.D())
 			l.handler.ServeHTTP(w, r)
 		}),
@@ -240,7 +240,7 @@ func (l *Listener) dispatch(c net.Conn) {
 		if s.TLS != nil {
 			l.serveHTTP(tls.Server(c, s.TLS))
 		} else {
-			l.serveHTTP(newFramingConn(c))
+			l.serveHTTP(newFramingConn(watchH2(c)))
 		}
 	case config.ListenerTCP:
 		l.goOpaque(c, func() { l.serveTCP(c, s, s.TLS != nil) })
@@ -266,7 +266,7 @@ func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
 		if proto == detect.HTTP1 {
 			l.serveHTTP(newFramingConn(conn))
 		} else {
-			l.serveHTTP(conn)
+			l.serveHTTP(bufferH2(conn))
 		}
 	case proto == detect.TLS && s.TLS != nil && s.Config.RouteConfig != "":
 		l.untrack(c)
@@ -343,6 +343,8 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 				hc = &peerConn{Conn: conn}
 			}
 			hc = newFramingConn(hc)
+		} else if peer == "" {
+			hc = bufferH2(hc) // under mutual TLS the record layer buffers
 		}
 		l.serveHTTP(&routedConn{Conn: hc, route: rt, peer: peer})
 		return
@@ -388,6 +390,8 @@ func (l *Listener) serveVirtual(c net.Conn, s *Settings, dst netip.AddrPort, vt 
 		var hc net.Conn = conn
 		if proto == detect.HTTP1 {
 			hc = newFramingConn(conn)
+		} else {
+			hc = bufferH2(conn)
 		}
 		l.serveHTTP(&routedConn{Conn: hc, dest: &httpproxy.VirtualDestination{Dst: dst, Fallback: fallback}})
 		return
@@ -689,6 +693,8 @@ func watchedClient(c net.Conn) *upstream.ClientConn {
 		case *routedConn:
 			c = x.Conn
 		case *framingConn:
+			c = x.Conn
+		case *h2ReadConn:
 			c = x.Conn
 		case *detect.Conn:
 			c = x.Conn

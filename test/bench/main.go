@@ -632,11 +632,22 @@ func makeCert() (cert, key, bundle string) {
 	return
 }
 
+// handedOut are the ports freePort has returned: a port is free again once its probe closes,
+// so two calls before either server binds could otherwise get the same one (seen: a knit-proxy
+// whose admin port was its listener's).
+var handedOut = map[int]bool{}
+
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	must(err)
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		must(err)
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port
+		}
+	}
 }
 
 func portOf(url string) int {

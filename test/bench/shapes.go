@@ -93,13 +93,15 @@ func measureShapes(up upstreams) []ShapeResult {
 		for _, n := range sd.targets {
 			if *only == "" || strings.Contains(","+*only+",", ","+n+",") {
 				names = append(names, n)
+				if n == "knit" && *baseBin != "" {
+					names = append(names, "knit-base")
+				}
 			}
 		}
 		fmt.Fprintf(os.Stderr, "== %s: %s, %d interleaved rounds of %s\n", sd.name, strings.Join(names, ", "), *rounds, *shapeDuration)
 		var servers []server
 		for _, n := range names {
-			s := sd.start(n, up)
-			servers = append(servers, s)
+			servers = append(servers, startShapeTarget(sd, n, up))
 		}
 		acc := make([][]ShapeRun, len(servers))
 		for _, s := range servers { // warm-up: pools, caches, the heap's size
@@ -128,6 +130,19 @@ func measureShapes(up upstreams) []ShapeResult {
 		out = append(out, res)
 	}
 	return out
+}
+
+// startShapeTarget starts target n of a shape; knit-base is knit's set-up with the baseline binary.
+func startShapeTarget(sd shapeDef, n string, up upstreams) server {
+	if n != "knit-base" {
+		return sd.start(n, up)
+	}
+	bin, suffix := *proxyBin, knitTagSuffix
+	*proxyBin, knitTagSuffix = *baseBin, "-base"
+	defer func() { *proxyBin, knitTagSuffix = bin, suffix }()
+	s := sd.start("knit", up)
+	s.name = n
+	return s
 }
 
 func spread(rs []ShapeRun, get func(ShapeRun) float64) Spread {
@@ -330,7 +345,11 @@ clusters: [%s]
 	return p
 }
 
+// knitTagSuffix tells a baseline knit-proxy's config and log apart from knit's.
+var knitTagSuffix = ""
+
 func runKnit(tag, conf string) *proc {
+	tag += knitTagSuffix
 	path := filepath.Join(*outDir, "knit-proxy-"+tag+".yaml")
 	must(os.WriteFile(path, []byte(conf), 0o644))
 	bin, _ := filepath.Abs(*proxyBin)

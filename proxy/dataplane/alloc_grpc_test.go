@@ -1,0 +1,194 @@
+package dataplane
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"testing"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// The gRPC server-streaming path (h2c client → knit → h2c upstream, a cluster of protocol
+// http2) joins the allocation ceilings: one call, a 64-byte request message and
+// grpcStreamMessages 64-byte response messages, with a raw-frame client and upstream that
+// allocate nothing per call.
+func init() {
+	requestPaths = append(requestPaths, struct {
+		name  string
+		setup func(testing.TB) func() error
+	}{"grpc-server-stream", setupGRPCStreamPath})
+	// 2026-12-02: 142 per call of 100 messages (identical over runs), nearly all net/http's
+	// HTTP/2 server and transport: streams, requests and responses on both sides, header maps
+	// and hpack strings, contexts and a timer per call. knit's own: the trailer announcement.
+	allocCeilings["grpc-server-stream"] = 142
+}
+
+const grpcStreamMessages = 100
+
+// grpcMessage is one length-prefixed gRPC message of 64 bytes.
+var grpcMessage = append([]byte{0, 0, 0, 0, 64}, bytes.Repeat([]byte{'m'}, 64)...)
+
+// encodeNeverIndexed is a header block that stays valid on any connection (no dynamic table).
+func encodeNeverIndexed(fields ...string) []byte {
+	var b bytes.Buffer
+	enc := hpack.NewEncoder(&b)
+	for i := 0; i < len(fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1], Sensitive: true})
+	}
+	return b.Bytes()
+}
+
+// grpcStreamUpstream answers every call, once its request has ended, with response headers,
+// grpcStreamMessages messages in one DATA frame and an OK trailer.
+func grpcStreamUpstream(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	head := encodeNeverIndexed(":status", "200", "content-type", "application/grpc")
+	trailer := encodeNeverIndexed("grpc-status", "0")
+	body := bytes.Repeat(grpcMessage, grpcStreamMessages)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				if _, err := br.Discard(len(http2.ClientPreface)); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, br)
+				fr.SetReuseFrames()
+				if fr.WriteSettings() != nil || fr.WriteWindowUpdate(0, 1<<30) != nil {
+					return
+				}
+				var received uint32
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() && fr.WriteSettingsAck() != nil {
+							return
+						}
+					case *http2.PingFrame:
+						if !f.IsAck() && fr.WritePing(true, f.Data) != nil {
+							return
+						}
+					case *http2.DataFrame:
+						if received += f.Length; received > 1<<20 {
+							if fr.WriteWindowUpdate(0, received) != nil {
+								return
+							}
+							received = 0
+						}
+					}
+					if h := f.Header(); h.Flags.Has(http2.FlagDataEndStream) && (h.Type == http2.FrameData || h.Type == http2.FrameHeaders) {
+						id := h.StreamID
+						if fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: head, EndHeaders: true}) != nil ||
+							fr.WriteData(id, false, body) != nil ||
+							fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: trailer, EndStream: true, EndHeaders: true}) != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return l.Addr().String()
+}
+
+// setupGRPCStreamPath: a raw h2c client making one server-streaming call after another on one
+// connection through knit to grpcStreamUpstream.
+func setupGRPCStreamPath(t testing.TB) func() error {
+	p := startProxy(t, proxyConfig("protocol: http", "", "protocol: http2", grpcStreamUpstream(t)))
+	c, err := net.Dial("tcp", p.ListenerAddr("in").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, bufio.NewReader(c))
+	fr.SetReuseFrames()
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	const window = 1 << 30
+	if err := fr.WriteWindowUpdate(0, window); err != nil {
+		t.Fatal(err)
+	}
+	headers := encodeNeverIndexed(":method", "POST", ":scheme", "http", ":authority", "bench.example",
+		":path", "/knit.bench.Bench/Stream", "content-type", "application/grpc", "te", "trailers")
+	want := grpcStreamMessages * len(grpcMessage)
+	stream, consumed := uint32(1), uint32(0)
+	return func() error {
+		id := stream
+		stream += 2
+		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headers, EndHeaders: true}); err != nil {
+			return err
+		}
+		if err := fr.WriteData(id, true, grpcMessage); err != nil {
+			return err
+		}
+		got := 0
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return err
+			}
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					if err := fr.WriteSettingsAck(); err != nil {
+						return err
+					}
+				}
+			case *http2.PingFrame:
+				if !f.IsAck() {
+					if err := fr.WritePing(true, f.Data); err != nil {
+						return err
+					}
+				}
+			case *http2.GoAwayFrame:
+				return fmt.Errorf("GOAWAY %v", f.ErrCode)
+			case *http2.RSTStreamFrame:
+				return fmt.Errorf("RST_STREAM %v", f.ErrCode)
+			case *http2.DataFrame:
+				if f.StreamID != id {
+					continue
+				}
+				got += len(f.Data())
+				if consumed += f.Length; consumed > window/2 {
+					if err := fr.WriteWindowUpdate(0, consumed); err != nil {
+						return err
+					}
+					consumed = 0
+				}
+				if f.StreamEnded() {
+					return errors.New("response ended without a trailer")
+				}
+			case *http2.HeadersFrame:
+				if f.StreamID == id && f.StreamEnded() {
+					if got != want {
+						return fmt.Errorf("%d bytes of messages, want %d", got, want)
+					}
+					return nil
+				}
+			}
+		}
+	}
+}
