@@ -206,7 +206,7 @@ func meshGatewaySpecs() {
 			if meshField("{.metadata.name}") == "default" {
 				setMeshGateway(0)
 			}
-			_, _ = tryKubectl("delete", "namespace", meshGatewayNS, "--timeout=2m")
+			_, _ = tryKubectl("delete", "namespace", meshGatewayNS, "--wait=false")
 		})
 
 		It("makes a Gateway of class knit for the entry; an HTTPRoute attached to it serves a meshed backend to the host at its address", func() {
@@ -220,11 +220,14 @@ spec:
   rules: [{backendRefs: [{name: web, port: 80}]}]
 `, meshGatewayNS, meshGatewayName))
 			setMeshGateway(2)
+			start := time.Now()
 			kubectl("-n", meshGatewayNS, "rollout", "status", "deployment/web", "--timeout=180s")
+			GinkgoWriter.Printf("backend Ready %s after the apply\n", time.Since(start).Round(time.Second))
 			Eventually(func() string {
 				out, _ := tryKubectl("-n", meshGatewayNS, "get", "gateway", meshGatewayName, "-o", `jsonpath={.status.conditions[?(@.type=="Programmed")].status}`)
 				return out
 			}).WithTimeout(2*time.Minute).WithPolling(time.Second).Should(Equal("True"), "the entry's Gateway is Programmed")
+			GinkgoWriter.Printf("the entry's Gateway Programmed %s after the apply\n", time.Since(start).Round(time.Second))
 			Expect(kubectl("-n", meshGatewayNS, "get", "gateway", meshGatewayName, "-o",
 				`jsonpath={.spec.gatewayClassName} {.metadata.ownerReferences[?(@.controller==true)].kind}/{.metadata.ownerReferences[?(@.controller==true)].name}`)).
 				To(Equal("knit Mesh/default"), "a Gateway of class knit that the Mesh owns")
