@@ -261,8 +261,6 @@ spec:
 				Expect(err).NotTo(HaveOccurred())
 				Expect(code).To(Equal(http.StatusOK), body)
 			}
-			Eventually(func() string { return meshCondition("GatewaysReady", "message") }).WithTimeout(30*time.Second).WithPolling(time.Second).
-				Should(ContainSubstring(meshGatewayNS+"/"+meshGatewayName), "describe mesh names the Programmed gateway")
 		})
 
 		It("drains a gateway proxy when the entry scales from 2 to 1 replica under 100 req/s from the host, without a failed request", func() {
