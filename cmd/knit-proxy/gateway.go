@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -32,8 +33,14 @@ import (
 	"github.com/knit-mesh/knit/proxy/metrics"
 )
 
-// gatewayConfig is a gateway proxy's own part of its config: the admin ports only. Its
-// listeners, routes and clusters all come from the control plane.
+// gatewayDrainDelay is how long a gateway proxy keeps accepting after SIGTERM. Clients reach it
+// through its Service, and kube-proxy stops sending new connections to a terminating pod only
+// once its endpoint update has arrived; a listener closed before that refuses them. The
+// operator's terminationGracePeriodSeconds covers this delay and the drain timeout.
+const gatewayDrainDelay = 5 * time.Second
+
+// gatewayConfig is a gateway proxy's own part of its config: the admin ports and the drain
+// delay. Its listeners, routes and clusters all come from the control plane.
 func gatewayConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstrap, error) {
 	if f.adminPort == f.localAdminPort {
 		return nil, errors.New("--admin-port and --local-admin-port must differ")
@@ -48,6 +55,7 @@ func gatewayConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 			Address:      net.JoinHostPort("127.0.0.1", strconv.Itoa(f.localAdminPort)),
 			ProbeAddress: net.JoinHostPort("", strconv.Itoa(f.adminPort)),
 		},
+		Drain:   config.Drain{Delay: config.Duration(gatewayDrainDelay)},
 		Gateway: true,
 	}
 	b.SetDefaults()

@@ -217,8 +217,8 @@ func serveSignals(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm [
 				leave()
 			}
 			cur := p.CurrentConfig().(*config.Bootstrap)
-			log.Info("draining", "signal", s.String(), "timeout", cur.Drain.Timeout.D().String())
-			ctx, cancel := context.WithTimeout(context.Background(), cur.Drain.Timeout.D())
+			log.Info("draining", "signal", s.String(), "delay", cur.Drain.Delay.D().String(), "timeout", cur.Drain.Timeout.D().String())
+			ctx, cancel := context.WithTimeout(context.Background(), cur.Drain.Delay.D()+cur.Drain.Timeout.D())
 			derr := p.Drain(ctx)
 			cancel()
 			closeAdmin(adm)

@@ -77,6 +77,7 @@ func TestValidationNamesTheBadField(t *testing.T) {
 		{"bad eject pct", "consecutive5xx: 5", "clusters[1].outlierDetection.maxEjectionPercent: must be between 0 and 100, got 150"},
 		{"unknown assignment", "- cluster: web2", "assignments[0].cluster: unknown cluster \"ghost\""},
 		{"bad retry on", "retry: {attempts: 2}", "routes[0].retry.retryOn[0]: must be 5xx"},
+		{"negative drain delay", `admin: {address: "127.0.0.1:15000"}`, "drain.delay: must not be negative"},
 	}
 	replacements := map[string]string{
 		"unknown field":        "  routConfig: main\n",
@@ -90,6 +91,7 @@ func TestValidationNamesTheBadField(t *testing.T) {
 		"bad eject pct":        "consecutive5xx: 5, maxEjectionPercent: 150",
 		"unknown assignment":   "- cluster: ghost",
 		"bad retry on":         "retry: {attempts: 2, retryOn: [sometimes]}",
+		"negative drain delay": "admin: {address: \"127.0.0.1:15000\"}\ndrain: {delay: -1s}",
 	}
 	for _, c := range cases {
 		t.Run(c.edit, func(t *testing.T) {

@@ -42,6 +42,12 @@ type Admin struct {
 
 // Drain bounds how long in-flight work may finish after SIGTERM.
 type Drain struct {
+	// Delay is how long a draining proxy keeps accepting, with /ready failing and every HTTP/1
+	// response carrying "Connection: close", before it stops accepting: the time load balancers
+	// (kube-proxy's rules for a Service) take to stop sending it new connections. 0 (the
+	// default) stops accepting at once.
+	Delay Duration `json:"delay,omitempty"`
+	// Timeout bounds the wait for in-flight work once the proxy has stopped accepting.
 	Timeout Duration `json:"timeout,omitempty"`
 }
 

@@ -44,6 +44,9 @@ func (b *Bootstrap) Validate() error {
 	if b.Drain.Timeout < 0 {
 		v.add("drain.timeout", "must not be negative")
 	}
+	if b.Drain.Delay < 0 {
+		v.add("drain.delay", "must not be negative")
+	}
 	if r := b.Tracing.SamplingRatio; r != nil && (*r < 0 || *r > 1) {
 		v.add("tracing.samplingRatio", "must be between 0 and 1, got %v", *r)
 	}

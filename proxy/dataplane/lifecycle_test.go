@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -331,5 +332,82 @@ func TestOTLPExportToCollector(t *testing.T) {
 	}
 	if service != "shop.web" {
 		t.Fatalf("service.name %q, want shop.web", service)
+	}
+}
+
+// TestDrainDelayServesNewConnectionsAndAsksClientsToLeave: for drain.delay a
+// draining proxy fails /ready but still serves the connections a load
+// balancer sends it, old and new, each response with "Connection: close";
+// once the drain is over the listener is closed.
+func TestDrainDelayServesNewConnectionsAndAsksClientsToLeave(t *testing.T) {
+	up := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	// A delay far longer than the test: it ends when the drain's context does.
+	cfg, err := config.Parse([]byte(simpleConfig(up) + "drain: {delay: 10m}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := New(discard(), newMetrics())
+	if err := p.Apply(context.Background(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	a := addr(t, p, "in")
+	adm, err := admin.Start("127.0.0.1:0", admin.Full, p, p.Metrics.Registry)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer adm.Close(context.Background())
+
+	// roundTrip sends one GET on c and returns the response's status and whether it said
+	// "Connection: close" (net/http moves that header into resp.Close).
+	roundTrip := func(c net.Conn, br *bufio.Reader) (int, bool) {
+		t.Helper()
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, resp.Close
+	}
+	dial := func() (net.Conn, *bufio.Reader) {
+		t.Helper()
+		c, err := net.DialTimeout("tcp", a, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %s: %v", a, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c, bufio.NewReader(c)
+	}
+	keptAlive, keptAliveR := dial()
+	if code, closing := roundTrip(keptAlive, keptAliveR); code != 200 || closing {
+		t.Fatalf("before the drain: %d, Connection: close %v", code, closing)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	drained := make(chan error, 1)
+	go func() { drained <- p.Drain(ctx) }()
+	waitFor(t, "/ready to fail while draining", func() bool {
+		code, _ := get(t, client(), "http://"+adm.Addr().String()+"/ready")
+		return code == 503
+	})
+	if code, closing := roundTrip(keptAlive, keptAliveR); code != 200 || !closing {
+		t.Fatalf("a kept-alive connection during the drain delay: %d, Connection: close %v; want 200 and close", code, closing)
+	}
+	if _, err := keptAliveR.ReadByte(); err != io.EOF {
+		t.Fatalf("the proxy closes a kept-alive connection after its close response; read: %v", err)
+	}
+	fresh, freshR := dial()
+	if code, closing := roundTrip(fresh, freshR); code != 200 || !closing {
+		t.Fatalf("a new connection during the drain delay: %d, Connection: close %v; want 200 and close", code, closing)
+	}
+
+	cancel()
+	<-drained
+	if c, err := net.DialTimeout("tcp", a, 5*time.Second); err == nil {
+		c.Close()
+		t.Fatal("the listener still accepts after the drain")
 	}
 }

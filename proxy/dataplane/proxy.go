@@ -12,6 +12,7 @@ import (
 	"reflect"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-logr/logr"
 
@@ -326,8 +327,11 @@ func (p *Proxy) Ready() bool { return p.ready.Load() && !p.draining.Load() }
 // CurrentConfig is the running config, for /config.
 func (p *Proxy) CurrentConfig() any { return p.current.Load() }
 
-// Drain stops accepting on every listener, lets in-flight work finish until
-// ctx ends, then closes the rest.
+// Drain turns /ready to 503; for the config's drain.delay it keeps accepting
+// while asking HTTP/1 clients to leave (Connection: close), so connections
+// that load balancers still send here are served; then it stops accepting
+// on every listener, lets in-flight work finish until ctx ends, and closes
+// the rest. ctx bounds the delay too.
 func (p *Proxy) Drain(ctx context.Context) error {
 	p.draining.Store(true)
 	p.mu.Lock()
@@ -336,6 +340,17 @@ func (p *Proxy) Drain(ctx context.Context) error {
 		ls = append(ls, rl)
 	}
 	p.mu.Unlock()
+	if cfg := p.current.Load(); cfg != nil && cfg.Drain.Delay > 0 {
+		for _, rl := range ls {
+			rl.l.Retire()
+		}
+		delay := time.NewTimer(cfg.Drain.Delay.D())
+		select {
+		case <-delay.C:
+		case <-ctx.Done():
+			delay.Stop()
+		}
+	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(ls))
 	for i, rl := range ls {

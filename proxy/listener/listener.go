@@ -501,6 +501,17 @@ func (l *Listener) untrack(c net.Conn) {
 	l.mu.Unlock()
 }
 
+// Retire asks clients to leave while the listener still accepts: from now
+// on every HTTP/1 response carries "Connection: close", on the connections
+// open and on new ones, so keep-alive clients reconnect (elsewhere, once a
+// load balancer has stopped sending new connections here) without racing
+// the close of an idle connection. Drain follows.
+func (l *Listener) Retire() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.current.retiring.Store(true)
+}
+
 // Drain stops accepting, lets in-flight requests and streams finish until
 // ctx ends, then closes whatever is left.
 func (l *Listener) Drain(ctx context.Context) error {

@@ -82,22 +82,27 @@ func (f *logFollower) counts() (ok, fail int, failures []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, b := range f.logs {
-		s := b.String()
-		m := loadTotal.FindAllStringSubmatch(s, -1)
-		if len(m) == 0 {
-			m = loadLine.FindAllStringSubmatch(s, -1)
-		}
-		if len(m) > 0 {
-			last := m[len(m)-1]
-			o, _ := strconv.Atoi(last[1])
-			x, _ := strconv.Atoi(last[2])
-			ok += o
-			fail += x
-		}
-		for _, l := range strings.Split(s, "\n") {
-			if strings.HasPrefix(l, "load failure") {
-				failures = append(failures, l)
-			}
+		o, x, fl := loadCounts(b.String())
+		ok, fail, failures = ok+o, fail+x, append(failures, fl...)
+	}
+	return ok, fail, failures
+}
+
+// loadCounts reads the output of one `probe load URL RATE`: its final totals (or its last
+// progress line if it still runs) and its failure lines.
+func loadCounts(out string) (ok, fail int, failures []string) {
+	m := loadTotal.FindAllStringSubmatch(out, -1)
+	if len(m) == 0 {
+		m = loadLine.FindAllStringSubmatch(out, -1)
+	}
+	if len(m) > 0 {
+		last := m[len(m)-1]
+		ok, _ = strconv.Atoi(last[1])
+		fail, _ = strconv.Atoi(last[2])
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "load failure") {
+			failures = append(failures, l)
 		}
 	}
 	return ok, fail, failures
