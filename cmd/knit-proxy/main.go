@@ -29,7 +29,6 @@ import (
 )
 
 func main() {
-	applyGCDefault(os.Getenv)
 	if len(os.Args) >= 2 && os.Args[1] == "init" {
 		os.Exit(runInit(os.Args[2:], os.Stdout, os.Stderr))
 	}

@@ -53,14 +53,7 @@ clusters:
 // startBinary runs knit-proxy and returns its listener address from its JSON log.
 func startBinary(t *testing.T, bin, cfgPath string) (*exec.Cmd, string, *logTail) {
 	t.Helper()
-	return startBinaryEnv(t, bin, cfgPath, nil)
-}
-
-// startBinaryEnv is startBinary with the process's environment (nil: the test's).
-func startBinaryEnv(t *testing.T, bin, cfgPath string, env []string) (*exec.Cmd, string, *logTail) {
-	t.Helper()
 	cmd := exec.Command(bin, "run", "--config", cfgPath, "--watch-interval", "100ms")
-	cmd.Env = env
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
