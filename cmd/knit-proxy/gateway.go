@@ -39,8 +39,8 @@ import (
 // operator's terminationGracePeriodSeconds covers this delay and the drain timeout.
 const gatewayDrainDelay = 5 * time.Second
 
-// gatewayConfig is a gateway proxy's own part of its config: the admin ports and the drain
-// delay. Its listeners, routes and clusters all come from the control plane.
+// gatewayConfig is a gateway proxy's own part of its config: the admin ports, the drain delay
+// and the Mesh's observability. Its listeners, routes and clusters all come from the control plane.
 func gatewayConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstrap, error) {
 	if f.adminPort == f.localAdminPort {
 		return nil, errors.New("--admin-port and --local-admin-port must differ")
@@ -57,6 +57,9 @@ func gatewayConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 		},
 		Drain:   config.Drain{Delay: config.Duration(gatewayDrainDelay)},
 		Gateway: true,
+	}
+	if err := observabilityFromEnv(b, getenv); err != nil {
+		return nil, err
 	}
 	b.SetDefaults()
 	if err := b.Validate(); err != nil {

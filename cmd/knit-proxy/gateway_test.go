@@ -271,3 +271,24 @@ func TestGatewayConfigDrainsAfterADelay(t *testing.T) {
 		}
 	}
 }
+
+// A gateway proxy reports as the Mesh's observability says, read from the same environment as
+// a sidecar's.
+func TestGatewayConfigTakesTheMeshsObservability(t *testing.T) {
+	env := map[string]string{"KNIT_CONTROL_PLANE": "cp:15010", "KNIT_GATEWAY": "shop/edge", "KNIT_IDENTITY": gatewayID,
+		"KNIT_ACCESS_LOG": "Text", "KNIT_TRACING_ENDPOINT": "collector:4317", "KNIT_TRACING_SAMPLING_PERCENT": "10",
+		"KNIT_TRACING_SERVICE_NAME": "edge.shop", "KNIT_METRICS": "off"}
+	cfg, err := gatewayConfig(sidecarFlags{adminPort: 15020, localAdminPort: 15000}, func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.AccessLog.Enabled || cfg.AccessLog.Format != config.AccessLogText || cfg.Tracing.OTLPEndpoint != "collector:4317" ||
+		cfg.Tracing.ServiceName != "edge.shop" || *cfg.Tracing.SamplingRatio != 0.1 || !cfg.Admin.NoMetrics {
+		t.Fatalf("access log %+v, tracing %+v, noMetrics %v", cfg.AccessLog, cfg.Tracing, cfg.Admin.NoMetrics)
+	}
+	env["KNIT_ACCESS_LOG"] = "yaml"
+	if _, err := gatewayConfig(sidecarFlags{adminPort: 15020, localAdminPort: 15000}, func(k string) string { return env[k] }); err == nil ||
+		!strings.Contains(err.Error(), "KNIT_ACCESS_LOG") {
+		t.Fatalf("a bad KNIT_ACCESS_LOG: %v", err)
+	}
+}

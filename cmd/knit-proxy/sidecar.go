@@ -64,15 +64,6 @@ func sidecarConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 			{Name: "outbound", Address: net.JoinHostPort("", strconv.Itoa(f.outboundPort)), Direction: config.Outbound, OriginalDestination: true},
 		},
 	}
-	switch v := getenv("KNIT_ACCESS_LOG"); v {
-	case "", "Off":
-	case "JSON":
-		b.AccessLog = config.AccessLog{Enabled: true, Path: "stdout", Format: config.AccessLogJSON}
-	case "Text":
-		b.AccessLog = config.AccessLog{Enabled: true, Path: "stdout", Format: config.AccessLogText}
-	default:
-		return nil, nil, nil, fmt.Errorf("KNIT_ACCESS_LOG: %q is not Off, JSON or Text", v)
-	}
 	if err := observabilityFromEnv(b, getenv); err != nil {
 		return nil, nil, nil, err
 	}
@@ -87,9 +78,19 @@ func sidecarConfig(f sidecarFlags, getenv func(string) string) (*config.Bootstra
 	return b, probes, notes, nil
 }
 
-// observabilityFromEnv applies what the injector passes from the Mesh's observability:
-// span export (KNIT_TRACING_*) and whether /metrics is served (KNIT_METRICS).
+// observabilityFromEnv applies what the injector (or, for a gateway, the operator) passes from
+// the Mesh's observability (injection.ObservabilityEnv): access logs (KNIT_ACCESS_LOG), span
+// export (KNIT_TRACING_*) and whether /metrics is served (KNIT_METRICS).
 func observabilityFromEnv(b *config.Bootstrap, getenv func(string) string) error {
+	switch v := getenv("KNIT_ACCESS_LOG"); v {
+	case "", "Off":
+	case "JSON":
+		b.AccessLog = config.AccessLog{Enabled: true, Path: "stdout", Format: config.AccessLogJSON}
+	case "Text":
+		b.AccessLog = config.AccessLog{Enabled: true, Path: "stdout", Format: config.AccessLogText}
+	default:
+		return fmt.Errorf("KNIT_ACCESS_LOG: %q is not Off, JSON or Text", v)
+	}
 	switch v := getenv("KNIT_METRICS"); v {
 	case "", "on":
 	case "off":

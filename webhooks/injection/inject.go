@@ -212,7 +212,6 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 			{Name: "KNIT_CONTROL_PLANE", Value: cfg.ControlPlane},
 			{Name: "KNIT_TOKEN_FILE", Value: TokenMountPath + "/token"},
 			{Name: "KNIT_TRUST_BUNDLE", Value: TrustMountPath + "/" + TrustBundleKey},
-			{Name: "KNIT_ACCESS_LOG", Value: cfg.AccessLogFormat},
 		},
 		Resources: resources,
 		// The app starts only once the proxy is ready, so its first connections are meshed.
@@ -241,15 +240,7 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 	if cfg.MTLSMode != "" {
 		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_MTLS_MODE", Value: cfg.MTLSMode})
 	}
-	if cfg.TracingEndpoint != "" {
-		proxy.Env = append(proxy.Env,
-			corev1.EnvVar{Name: "KNIT_TRACING_ENDPOINT", Value: cfg.TracingEndpoint},
-			corev1.EnvVar{Name: "KNIT_TRACING_SAMPLING_PERCENT", Value: strconv.Itoa(int(cfg.TracingSamplingPercent))},
-			corev1.EnvVar{Name: "KNIT_TRACING_SERVICE_NAME", Value: tracingServiceName(pod, namespace)})
-	}
-	if cfg.MetricsDisabled {
-		proxy.Env = append(proxy.Env, corev1.EnvVar{Name: "KNIT_METRICS", Value: "off"})
-	}
+	proxy.Env = append(proxy.Env, ObservabilityEnv(cfg.Observability(), tracingServiceName(pod, namespace))...)
 	if len(probes) > 0 {
 		raw, err := json.Marshal(originals)
 		if err != nil {
@@ -437,4 +428,34 @@ func resolveNamedPort(h *corev1.ProbeHandler, c *corev1.Container) error {
 func tracingServiceName(pod *corev1.Pod, namespace string) string {
 	name := cmp.Or(pod.Labels["app.kubernetes.io/name"], pod.Labels["app"], pod.Spec.ServiceAccountName, "default")
 	return name + "." + namespace
+}
+
+// Observability is what a proxy reports, as the Mesh's spec.observability says.
+type Observability struct {
+	AccessLogFormat        string // Off, JSON or Text
+	TracingEndpoint        string // OTLP/gRPC host:port; empty exports no spans
+	TracingSamplingPercent int32
+	MetricsDisabled        bool
+}
+
+// Observability is the injected proxies' part of cfg.
+func (cfg Config) Observability() Observability {
+	return Observability{AccessLogFormat: cfg.AccessLogFormat, TracingEndpoint: cfg.TracingEndpoint,
+		TracingSamplingPercent: cfg.TracingSamplingPercent, MetricsDisabled: cfg.MetricsDisabled}
+}
+
+// ObservabilityEnv is how knit-proxy, sidecar or gateway, learns o: its environment (read by
+// cmd/knit-proxy's observabilityFromEnv). serviceName names the workload in its spans.
+func ObservabilityEnv(o Observability, serviceName string) []corev1.EnvVar {
+	env := []corev1.EnvVar{{Name: "KNIT_ACCESS_LOG", Value: o.AccessLogFormat}}
+	if o.TracingEndpoint != "" {
+		env = append(env,
+			corev1.EnvVar{Name: "KNIT_TRACING_ENDPOINT", Value: o.TracingEndpoint},
+			corev1.EnvVar{Name: "KNIT_TRACING_SAMPLING_PERCENT", Value: strconv.Itoa(int(o.TracingSamplingPercent))},
+			corev1.EnvVar{Name: "KNIT_TRACING_SERVICE_NAME", Value: serviceName})
+	}
+	if o.MetricsDisabled {
+		env = append(env, corev1.EnvVar{Name: "KNIT_METRICS", Value: "off"})
+	}
+	return env
 }
