@@ -65,7 +65,7 @@ func TestListenersReportWhatCannotBeServed(t *testing.T) {
 			Kinds: []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "HTTPRoute"}},
 		}},
 	}}}
-	got := Listeners(gw)
+	got := Listeners(gw, noCertificates)
 	reasons := map[string][]gatewayv1.ListenerConditionReason{}
 	for _, l := range got {
 		for _, p := range l.Problems {
@@ -73,7 +73,7 @@ func TestListenersReportWhatCannotBeServed(t *testing.T) {
 		}
 	}
 	want := map[string][]gatewayv1.ListenerConditionReason{
-		"https":      {gatewayv1.ListenerReasonUnsupportedProtocol},
+		"https":      {gatewayv1.ListenerReasonUnsupportedProtocol}, // no tls: nothing to terminate with
 		"b":          {gatewayv1.ListenerReasonHostnameConflict},
 		"c":          {gatewayv1.ListenerReasonHostnameConflict},
 		"http-on-53": {gatewayv1.ListenerReasonProtocolConflict},
@@ -107,7 +107,7 @@ func TestAttach(t *testing.T) {
 		{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType},
 	}}}
 	gw.Namespace = "infra"
-	listeners := Listeners(gw)
+	listeners := Listeners(gw, noCertificates)
 	labels := func(ns string) map[string]string {
 		if ns == "team" {
 			return map[string]string{"gateway-access": "yes"}
@@ -142,5 +142,8 @@ func TestAttach(t *testing.T) {
 		})
 	}
 }
+
+// noCertificates resolves every certificateRef.
+func noCertificates(gatewayv1.Listener) *ListenerProblem { return nil }
 
 var metav1LabelSelectorForTest = metav1.LabelSelector{MatchLabels: map[string]string{"gateway-access": "yes"}}
