@@ -103,7 +103,13 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 	settings := map[string]*listener.Settings{}
 	for _, lc := range cfg.Listeners {
 		s := &listener.Settings{Config: lc}
-		if lc.TLS != nil {
+		if lc.TLS != nil && len(lc.TLS.SNI) > 0 {
+			tc, err := tlsfiles.SNIConfig(lc.TLS.SNI, lc.TLS.ALPN)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+			s.TLS = tc
+		} else if lc.TLS != nil {
 			kp, err := p.keyPair(lc.TLS.CertFile, lc.TLS.KeyFile)
 			if err != nil {
 				return fmt.Errorf("listener %s: %w", lc.Name, err)
