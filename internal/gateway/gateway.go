@@ -153,11 +153,11 @@ func Listeners(gw *gatewayv1.Gateway, certs CertificateCheck) []Listener {
 }
 
 // supportedKinds returns the route kinds a listener accepts and those it asked for that knit
-// does not support. Without allowedRoutes.kinds an HTTP or HTTPS listener accepts HTTPRoute and
-// GRPCRoute.
+// does not support. Without allowedRoutes.kinds an HTTP listener, or an HTTPS one that terminates
+// TLS, accepts HTTPRoute and GRPCRoute.
 func supportedKinds(l gatewayv1.Listener) (ok []gatewayv1.RouteGroupKind, bad []string) {
 	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
-		if l.Protocol == gatewayv1.HTTPProtocolType || l.Protocol == gatewayv1.HTTPSProtocolType {
+		if l.Protocol == gatewayv1.HTTPProtocolType || (l.Protocol == gatewayv1.HTTPSProtocolType && Terminates(l)) {
 			return []gatewayv1.RouteGroupKind{HTTPRouteKind, GRPCRouteKind}, nil
 		}
 		return nil, nil
