@@ -39,6 +39,12 @@ type SecretRef = objectKey
 // NewSecretRef names a Secret.
 func NewSecretRef(namespace, name string) SecretRef { return objectKey{namespace, name} }
 
+// Namespace of the object.
+func (k objectKey) Namespace() string { return k.namespace }
+
+// Name of the object.
+func (k objectKey) Name() string { return k.name }
+
 // ReferencedSecrets are the Secrets the HTTPS listeners of gateways name in certificateRefs
 // (group core, kind Secret): the only Secrets the translation reads.
 func ReferencedSecrets(gateways []gwv1.Gateway) map[SecretRef]bool {

@@ -493,18 +493,18 @@ func (b *builder) buildAll(ctx context.Context) error {
 	in.Gateways = gateways
 	refs := translate.ReferencedSecrets(gateways)
 	b.secretRefs.Store(&refs)
-	if len(refs) > 0 {
-		var secrets corev1.SecretList
-		if err := b.reader.List(ctx, &secrets); err != nil {
+	for ref := range refs { // only these: the cache holds every TLS Secret
+		var s corev1.Secret
+		if err := b.reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace(), Name: ref.Name()}, &s); client.IgnoreNotFound(err) != nil {
 			b.structural.Store(true)
-			return fmt.Errorf("listing Secrets: %w", err)
-		}
-		for _, s := range secrets.Items {
-			if refs[translate.NewSecretRef(s.Namespace, s.Name)] {
-				in.Secrets = append(in.Secrets, s)
-			}
+			return fmt.Errorf("reading Secret %s/%s: %w", ref.Namespace(), ref.Name(), err)
+		} else if err == nil {
+			in.Secrets = append(in.Secrets, s)
 		}
 	}
+	slices.SortFunc(in.Secrets, func(a, b corev1.Secret) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	m := translate.Translate(in)
 	b.metrics.builds.Inc()
 	b.metrics.translatedServices.Add(float64(len(svcs.Items)))
