@@ -273,6 +273,9 @@ func controlPlaneRules(rev *meshv1.MeshRevision) []rbacv1.PolicyRule {
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificaterequests/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"cert-manager.io"}, Resources: []string{"signers"}, Verbs: []string{"approve"}, ResourceNames: []string{signerName(rev)}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes", "grpcroutes", "gateways", "gatewayclasses", "referencegrants"}, Verbs: []string{"get", "list", "watch"}},
+		// The verdict on HTTPS listeners' certificateRefs goes into an annotation of the Gateway
+		// (gateway.AnnotationCertificates), for the operator. (Secrets: GatewaySecretsReaderRole.)
+		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"gateways"}, Verbs: []string{"update"}},
 		{APIGroups: []string{"gateway.networking.k8s.io"}, Resources: []string{"httproutes/status", "grpcroutes/status"}, Verbs: []string{"update", "patch"}},
 		{APIGroups: []string{"mesh.knit.dev"}, Resources: []string{"meshes", "meshrevisions"}, Verbs: []string{"get", "list", "watch"}},
 		// Each replica reports its proxies into its own revision's status (server-side apply).

@@ -79,7 +79,8 @@ func (r *GatewayReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, err
 	}
 	before := gw.DeepCopy()
-	st := &gatewayState{gw: &gw, listeners: gateway.Listeners(&gw)}
+	// HTTPS listeners' certificateRefs are judged by the control plane, which reads Secrets.
+	st := &gatewayState{gw: &gw, listeners: gateway.Listeners(&gw, gateway.CertificatesFromAnnotation(&gw))}
 	r.run(ctx, st)
 	if err := r.countAttachedRoutes(ctx, st); err != nil {
 		st.errs = append(st.errs, err)

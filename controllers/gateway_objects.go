@@ -63,12 +63,13 @@ func gatewaySelector(gw *gatewayv1.Gateway) map[string]string {
 	return map[string]string{gateway.LabelGatewayName: gw.Name, "app": gateway.ResourceName(gw.Name)}
 }
 
-// servedPorts are the distinct ports of the listeners knit serves, in listener order.
+// servedPorts are the distinct ports of the listeners knit serves (or will once their
+// certificates resolve), in listener order.
 func servedPorts(listeners []gateway.Listener) []int32 {
 	var out []int32
 	seen := map[int32]bool{}
 	for _, l := range listeners {
-		if l.Served() && !seen[int32(l.Port)] {
+		if l.Exposed() && !seen[int32(l.Port)] {
 			seen[int32(l.Port)] = true
 			out = append(out, int32(l.Port))
 		}

@@ -49,7 +49,7 @@ func (r *GatewayReconciler) countAttachedRoutes(ctx context.Context, st *gateway
 			if key, ok := gatewayRef(ref, ns); !ok || key != client.ObjectKeyFromObject(gw) {
 				continue
 			}
-			for _, i := range gateway.Attach(gw, st.listeners, ref, kind, ns, hostnames, nsLabels).Listeners {
+			for _, i := range gateway.Attach(gw, st.listeners, ref, kind, ns, hostnames, nsLabels).Counted {
 				if !seen[i] {
 					seen[i] = true
 					st.attached[i]++
@@ -122,6 +122,7 @@ func computeGatewayStatus(st *gatewayState) {
 		accepted, resolved, conflicted := "True", "True", "False"
 		acceptedReason, resolvedReason, conflictedReason := string(gatewayv1.ListenerReasonAccepted), string(gatewayv1.ListenerReasonResolvedRefs), string(gatewayv1.ListenerReasonNoConflicts)
 		acceptedMsg, resolvedMsg, conflictedMsg := "accepted", "every reference resolved", "no conflicts"
+		var pending *gateway.ListenerProblem
 		for _, p := range l.Problems {
 			switch p.Condition {
 			case gatewayv1.ListenerConditionAccepted:
@@ -131,12 +132,16 @@ func computeGatewayStatus(st *gatewayState) {
 			case gatewayv1.ListenerConditionConflicted:
 				conflicted, conflictedReason, conflictedMsg = "True", string(p.Reason), p.Message
 				accepted, acceptedReason, acceptedMsg = "False", string(p.Reason), p.Message
+			case gatewayv1.ListenerConditionProgrammed: // certificates not judged yet
+				pending = &p
 			}
 		}
 		set(&ls.Conditions, string(gatewayv1.ListenerConditionAccepted), accepted, acceptedReason, "%s", acceptedMsg)
 		set(&ls.Conditions, string(gatewayv1.ListenerConditionResolvedRefs), resolved, resolvedReason, "%s", resolvedMsg)
 		set(&ls.Conditions, string(gatewayv1.ListenerConditionConflicted), conflicted, conflictedReason, "%s", conflictedMsg)
 		switch {
+		case pending != nil && len(l.Problems) == 1:
+			set(&ls.Conditions, string(gatewayv1.ListenerConditionProgrammed), "False", string(pending.Reason), "%s", pending.Message)
 		case !l.Served():
 			set(&ls.Conditions, string(gatewayv1.ListenerConditionProgrammed), "False", string(gatewayv1.ListenerReasonInvalid), "the listener cannot be served")
 		case programmed:

@@ -72,6 +72,8 @@ type MeshRevisionReconciler struct {
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;update
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=list;watch;create
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles;clusterrolebindings,verbs=get;update,resourceNames=knit-controlplane-v0-1-0;knit-controlplane-v0-2-0
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterrolebindings,verbs=get;update,resourceNames=knit-controlplane-v0-1-0-gateway-secrets;knit-controlplane-v0-2-0-gateway-secrets
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=knit-gateway-secrets-reader
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=list;watch;create
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update;delete,resourceNames=knit-injector-v0-1-0;knit-injector-v0-2-0
 // The control plane's own permissions (controlPlaneRules), which the operator must hold to grant.
@@ -189,6 +191,7 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 	sa := &corev1.ServiceAccount{ObjectMeta: meta()}
 	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: name}}
 	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	secretsBinding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: gatewaySecretsBindingName(rev)}}
 	svc := &corev1.Service{ObjectMeta: meta()}
 	dep := &appsv1.Deployment{ObjectMeta: meta()}
 	pdb := &policyv1.PodDisruptionBudget{ObjectMeta: meta()}
@@ -206,6 +209,13 @@ func (r *MeshRevisionReconciler) applyControlPlane(ctx context.Context, rev *mes
 				binding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: name}
 			}
 			syncTo(&binding.Subjects, []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}})
+		}},
+		{secretsBinding, func() {
+			syncLabels(secretsBinding, labels)
+			if secretsBinding.RoleRef.Name == "" {
+				secretsBinding.RoleRef = rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: GatewaySecretsReaderRole}
+			}
+			syncTo(&secretsBinding.Subjects, []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Name: name, Namespace: ns}})
 		}},
 		{svc, func() {
 			syncLabels(svc, labels)

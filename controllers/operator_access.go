@@ -32,6 +32,19 @@ import (
 // Secrets before deleting it with the Mesh. It never reads Secrets anywhere else.
 const DefaultSecretsReaderRole = "knit-secrets-reader"
 
+// GatewaySecretsReaderRole is the ClusterRole (config/rbac/gateway_secrets_reader_role.yaml)
+// that lets a revision's control plane read kubernetes.io/tls Secrets in every namespace: the
+// certificates that Gateways' HTTPS listeners name, which it sends to those Gateways' proxies.
+// The operator does not hold it; it may only bind it (verb bind, by name) to each revision's
+// control plane, with the ClusterRoleBinding gatewaySecretsBindingName.
+const GatewaySecretsReaderRole = "knit-gateway-secrets-reader"
+
+// gatewaySecretsBindingName names the ClusterRoleBinding of a revision's control plane to
+// GatewaySecretsReaderRole.
+func gatewaySecretsBindingName(rev *meshv1.MeshRevision) string {
+	return controlPlaneName(rev) + "-gateway-secrets"
+}
+
 // secretsAccessName names the operator's RoleBinding in the control-plane namespace.
 const secretsAccessName = "knit-operator-secrets"
 

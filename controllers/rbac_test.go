@@ -115,8 +115,10 @@ func TestOperatorRBACIsLeastPrivilege(t *testing.T) {
 			t.Error(v)
 		}
 	}
-	if got := roles["secrets-reader"]; len(got) != 1 || !slices.Equal(got[0].Resources, []string{"secrets"}) {
-		t.Errorf("secrets-reader should grant Secrets only: %v", got)
+	for _, name := range []string{"secrets-reader", "gateway-secrets-reader"} {
+		if got := roles[name]; len(got) != 1 || !slices.Equal(got[0].Resources, []string{"secrets"}) {
+			t.Errorf("%s should grant Secrets only: %v", name, got)
+		}
 	}
 }
 
@@ -140,6 +142,7 @@ func TestOperatorRBACNamesEveryReleasesObjects(t *testing.T) {
 		for _, c := range []struct{ resource, verb, name string }{
 			{"clusterroles", "update", controlPlaneName(rev)},
 			{"clusterrolebindings", "update", controlPlaneName(rev)},
+			{"clusterrolebindings", "update", gatewaySecretsBindingName(rev)},
 			{"mutatingwebhookconfigurations", "update", injectorName(rev)},
 			{"mutatingwebhookconfigurations", "delete", injectorName(rev)},
 		} {

@@ -35,11 +35,8 @@ MESH_FEATURES=(
 )
 # What knit's gateways claim: GATEWAY-HTTP core (Gateway, HTTPRoute, ReferenceGrant).
 GATEWAY_FEATURES=(Gateway HTTPRoute ReferenceGrant)
-# Gateway tests skipped by name, each with its reason in README.md: knit's gateways do not
-# terminate TLS yet (HTTPS listeners are refused with UnsupportedProtocol), and these seven need
-# HTTPS listeners. Until they do, the suite's one HTTPS base Gateway is marked with the suite's
-# readiness-exclusion annotation (test/conformance: -knit-without-https).
-GATEWAY_SKIP=GatewayModifyListeners,HTTPRouteHTTPSListener,GatewaySecretInvalidReferenceGrant,GatewaySecretMissingReferenceGrant,GatewaySecretReferenceGrantAllInNamespace,GatewaySecretReferenceGrantSpecific,GatewayInvalidTLSConfiguration
+# Gateway tests skipped by name, comma-separated, each with its reason in README.md (none today).
+GATEWAY_SKIP=
 # Strict judging: 10 matching answers in a row, not the suite's 3 (see test/conformance).
 TIMEOUTS=${CONFORMANCE_TIMEOUTS:-RequiredConsecutiveSuccesses:10}
 # Mesh tests skipped by name, comma-separated; each needs its reason in README.md.
@@ -154,7 +151,7 @@ fi
 # echo-basic backends not meshed.
 if [[ " $RUNS " == *" gateway "* ]]; then
   suite gateway TestGatewayConformance GATEWAY-HTTP "$(IFS=,; echo "${GATEWAY_FEATURES[*]}")" \
-    "${CONFORMANCE_GATEWAY_SKIP_TESTS:-$GATEWAY_SKIP}" --gateway-class=knit -knit-without-https "$@"
+    "${CONFORMANCE_GATEWAY_SKIP_TESTS:-$GATEWAY_SKIP}" --gateway-class=knit "$@"
 fi
 
 if [[ $partial == yes ]]; then

@@ -26,6 +26,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
@@ -52,10 +53,20 @@ type gatewayView struct {
 	routes    []*routev3.RouteConfiguration
 }
 
-// gatewayPort collects the routes of one served port, by hostname.
+// gatewayPort collects the routes of one served port, by hostname, and on an HTTPS port the
+// TLS of each listener.
 type gatewayPort struct {
 	port  int32
 	hosts map[string][]entry
+	tls   []tlsChain
+}
+
+// tlsChain is one HTTPS listener of a port: TLS connections whose server name (SNI) it matches
+// get its certificates.
+type tlsChain struct {
+	listener string
+	hostname string // "" matches any server name
+	certs    []certificate
 }
 
 // translateGateways builds, for every Gateway of a knit class in gateways, the listeners and
@@ -63,9 +74,10 @@ type gatewayPort struct {
 // rules the operator counts attachedRoutes with), and adds a parent status per Gateway parentRef
 // to the routes' statuses. Routes of a hostname are ordered by Gateway API precedence; hostnames
 // are matched exact first, then the longest wildcard, then any.
-func (m *Model) translateGateways(gateways []gwv1.Gateway, namespaceLabels map[string]map[string]string, routes []*compiledRoute, parents [][]gwv1.ParentReference,
-	generations []int64, hostnames [][]gwv1.Hostname) {
+func (m *Model) translateGateways(gateways []gwv1.Gateway, secrets map[objectKey]*corev1.Secret, g grants, namespaceLabels map[string]map[string]string,
+	routes []*compiledRoute, parents [][]gwv1.ParentReference, generations []int64, hostnames [][]gwv1.Hostname) {
 	m.gateways = map[GatewayKey]*gatewayView{}
+	m.CertificateVerdicts = map[GatewayKey]gateway.CertificateVerdicts{}
 	byKey := map[GatewayKey]*gwv1.Gateway{}
 	for i := range gateways {
 		gw := &gateways[i]
@@ -74,11 +86,25 @@ func (m *Model) translateGateways(gateways []gwv1.Gateway, namespaceLabels map[s
 	ports := map[GatewayKey]map[int32]*gatewayPort{}
 	judged := map[GatewayKey][]gateway.Listener{}
 	for k, gw := range byKey {
-		judged[k] = gateway.Listeners(gw)
+		certs := newCertificateJudge(gw, secrets, g)
+		judged[k] = gateway.Listeners(gw, certs.check)
+		m.CertificateVerdicts[k] = gateway.CertificateVerdicts{Generation: gw.Generation, Listeners: certs.verdicts}
 		ports[k] = map[int32]*gatewayPort{}
 		for _, l := range judged[k] {
-			if l.Served() && ports[k][int32(l.Port)] == nil {
-				ports[k][int32(l.Port)] = &gatewayPort{port: int32(l.Port), hosts: map[string][]entry{}}
+			if !l.Served() {
+				continue
+			}
+			p := ports[k][int32(l.Port)]
+			if p == nil {
+				p = &gatewayPort{port: int32(l.Port), hosts: map[string][]entry{}}
+				ports[k][int32(l.Port)] = p
+			}
+			if l.Protocol == gwv1.HTTPSProtocolType {
+				host := ""
+				if l.Hostname != nil {
+					host = string(*l.Hostname)
+				}
+				p.tls = append(p.tls, tlsChain{listener: string(l.Name), hostname: host, certs: certs.certs[string(l.Name)]})
 			}
 		}
 	}
@@ -114,7 +140,7 @@ func (m *Model) translateGateways(gateways []gwv1.Gateway, namespaceLabels map[s
 		view := &gatewayView{}
 		for _, p := range sortedPorts(byPort) {
 			name := GatewayRouteConfigName(k, p.port)
-			l, err := buildGatewayListener(p.port, name)
+			l, err := buildGatewayListener(p.port, name, p.tls)
 			if err != nil {
 				m.Problems = append(m.Problems, fmt.Sprintf("gateway %s listener %d: %v", k, p.port, err))
 				continue
@@ -210,6 +236,13 @@ func (m *Model) mergeStatuses(extra map[RouteRef][]gwv1.RouteParentStatus) {
 	})
 }
 
+func gatewayAddress(port int32) *corev3.Address {
+	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+		Address:       "0.0.0.0",
+		PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)},
+	}}}
+}
+
 // GatewayResources is what a proxy of the Gateway k receives: every cluster (as sidecars get
 // them) and the Gateway's own listeners and routes. ok is false for a Gateway knit does not run.
 func (m *Model) GatewayResources(k GatewayKey) (res Resources, ok bool) {
@@ -220,11 +253,25 @@ func (m *Model) GatewayResources(k GatewayKey) (res Resources, ok bool) {
 	return Resources{Clusters: m.Clusters, LoadAssignment: m.LoadAssignment, Listeners: view.listeners, Routes: view.routes}, true
 }
 
-// buildGatewayListener is a bound listener on all addresses of the pod, HTTP through RDS.
-func buildGatewayListener(port int32, routeConfig string) (*listenerv3.Listener, error) {
+// buildGatewayListener is a bound listener on all addresses of the pod, HTTP through RDS; on an
+// HTTPS port, one TLS-terminating filter chain per listener (gatewayTLSChains).
+func buildGatewayListener(port int32, routeConfig string, chains []tlsChain) (*listenerv3.Listener, error) {
 	hcm, err := rdsConnectionManager(routeConfig)
 	if err != nil {
 		return nil, err
+	}
+	if len(chains) > 0 {
+		fcs, err := gatewayTLSChains(chains, hcm)
+		if err != nil {
+			return nil, err
+		}
+		return &listenerv3.Listener{
+			Name:             GatewayListenerName(port),
+			Address:          gatewayAddress(port),
+			BindToPort:       wrapperspb.Bool(true),
+			TrafficDirection: corev3.TrafficDirection_INBOUND,
+			FilterChains:     fcs,
+		}, nil
 	}
 	return &listenerv3.Listener{
 		Name: GatewayListenerName(port),

@@ -28,6 +28,18 @@ type grants []gwv1.ReferenceGrant
 // its kind and namespace) among its from entries and the Service (group "", kind Service, and
 // the name when the grant names one) among its to entries.
 func (g grants) allowService(routeKind, from, to, name string) bool {
+	return g.allow(routeKind, from, "Service", to, name)
+}
+
+// allowSecret says whether a Gateway in namespace from may name Secret name in namespace to
+// among its listeners' certificateRefs, by the same rules (from: kind Gateway; to: kind Secret).
+func (g grants) allowSecret(from, to, name string) bool {
+	return g.allow("Gateway", from, "Secret", to, name)
+}
+
+// allow says whether a ReferenceGrant in namespace to lets a fromKind (of group
+// gateway.networking.k8s.io) in namespace from refer to the core toKind name in namespace to.
+func (g grants) allow(fromKind, from, toKind, to, name string) bool {
 	for i := range g {
 		rg := &g[i]
 		if rg.Namespace != to {
@@ -35,7 +47,7 @@ func (g grants) allowService(routeKind, from, to, name string) bool {
 		}
 		fromOK := false
 		for _, f := range rg.Spec.From {
-			if string(f.Group) == gwv1.GroupName && string(f.Kind) == routeKind && string(f.Namespace) == from {
+			if string(f.Group) == gwv1.GroupName && string(f.Kind) == fromKind && string(f.Namespace) == from {
 				fromOK = true
 				break
 			}
@@ -44,7 +56,7 @@ func (g grants) allowService(routeKind, from, to, name string) bool {
 			continue
 		}
 		for _, t := range rg.Spec.To {
-			if (t.Group == "" || t.Group == "core") && t.Kind == "Service" && (t.Name == nil || *t.Name == "" || string(*t.Name) == name) {
+			if (t.Group == "" || t.Group == "core") && string(t.Kind) == toKind && (t.Name == nil || *t.Name == "" || string(*t.Name) == name) {
 				return true
 			}
 		}

@@ -48,8 +48,12 @@ type Inputs struct {
 	// NamespaceLabels are every namespace's labels, for Gateway listeners that allow routes from
 	// the namespaces a selector picks.
 	NamespaceLabels map[string]map[string]string
-	// ReferenceGrants let routes name backend Services in other namespaces.
+	// ReferenceGrants let routes name backend Services in other namespaces, and Gateways
+	// certificate Secrets.
 	ReferenceGrants []gwv1.ReferenceGrant
+	// Secrets are the kubernetes.io/tls Secrets that knit Gateways' HTTPS listeners name (the
+	// caller reads no others: ReferencedSecrets).
+	Secrets []corev1.Secret
 }
 
 // Host is the fully qualified name of a Service.

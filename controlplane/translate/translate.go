@@ -31,6 +31,8 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/knit-mesh/knit/internal/gateway"
 )
 
 // Route kinds knit attaches to Services.
@@ -89,6 +91,10 @@ type Model struct {
 	Problems []string
 
 	tables []*table
+	// CertificateVerdicts are, per knit Gateway, the verdicts on its HTTPS listeners'
+	// certificateRefs, for the operator (gateway.AnnotationCertificates).
+	CertificateVerdicts map[GatewayKey]gateway.CertificateVerdicts
+
 	// gateways are the listeners and routes of each knit Gateway's proxies (gateway.go).
 	gateways map[GatewayKey]*gatewayView
 }
@@ -212,7 +218,11 @@ func Translate(in Inputs) *Model {
 			sortEntries(es)
 		}
 	}
-	m.translateGateways(in.Gateways, in.NamespaceLabels, routes, parents, generations, hostnames)
+	secrets := make(map[objectKey]*corev1.Secret, len(in.Secrets))
+	for i := range in.Secrets {
+		secrets[objectKey{in.Secrets[i].Namespace, in.Secrets[i].Name}] = &in.Secrets[i]
+	}
+	m.translateGateways(in.Gateways, secrets, grants(in.ReferenceGrants), in.NamespaceLabels, routes, parents, generations, hostnames)
 	return m
 }
 

@@ -19,6 +19,7 @@ package xds
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"slices"
@@ -34,6 +35,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -68,6 +70,10 @@ func Scheme() (*runtime.Scheme, error) {
 // translation reads (name, the injection annotation, ServiceAccount, container names), so a
 // large cluster's pods cost little memory; the other kinds without their managedFields, which
 // nothing here reads (route status is written with Update, which keeps them on the server).
+// Secrets are watched only of type kubernetes.io/tls (a field selector: the API server sends no
+// other), kept with their name, type and the two keys a certificate needs. Which of them knit
+// Gateways name is not something a selector can say, so the cache holds every TLS Secret, and
+// the translation reads only those named (translate.ReferencedSecrets).
 func NewCache(cfg *rest.Config) (cache.Cache, error) {
 	scheme, err := Scheme()
 	if err != nil {
@@ -77,9 +83,29 @@ func NewCache(cfg *rest.Config) (cache.Cache, error) {
 		Scheme:           scheme,
 		DefaultTransform: cache.TransformStripManagedFields(),
 		ByObject: map[client.Object]cache.ByObject{
-			&corev1.Pod{}: {Transform: stripPod},
+			&corev1.Pod{}:    {Transform: stripPod},
+			&corev1.Secret{}: {Field: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)), Transform: stripSecret},
 		},
 	})
+}
+
+func stripSecret(obj any) (any, error) {
+	s, ok := obj.(*corev1.Secret)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Secret{
+		TypeMeta:   s.TypeMeta,
+		ObjectMeta: metav1.ObjectMeta{Name: s.Name, Namespace: s.Namespace, UID: s.UID, ResourceVersion: s.ResourceVersion},
+		Type:       s.Type,
+		Data:       map[string][]byte{},
+	}
+	for _, k := range []string{corev1.TLSCertKey, corev1.TLSPrivateKeyKey} {
+		if v, ok := s.Data[k]; ok {
+			out.Data[k] = v
+		}
+	}
+	return out, nil
 }
 
 func stripPod(obj any) (any, error) {
@@ -126,6 +152,9 @@ type builder struct {
 	referenceGrants          bool
 	// structural is set when something other than endpoints changed since the last build.
 	structural atomic.Bool
+	// secretRefs are the Secrets knit Gateways named at the last build: a change of another
+	// Secret changes nothing.
+	secretRefs atomic.Pointer[map[translate.SecretRef]bool]
 
 	mu sync.Mutex
 	// dirty are the Services whose EndpointSlices, or the pods those name, changed since the
@@ -166,6 +195,8 @@ func (b *builder) watch(ctx context.Context) error {
 		{&gwv1.ReferenceGrant{}, &b.referenceGrants, structural},
 		// Namespace labels decide which Gateway listeners (allowedRoutes from Selector) take a route.
 		{&corev1.Namespace{}, nil, namespaceLabels(structural)},
+		// Certificates of Gateways' HTTPS listeners.
+		{&corev1.Secret{}, nil, b.referencedSecrets(structural)},
 	}
 	b.structural.Store(true)
 	for _, k := range kinds {
@@ -210,6 +241,33 @@ func namespaceLabels(next toolscache.ResourceEventHandlerFuncs) toolscache.Resou
 			next.UpdateFunc(old, obj)
 		},
 		DeleteFunc: next.DeleteFunc,
+	}
+}
+
+// referencedSecrets passes on events of the Secrets knit Gateways name (or of all, before the
+// first build).
+func (b *builder) referencedSecrets(next toolscache.ResourceEventHandlerFuncs) toolscache.ResourceEventHandlerFuncs {
+	named := func(obj any) bool {
+		s, ok := unwrap(obj).(*corev1.Secret)
+		refs := b.secretRefs.Load()
+		return !ok || refs == nil || (*refs)[translate.NewSecretRef(s.Namespace, s.Name)]
+	}
+	return toolscache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) {
+			if named(obj) {
+				next.AddFunc(obj)
+			}
+		},
+		UpdateFunc: func(old, obj any) {
+			if named(obj) {
+				next.UpdateFunc(old, obj)
+			}
+		},
+		DeleteFunc: func(obj any) {
+			if named(obj) {
+				next.DeleteFunc(obj)
+			}
+		},
 	}
 }
 
@@ -433,6 +491,20 @@ func (b *builder) buildAll(ctx context.Context) error {
 		return err
 	}
 	in.Gateways = gateways
+	refs := translate.ReferencedSecrets(gateways)
+	b.secretRefs.Store(&refs)
+	for ref := range refs { // only these: the cache holds every TLS Secret
+		var s corev1.Secret
+		if err := b.reader.Get(ctx, types.NamespacedName{Namespace: ref.Namespace(), Name: ref.Name()}, &s); client.IgnoreNotFound(err) != nil {
+			b.structural.Store(true)
+			return fmt.Errorf("reading Secret %s/%s: %w", ref.Namespace(), ref.Name(), err)
+		} else if err == nil {
+			in.Secrets = append(in.Secrets, s)
+		}
+	}
+	slices.SortFunc(in.Secrets, func(a, b corev1.Secret) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name))
+	})
 	m := translate.Translate(in)
 	b.metrics.builds.Inc()
 	b.metrics.translatedServices.Add(float64(len(svcs.Items)))
@@ -441,7 +513,11 @@ func (b *builder) buildAll(ctx context.Context) error {
 	}
 	b.pub.publish(ctx, m)
 	if b.status != nil {
-		if err := writeRouteStatus(ctx, b.log, b.status, in, m.Status); err != nil {
+		err := writeRouteStatus(ctx, b.log, b.status, in, m.Status)
+		if cerr := writeCertificateVerdicts(ctx, b.log, b.status, gateways, m.CertificateVerdicts); cerr != nil {
+			err = errors.Join(err, cerr)
+		}
+		if err != nil {
 			return err
 		}
 	}

@@ -28,6 +28,10 @@ import (
 type Attachment struct {
 	// Listeners are the indexes (into the Gateway's listeners) the route attaches to.
 	Listeners []int
+	// Counted are the listeners whose attachedRoutes count the route: as Listeners, but also
+	// those that cannot be served (Gateway API counts attachment by allowedRoutes and parentRef
+	// alone, "regardless of the listener's conditions").
+	Counted []int
 	// Reason is the route's Accepted reason: Accepted when Listeners is not empty, otherwise
 	// NoMatchingParent, NotAllowedByListeners or NoMatchingListenerHostname.
 	Reason  gatewayv1.RouteConditionReason
@@ -52,11 +56,18 @@ func Attach(gw *gatewayv1.Gateway, listeners []Listener, ref gatewayv1.ParentRef
 			continue
 		}
 		candidates++
-		if !l.Served() || !acceptsKind(l, routeKind) || !acceptsNamespace(gw, l, routeNamespace, namespaceLabels) {
+		if !acceptsKind(l, routeKind) || !acceptsNamespace(gw, l, routeNamespace, namespaceLabels) {
+			continue
+		}
+		meets := len(IntersectHostnames(l.Hostname, routeHostnames)) > 0
+		if meets {
+			out.Counted = append(out.Counted, i)
+		}
+		if !l.Served() {
 			continue
 		}
 		allowed++
-		if len(IntersectHostnames(l.Hostname, routeHostnames)) == 0 {
+		if !meets {
 			continue
 		}
 		out.Listeners = append(out.Listeners, i)

@@ -76,19 +76,51 @@ type Listener struct {
 // Served says whether the proxy serves the listener: accepted, not conflicted, refs resolved.
 func (l *Listener) Served() bool { return len(l.Problems) == 0 }
 
-// Listeners judges every listener of gw. Only HTTP is served today (HTTPS, TLS, TCP and UDP
-// are refused with UnsupportedProtocol); two listeners on one port with different protocols are
-// both ProtocolConflict, and with the same hostname both HostnameConflict.
-func Listeners(gw *gatewayv1.Gateway) []Listener {
+// Exposed says whether the gateway's Deployment and Service open the listener's port: when it is
+// served, and also when only its certificates keep it from being served (they may resolve at any
+// moment; opening the port then would roll the gateway's pods).
+func (l *Listener) Exposed() bool {
+	for _, p := range l.Problems {
+		certificate := p.Reason == gatewayv1.ListenerReasonInvalidCertificateRef || p.Reason == gatewayv1.ListenerReasonRefNotPermitted ||
+			p.Condition == gatewayv1.ListenerConditionProgrammed
+		if !certificate {
+			return false
+		}
+	}
+	return true
+}
+
+// Terminates says whether an HTTPS listener asks knit to terminate TLS (tls.mode Terminate, the
+// default) with at least one certificateRef.
+func Terminates(l gatewayv1.Listener) bool {
+	return l.TLS != nil && (l.TLS.Mode == nil || *l.TLS.Mode == gatewayv1.TLSModeTerminate) && len(l.TLS.CertificateRefs) > 0
+}
+
+// CertificateCheck judges the certificateRefs of an HTTPS listener: nil when they resolve,
+// else the problem (ResolvedRefs False, or Programmed False while the verdict is pending).
+type CertificateCheck func(l gatewayv1.Listener) *ListenerProblem
+
+// Listeners judges every listener of gw. HTTP is served, and HTTPS with tls.mode Terminate whose
+// certificateRefs certs resolves (TLS, TCP, UDP and HTTPS Passthrough are refused with
+// UnsupportedProtocol); two listeners on one port with different protocols are both
+// ProtocolConflict, and with the same hostname both HostnameConflict.
+func Listeners(gw *gatewayv1.Gateway, certs CertificateCheck) []Listener {
 	out := make([]Listener, len(gw.Spec.Listeners))
 	for i, l := range gw.Spec.Listeners {
 		out[i] = Listener{Listener: l}
 		cur := &out[i]
-		switch l.Protocol {
-		case gatewayv1.HTTPProtocolType:
+		switch {
+		case l.Protocol == gatewayv1.HTTPProtocolType:
+		case l.Protocol == gatewayv1.HTTPSProtocolType && Terminates(l):
+			if p := certs(l); p != nil {
+				cur.Problems = append(cur.Problems, *p)
+			}
+		case l.Protocol == gatewayv1.HTTPSProtocolType:
+			cur.Problems = append(cur.Problems, ListenerProblem{gatewayv1.ListenerConditionAccepted, gatewayv1.ListenerReasonUnsupportedProtocol,
+				"an HTTPS listener of a knit gateway terminates TLS: tls.mode must be Terminate, with certificateRefs"})
 		default:
 			cur.Problems = append(cur.Problems, ListenerProblem{gatewayv1.ListenerConditionAccepted, gatewayv1.ListenerReasonUnsupportedProtocol,
-				fmt.Sprintf("protocol %s is not supported by knit gateways; only HTTP is", l.Protocol)})
+				fmt.Sprintf("protocol %s is not supported by knit gateways; only HTTP and HTTPS are", l.Protocol)})
 		}
 		if l.Port == AdminPort || l.Port == ProbePort {
 			cur.Problems = append(cur.Problems, ListenerProblem{gatewayv1.ListenerConditionAccepted, gatewayv1.ListenerReasonPortUnavailable,
@@ -121,10 +153,11 @@ func Listeners(gw *gatewayv1.Gateway) []Listener {
 }
 
 // supportedKinds returns the route kinds a listener accepts and those it asked for that knit
-// does not support. Without allowedRoutes.kinds an HTTP listener accepts HTTPRoute and GRPCRoute.
+// does not support. Without allowedRoutes.kinds an HTTP listener, or an HTTPS one that terminates
+// TLS, accepts HTTPRoute and GRPCRoute.
 func supportedKinds(l gatewayv1.Listener) (ok []gatewayv1.RouteGroupKind, bad []string) {
 	if l.AllowedRoutes == nil || len(l.AllowedRoutes.Kinds) == 0 {
-		if l.Protocol == gatewayv1.HTTPProtocolType {
+		if l.Protocol == gatewayv1.HTTPProtocolType || (l.Protocol == gatewayv1.HTTPSProtocolType && Terminates(l)) {
 			return []gatewayv1.RouteGroupKind{HTTPRouteKind, GRPCRouteKind}, nil
 		}
 		return nil, nil

@@ -65,7 +65,7 @@ func TestListenersReportWhatCannotBeServed(t *testing.T) {
 			Kinds: []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "HTTPRoute"}},
 		}},
 	}}}
-	got := Listeners(gw)
+	got := Listeners(gw, noCertificates)
 	reasons := map[string][]gatewayv1.ListenerConditionReason{}
 	for _, l := range got {
 		for _, p := range l.Problems {
@@ -73,7 +73,7 @@ func TestListenersReportWhatCannotBeServed(t *testing.T) {
 		}
 	}
 	want := map[string][]gatewayv1.ListenerConditionReason{
-		"https":      {gatewayv1.ListenerReasonUnsupportedProtocol},
+		"https":      {gatewayv1.ListenerReasonUnsupportedProtocol}, // no tls: nothing to terminate with
 		"b":          {gatewayv1.ListenerReasonHostnameConflict},
 		"c":          {gatewayv1.ListenerReasonHostnameConflict},
 		"http-on-53": {gatewayv1.ListenerReasonProtocolConflict},
@@ -107,7 +107,7 @@ func TestAttach(t *testing.T) {
 		{Name: "https", Port: 443, Protocol: gatewayv1.HTTPSProtocolType},
 	}}}
 	gw.Namespace = "infra"
-	listeners := Listeners(gw)
+	listeners := Listeners(gw, noCertificates)
 	labels := func(ns string) map[string]string {
 		if ns == "team" {
 			return map[string]string{"gateway-access": "yes"}
@@ -143,4 +143,50 @@ func TestAttach(t *testing.T) {
 	}
 }
 
+// noCertificates resolves every certificateRef.
+func noCertificates(gatewayv1.Listener) *ListenerProblem { return nil }
+
 var metav1LabelSelectorForTest = metav1.LabelSelector{MatchLabels: map[string]string{"gateway-access": "yes"}}
+
+// HTTPS listeners are served when they terminate TLS and their certificates resolve; the
+// operator takes the control plane's verdict from the Gateway's annotation, for the Gateway's
+// current generation only (else the listener waits, Programmed False Pending).
+func TestHTTPSListenersFollowTheCertificateVerdict(t *testing.T) {
+	passthrough := gatewayv1.TLSModePassthrough
+	ref := []gatewayv1.SecretObjectReference{{Name: "cert"}}
+	gw := &gatewayv1.Gateway{Spec: gatewayv1.GatewaySpec{Listeners: []gatewayv1.Listener{
+		{Name: "ok", Port: 443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref}},
+		{Name: "bad", Port: 8443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref}},
+		{Name: "unjudged", Port: 9443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{CertificateRefs: ref}},
+		{Name: "passthrough", Port: 10443, Protocol: gatewayv1.HTTPSProtocolType, TLS: &gatewayv1.ListenerTLSConfig{Mode: &passthrough}},
+	}}}
+	gw.Generation = 2
+	gw.Annotations = map[string]string{AnnotationCertificates: CertificateVerdicts{Generation: 2, Listeners: map[string]CertificateVerdict{
+		"ok":  {Reason: gatewayv1.ListenerReasonResolvedRefs},
+		"bad": {Reason: gatewayv1.ListenerReasonRefNotPermitted, Message: "no grant"},
+	}}.Encode()}
+	got := Listeners(gw, CertificatesFromAnnotation(gw))
+	if !got[0].Served() || len(got[0].SupportedKinds) != 2 {
+		t.Errorf("ok: problems %v, kinds %v; want served, HTTPRoute and GRPCRoute", got[0].Problems, got[0].SupportedKinds)
+	}
+	if p := got[1].Problems; len(p) != 1 || p[0].Condition != gatewayv1.ListenerConditionResolvedRefs || p[0].Reason != gatewayv1.ListenerReasonRefNotPermitted || !got[1].Exposed() {
+		t.Errorf("bad: %v (exposed %v), want ResolvedRefs RefNotPermitted, port still exposed", p, got[1].Exposed())
+	}
+	if p := got[2].Problems; len(p) != 1 || p[0].Reason != gatewayv1.ListenerReasonPending {
+		t.Errorf("unjudged: %v, want Pending", p)
+	}
+	if p := got[3].Problems; len(p) != 1 || p[0].Reason != gatewayv1.ListenerReasonUnsupportedProtocol || got[3].Exposed() {
+		t.Errorf("passthrough: %v, want UnsupportedProtocol and no port", p)
+	}
+	gw.Generation = 3 // a spec change the control plane has not judged yet
+	for _, l := range Listeners(gw, CertificatesFromAnnotation(gw))[:3] {
+		if len(l.Problems) != 1 || l.Problems[0].Reason != gatewayv1.ListenerReasonPending {
+			t.Errorf("%s after a spec change: %v, want Pending", l.Name, l.Problems)
+		}
+	}
+	// Routes count on a listener that cannot be served (attachedRoutes), but attach only to served ones.
+	att := Attach(gw, got, gatewayv1.ParentReference{}, "HTTPRoute", "", nil, func(string) map[string]string { return nil })
+	if !slices.Equal(att.Listeners, []int{0}) || !slices.Equal(att.Counted, []int{0, 1, 2}) {
+		t.Errorf("Attach: listeners %v counted %v, want [0] and [0 1 2]", att.Listeners, att.Counted)
+	}
+}

@@ -153,11 +153,32 @@ type ListenerLimits struct {
 	ResponseWriteTimeout Duration `json:"responseWriteTimeout,omitempty"`
 }
 
-// ServerTLS terminates TLS on a listener with a certificate from files.
+// ServerTLS terminates TLS on a listener (TLS 1.2 or later) with a certificate from files, or,
+// on a gateway's HTTPS listener, with the certificates the control plane sent for the client's
+// server name (SNI).
 type ServerTLS struct {
-	CertFile string   `json:"certFile"`
-	KeyFile  string   `json:"keyFile"`
+	CertFile string   `json:"certFile,omitempty"`
+	KeyFile  string   `json:"keyFile,omitempty"`
 	ALPN     []string `json:"alpn,omitempty"`
+	// SNI (from xDS only) chooses the certificates by the server name the client asks for: the
+	// entry with an exact ServerName first, then the longest wildcard ("*.example.com" matches
+	// any name under example.com), then the one without ServerNames. No match: the handshake
+	// fails. CertFile and KeyFile are then not used.
+	SNI []SNICertificates `json:"sni,omitempty"`
+}
+
+// SNICertificates are the certificates a listener presents to clients asking for ServerNames.
+type SNICertificates struct {
+	Name         string       `json:"name"`
+	ServerNames  []string     `json:"serverNames,omitempty"`
+	Certificates []PEMKeyPair `json:"certificates"`
+}
+
+// PEMKeyPair is a PEM certificate chain and its private key. The key is never written out
+// (the admin port's /config shows the configuration without it).
+type PEMKeyPair struct {
+	CertificatePEM string `json:"certificatePEM"`
+	KeyPEM         string `json:"-"`
 }
 
 // RouteConfig is an ordered list of virtual hosts (xDS RouteConfiguration).

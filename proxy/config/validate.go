@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -152,13 +153,17 @@ func (b *Bootstrap) Validate() error {
 				v.add(f+".tcpCluster", "cluster %q has protocol %q, want tcp", l.TCPCluster, c.Protocol)
 			}
 		}
-		if l.TLS != nil {
+		if l.TLS != nil && len(l.TLS.SNI) > 0 {
+			validateSNI(v, f+".tls.sni", l.TLS.SNI)
+		} else if l.TLS != nil {
 			if l.TLS.CertFile == "" {
 				v.add(f+".tls.certFile", "is required")
 			}
 			if l.TLS.KeyFile == "" {
 				v.add(f+".tls.keyFile", "is required")
 			}
+		}
+		if l.TLS != nil {
 			for k, p := range l.TLS.ALPN {
 				if p != "h2" && p != "http/1.1" {
 					v.add(fmt.Sprintf("%s.tls.alpn[%d]", f, k), "must be h2 or http/1.1, got %q", p)
@@ -590,4 +595,48 @@ func validHeaderName(n string) bool {
 
 func validHost(h string) bool {
 	return h != "" && !strings.ContainsAny(h, " /?#@\t\r\n\\")
+}
+
+// validateSNI checks the certificates chosen by server name: each entry's pairs must parse,
+// and no two entries may claim the same server name (or both none).
+func validateSNI(v *validator, f string, sni []SNICertificates) {
+	seen := map[string]bool{}
+	for i, e := range sni {
+		ef := fmt.Sprintf("%s[%d]", f, i)
+		if len(e.Certificates) == 0 {
+			v.add(ef+".certificates", "at least one certificate is required")
+		}
+		for j, c := range e.Certificates {
+			if _, err := tls.X509KeyPair([]byte(c.CertificatePEM), []byte(c.KeyPEM)); err != nil {
+				v.add(fmt.Sprintf("%s.certificates[%d]", ef, j), "not a PEM certificate chain and its key: %v", err)
+			}
+		}
+		names := e.ServerNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, n := range names {
+			if n != "" && !validServerName(n) {
+				v.add(ef+".serverNames", "%q is not a hostname or *.wildcard", n)
+			}
+			if seen[n] {
+				v.add(ef+".serverNames", "%q is also another entry's", n)
+			}
+			seen[n] = true
+		}
+	}
+}
+
+// validServerName accepts a DNS name, or one with a "*." first label.
+func validServerName(n string) bool {
+	n = strings.TrimPrefix(n, "*.")
+	if n == "" || len(n) > 253 || strings.Contains(n, "*") {
+		return false
+	}
+	for _, label := range strings.Split(n, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+	}
+	return true
 }

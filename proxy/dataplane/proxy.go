@@ -5,6 +5,8 @@ package dataplane
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -45,6 +47,10 @@ type Proxy struct {
 	listeners map[string]*runningListener
 	certs     map[string]*tlsfiles.KeyPair // by cert+key path, reused across reloads
 	passthru  map[string]*passthrough.Registry
+	// sni are the TLS configs of listeners whose certificates come by server name, by content,
+	// kept across reloads: an endpoint change neither parses the keys again nor resets TLS
+	// session resumption.
+	sni map[[sha256.Size]byte]*tls.Config
 
 	// OriginalDst finds where a redirected connection was going, for
 	// listeners with originalDestination (SO_ORIGINAL_DST by default; tests
@@ -102,9 +108,16 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 	}
 	virtual, virtualTables := p.virtualListeners(cfg, clusters, tables)
 	settings := map[string]*listener.Settings{}
+	sni := map[[sha256.Size]byte]*tls.Config{}
 	for _, lc := range cfg.Listeners {
 		s := &listener.Settings{Config: lc}
-		if lc.TLS != nil {
+		if lc.TLS != nil && len(lc.TLS.SNI) > 0 {
+			tc, err := p.sniConfig(lc.TLS, sni)
+			if err != nil {
+				return fmt.Errorf("listener %s: %w", lc.Name, err)
+			}
+			s.TLS = tc
+		} else if lc.TLS != nil {
 			kp, err := p.keyPair(lc.TLS.CertFile, lc.TLS.KeyFile)
 			if err != nil {
 				return fmt.Errorf("listener %s: %w", lc.Name, err)
@@ -178,6 +191,7 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 		}
 	}
 	p.clusters = clusters
+	p.sni = sni
 	if old != nil && old != obs {
 		go closeObservers(old, obs)
 	}
@@ -254,6 +268,33 @@ func (p *Proxy) passthroughFor(lc config.Listener) (*passthrough.Registry, error
 	}
 	p.passthru[lc.Name] = r
 	return r, nil
+}
+
+// sniConfig returns the TLS config for t's certificates by server name: the running one when
+// they have not changed, else a new one; it records what this reload keeps in next.
+func (p *Proxy) sniConfig(t *config.ServerTLS, next map[[sha256.Size]byte]*tls.Config) (*tls.Config, error) {
+	h := sha256.New()
+	for _, a := range t.ALPN {
+		fmt.Fprintf(h, "alpn %q\n", a)
+	}
+	for _, e := range t.SNI {
+		fmt.Fprintf(h, "entry %q %q\n", e.Name, e.ServerNames)
+		for _, c := range e.Certificates {
+			fmt.Fprintf(h, "pair %q %q\n", c.CertificatePEM, c.KeyPEM)
+		}
+	}
+	var k [sha256.Size]byte
+	copy(k[:], h.Sum(nil))
+	if tc := p.sni[k]; tc != nil {
+		next[k] = tc
+		return tc, nil
+	}
+	tc, err := tlsfiles.SNIConfig(t.SNI, t.ALPN)
+	if err != nil {
+		return nil, err
+	}
+	next[k] = tc
+	return tc, nil
 }
 
 func (p *Proxy) keyPair(cert, key string) (*tlsfiles.KeyPair, error) {

@@ -1,7 +1,6 @@
 package conformance
 
 import (
-	"io/fs"
 	"slices"
 	"testing"
 
@@ -19,17 +18,6 @@ func TestGatewayConformance(t *testing.T) {
 	opts := strictOptions(t)
 	if !slices.Contains(opts.SupportedFeatures, features.SupportGateway) || slices.Contains(opts.SupportedFeatures, features.SupportMesh) {
 		t.Fatal("the gateway run claims Gateway and not Mesh (the mesh run is TestMeshConformance)")
-	}
-	if *withoutHTTPS {
-		var manifests []fs.FS
-		for _, m := range opts.ManifestFS {
-			patched, err := excludeHTTPSGateway(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			manifests = append(manifests, patched)
-		}
-		opts.ManifestFS = manifests
 	}
 	results := &results{byName: map[string]result{}, kind: features.SupportGateway, profiles: gatewayProfiles}
 	opts.Hook = func(t *testing.T, test suite.ConformanceTest, _ *suite.ConformanceTestSuite) { results.record(t, test) }

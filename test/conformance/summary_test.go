@@ -1,13 +1,10 @@
 package conformance
 
 import (
-	"io/fs"
 	"strings"
 	"testing"
 
-	"sigs.k8s.io/gateway-api/conformance"
 	mesh "sigs.k8s.io/gateway-api/conformance/tests/mesh"
-	"sigs.k8s.io/gateway-api/conformance/utils/kubernetes"
 	"sigs.k8s.io/gateway-api/conformance/utils/suite"
 	"sigs.k8s.io/gateway-api/pkg/features"
 )
@@ -59,28 +56,5 @@ echo pods with knit's sidecar: 3 of 3
 	}
 	if !strings.HasPrefix(r.table(both), "| Test |") {
 		t.Error("hack/conformance.sh reads rows of this table")
-	}
-}
-
-// The annotated base manifests differ from the suite's only by the annotation on the HTTPS
-// Gateway; the other Gateways are still waited for.
-func TestExcludeHTTPSGatewayAnnotatesOnlyThatGateway(t *testing.T) {
-	patched, err := excludeHTTPSGateway(&conformance.Manifests)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := fs.ReadFile(patched, baseManifests)
-	if err != nil {
-		t.Fatal(err)
-	}
-	orig, _ := fs.ReadFile(&conformance.Manifests, baseManifests)
-	if n := strings.Count(string(got), kubernetes.GatewayExcludedFromReadinessChecks); n != 1 {
-		t.Fatalf("%d annotations, want 1", n)
-	}
-	if want := strings.Replace(string(orig), httpsGateway, httpsGateway+"  annotations:\n    "+kubernetes.GatewayExcludedFromReadinessChecks+": \"true\"\n", 1); string(got) != want {
-		t.Error("the patched manifests differ from the suite's by more than the annotation")
-	}
-	if _, err := fs.ReadFile(patched, "tests/httproute-simple-same-namespace.yaml"); err != nil {
-		t.Errorf("the suite's other files: %v", err)
 	}
 }
