@@ -186,6 +186,15 @@ func upgradeWorkloadByWorkload() {
 	for _, w := range []string{"w1", "w2", "w3", "w4"} {
 		manifest += "---\n" + probeDeployment(ns, w, 1)
 	}
+	// Test only: a revision no pod uses goes 5 s after its last pod instead of the default 30 s
+	// (twice here). The operator restarts for it while the workloads start, and once more after.
+	const operator = "deployment/knit-controller-manager"
+	kubectl("-n", "knit-operator", "set", "env", operator, "KNIT_TEST_REVISION_GRACE_PERIOD=5s")
+	DeferCleanup(func() {
+		_, _ = tryKubectl("-n", "knit-operator", "set", "env", operator, "KNIT_TEST_REVISION_GRACE_PERIOD-")
+		out, err := tryKubectl("-n", "knit-operator", "rollout", "status", operator, "--timeout=120s")
+		GinkgoWriter.Printf("operator after the upgrade spec (%v): %s\n", err, out)
+	})
 	applyManifest(manifest)
 	DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
 	// The client starts once the server is Ready: until then a Service without a ready endpoint
@@ -200,6 +209,7 @@ func upgradeWorkloadByWorkload() {
 	for ip, v := range proxyVersions(ns) {
 		Expect(v).To(Equal("v0.1.0"), "the proxy at %s", ip)
 	}
+	kubectl("-n", "knit-operator", "rollout", "status", operator, "--timeout=120s")
 	kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"upgrade":{"strategy":"RevisionBased","batchSize":2,"paused":false}}}`)
 
 	load := followLogs(ns, "client")
