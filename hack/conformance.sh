@@ -3,8 +3,8 @@
 # strictly: the mesh profiles (GAMMA: MESH-HTTP, MESH-GRPC) and the gateway profile (GATEWAY-HTTP,
 # Gateways of class knit). Steps: cluster up (with Gateway API's standard CRDs), knit's images and
 # the suite's (Istio's echo app, hack/build-istio-echo.sh; echo-basic from the conformance module)
-# imported, the mesh installed as `make demo` does, then the suite twice (test/conformance, a
-# module of its own).
+# imported, the mesh installed as `make demo` does, then the suite twice, both runs at once
+# (test/conformance, a module of its own).
 #
 # Writes test/conformance/reports/{mesh,gateway}-report.yaml (the suite's reports, with knit's
 # version) and {mesh,gateway}-summary.md (every test the suite ran, inside the profiles or not),
@@ -82,19 +82,20 @@ export GOFLAGS="${GOFLAGS% -mod=mod}"  # the module's go.sum as committed
 # outcomes FILE: "name outcome" per row of a summary table.
 outcomes() { awk -F'|' 'NF >= 5 && $2 !~ /Test|---/ { gsub(/ /, "", $2); gsub(/ /, "", $4); print $2, $4 }' "$1"; }
 
+# The mesh and gateway runs use namespaces of their own (the suite's mesh and base manifests), so
+# they run at the same time (CONFORMANCE_PARALLEL=0: one after the other); each writes its log,
+# printed when both are done, and is then judged: report and summary under reports/KIND-*,
+# compared with the committed summary.
+report_path() { if [[ $partial == yes ]]; then echo "$REPO_ROOT/bin/test-reports/conformance-$1-report.yaml"; else echo "$REPORTS_DIR/$1-report.yaml"; fi; }
+summary_path() { if [[ $partial == yes ]]; then echo "$REPO_ROOT/bin/test-reports/conformance-$1-summary.md"; else echo "$REPORTS_DIR/$1-summary.md"; fi; }
+suite_log() { echo "$REPO_ROOT/bin/test-reports/conformance-$1.log"; }
+
 # suite KIND TEST PROFILES FEATURES SKIP [ARGS…]: one run of the suite (TestMeshConformance or
-# TestGatewayConformance), its report and summary under reports/KIND-*, compared with the
-# committed summary. Appends regressions to the global array.
-regressions=()
+# TestGatewayConformance) into its log.
 suite() {
   local kind=$1 test=$2 profiles=$3 features=$4 skip=$5; shift 5
-  local report="$REPORTS_DIR/$kind-report.yaml" summary="$REPORTS_DIR/$kind-summary.md"
-  if [[ $partial == yes ]]; then
-    report="$REPO_ROOT/bin/test-reports/conformance-$kind-report.yaml"
-    summary="$REPO_ROOT/bin/test-reports/conformance-$kind-summary.md"
-  fi
-  local baseline; baseline=$(mktemp)
-  git show "HEAD:test/conformance/reports/$kind-summary.md" >"$baseline" 2>/dev/null || : >"$baseline"
+  local report summary
+  report=$(report_path "$kind") summary=$(summary_path "$kind")
   rm -f "$summary.new"
   log "=== conformance ($kind): the suite (profiles $profiles, judged with $TIMEOUTS)"
   local t=$SECONDS
@@ -110,9 +111,19 @@ suite() {
     --knit-summary="$summary.new" \
     --organization=knit-mesh --project=knit --url=https://github.com/knit-mesh/knit \
     --contact=https://github.com/knit-mesh/knit/issues --version="$VERSION" --mode=default \
-    "$@" 2>&1 | tee "$REPO_ROOT/bin/test-reports/conformance-$kind.log" || true
+    "$@" >"$(suite_log "$kind")" 2>&1 || true
   log "the $kind suite ran for $((SECONDS - t))s; log: bin/test-reports/conformance-$kind.log"
+}
 
+# judge KIND: prints the run's log and summary, and appends its regressions to the global array.
+regressions=()
+judge() {
+  local kind=$1 report summary
+  report=$(report_path "$kind") summary=$(summary_path "$kind")
+  echo "--- conformance ($kind): bin/test-reports/conformance-$kind.log"
+  cat "$(suite_log "$kind")"
+  local baseline; baseline=$(mktemp)
+  git show "HEAD:test/conformance/reports/$kind-summary.md" >"$baseline" 2>/dev/null || : >"$baseline"
   [[ -s $summary.new ]] || die "the $kind suite wrote no summary: it did not run (see bin/test-reports/conformance-$kind.log)"
   mv -f "$summary.new" "$summary"
   if [[ $kind == mesh ]]; then
@@ -146,16 +157,22 @@ suite() {
 # HTTPRoute features that the mesh tests outside the profiles need (MeshFrontend,
 # MeshFrontendHostname, MeshPorts, MeshConsumerRoute, the 303/307/308 redirects). The suite's
 # namespaces are labelled for injection: its echo pods are meshed.
+kinds=() pids=()
 if [[ " $RUNS " == *" mesh "* ]]; then
   suite mesh TestMeshConformance MESH-HTTP,MESH-GRPC "$(IFS=,; echo "${MESH_FEATURES[*]}")" "$SKIP" \
-    --namespace-labels=knit.dev/inject=enabled "$@"
+    --namespace-labels=knit.dev/inject=enabled "$@" &
+  kinds+=(mesh) pids+=($!)
+  [[ ${CONFORMANCE_PARALLEL:-1} == 1 ]] || wait "${pids[-1]}"
 fi
 # The gateway run: Gateways of class knit (GatewayClass installed by the operator), the suite's
 # echo-basic backends not meshed.
 if [[ " $RUNS " == *" gateway "* ]]; then
   suite gateway TestGatewayConformance GATEWAY-HTTP "$(IFS=,; echo "${GATEWAY_FEATURES[*]}")" \
-    "${CONFORMANCE_GATEWAY_SKIP_TESTS:-$GATEWAY_SKIP}" --gateway-class=knit -knit-without-https "$@"
+    "${CONFORMANCE_GATEWAY_SKIP_TESTS:-$GATEWAY_SKIP}" --gateway-class=knit -knit-without-https "$@" &
+  kinds+=(gateway) pids+=($!)
 fi
+for p in "${pids[@]}"; do wait "$p" || true; done
+for k in "${kinds[@]}"; do judge "$k"; done
 
 if [[ $partial == yes ]]; then
   log "partial run (arguments: $*): reports in bin/test-reports/, not compared with the baseline"
