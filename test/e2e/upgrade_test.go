@@ -254,6 +254,8 @@ func upgradeWorkloadByWorkload() {
 	batches := kubectl("get", "events", "-A", "--field-selector", "reason=UpgradeBatch", "-o", `jsonpath={range .items[*]}{.note}{.message}{"\n"}{end}`)
 	GinkgoWriter.Print("UpgradeBatch events:\n", batches)
 	Expect(strings.Count(batches, "onto MeshRevision default-v0-2-0")).To(BeNumerically(">=", 3), "6 workloads, 2 at a time")
+	removed := kubectl("get", "events", "-A", "--field-selector", "reason=RevisionRemoved", "-o", `jsonpath={range .items[*]}{.note}{.message}{"\n"}{end}`)
+	Expect(removed).To(ContainSubstring("MeshRevision default-v0-1-0 (v0.1.0) removed: no pod has used it for 5s"), "the operator's test-only grace period is in force")
 	report("after the upgrade to v0.2.0")
 
 	By("rolling back to v0.1.0 the same way")
