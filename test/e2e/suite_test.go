@@ -14,7 +14,7 @@
 //	injection a namespace labelled knit.dev/inject=enabled: meshed pods 2/2 Ready, traffic from a
 //	          client pod, the proxy's inbound request counter, a meshed Job completes, a deleted
 //	          injector webhook configuration is recreated
-//	mtls      workload certificates (24 s, the operator's test-only KNIT_TEST_WORKLOAD_CERT_DURATION)
+//	mtls      workload certificates (45 s, the operator's test-only KNIT_TEST_WORKLOAD_CERT_DURATION)
 //	          and mutual TLS: a client outside the mesh is served under PERMISSIVE and refused
 //	          under STRICT while kubelet probes pass; a meshed client's 100 req/s reach a meshed
 //	          server as TLS records on the server pod's veth (AF_PACKET capture), no HTTP in
