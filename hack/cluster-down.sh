@@ -44,29 +44,18 @@ netns_ours() { # the pods' network namespaces: those our containerd knows or mad
   done
 }
 
-# each IDS CMD…: CMD ID for every ID, eight at a time (a cluster after make conformance holds
-# ~100 containers; one ctr call after the other took most of cluster-down's 40 s).
-each() {
-  local ids=$1 id n=0; shift
-  for id in $ids; do
-    "$@" "$id" &
-    (( ++n % 8 )) || wait
-  done
-  wait
-}
-netns_of() { ctr_ containers info "$1" 2>/dev/null | grep -o 'netns/cni-[0-9a-f-]*' | sed 's|netns/||'; }
-quiet() { "$@" >/dev/null 2>&1 || true; }
-
 stop_containers() {
   if pid_of containerd >/dev/null && ctr_ version >/dev/null 2>&1; then
-    local ids
+    local ids id
     # Remember the sandboxes' network namespaces before their records go.
-    each "$(ctr_ containers ls -q 2>/dev/null)" netns_of | sort -u >>"$CLUSTER_DIR/run/netns.ours"
+    for id in $(ctr_ containers ls -q 2>/dev/null); do
+      ctr_ containers info "$id" 2>/dev/null | grep -o 'netns/cni-[0-9a-f-]*' | sed 's|netns/||'
+    done | sort -u >>"$CLUSTER_DIR/run/netns.ours"
     ids=$(ctr_ tasks ls -q 2>/dev/null || true)
-    each "$ids" quiet ctr_ tasks kill -a -s SIGKILL
+    for id in $ids; do ctr_ tasks kill -a -s SIGKILL "$id" >/dev/null 2>&1 || true; done
     sleep 0.5
-    each "$ids" quiet ctr_ tasks rm -f
-    each "$(ctr_ containers ls -q 2>/dev/null)" quiet ctr_ containers rm
+    for id in $ids; do ctr_ tasks rm -f "$id" >/dev/null 2>&1 || true; done
+    for id in $(ctr_ containers ls -q 2>/dev/null); do ctr_ containers rm "$id" >/dev/null 2>&1 || true; done
   fi
 }
 
