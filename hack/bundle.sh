@@ -33,10 +33,14 @@ if [[ -z ${KNIT_BUNDLE_TOOLS_BUILT:-} ]]; then
   "$HACK_DIR/build-kube-binaries.sh" >/dev/null
   api=$(cd "$HACK_DIR/bundle" && GOFLAGS= go list -m -f '{{.Version}}' github.com/operator-framework/api)
   [[ $api == "$OPERATOR_FRAMEWORK_API_VERSION" ]] || die "hack/bundle pins operator-framework/api $api, hack/versions.env says $OPERATOR_FRAMEWORK_API_VERSION"
-  mkdir -p "$REPO_ROOT/bin"
-  (cd "$HACK_DIR/bundle" && GOFLAGS="${GOFLAGS% -mod=mod}" go build -o "$REPO_ROOT/bin/bundle" .) || die "building hack/bundle failed"
-  # The mesh's own images (per supported mesh version) are related images: the operator deploys them.
-  (cd "$HACK_DIR/images" && go build -o "$REPO_ROOT/bin/images/knit-images" .) || die "building hack/images failed"
+  # Under bin/'s lock (hack/images.sh builds knit-images too): make test and make e2e run beside
+  # each other in .ci/run, and a build running into a path the other executes leaves it half a file.
+  build_tools() {
+    (cd "$HACK_DIR/bundle" && GOFLAGS="${GOFLAGS% -mod=mod}" go build -o "$REPO_ROOT/bin/bundle" .) || die "building hack/bundle failed"
+    # The mesh's own images (per supported mesh version) are related images: the operator deploys them.
+    (cd "$HACK_DIR/images" && go build -o "$REPO_ROOT/bin/images/knit-images" .) || die "building hack/images failed"
+  }
+  with_lock "$REPO_ROOT/bin" build_tools
 fi
 if [[ $related == yes ]]; then
   while read -r kind ref; do

@@ -63,8 +63,14 @@ for v in "${releases[@]}"; do
   # The manager image of release v: this tree's operator built as release v (own digest).
   ref="${CONTROLLER_IMAGE%:*}:v$v"
   manager_bin="$OUT/bin/manager-$v"
-  go build -ldflags "-s -w -X github.com/knit-mesh/knit/internal/buildinfo.Version=v$v" -o "$manager_bin" ./cmd/manager ||
+  # Release KNIT_VERSION is the binary hack/images.sh builds for the controller image, with the
+  # same flags: built to that path, go finds it up to date and does not link it again.
+  built="$manager_bin"
+  [[ $v == "$KNIT_VERSION" ]] && built="$REPO_ROOT/bin/images/bin/manager"
+  mkdir -p "$(dirname "$built")"
+  go build -ldflags "-s -w -X github.com/knit-mesh/knit/internal/buildinfo.Version=v$v" -o "$built" ./cmd/manager ||
     die "manager $v build failed"
+  [[ $built == "$manager_bin" ]] || cp -f "$built" "$manager_bin"
   manager=$(pack_image "$OUT/images/manager-$v.tar" "$ref" -binary "$manager_bin" -entrypoint /manager \
     -user 65532:65532 -label "org.opencontainers.image.version=$v")
   args=(--out "$OUT/bundles/$v" --version "$v" --image "$CONTROLLER_IMAGE=$manager")

@@ -33,7 +33,9 @@ VERSIONS="$REPO_ROOT/internal/versions/versions.yaml"
 
 tool() {
   mkdir -p "$OUT"
-  (cd "$HACK_DIR/images" && go build -o "$TOOL" .) || die "building hack/images failed"
+  # Under bin/'s lock: hack/bundle.sh builds the same tool (make test beside make e2e in .ci/run).
+  build_tool() { (cd "$HACK_DIR/images" && go build -o "$TOOL" .) || die "building hack/images failed"; }
+  with_lock "$REPO_ROOT/bin" build_tool
 }
 
 refs() { "$TOOL" refs -component "$COMPONENT" | sed 's/^\([A-Z_0-9]*\)=/\1_IMAGE=/'; }

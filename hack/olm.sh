@@ -16,12 +16,21 @@ eval "$("$HACK_DIR/images.sh" --refs)"           # OLM_IMAGE: the tag config/ima
 # One image with OLM's commands under /bin (on PATH), as OLM's own image has them: the
 # deployments run /bin/olm and /bin/catalog; the bundle-unpack Job runs /bin/cp and /bin/cpb
 # (--util-image) and `opm alpha bundle extract` (--opmImage) from it.
+# Its ~270 MB of pinned binaries take half a minute to pack on a busy machine, so the tarball is
+# kept in the per-user cache under a hash of everything that goes into it (a clean clone reuses it).
 mkdir -p "$OUT/images"
-"$REPO_ROOT/bin/images/knit-images" pack -ref "$OLM_IMAGE" -binary "$OLM_DIR/olm" -entrypoint /bin/olm -user 65532:65532 \
-  -add "$OLM_DIR/catalog=/bin/catalog" -add "$OLM_DIR/cpb=/bin/cpb" -add "$OLM_DIR/copy-content=/bin/copy-content" \
-  -add "$OUT/cp=/bin/cp" -add "$OPM_DIR/opm=/bin/opm" -path /bin:/ -out "$OUT/images/olm.tar" >/dev/null ||
-  die "packing the OLM image failed"
-olm_ref=$(import_by_digest "$OUT/images/olm.tar" "$OLM_IMAGE") || die "importing the OLM image failed"
+pack=(pack -ref "$OLM_IMAGE" -binary "$OLM_DIR/olm" -entrypoint /bin/olm -user 65532:65532
+  -add "$OLM_DIR/catalog=/bin/catalog" -add "$OLM_DIR/cpb=/bin/cpb" -add "$OLM_DIR/copy-content=/bin/copy-content"
+  -add "$OUT/cp=/bin/cp" -add "$OPM_DIR/opm=/bin/opm" -path /bin:/)
+key=$( { sha256sum "$REPO_ROOT/bin/images/knit-images" "$OLM_DIR"/{olm,catalog,cpb,copy-content} "$OUT/cp" "$OPM_DIR/opm" | cut -d' ' -f1
+  echo "${pack[*]}"; } | sha256sum | cut -c1-16)
+olm_tar="$KNIT_CACHE/images/olm-$OLM_VERSION-$key.tar"
+pack_olm() {
+  [[ -f $olm_tar ]] && return
+  "$REPO_ROOT/bin/images/knit-images" "${pack[@]}" -out "$olm_tar.tmp" >/dev/null && mv -f "$olm_tar.tmp" "$olm_tar"
+}
+with_lock "$KNIT_CACHE/images" pack_olm; [[ -f $olm_tar ]] || die "packing the OLM image failed"
+olm_ref=$(import_by_digest "$olm_tar" "$OLM_IMAGE") || die "importing the OLM image failed"
 echo "OLM_IMAGE=$olm_ref" >"$OUT/olm.env"
 
 # OLM's CRDs from its module (as cert-manager's come from cert-manager's), then knit's manifests.

@@ -21,10 +21,13 @@ fi
 # etcd and kubectl (links into the cache).
 KUBE_BIN="$KNIT_CACHE/k8s/$KUBERNETES_VERSION-$GOOS_HOST-$GOARCH_HOST"
 CM_DIR=$(cert_manager_dir)
+# A link already right is left alone: .ci/run starts make test and make e2e at once, and both
+# run this (replacing a link removes it for a moment).
+link() { [[ -L $2 && $(readlink "$2") == "$1" ]] || ln -sfn "$1" "$2"; }
 mkdir -p "$REPO_ROOT/bin/k8s"
-for b in "$KUBE_BIN"/*; do ln -sfn "$b" "$REPO_ROOT/bin/k8s/$(basename "$b")"; done
-ln -sfn "$(command -v etcd)" "$REPO_ROOT/bin/k8s/etcd"
-ln -sfn "$CM_DIR" "$REPO_ROOT/bin/cert-manager"
+for b in "$KUBE_BIN"/*; do link "$b" "$REPO_ROOT/bin/k8s/$(basename "$b")"; done
+link "$(command -v etcd)" "$REPO_ROOT/bin/k8s/etcd"
+link "$CM_DIR" "$REPO_ROOT/bin/cert-manager"
 
 log "test binaries:"
 log "  $("$REPO_ROOT/bin/k8s/kube-apiserver" --version) (kube-apiserver)"

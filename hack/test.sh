@@ -9,7 +9,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 
 REPORTS="$REPO_ROOT/bin/test-reports"
-rm -rf "$REPORTS"; mkdir -p "$REPORTS"
+# Only this command's reports: .ci/run runs make e2e beside it, which writes bin/test-reports/e2e*.
+rm -rf "$REPORTS"/{unit.json,integration.json,integration-junit.xml,logs}; mkdir -p "$REPORTS"
 export KUBEBUILDER_ASSETS="$REPO_ROOT/bin/k8s"
 export KNIT_CERT_MANAGER_DIR="$REPO_ROOT/bin/cert-manager"
 export KNIT_TEST_LOGS="$REPORTS/logs"

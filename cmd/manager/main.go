@@ -42,6 +42,7 @@ func main() {
 		leaderElectNS  string
 		secretsReader  string
 		testCertLife   time.Duration
+		testGrace      time.Duration
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443",
 		"Address the metrics endpoint binds to; 0 disables it.")
@@ -64,6 +65,16 @@ func main() {
 	flag.DurationVar(&testCertLife, "test-workload-cert-duration", testCertLifeDefault,
 		"TEST ONLY: control planes issue workload certificates this short (below the Mesh API's 1h minimum), renewing at the Mesh's fraction of their life; "+
 			"0 (the default) leaves trust.workloadCertDuration in force. Default from $KNIT_TEST_WORKLOAD_CERT_DURATION.")
+	// Test only: e2e sets KNIT_TEST_REVISION_GRACE_PERIOD so an upgrade's previous revision goes
+	// seconds after its last pod, not after the default 30 s.
+	testGraceDefault, err := durationEnv("KNIT_TEST_REVISION_GRACE_PERIOD")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	flag.DurationVar(&testGrace, "test-revision-grace-period", testGraceDefault,
+		"TEST ONLY: how long a MeshRevision no pod uses is kept before it is removed; 0 (the default) keeps it "+
+			controllers.DefaultRevisionGracePeriod.String()+". Default from $KNIT_TEST_REVISION_GRACE_PERIOD.")
 	opts := zap.Options{Development: false}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -74,7 +85,10 @@ func main() {
 	if testCertLife != 0 {
 		setupLog.Info("TEST ONLY: workload certificates are short-lived (--test-workload-cert-duration)", "duration", testCertLife.String())
 	}
-	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader, testCertLife); err != nil {
+	if testGrace != 0 {
+		setupLog.Info("TEST ONLY: unused MeshRevisions are removed after --test-revision-grace-period", "grace", testGrace.String())
+	}
+	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader, testCertLife, testGrace); err != nil {
 		setupLog.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -94,7 +108,7 @@ func durationEnv(name string) (time.Duration, error) {
 }
 
 func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS, secretsReader string,
-	testCertLife time.Duration) error {
+	testCertLife, testGrace time.Duration) error {
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
@@ -121,6 +135,7 @@ func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElectio
 		OperatorServiceAccount:   os.Getenv("SERVICE_ACCOUNT_NAME"),
 		SecretsReaderRole:        secretsReader,
 		TestWorkloadCertDuration: testCertLife,
+		RevisionGracePeriod:      testGrace,
 	}).SetupWithManager(mgr); err != nil {
 		return err
 	}

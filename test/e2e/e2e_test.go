@@ -483,7 +483,7 @@ spec:
 		Eventually(func(g Gomega) {
 			g.Expect(meshCondition("DependenciesHealthy", "status")).To(Equal("False"))
 			g.Expect(meshCondition("DependenciesHealthy", "reason")).To(Equal("CertManagerNotRunning"))
-		}).WithTimeout(4*time.Minute).WithPolling(5*time.Second).Should(Succeed(), "DependenciesHealthy=False/CertManagerNotRunning after cert-manager stops")
+		}).WithTimeout(4*time.Minute).WithPolling(time.Second).Should(Succeed(), "DependenciesHealthy=False/CertManagerNotRunning after cert-manager stops")
 		GinkgoWriter.Printf("DependenciesHealthy=False (CertManagerNotRunning) %s after scaling cert-manager to 0\n", time.Since(start).Round(time.Second))
 		describe := kubectl("describe", "mesh", "default")
 		GinkgoWriter.Print(describe)
@@ -494,7 +494,7 @@ spec:
 		kubectl("-n", "cert-manager", "rollout", "status", "deployment/cert-manager", "--timeout=120s")
 		start = time.Now()
 		Eventually(func() string { return meshCondition("DependenciesHealthy", "status") }).
-			WithTimeout(3*time.Minute).WithPolling(5*time.Second).Should(Equal("True"), "DependenciesHealthy returns to True once cert-manager runs")
+			WithTimeout(3*time.Minute).WithPolling(time.Second).Should(Equal("True"), "DependenciesHealthy returns to True once cert-manager runs")
 		GinkgoWriter.Printf("DependenciesHealthy=True again %s after cert-manager was back\n", time.Since(start).Round(time.Second))
 		GinkgoWriter.Print(kubectl("describe", "mesh", "default"))
 	})

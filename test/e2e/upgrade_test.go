@@ -191,6 +191,15 @@ func upgradeWorkloadByWorkload() {
 	for _, w := range []string{"w1", "w2", "w3", "w4"} {
 		manifest += "---\n" + probeDeployment(ns, w, 1)
 	}
+	// Test only: a revision no pod uses goes 5 s after its last pod instead of the default 30 s
+	// (twice here). The operator restarts for it while the workloads start, and once more after.
+	const operator = "deployment/knit-controller-manager"
+	kubectl("-n", "knit-operator", "set", "env", operator, "KNIT_TEST_REVISION_GRACE_PERIOD=5s")
+	DeferCleanup(func() {
+		_, _ = tryKubectl("-n", "knit-operator", "set", "env", operator, "KNIT_TEST_REVISION_GRACE_PERIOD-")
+		out, err := tryKubectl("-n", "knit-operator", "rollout", "status", operator, "--timeout=120s")
+		GinkgoWriter.Printf("operator after the upgrade spec (%v): %s\n", err, out)
+	})
 	applyManifest(manifest)
 	DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
 	// The client starts once the server is Ready: until then a Service without a ready endpoint
@@ -205,6 +214,7 @@ func upgradeWorkloadByWorkload() {
 	for ip, v := range proxyVersions(ns) {
 		Expect(v).To(Equal("v0.1.0"), "the proxy at %s", ip)
 	}
+	kubectl("-n", "knit-operator", "rollout", "status", operator, "--timeout=120s")
 	kubectl("patch", "mesh", "default", "--type", "merge", "-p", `{"spec":{"upgrade":{"strategy":"RevisionBased","batchSize":2,"paused":false}}}`)
 
 	load := followLogs(ns, "client")
@@ -249,6 +259,8 @@ func upgradeWorkloadByWorkload() {
 	batches := kubectl("get", "events", "-A", "--field-selector", "reason=UpgradeBatch", "-o", `jsonpath={range .items[*]}{.note}{.message}{"\n"}{end}`)
 	GinkgoWriter.Print("UpgradeBatch events:\n", batches)
 	Expect(strings.Count(batches, "onto MeshRevision default-v0-2-0")).To(BeNumerically(">=", 3), "6 workloads, 2 at a time")
+	removed := kubectl("get", "events", "-A", "--field-selector", "reason=RevisionRemoved", "-o", `jsonpath={range .items[*]}{.note}{.message}{"\n"}{end}`)
+	Expect(removed).To(ContainSubstring("MeshRevision default-v0-1-0 (v0.1.0) removed: no pod has used it for 5s"), "the operator's test-only grace period is in force")
 	report("after the upgrade to v0.2.0")
 
 	By("rolling back to v0.1.0 the same way")
