@@ -249,11 +249,12 @@ func (r *GatewayReconciler) runtime(ctx context.Context) (rt gatewayRuntime, pen
 		return rt, fmt.Sprintf("MeshRevision %s runs %s, which this operator cannot run: %v", rev.Name, rev.Spec.Version, err), nil
 	}
 	return gatewayRuntime{
-		Revision:     rev.Name,
-		ProxyImage:   release.ProxyImage,
-		ControlPlane: fmt.Sprintf("%s.%s.svc:%d", controlPlaneName(&rev), rev.Spec.Namespace, portXDS),
-		TrustDomain:  rev.Spec.TrustDomain,
-		MTLSMode:     cmp.Or(mesh.Spec.MTLS.Mode, meshv1.MTLSPermissive),
+		Revision:      rev.Name,
+		ProxyImage:    release.ProxyImage,
+		ControlPlane:  fmt.Sprintf("%s.%s.svc:%d", controlPlaneName(&rev), rev.Spec.Namespace, portXDS),
+		TrustDomain:   rev.Spec.TrustDomain,
+		MTLSMode:      cmp.Or(mesh.Spec.MTLS.Mode, meshv1.MTLSPermissive),
+		Observability: meshObservability(&mesh),
 	}, "", nil
 }
 

@@ -43,6 +43,8 @@ type gatewayRuntime struct {
 	ControlPlane string // host:port of the revision's xDS server
 	TrustDomain  string
 	MTLSMode     meshv1.MTLSMode
+	// Observability is the Mesh's, as for sidecars: access logs, spans, metrics.
+	Observability injection.Observability
 }
 
 // gatewayDrainSeconds is how long a gateway pod has to finish its requests after SIGTERM; the
@@ -122,7 +124,7 @@ func desiredGatewayDeployment(gw *gatewayv1.Gateway, rt gatewayRuntime, p gatewa
 						"--admin-port=" + strconv.Itoa(gateway.ProbePort),
 						"--local-admin-port=" + strconv.Itoa(gateway.AdminPort),
 					},
-					Env: []corev1.EnvVar{
+					Env: append([]corev1.EnvVar{
 						envFromField("POD_NAME", "metadata.name"),
 						envFromField("POD_NAMESPACE", "metadata.namespace"),
 						envFromField("POD_IP", "status.podIP"),
@@ -133,7 +135,7 @@ func desiredGatewayDeployment(gw *gatewayv1.Gateway, rt gatewayRuntime, p gatewa
 						{Name: "KNIT_TRUST_BUNDLE", Value: injection.TrustMountPath + "/" + injection.TrustBundleKey},
 						{Name: "KNIT_IDENTITY", Value: identity},
 						{Name: "KNIT_MTLS_MODE", Value: string(rt.MTLSMode)},
-					},
+					}, injection.ObservabilityEnv(rt.Observability, gw.Name+"."+gw.Namespace)...),
 					Ports:          containerPorts,
 					ReadinessProbe: probe("/ready"),
 					LivenessProbe:  probe("/live"),

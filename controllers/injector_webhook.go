@@ -36,6 +36,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	meshv1 "github.com/knit-mesh/knit/api/v1alpha1"
+	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
 // injectorName names a revision's MutatingWebhookConfiguration: "knit-injector-v0-1-0".
@@ -267,4 +268,18 @@ func hasPort(ports []discoveryv1.EndpointPort, name string) bool {
 		}
 	}
 	return false
+}
+
+// meshObservability is what the Mesh asks of every proxy's reporting, as knit-proxy's
+// environment carries it (gateway Deployments; sidecars get it through the injector's flags).
+func meshObservability(mesh *meshv1.Mesh) injection.Observability {
+	o := mesh.Spec.Observability
+	out := injection.Observability{
+		AccessLogFormat: cmp.Or(string(o.AccessLogFormat), "Off"),
+		MetricsDisabled: o.Metrics.Enabled != nil && !*o.Metrics.Enabled,
+	}
+	if o.Tracing != nil && o.Tracing.Endpoint != "" {
+		out.TracingEndpoint, out.TracingSamplingPercent = o.Tracing.Endpoint, o.Tracing.SamplingPercent
+	}
+	return out
 }
