@@ -31,7 +31,12 @@ CONTAINERD_SOCK="$CLUSTER_DIR/containerd/containerd.sock"
 # Components in start order; cluster-down stops them in reverse.
 COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
 
-kubectl_() { "$KUBE_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
+# kubectl_ refuses to run while the node link is gone (cluster down, maybe by another process):
+# the API server's address would then route off this machine.
+kubectl_() {
+  [[ -e /sys/class/net/$NODE_LINK ]] || { echo "kubectl: the local cluster is down (no link $NODE_LINK): not calling $NODE_IP" >&2; return 1; }
+  "$KUBE_BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"
+}
 ctr_() { ctr --address "$CONTAINERD_SOCK" --namespace k8s.io "$@"; }
 
 # import_by_digest TAR REF: imports an image tarball tagged REF and prints REPO@DIGEST. The

@@ -80,6 +80,7 @@ spec:
 
 func applyManifest(m string) {
 	GinkgoHelper()
+	Expect(clusterUp()).To(BeTrue(), errClusterDown.Error())
 	cmd := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "apply", "-f", "-")
 	cmd.Stdin = strings.NewReader(m)
 	out, err := cmd.CombinedOutput()
@@ -536,6 +537,7 @@ spec:
     metadata: {labels: {app: early}}
     spec:`+strings.ReplaceAll(pod, "\n  ", "\n      ")+`
 `, ns, probe)
+		Expect(clusterUp()).To(BeTrue(), errClusterDown.Error())
 		cmd := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "apply", "-f", "-")
 		cmd.Stdin = strings.NewReader(manifest)
 		out, err := cmd.CombinedOutput()

@@ -50,7 +50,7 @@ func followLogs(ns, app string) *logFollower {
 					continue
 				}
 				f.mu.Lock()
-				if f.logs[fields[0]] == nil {
+				if f.logs[fields[0]] == nil && clusterUp() {
 					buf := &bytes.Buffer{}
 					f.logs[fields[0]] = buf
 					cmd := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", ns, "logs", "-f", fields[0], "-c", "app")
