@@ -150,23 +150,12 @@ func setupGRPCStreamPath(t testing.TB) func() error {
 			if err != nil {
 				return err
 			}
+			if handled, err := answerControlFrame(fr, f); err != nil {
+				return err
+			} else if handled {
+				continue
+			}
 			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					if err := fr.WriteSettingsAck(); err != nil {
-						return err
-					}
-				}
-			case *http2.PingFrame:
-				if !f.IsAck() {
-					if err := fr.WritePing(true, f.Data); err != nil {
-						return err
-					}
-				}
-			case *http2.GoAwayFrame:
-				return fmt.Errorf("GOAWAY %v", f.ErrCode)
-			case *http2.RSTStreamFrame:
-				return fmt.Errorf("RST_STREAM %v", f.ErrCode)
 			case *http2.DataFrame:
 				if f.StreamID != id {
 					continue

@@ -247,23 +247,12 @@ func setupH2CPath(t testing.TB) func() error {
 			if err != nil {
 				return err
 			}
+			if handled, err := answerControlFrame(fr, f); err != nil {
+				return err
+			} else if handled {
+				continue
+			}
 			switch f := f.(type) {
-			case *http2.SettingsFrame:
-				if !f.IsAck() {
-					if err := fr.WriteSettingsAck(); err != nil {
-						return err
-					}
-				}
-			case *http2.PingFrame:
-				if !f.IsAck() {
-					if err := fr.WritePing(true, f.Data); err != nil {
-						return err
-					}
-				}
-			case *http2.GoAwayFrame:
-				return fmt.Errorf("GOAWAY %v", f.ErrCode)
-			case *http2.RSTStreamFrame:
-				return fmt.Errorf("RST_STREAM %v", f.ErrCode)
 			case *http2.HeadersFrame:
 				if f.StreamID == id && f.StreamEnded() {
 					return errors.New("response without a body")
@@ -288,4 +277,26 @@ func setupH2CPath(t testing.TB) func() error {
 			}
 		}
 	}
+}
+
+// answerControlFrame answers a peer's SETTINGS and PING and turns GOAWAY or RST_STREAM into an
+// error, for the raw-frame clients above; handled says whether f was one of them.
+func answerControlFrame(fr *http2.Framer, f http2.Frame) (handled bool, err error) {
+	switch f := f.(type) {
+	case *http2.SettingsFrame:
+		if !f.IsAck() {
+			return true, fr.WriteSettingsAck()
+		}
+		return true, nil
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			return true, fr.WritePing(true, f.Data)
+		}
+		return true, nil
+	case *http2.GoAwayFrame:
+		return true, fmt.Errorf("GOAWAY %v", f.ErrCode)
+	case *http2.RSTStreamFrame:
+		return true, fmt.Errorf("RST_STREAM %v", f.ErrCode)
+	}
+	return false, nil
 }
