@@ -26,6 +26,9 @@
 //	          mutual TLS with the Gateway's own SPIFFE ID: requests from the host answered, TLS
 //	          records and no HTTP in clear on the backend pod's veth, the backend's sidecar counts
 //	          the gateway's identity
+//	observability  a Mesh with tracing to an OTLP/gRPC collector the suite runs on the node's
+//	          address and metrics off: each meshed request's client- and server-sidecar spans
+//	          arrive in one trace; the sidecar's probe port serves no /metrics
 //	certmanager  cert-manager's controller scaled to 0 shows in `kubectl describe mesh` as
 //	          DependenciesHealthy=False (CertManagerNotRunning) and back to True when it returns
 //	teardown  cluster-down leaves no process, link, route, mount or rule behind
