@@ -33,8 +33,8 @@ MESH_FEATURES=(
   HTTPRouteResponseHeaderModification HTTPRouteParentRefPort
   HTTPRoute303RedirectStatusCode HTTPRoute307RedirectStatusCode HTTPRoute308RedirectStatusCode
 )
-# What knit's gateways claim: GATEWAY-HTTP core (Gateway, HTTPRoute, ReferenceGrant).
-GATEWAY_FEATURES=(Gateway HTTPRoute ReferenceGrant)
+# What knit's gateways claim: GATEWAY-HTTP and GATEWAY-GRPC core (Gateway, HTTPRoute, GRPCRoute, ReferenceGrant).
+GATEWAY_FEATURES=(Gateway HTTPRoute GRPCRoute ReferenceGrant)
 # Gateway tests skipped by name, comma-separated, each with its reason in README.md (none today).
 GATEWAY_SKIP=
 # Strict judging: 10 matching answers in a row, not the suite's 3 (see test/conformance).
@@ -150,7 +150,7 @@ fi
 # The gateway run: Gateways of class knit (GatewayClass installed by the operator), the suite's
 # echo-basic backends not meshed.
 if [[ " $RUNS " == *" gateway "* ]]; then
-  suite gateway TestGatewayConformance GATEWAY-HTTP "$(IFS=,; echo "${GATEWAY_FEATURES[*]}")" \
+  suite gateway TestGatewayConformance GATEWAY-HTTP,GATEWAY-GRPC "$(IFS=,; echo "${GATEWAY_FEATURES[*]}")" \
     "${CONFORMANCE_GATEWAY_SKIP_TESTS:-$GATEWAY_SKIP}" --gateway-class=knit "$@"
 fi
 

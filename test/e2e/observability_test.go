@@ -70,11 +70,19 @@ func observabilitySpecs() {
 
 		kubectl("patch", "mesh", "default", "--type", "merge", "-p",
 			fmt.Sprintf(`{"spec":{"observability":{"tracing":{"endpoint":%q,"samplingPercent":100},"metrics":{"enabled":false}}}}`, endpoint))
-		DeferCleanup(func() {
+		// Put back at the end; on a failure, as a cleanup, which runs after the container's
+		// AfterAll when this is its last spec (the cluster may be gone by then).
+		restored := false
+		restore := func() {
+			if restored || !clusterUp() {
+				return
+			}
+			restored = true
 			kubectl("patch", "mesh", "default", "--type", "json", "-p",
 				`[{"op":"remove","path":"/spec/observability/tracing"},{"op":"replace","path":"/spec/observability/metrics/enabled","value":true}]`)
 			_, _ = tryKubectl("delete", "namespace", obsNS, "--wait=false")
-		})
+		}
+		DeferCleanup(restore)
 		waitControlPlaneArg("--tracing-endpoint=" + endpoint)
 
 		applyManifest(meshedNamespace(obsNS) + httpService(obsNS, "server") +
@@ -111,5 +119,11 @@ func observabilitySpecs() {
 		Expect(err).To(HaveOccurred(), out)
 		Expect(out).To(ContainSubstring("404"))
 		Expect(kubectl("-n", obsNS, "exec", "deploy/server", "-c", "app", "--", "/probe", "get", "http://127.0.0.1:15020/ready")).To(ContainSubstring("200"))
+		restore()
+		Eventually(func(g Gomega) {
+			out, _ := tryKubectl("-n", "knit-system", "get", "deployment", controlPlaneDeployment(), "-o", "jsonpath={.spec.template.spec.containers[0].args}")
+			g.Expect(out).NotTo(ContainSubstring("--tracing-endpoint"))
+		}).WithTimeout(2 * time.Minute).WithPolling(time.Second).Should(Succeed())
+		kubectl("-n", "knit-system", "rollout", "status", "deployment/"+controlPlaneDeployment(), "--timeout=180s")
 	})
 }
