@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"testing"
 
@@ -114,23 +113,7 @@ func grpcStreamUpstream(t testing.TB) string {
 // connection through knit to grpcStreamUpstream.
 func setupGRPCStreamPath(t testing.TB) func() error {
 	p := startProxy(t, proxyConfig("protocol: http", "", "protocol: http2", grpcStreamUpstream(t)))
-	c, err := net.Dial("tcp", p.ListenerAddr("in").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, bufio.NewReader(c))
-	fr.SetReuseFrames()
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	const window = 1 << 30
-	if err := fr.WriteWindowUpdate(0, window); err != nil {
-		t.Fatal(err)
-	}
+	fr := rawH2CClient(t, p.ListenerAddr("in").String())
 	headers := encodeNeverIndexed(":method", "POST", ":scheme", "http", ":authority", "bench.example",
 		":path", "/knit.bench.Bench/Stream", "content-type", "application/grpc", "te", "trailers")
 	want := grpcStreamMessages * len(grpcMessage)
@@ -161,7 +144,7 @@ func setupGRPCStreamPath(t testing.TB) func() error {
 					continue
 				}
 				got += len(f.Data())
-				if consumed += f.Length; consumed > window/2 {
+				if consumed += f.Length; consumed > rawH2CWindow/2 {
 					if err := fr.WriteWindowUpdate(0, consumed); err != nil {
 						return err
 					}

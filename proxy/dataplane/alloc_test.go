@@ -211,23 +211,7 @@ func setupMutualTLSPath(t testing.TB) func() error {
 // HEADERS frame per response.
 func setupH2CPath(t testing.TB) func() error {
 	p := startProxy(t, simpleConfig(fixedResponseUpstream(t)))
-	c, err := net.Dial("tcp", p.ListenerAddr("in").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, bufio.NewReader(c))
-	fr.SetReuseFrames()
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	const window = 1 << 30
-	if err := fr.WriteWindowUpdate(0, window); err != nil {
-		t.Fatal(err)
-	}
+	fr := rawH2CClient(t, p.ListenerAddr("in").String())
 	var block bytes.Buffer
 	enc := hpack.NewEncoder(&block)
 	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "bench.example"}, {":path", "/bench"}} {
@@ -262,7 +246,7 @@ func setupH2CPath(t testing.TB) func() error {
 					continue
 				}
 				got += len(f.Data())
-				if consumed += f.Length; consumed > window/2 {
+				if consumed += f.Length; consumed > rawH2CWindow/2 {
 					if err := fr.WriteWindowUpdate(0, consumed); err != nil {
 						return err
 					}
@@ -299,4 +283,30 @@ func answerControlFrame(fr *http2.Framer, f http2.Frame) (handled bool, err erro
 		return true, fmt.Errorf("RST_STREAM %v", f.ErrCode)
 	}
 	return false, nil
+}
+
+// rawH2CWindow is the connection window the raw-frame clients open: the proxy never waits on it.
+const rawH2CWindow = 1 << 30
+
+// rawH2CClient is an HTTP/2 prior-knowledge client connection to addr, settings and the
+// connection window sent, for clients that write their own frames.
+func rawH2CClient(t testing.TB, addr string) *http2.Framer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, bufio.NewReader(c))
+	fr.SetReuseFrames()
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	if err := fr.WriteWindowUpdate(0, rawH2CWindow); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }
