@@ -261,10 +261,12 @@ spec: {name: knit, channel: stable-v0, source: knit-catalog, sourceNamespace: ol
 		GinkgoWriter.Printf("operator %s → %s took %s (pod %s → %s)\n", releases[0], releases[1], time.Since(start).Round(time.Second), oldPod, newPod)
 		polls, notReady := ready.stop()
 		Expect(notReady).To(BeEmpty(), "the Mesh stays Ready during the operator upgrade (%d polls)", polls)
-		// The new operator takes over: as leader it heals what it manages (the injector's
-		// webhook configuration, deleted here), and otherwise leaves the mesh as it was.
-		selfHeals(fmt.Sprintf("knit-injector-%s", strings.TrimPrefix(meshField("{.status.activeRevision}"), "default-")))
+		// The new operator takes over and leaves the mesh as it was; as leader it heals what it
+		// manages (the injector's webhook configuration, deleted here). The status is compared
+		// first: a missing webhook rightly turns Ready False for a moment.
 		Expect(meshField(meshStatus)).To(Equal(before), "the Mesh's status is preserved")
+		selfHeals(fmt.Sprintf("knit-injector-%s", strings.TrimPrefix(meshField("{.status.activeRevision}"), "default-")))
+		readyAgain(before)
 		Expect(sorted(meshObjects(appNS), webhooks)).To(Equal(sorted(objects, webhooks)), "nothing of the mesh or its data plane is recreated or changed")
 		reportLoad("through the operator upgrade")
 	})
@@ -295,9 +297,10 @@ spec: {name: knit, channel: stable-v0, source: knit-catalog, sourceNamespace: ol
 		GinkgoWriter.Printf("reinstall of %s took %s (pod %s)\n", releases[1], time.Since(start).Round(time.Second), pod)
 		polls, notReady := ready.stop()
 		Expect(notReady).To(BeEmpty(), "the Mesh stays Ready while the operator is away and back (%d polls)", polls)
-		selfHeals(fmt.Sprintf("knit-injector-%s", strings.TrimPrefix(meshField("{.status.activeRevision}"), "default-")))
 		Expect(meshField("{.status.observedGeneration}")).To(Equal(meshField("{.metadata.generation}")))
 		Expect(meshField(meshStatus)).To(Equal(before), "the Mesh's status is preserved")
+		selfHeals(fmt.Sprintf("knit-injector-%s", strings.TrimPrefix(meshField("{.status.activeRevision}"), "default-")))
+		readyAgain(before)
 		Expect(sorted(meshObjects(appNS), webhooks)).To(Equal(sorted(objects, webhooks)), "the reinstalled operator adopts the mesh as it is")
 		reportLoad("through the uninstall and the reinstall")
 	})
@@ -313,6 +316,15 @@ func selfHeals(webhook string) {
 		uid, _ := tryKubectl("get", "mutatingwebhookconfiguration", webhook, "-o", "jsonpath={.metadata.uid}")
 		return uid
 	}).WithTimeout(time.Minute).WithPolling(time.Second).Should(And(Not(BeEmpty()), Not(Equal(oldUID))), "the operator recreates %s", webhook)
+}
+
+// readyAgain waits for the Mesh to be Ready after selfHeals, and checks that it is on the
+// version, revision and root it was on (before is a meshStatus).
+func readyAgain(before string) {
+	GinkgoHelper()
+	Eventually(func() string { return meshField(`{.status.conditions[?(@.type=="Ready")].status}`) }).
+		WithTimeout(time.Minute).WithPolling(time.Second).Should(Equal("True"), "the Mesh is Ready again once the webhook is back")
+	Expect(strings.Fields(meshField(meshStatus))[:3]).To(Equal(strings.Fields(before)[:3]))
 }
 
 // webhooks is the key prefix of the webhook configurations in meshObjects: selfHeals recreates
