@@ -102,7 +102,7 @@ suite() {
     --timeout-config-overrides="$TIMEOUTS" \
     --skip-tests="$skip" \
     --report-output="$report" \
-    --knit-summary="$summary.new" \
+    --knit-summary="$summary.new" --knit-node-link="$NODE_LINK" \
     --organization=knit-mesh --project=knit --url=https://github.com/knit-mesh/knit \
     --contact=https://github.com/knit-mesh/knit/issues --version="$VERSION" --mode=default \
     "$@" 2>&1 | tee "$REPO_ROOT/bin/test-reports/conformance-$kind.log" || true

@@ -53,6 +53,7 @@ func TestMeshConformance(t *testing.T) {
 func strictOptions(t *testing.T) suite.ConformanceOptions {
 	t.Helper()
 	opts := conformance.DefaultOptions(t)
+	localOnly(t, &opts)
 	if n := opts.TimeoutConfig.RequiredConsecutiveSuccesses; n < minConsecutiveSuccesses {
 		t.Fatalf("RequiredConsecutiveSuccesses is %d: knit is judged strictly, pass "+
 			"--timeout-config-overrides=RequiredConsecutiveSuccesses:%d or more (make conformance does)", n, minConsecutiveSuccesses)
