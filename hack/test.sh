@@ -20,9 +20,10 @@ export GOFLAGS="${GOFLAGS% -mod=mod}"  # tests use go.mod as committed
 declare -A result
 status=0
 step() { # step NAME CMD...: run one stage, remember its outcome, carry on to the summary.
-  local name=$1; shift
+  local name=$1 t=$SECONDS; shift
   log "=== $name"
   if "$@"; then result[$name]=passed; else result[$name]=FAILED; status=1; fi
+  result[$name]+=" ($((SECONDS - t))s)"
 }
 
 step generated "$HACK_DIR/verify-generated.sh"
