@@ -92,7 +92,7 @@ func runGateway(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 	defer x.Close()
 	// Ready once configured and holding a certificate: before it, meshed backends under STRICT
 	// would be unreachable.
-	adm, err := startAdmin(log, base.Admin, proxyState{x, ident}, m)
+	adm, err := startAdmin(log, base.Admin, proxyState{x, ident}, m, p.Retire)
 	if err != nil {
 		return err
 	}

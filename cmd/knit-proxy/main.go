@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -32,9 +33,13 @@ func main() {
 	if len(os.Args) >= 2 && os.Args[1] == "init" {
 		os.Exit(runInit(os.Args[2:], os.Stdout, os.Stderr))
 	}
+	if len(os.Args) >= 2 && os.Args[1] == "drain" {
+		os.Exit(runDrain(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	if len(os.Args) < 2 || os.Args[1] != "run" {
 		fmt.Fprintln(os.Stderr, "usage: knit-proxy run --config FILE [--log-level info|debug] [--watch-interval 1s]\n"+
 			"       knit-proxy run --gateway [--admin-port 15020] [--local-admin-port 15000]\n"+
+			"       knit-proxy drain [--local-admin-port 15000]   (the sidecar's preStop hook)\n"+
 			"       knit-proxy init [--dry-run] --proxy-uid=1337 --inbound-port=15006 --outbound-port=15001 [--exclude-inbound-ports=P,...] [--exclude-outbound-ports=P,...] [--exclude-outbound-cidrs=CIDR,...]")
 		os.Exit(2)
 	}
@@ -112,7 +117,7 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 		state, leave = x, x.Close
 	}
 	prober := appprobe.New(probes)
-	adm, err := startAdmin(log, cfg.Admin, proxyState{state, ident}, m, func(mux *http.ServeMux) {
+	adm, err := startAdmin(log, cfg.Admin, proxyState{state, ident}, m, p.Retire, func(mux *http.ServeMux) {
 		mux.Handle("GET "+appprobe.PathPrefix, prober)
 	})
 	if err != nil {
@@ -122,8 +127,9 @@ func runSidecar(log logr.Logger, f sidecarFlags, getenv func(string) string) err
 }
 
 // startAdmin starts the full admin port and, when configured, the probe port
-// (with extra handlers); extra goes on the full port too.
-func startAdmin(log logr.Logger, cfg config.Admin, p admin.State, m *metrics.Metrics, extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
+// (with extra handlers); extra goes on the full port too, and so does POST /drain, which
+// calls retire (see runDrain): only what runs in the pod may start a drain.
+func startAdmin(log logr.Logger, cfg config.Admin, p admin.State, m *metrics.Metrics, retire func(), extra ...func(*http.ServeMux)) ([]*admin.Server, error) {
 	var out []*admin.Server
 	for _, a := range []struct {
 		addr  string
@@ -137,7 +143,11 @@ func startAdmin(log logr.Logger, cfg config.Admin, p admin.State, m *metrics.Met
 		if cfg.NoMetrics {
 			reg = nil
 		}
-		s, err := admin.Start(a.addr, a.scope, p, reg, extra...)
+		handlers := extra
+		if a.scope == admin.Full {
+			handlers = append(slices.Clip(extra), drainHandler(log, retire))
+		}
+		s, err := admin.Start(a.addr, a.scope, p, reg, handlers...)
 		if err != nil {
 			closeAdmin(out)
 			return nil, fmt.Errorf("%s: %w", a.field, err)
@@ -170,7 +180,7 @@ func run(log logr.Logger, path string, watchEvery time.Duration) error {
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		return fmt.Errorf("apply config: %w", err)
 	}
-	adm, err := startAdmin(log, cfg.Admin, p, m)
+	adm, err := startAdmin(log, cfg.Admin, p, m, p.Retire)
 	if err != nil {
 		return err
 	}
@@ -217,7 +227,8 @@ func serveSignals(log logr.Logger, p *dataplane.Proxy, m *metrics.Metrics, adm [
 				leave()
 			}
 			cur := p.CurrentConfig().(*config.Bootstrap)
-			log.Info("draining", "signal", s.String(), "delay", cur.Drain.Delay.D().String(), "timeout", cur.Drain.Timeout.D().String())
+			log.Info("draining", "signal", s.String(), "delay", cur.Drain.Delay.D().String(), "timeout", cur.Drain.Timeout.D().String(),
+				"retiredByPreStop", p.Retiring())
 			ctx, cancel := context.WithTimeout(context.Background(), cur.Drain.Delay.D()+cur.Drain.Timeout.D())
 			derr := p.Drain(ctx)
 			cancel()

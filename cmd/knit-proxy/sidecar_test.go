@@ -130,6 +130,27 @@ func TestSidecarBinary(t *testing.T) {
 		}
 		c.Close()
 	}
+	// The preStop hook (the pod is terminating; the app has just been signalled): the proxy is
+	// no longer ready and keeps both listeners open. Only what runs in the pod can ask for it.
+	if resp, err := http.Post("http://127.0.0.2:"+admin+"/drain", "text/plain", nil); err != nil || resp.StatusCode == 200 {
+		t.Fatalf("POST /drain on the probe port: %v %v; want it refused there", resp, err)
+	}
+	if get("/ready") != 200 {
+		t.Fatal("a refused /drain changed readiness")
+	}
+	if out, err := exec.Command(bin, "drain", "--local-admin-port="+local).CombinedOutput(); err != nil || !strings.Contains(string(out), "retiring") {
+		t.Fatalf("knit-proxy drain: %v %s", err, out)
+	}
+	if code := get("/ready"); code != 503 {
+		t.Fatalf("/ready after the preStop hook: %d, want 503", code)
+	}
+	for _, p := range []string{in, out} {
+		c, err := net.Dial("tcp", "127.0.0.1:"+p)
+		if err != nil {
+			t.Fatalf("listener %s after the preStop hook: %v; want it still accepting", p, err)
+		}
+		c.Close()
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -223,5 +244,17 @@ func TestSidecarBinaryWithoutMetrics(t *testing.T) {
 		if got := status(url); got != want {
 			t.Errorf("%s: %d, want %d", url, got, want)
 		}
+	}
+}
+
+// The preStop hook fails, with a message, when no proxy answers; bad flags are refused.
+func TestDrainCommandReportsAProxyThatDoesNotAnswer(t *testing.T) {
+	port := freePort(t) // nothing listens there any more
+	var stdout, stderr strings.Builder
+	if code := runDrain([]string{"--local-admin-port=" + port, "--timeout=5s"}, &stdout, &stderr); code != 1 || !strings.Contains(stderr.String(), "knit-proxy drain:") {
+		t.Fatalf("exit %d, stderr %q; want 1 and the error", code, stderr.String())
+	}
+	if code := runDrain([]string{"--local-admin-port=0"}, &stdout, &stderr); code != 2 {
+		t.Fatalf("port 0: exit %d, want 2", code)
 	}
 }

@@ -385,6 +385,10 @@ func TestDrainDelayServesNewConnectionsAndAsksClientsToLeave(t *testing.T) {
 	if code, closing := roundTrip(keptAlive, keptAliveR); code != 200 || closing {
 		t.Fatalf("before the drain: %d, Connection: close %v", code, closing)
 	}
+	h2 := dialH2C(t, a)
+	if status, goAway := h2Get(t, h2, 1, false); status != "200" || goAway {
+		t.Fatalf("HTTP/2 before the drain: %s, GOAWAY %v", status, goAway)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	drained := make(chan error, 1)
@@ -402,6 +406,9 @@ func TestDrainDelayServesNewConnectionsAndAsksClientsToLeave(t *testing.T) {
 	fresh, freshR := dial()
 	if code, closing := roundTrip(fresh, freshR); code != 200 || !closing {
 		t.Fatalf("a new connection during the drain delay: %d, Connection: close %v; want 200 and close", code, closing)
+	}
+	if status, goAway := h2Get(t, h2, 3, true); status != "200" || !goAway {
+		t.Fatalf("HTTP/2 during the drain delay: %s, GOAWAY %v; want 200 and a GOAWAY", status, goAway)
 	}
 
 	cancel()

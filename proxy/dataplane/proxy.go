@@ -39,6 +39,7 @@ type Proxy struct {
 
 	observers atomic.Pointer[httpproxy.Observers]
 	draining  atomic.Bool
+	retiring  atomic.Bool // Retire was called: the pod is going away
 	ready     atomic.Bool
 	current   atomic.Pointer[config.Bootstrap]
 
@@ -160,6 +161,9 @@ func (p *Proxy) Apply(ctx context.Context, cfg *config.Bootstrap) error {
 				s.l.Drain(canceled())
 			}
 			return fmt.Errorf("listener %s: %w", lc.Name, err)
+		}
+		if p.retiring.Load() && lc.Direction != config.Outbound {
+			rl.l.Retire()
 		}
 		started[lc.Name] = rl
 	}
@@ -362,14 +366,39 @@ func (p *Proxy) ListenerAddr(name string) net.Addr {
 	return nil
 }
 
-// Ready is true once a config is applied, and false again while draining.
-func (p *Proxy) Ready() bool { return p.ready.Load() && !p.draining.Load() }
+// Ready is true once a config is applied, and false again once retiring or draining.
+func (p *Proxy) Ready() bool { return p.ready.Load() && !p.retiring.Load() && !p.draining.Load() }
+
+// Retire is the first step of a sidecar's shutdown, taken when its pod starts terminating
+// (the injector's preStop hook calls it through the admin port while the kubelet signals the
+// app): /ready fails, and every listener but the outbound ones keeps accepting while asking
+// its clients to leave (HTTP/1 "Connection: close", HTTP/2 GOAWAY), so that peers still
+// sending here until discovery drops this pod are served and then move away without racing
+// the close of an idle connection. Outbound listeners serve the app, which may still be
+// finishing its work, as before, and configuration updates still apply. Drain follows on
+// SIGTERM, which the kubelet sends a native sidecar once the app containers have exited.
+func (p *Proxy) Retire() {
+	if p.retiring.Swap(true) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, rl := range p.listeners {
+		if rl.cfg.Direction != config.Outbound {
+			rl.l.Retire()
+		}
+	}
+	p.log.Info("retiring: not ready; inbound clients are asked to leave, outbound traffic is served as before")
+}
+
+// Retiring reports whether Retire was called.
+func (p *Proxy) Retiring() bool { return p.retiring.Load() }
 
 // CurrentConfig is the running config, for /config.
 func (p *Proxy) CurrentConfig() any { return p.current.Load() }
 
 // Drain turns /ready to 503; for the config's drain.delay it keeps accepting
-// while asking HTTP/1 clients to leave (Connection: close), so connections
+// while asking clients to leave (HTTP/1 Connection: close, HTTP/2 GOAWAY), so connections
 // that load balancers still send here are served; then it stops accepting
 // on every listener, lets in-flight work finish until ctx ends, and closes
 // the rest. ctx bounds the delay too.

@@ -300,8 +300,11 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 	if retryable {
 		c.Budget.Request()
 	}
+	// Retries go to endpoints not tried yet while there are any (see balance.PickAvoiding).
+	var triedBuf [4]*balance.Endpoint
+	tried := triedBuf[:0]
 	for attempt := 1; ; attempt++ {
-		ep := c.Pick()
+		ep := c.Pick(tried...)
 		if ep == nil {
 			return nil, nil, attempt, errNoEndpoint
 		}
@@ -338,6 +341,7 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 			resp.Body.Close()
 		}
 		stats.Retries.Inc()
+		tried = append(tried, ep)
 		if !sleep(out.Context(), retry.Backoff(attempt, policy.BackoffBase, policy.BackoffMax)) {
 			return nil, ep, attempt, out.Context().Err()
 		}

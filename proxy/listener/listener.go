@@ -75,6 +75,7 @@ type Listener struct {
 	opaque  map[net.Conn]struct{} // opaque and still-sniffing connections
 	conns   sync.WaitGroup
 	closing bool
+	retired bool // Retire was called: every generation asks its clients to leave
 }
 
 // generation is one http.Server; a reload that changes server limits starts a
@@ -83,8 +84,9 @@ type generation struct {
 	srv    *http.Server
 	queue  *connQueue
 	limits config.ListenerLimits
-	// retiring generations answer HTTP/1 requests with "Connection: close",
-	// so clients leave them without racing a close of an idle connection.
+	// retiring generations answer HTTP/1 requests with "Connection: close" and
+	// send HTTP/2 clients a GOAWAY with their next response, so clients leave
+	// them without racing a close of an idle connection.
 	retiring atomic.Bool
 }
 
@@ -115,6 +117,7 @@ func (l *Listener) Update(s *Settings) {
 	}
 	prev := l.current
 	l.current = l.newGeneration(s.Config.Limits)
+	l.current.retiring.Store(l.retired)
 	l.old = append(l.old, prev)
 	prev.retiring.Store(true)
 	// No new connections for the old server; those queued but not yet
@@ -152,8 +155,9 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 	srv := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// Both framings parse as chunked (net/http drops Content-Length),
-			// so only a chunked request can be a suspect one.
-			if r.ProtoMajor == 1 && (g.retiring.Load() || (r.TransferEncoding != nil && framingSuspect(r.Context()))) {
+			// so only a chunked request can be a suspect one. net/http's HTTP/2
+			// server turns "Connection: close" into a graceful GOAWAY.
+			if g.retiring.Load() || (r.ProtoMajor == 1 && r.TransferEncoding != nil && framingSuspect(r.Context())) {
 				w = &closeAfterReply{ResponseWriter: w}
 			}
 			defer httpproxy.GuardRequestBody(w, r, lim.RequestBodyIdleTimeout.D()).Release()
@@ -502,13 +506,15 @@ func (l *Listener) untrack(c net.Conn) {
 }
 
 // Retire asks clients to leave while the listener still accepts: from now
-// on every HTTP/1 response carries "Connection: close", on the connections
-// open and on new ones, so keep-alive clients reconnect (elsewhere, once a
-// load balancer has stopped sending new connections here) without racing
-// the close of an idle connection. Drain follows.
+// on every HTTP/1 response carries "Connection: close" and every HTTP/2
+// response comes with a GOAWAY, on the connections open and on new ones, so
+// clients reconnect (elsewhere, once a load balancer or discovery has stopped
+// sending new connections here) without racing the close of an idle
+// connection. Drain follows.
 func (l *Listener) Retire() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.retired = true
 	l.current.retiring.Store(true)
 }
 

@@ -28,8 +28,9 @@ func Serve(ctx context.Context, client net.Conn, c *upstream.Cluster, stats *met
 	defer client.Close()
 	var backend net.Conn
 	var err error
-	for range connectAttempts {
-		ep := c.Pick()
+	var tried [connectAttempts]*balance.Endpoint
+	for i := range connectAttempts {
+		ep := c.Pick(tried[:i]...) // another endpoint than those that refused, while there is one
 		if ep == nil {
 			return errors.New("no endpoint available")
 		}
@@ -50,6 +51,7 @@ func Serve(ctx context.Context, client net.Conn, c *upstream.Cluster, stats *met
 		if c.Outlier.Record(c.Endpoints, ep, result) {
 			stats.Ejections.Inc()
 		}
+		tried[i] = ep
 	}
 	if err != nil {
 		return err

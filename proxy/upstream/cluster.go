@@ -154,8 +154,11 @@ func (c *Cluster) Scheme() string {
 	return "http"
 }
 
-// Pick chooses an endpoint for one attempt.
-func (c *Cluster) Pick() *balance.Endpoint { return c.Picker.Pick(c.Endpoints) }
+// Pick chooses an endpoint for one attempt; a retry passes the endpoints the request has
+// already tried, which are picked again only when no other endpoint is in rotation.
+func (c *Cluster) Pick(tried ...*balance.Endpoint) *balance.Endpoint {
+	return balance.PickAvoiding(c.Picker, c.Endpoints, tried)
+}
 
 // Dial opens an opaque connection to an endpoint: mutual TLS when the endpoint is meshed (the
 // bytes inside are the caller's, unchanged), TLS when the cluster originates it.

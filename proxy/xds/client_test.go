@@ -383,7 +383,9 @@ func TestClientAcceptsAResponseLargerThanGRPCsDefaultLimit(t *testing.T) {
 
 // The control plane's retry policy for routes that set none (CONTRACT.md) keeps GETs whole when
 // an endpoint of the assignment is already gone: each refused connection is tried again on
-// another endpoint.
+// another endpoint. Not by luck: the endpoint that is there answers slowly, so that its latency
+// estimate is above the gone one's failure penalty and P2C-EWMA alone would retry on the gone
+// endpoint; a retry goes to an endpoint the request has not tried yet.
 func TestTheDefaultRetryPolicyMovesGetsOffAnEndpointThatIsGone(t *testing.T) {
 	p := newPKI(t)
 	cp := startControlPlane(t, p, "127.0.0.1:0", newCache())
@@ -393,14 +395,19 @@ func TestTheDefaultRetryPolicyMovesGetsOffAnEndpointThatIsGone(t *testing.T) {
 	}
 	goneAddr := gone.Addr().String()
 	gone.Close() // connections to it are refused, as to a pod that has exited
-	snap := webSnapshot(t, edsCluster(clusterA), goneAddr, backend(t, "web-1"))
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(120 * time.Millisecond)
+		io.WriteString(w, "web-1")
+	}))
+	t.Cleanup(slow.Close)
+	snap := webSnapshot(t, edsCluster(clusterA), goneAddr, slow.Listener.Addr().String())
 	rc := snap[resource.RouteType][0].(*routev3.RouteConfiguration)
 	rc.VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{
 		RetryOn: "connect-failure,refused-stream,reset", NumRetries: wrapperspb.UInt32(2)}
 	cp.set("1", snap)
 	s := startSidecar(t, p, cp.addr)
 	<-s.client.Synced()
-	for i := range 40 {
+	for i := range 20 {
 		if code, body := s.get(t, "/"); code != 200 || body != "web-1" {
 			t.Fatalf("GET %d: %d %q, want every one answered by the endpoint that is there", i, code, body)
 		}

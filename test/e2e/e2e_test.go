@@ -422,6 +422,29 @@ spec:
 		GinkgoWriter.Printf("knit_requests_total{direction=\"inbound\"} of %s: %v before, %v after\n", names[0], before, after)
 		Expect(after).To(BeNumerically(">=", before+n), "the proxy of %s counts the %d requests sent to its pod IP:\n%s", names[0], n, out)
 
+		// Deleting a meshed pod: the kubelet runs the proxy's preStop hook (knit-proxy drain) as
+		// it signals the app, and signals the sidecar only once the app has exited, so the proxy
+		// retires first and drains after. Its whole log is followed until the container stops.
+		var proxyLog strings.Builder
+		follow := exec.Command(cluster.kubectl, "--kubeconfig", cluster.kubeconfig, "-n", ns, "logs", "-f", names[1], "-c", "knit-proxy")
+		follow.Stdout = &proxyLog
+		Expect(follow.Start()).To(Succeed())
+		start = time.Now()
+		kubectl("-n", ns, "delete", "pod", names[1], "--timeout=120s")
+		GinkgoWriter.Printf("meshed pod %s deleted after %s\n", names[1], time.Since(start).Round(time.Second))
+		waited := make(chan error, 1)
+		go func() { waited <- follow.Wait() }()
+		select {
+		case <-waited:
+		case <-time.After(time.Minute):
+			_ = follow.Process.Kill()
+		}
+		plog := proxyLog.String()
+		retired := strings.Index(plog, "drain requested on the admin port")
+		drained := strings.Index(plog, `"retiredByPreStop":true`)
+		Expect(retired).To(BeNumerically(">=", 0), "the preStop hook retired the proxy of %s:\n%s", names[1], plog)
+		Expect(drained).To(BeNumerically(">", retired), "SIGTERM reached the sidecar after its preStop hook:\n%s", plog)
+
 		// A Job in the meshed namespace gets the native sidecar and still completes.
 		applyManifest(fmt.Sprintf(`apiVersion: batch/v1
 kind: Job

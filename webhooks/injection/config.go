@@ -59,8 +59,11 @@ const (
 
 	// ProxyUID is the proxy's UID, the same in every pod: the capture leaves its traffic alone,
 	// so a pod with another container running as it is refused rather than given another UID.
-	ProxyUID        int64 = 1337
-	AdminPort       int32 = 15020
+	ProxyUID  int64 = 1337
+	AdminPort int32 = 15020
+	// LocalAdminPort is the proxy's full admin port, on 127.0.0.1 only (/config, pprof, the
+	// preStop hook's POST /drain).
+	LocalAdminPort  int32 = 15000
 	InboundPort     int32 = 15006
 	OutboundPort    int32 = 15001
 	tokenExpirySecs int64 = 3600

@@ -196,13 +196,22 @@ func plan(pod *corev1.Pod, namespace string, cfg Config) (*additions, error) {
 		Args: []string{"run", "--sidecar",
 			"--log-level=" + logLevel,
 			"--admin-port=" + strconv.Itoa(int(AdminPort)),
+			"--local-admin-port=" + strconv.Itoa(int(LocalAdminPort)),
 			"--inbound-port=" + strconv.Itoa(int(InboundPort)),
 			"--outbound-port=" + strconv.Itoa(int(OutboundPort)),
 		},
 		// A native sidecar: started before the app containers, stopped after them, and not
 		// counted for Job completion.
 		RestartPolicy: ptr.To(corev1.ContainerRestartPolicyAlways),
-		Ports:         []corev1.ContainerPort{{Name: "knit-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP}},
+		// When the pod terminates, the kubelet runs this hook as it signals the app containers,
+		// and signals the sidecar only once they have exited. The hook makes the proxy retire:
+		// not ready, inbound clients asked to leave (Connection: close, GOAWAY) while it still
+		// serves them, outbound untouched for the app's last requests. The hook returns at once,
+		// so a Job's sidecar still stops as soon as the Job's containers are done.
+		Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{"/knit-proxy", "drain", "--local-admin-port=" + strconv.Itoa(int(LocalAdminPort))},
+		}}},
+		Ports: []corev1.ContainerPort{{Name: "knit-admin", ContainerPort: AdminPort, Protocol: corev1.ProtocolTCP}},
 		Env: []corev1.EnvVar{
 			fieldEnv("POD_NAME", "metadata.name"),
 			fieldEnv("POD_NAMESPACE", "metadata.namespace"),
