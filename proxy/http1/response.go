@@ -1,6 +1,7 @@
 package http1
 
 import (
+	"bufio"
 	"net/http"
 	"strconv"
 	"strings"
@@ -265,12 +266,7 @@ func (w *response) writeHead(done bool, next []byte) {
 	}
 }
 
-type byteWriter interface {
-	Write([]byte) (int, error)
-	WriteString(string) (int, error)
-}
-
-func writeLength(bw byteWriter, n int64) {
+func writeLength(bw *bufio.Writer, n int64) {
 	var b [24]byte
 	bw.WriteString("Content-Length: ")
 	bw.Write(strconv.AppendInt(b[:0], n, 10))
