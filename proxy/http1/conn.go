@@ -199,6 +199,9 @@ func (c *Conn) serve() bool {
 	}
 	c.resp.reset(req, b)
 	if !c.runHandler(req) {
+		if c.resp.wroteHead {
+			c.bw.Flush() // what was sent stays sent, cut short by the close (as net/http does)
+		}
 		c.closeBody(b)
 		return false
 	}

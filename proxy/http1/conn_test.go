@@ -196,3 +196,23 @@ func TestIncompleteHeadIsClosedAfterTheHeaderTimeout(t *testing.T) {
 		t.Fatal("a timed-out head must not be handed over")
 	}
 }
+
+func TestAbortedResponseIsCutShortByTheClose(t *testing.T) {
+	addr, done := startEngine(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "5000")
+		w.Write([]byte(strings.Repeat("x", 3000)))
+		panic(http.ErrAbortHandler) // the upstream's body broke
+	}), Limits{})
+	c, br := dial(t, addr)
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("the head that was written must reach the client: %v", err)
+	}
+	if b, err := io.ReadAll(resp.Body); len(b) != 3000 || err != io.ErrUnexpectedEOF {
+		t.Fatalf("read %d bytes, %v; want the 3000 sent and then the connection closed", len(b), err)
+	}
+	if s := <-done; s.handedOff {
+		t.Fatal("an aborted connection must close")
+	}
+}
