@@ -182,7 +182,7 @@ func TestSIGTERMUnderLoadCompletesAcceptedRequests(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "drain to start", func() bool { return logs.has(`"msg":"draining"`) })
+	waitFor(t, "drain to start", func() bool { return logs.has(`"msg":"draining"`) }, logs)
 	close(hold)
 	for range slow {
 		if code := <-slowDone; code != 200 {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/knit-mesh/knit/proxy/config"
 	"github.com/knit-mesh/knit/proxy/detect"
+	"github.com/knit-mesh/knit/proxy/http1"
 	"github.com/knit-mesh/knit/proxy/httpproxy"
 	"github.com/knit-mesh/knit/proxy/metrics"
 	"github.com/knit-mesh/knit/proxy/mtls"
@@ -72,7 +73,8 @@ type Listener struct {
 	mu      sync.Mutex
 	current *generation
 	old     []*generation
-	opaque  map[net.Conn]struct{} // opaque and still-sniffing connections
+	opaque  map[net.Conn]struct{}       // opaque and still-sniffing connections
+	h1      map[*http1.Conn]*generation // served by proxy/http1, with the generation they started in
 	conns   sync.WaitGroup
 	closing bool
 	retired bool // Retire was called: every generation asks its clients to leave
@@ -97,7 +99,8 @@ func Start(s *Settings, h *httpproxy.Handler, log logr.Logger) (*Listener, error
 		return nil, err
 	}
 	l := &Listener{log: log.WithValues("listener", s.Config.Name), ln: ln, handler: h,
-		accepted: make(chan struct{}), opaque: map[net.Conn]struct{}{}}
+		accepted: make(chan struct{}), opaque: map[net.Conn]struct{}{},
+		h1: map[*http1.Conn]*generation{}}
 	l.settings.Store(s)
 	l.current = l.newGeneration(s.Config.Limits)
 	go l.acceptLoop()
@@ -136,6 +139,7 @@ func (l *Listener) Update(s *Settings) {
 		// Busy clients leave on their next response; after the grace period
 		// the rest (idle ones) are closed as an idle timeout would.
 		time.Sleep(retireGrace)
+		l.closeIdleH1(prev)
 		ctx, cancel := context.WithTimeout(context.Background(), config.DefaultDrainTimeout)
 		defer cancel()
 		prev.srv.Shutdown(ctx)
@@ -177,32 +181,37 @@ func (l *Listener) newGeneration(lim config.ListenerLimits) *generation {
 		},
 		// Passthrough connections carry their route to the handler; a
 		// plaintext socket tells fast-path exchanges when its client is gone.
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			if rc, ok := c.(*routedConn); ok {
-				if rc.route != nil {
-					ctx = httpproxy.WithRoute(ctx, rc.route)
-				} else {
-					ctx = httpproxy.WithDestination(ctx, rc.dest)
-				}
-				if rc.peer != "" {
-					ctx = httpproxy.WithPeerIdentity(ctx, rc.peer)
-				}
-				c = rc.Conn
-			}
-			if fc, ok := c.(*framingConn); ok {
-				ctx = context.WithValue(ctx, framingKey{}, fc)
-			}
-			if cc := watchedClient(c); cc != nil {
-				ctx = upstream.WithClientConn(ctx, cc)
-			}
-			return ctx
-		},
+		ConnContext: connContext,
 		// Handshake and malformed-request noise is not worth a log line each.
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	g.srv, g.queue = srv, newConnQueue(l.ln.Addr())
 	go srv.Serve(g.queue)
 	return g
+}
+
+// connContext gives a connection's requests what the handler needs to know about it:
+// passthrough connections carry their route, a plaintext socket tells fast-path exchanges
+// when its client is gone.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	if rc, ok := c.(*routedConn); ok {
+		if rc.route != nil {
+			ctx = httpproxy.WithRoute(ctx, rc.route)
+		} else {
+			ctx = httpproxy.WithDestination(ctx, rc.dest)
+		}
+		if rc.peer != "" {
+			ctx = httpproxy.WithPeerIdentity(ctx, rc.peer)
+		}
+		c = rc.Conn
+	}
+	if fc, ok := c.(*framingConn); ok {
+		ctx = context.WithValue(ctx, framingKey{}, fc)
+	}
+	if cc := watchedClient(c); cc != nil {
+		ctx = upstream.WithClientConn(ctx, cc)
+	}
+	return ctx
 }
 
 func (l *Listener) acceptLoop() {
@@ -244,7 +253,7 @@ func (l *Listener) dispatch(c net.Conn) {
 		if s.TLS != nil {
 			l.serveHTTP(tls.Server(c, s.TLS))
 		} else {
-			l.serveHTTP(newFramingConn(watchH2(c)))
+			go l.serveH1(c, func(c net.Conn) net.Conn { return newFramingConn(watchH2(c)) })
 		}
 	case config.ListenerTCP:
 		l.goOpaque(c, func() { l.serveTCP(c, s, s.TLS != nil) })
@@ -268,7 +277,7 @@ func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
 		l.untrack(c)
 		httpConn(c, s)
 		if proto == detect.HTTP1 {
-			l.serveHTTP(newFramingConn(conn))
+			l.serveH1(conn, func(c net.Conn) net.Conn { return newFramingConn(c) })
 		} else {
 			l.serveHTTP(bufferH2(conn))
 		}
@@ -346,8 +355,10 @@ func (l *Listener) servePassthrough(c net.Conn, s *Settings) {
 			if peer != "" {
 				hc = &peerConn{Conn: conn}
 			}
-			hc = newFramingConn(hc)
-		} else if peer == "" {
+			l.serveH1(hc, func(c net.Conn) net.Conn { return &routedConn{Conn: newFramingConn(c), route: rt, peer: peer} })
+			return
+		}
+		if peer == "" {
 			hc = bufferH2(hc) // under mutual TLS the record layer buffers
 		}
 		l.serveHTTP(&routedConn{Conn: hc, route: rt, peer: peer})
@@ -391,13 +402,12 @@ func (l *Listener) serveVirtual(c net.Conn, s *Settings, dst netip.AddrPort, vt 
 		}
 		l.untrack(c)
 		httpConn(c, s)
-		var hc net.Conn = conn
+		dest := &httpproxy.VirtualDestination{Dst: dst, Fallback: fallback}
 		if proto == detect.HTTP1 {
-			hc = newFramingConn(conn)
-		} else {
-			hc = bufferH2(conn)
+			l.serveH1(conn, func(c net.Conn) net.Conn { return &routedConn{Conn: newFramingConn(c), dest: dest} })
+			return
 		}
-		l.serveHTTP(&routedConn{Conn: hc, dest: &httpproxy.VirtualDestination{Dst: dst, Fallback: fallback}})
+		l.serveHTTP(&routedConn{Conn: bufferH2(conn), dest: dest})
 		return
 	}
 	if vt.TCPCluster == nil {
@@ -441,6 +451,85 @@ func (l *Listener) serveHTTP(c net.Conn) {
 			return
 		}
 	}
+}
+
+// serveH1 serves a plaintext HTTP/1 connection with the engine of our own (proxy/http1).
+// At the first request the engine leaves to net/http, the connection goes to the current
+// http.Server, its unread bytes first, wrapped by wrap as net/http's connections of its kind
+// are (wrap(c) also gives the engine's requests their context). Runs until the engine is done.
+func (l *Listener) serveH1(c net.Conn, wrap func(net.Conn) net.Conn) {
+	l.mu.Lock()
+	if l.closing {
+		l.mu.Unlock()
+		c.Close()
+		return
+	}
+	g := l.current
+	lim := http1.Limits{ReadHeaderTimeout: g.limits.ReadHeaderTimeout.D(), IdleTimeout: g.limits.IdleTimeout.D()}
+	hc := http1.NewConn(connContext(context.Background(), wrap(c)), c, g.srv.Handler, lim, g.retiring.Load)
+	l.h1[hc] = g
+	l.conns.Add(1)
+	l.mu.Unlock()
+	defer l.conns.Done()
+
+	pending, handedOff := hc.Serve()
+	l.mu.Lock()
+	delete(l.h1, hc)
+	l.mu.Unlock()
+	if handedOff {
+		l.serveHTTP(wrap(&replayConn{Conn: c, pending: pending}))
+	}
+}
+
+// closeIdleH1 closes the engine's connections that wait for a request: of
+// generation g, or all when g is nil.
+func (l *Listener) closeIdleH1(g *generation) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for hc, hg := range l.h1 {
+		if g == nil || hg == g {
+			hc.CloseIdle()
+		}
+	}
+}
+
+// closeIdleH1Until closes the engine's idle connections, again and again as
+// busy ones go idle (as http.Server.Shutdown does), until done is closed.
+func (l *Listener) closeIdleH1Until(done <-chan struct{}) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			l.closeIdleH1(nil)
+		}
+	}
+}
+
+// replayConn is a connection the engine handed to net/http: the bytes the
+// engine read and did not serve are read first.
+type replayConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// CloseWrite keeps half-close working through the wrapper.
+func (c *replayConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Conn.Close()
 }
 
 func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
@@ -531,6 +620,7 @@ func (l *Listener) Drain(ctx context.Context) error {
 	for _, g := range gens {
 		g.retiring.Store(true)
 	}
+	l.closeIdleH1(nil) // busy ones close after their response
 	var wg sync.WaitGroup
 	for _, g := range gens {
 		wg.Add(1)
@@ -545,12 +635,16 @@ func (l *Listener) Drain(ctx context.Context) error {
 	go func() { defer wg.Done(); l.handler.DrainTunnels(ctx) }() // hijacked: Shutdown does not see them
 	tcpDone := make(chan struct{})
 	go func() { l.conns.Wait(); close(tcpDone) }()
+	go l.closeIdleH1Until(tcpDone)
 	select {
 	case <-tcpDone:
 	case <-ctx.Done():
 		l.mu.Lock()
 		for c := range l.opaque {
 			c.Close()
+		}
+		for hc := range l.h1 {
+			hc.Close()
 		}
 		l.mu.Unlock()
 		<-tcpDone
@@ -712,6 +806,8 @@ func watchedClient(c net.Conn) *upstream.ClientConn {
 		case *framingConn:
 			c = x.Conn
 		case *h2ReadConn:
+			c = x.Conn
+		case *replayConn:
 			c = x.Conn
 		case *detect.Conn:
 			c = x.Conn
