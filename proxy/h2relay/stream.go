@@ -156,6 +156,24 @@ func (st *stream) forwardResponseData(data []byte, end bool) {
 	if end {
 		st.respEnded, st.respEndPending = true, true
 	}
+	w := st.ss.peer
+	if len(st.respPending) == 0 && st.respStarted {
+		// The usual case: the client's windows admit the frame, which goes straight into the
+		// client's write buffer; only the rest is kept.
+		n := min(int32(len(data)), st.clientWindow, w.sendWindow)
+		if n > 0 {
+			st.clientWindow -= n
+			w.sendWindow -= n
+			last := int(n) == len(data)
+			endNow := last && st.respEndPending
+			w.data(st.id, endNow, data[:n])
+			if endNow {
+				st.respEndPending = false
+			}
+			st.up.creditUpstream(st, n)
+			data = data[n:]
+		}
+	}
 	st.respPending = append(st.respPending, data...)
 	st.drainResponse()
 }
