@@ -48,6 +48,7 @@ type session struct {
 	streams    map[uint32]*stream // by the client's stream ID
 	lastID     uint32             // highest stream ID the client opened
 	upstreams  map[string][]*upConn
+	recvWindow int32 // what the client may still send on the connection
 	recvUnack  int32 // client DATA bytes forwarded but not yet credited on the connection
 	goingAway  bool  // GOAWAY sent or received: no new streams
 	closed     bool
@@ -174,7 +175,7 @@ func (pw *peerWriter) applySettings(f *http2.SettingsFrame) (delta int32, err er
 // to be read from br, a reader of c. It returns when the connection is closed.
 func (s *Server) ServeConn(c net.Conn, br *bufio.Reader) {
 	lim := *s.limits.Load()
-	ss := &session{srv: s, limits: lim, conn: c, br: br, streams: map[uint32]*stream{},
+	ss := &session{srv: s, limits: lim, conn: c, br: br, streams: map[uint32]*stream{}, recvWindow: connWindow,
 		upstreams: map[string][]*upConn{}}
 	ss.peer = newPeerWriter(c, br, lim.ResponseWriteTimeout.D())
 	ss.fr = ss.peer.fr
@@ -260,6 +261,15 @@ func (ss *session) recoverPanic() {
 	if v := recover(); v != nil {
 		ss.srv.log.Error(fmt.Errorf("panic: %v", v), "recovered a panic in the HTTP/2 relay; closing the client connection",
 			"stack", string(debug.Stack()))
+	}
+}
+
+// closeOnPanic is recoverPanic for an upstream's reader, whose session would otherwise stay open.
+func (ss *session) closeOnPanic() {
+	if v := recover(); v != nil {
+		ss.srv.log.Error(fmt.Errorf("panic: %v", v), "recovered a panic in the HTTP/2 relay; closing the client connection",
+			"stack", string(debug.Stack()))
+		ss.close()
 	}
 }
 
@@ -508,6 +518,10 @@ func (ss *session) clientData(f *http2.DataFrame) error {
 	if id > ss.lastID || id%2 == 0 {
 		return http2.ConnectionError(http2.ErrCodeProtocol) // DATA on an idle stream
 	}
+	if n > ss.recvWindow {
+		return http2.ConnectionError(http2.ErrCodeFlowControl)
+	}
+	ss.recvWindow -= n
 	st := ss.streams[id]
 	if st == nil || st.reqEnded {
 		// A closed stream: its flow-control bytes still count for the connection.
@@ -545,6 +559,7 @@ func (ss *session) creditClient(st *stream, n int32) {
 	ss.recvUnack += n
 	if ss.recvUnack >= connWindow/4 {
 		ss.peer.windowUpdate(0, ss.recvUnack)
+		ss.recvWindow += ss.recvUnack
 		ss.recvUnack = 0
 	}
 	if st == nil || st.reqEnded {

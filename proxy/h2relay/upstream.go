@@ -185,7 +185,7 @@ func (u *upConn) removeFromSession(key string) {
 // when everything written meanwhile is flushed.
 func (u *upConn) readLoop(key string) {
 	ss := u.ss
-	defer ss.recoverPanic()
+	defer ss.closeOnPanic()
 	var err error
 	for {
 		var f http2.Frame
