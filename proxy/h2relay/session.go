@@ -16,14 +16,15 @@ import (
 	"github.com/knit-mesh/knit/proxy/config"
 )
 
-// What the relay advertises to clients and upstreams, as net/http's server did for the proxy:
-// streams may send 1 MiB before a WINDOW_UPDATE, a connection 4 MiB; frames up to 1 MiB are
-// read. The windows bound what one stream buffers in the relay while its other side is slow.
+// What the relay advertises to clients and upstreams: streams may send 1 MiB before a
+// WINDOW_UPDATE, a connection 4 MiB, as net/http's server did for the proxy; frames are read up
+// to the protocol's default size of 16 KiB (what gRPC sends anyway). The windows bound what one
+// stream buffers in the relay while its other side is slow.
 const (
 	maxConcurrentStreams = 1000
 	streamWindow         = 1 << 20
 	connWindow           = 4 << 20
-	maxReadFrameSize     = 1 << 20
+	maxReadFrameSize     = 16 << 10
 	headerTableSize      = 4096
 	initialPeerWindow    = 65535 // RFC 9113 §6.9.2, until the peer's SETTINGS say otherwise
 	defaultPeerFrameSize = 16384
@@ -32,6 +33,13 @@ const (
 )
 
 const clientPreface = http2.ClientPreface
+
+// After a connection error, the client's remaining input is read for at most this long and
+// this much before the socket is closed.
+const (
+	lingerAfterGoAway = 500 * time.Millisecond
+	lingerMaxBytes    = 4 << 20
+)
 
 // session is one relayed client connection with the upstream connections it opened. One mutex
 // guards all of it: the stream tables, the flow-control windows and every write, so a frame
@@ -233,6 +241,8 @@ func (s *Server) ServeConn(c net.Conn, br *bufio.Reader) {
 			var ce http2.ConnectionError
 			if errors.As(err, &ce) {
 				ss.connectionError(http2.ErrCode(ce))
+			} else if errors.Is(err, http2.ErrFrameTooLarge) {
+				ss.connectionError(http2.ErrCodeFrameSize)
 			}
 			return
 		}
@@ -313,14 +323,23 @@ func (ss *session) isClosed() bool {
 	return ss.closed
 }
 
-// connectionError tells the client why the connection ends (GOAWAY) and closes it.
+// connectionError tells the client why the connection ends (GOAWAY) and closes it. What the
+// client still sends is read (briefly, boundedly) first: closing a socket with unread input
+// resets it, and the reset can overtake the GOAWAY.
 func (ss *session) connectionError(code http2.ErrCode) {
 	ss.mu.Lock()
+	linger := false
 	if !ss.closed {
 		ss.peer.dirty = true
 		ss.fr.WriteGoAway(ss.lastID, code, nil)
-		ss.peer.flush()
+		linger = ss.peer.flush() == nil
 	}
+	ss.mu.Unlock()
+	if cw, ok := ss.conn.(interface{ CloseWrite() error }); linger && ok && cw.CloseWrite() == nil {
+		ss.conn.SetReadDeadline(time.Now().Add(lingerAfterGoAway))
+		io.CopyN(io.Discard, ss.br, lingerMaxBytes)
+	}
+	ss.mu.Lock()
 	ss.closeLocked()
 	done := ss.takeFinished()
 	ss.mu.Unlock()
