@@ -295,8 +295,8 @@ func TestRelayPassesAnUpstreamResetToTheClient(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	if err == nil || !strings.Contains(err.Error(), "stream error") {
-		t.Fatalf("want the stream reset, got body %q and %v", body, err)
+	if err == nil || !strings.Contains(err.Error(), "stream error") || !strings.Contains(err.Error(), "INTERNAL_ERROR") {
+		t.Fatalf("want the stream reset with the upstream's code (INTERNAL_ERROR), got body %q and %v", body, err)
 	}
 	if string(body) != "partial " {
 		t.Fatalf("the part before the reset: %q", body)
