@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -340,5 +341,51 @@ func TestRelayKeepsTheGRPCGuaranteesOfTheHTTPPath(t *testing.T) {
 			test(t)
 			relayed()
 		})
+	}
+}
+
+// A reload that gives a route something the relay does not do (here retries) sends GOAWAY on
+// relayed connections, so clients move to new connections, which net/http serves.
+func TestRelayHandsConnectionsBackWhenAReloadNeedsTheHTTPPath(t *testing.T) {
+	relayed := relayOn(t)
+	up := grpcShapesUpstream(t, nil)
+	cfg := func(retry string) string {
+		return fmt.Sprintf(`
+listeners:
+- {name: in, address: "127.0.0.1:0", protocol: http, routeConfig: main}
+routeConfigs:
+- name: main
+  virtualHosts: [{name: all, routes: [{name: shapes, clusters: [{name: grpc}]%s}]}]
+clusters:
+- {name: grpc, protocol: http2, endpoints: [{address: "%s"}]}
+`, retry, up)
+	}
+	p := startProxy(t, cfg(""))
+	fr := rawH2CClient(t, addr(t, p, "in"))
+	waitFor(t, "the connection to be relayed", func() bool { return h2relay.Served() > 0 })
+	relayed()
+	apply(t, p, cfg(", retry: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms, max: 2ms}}"))
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended without GOAWAY: %v", err)
+		}
+		if g, ok := f.(*http2.GoAwayFrame); ok {
+			if g.ErrCode != http2.ErrCodeNo {
+				t.Fatalf("GOAWAY with %v, want NO_ERROR", g.ErrCode)
+			}
+			break
+		}
+	}
+	before := h2relay.Served()
+	cc := grpcClient(t, addr(t, p, "in"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	in, out := []byte("x"), []byte(nil)
+	if err := cc.Invoke(ctx, "/knit.test.Shapes/Unary", &in, &out); err != nil || string(out) != "echo:x" {
+		t.Fatalf("call after the reload: %q %v", out, err)
+	}
+	if h2relay.Served() != before {
+		t.Fatal("a new connection went through the relay though a route now retries")
 	}
 }

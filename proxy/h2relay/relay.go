@@ -78,16 +78,34 @@ func (s *Server) Eligible() bool {
 	return ok
 }
 
-// Drain sends GOAWAY on every relayed connection; each closes once its streams have ended.
-func (s *Server) Drain() {
+// Reconsider is called after a reload: when the listener's routes now need something the relay
+// does not do, every relayed connection gets GOAWAY, finishes its open streams and closes, and
+// the client's next connection goes through net/http.
+func (s *Server) Reconsider() {
+	if s.Eligible() {
+		return
+	}
+	for _, ss := range s.all() {
+		ss.goAway()
+	}
+}
+
+func (s *Server) all() []*session {
 	s.mu.Lock()
-	s.draining = true
+	defer s.mu.Unlock()
 	all := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {
 		all = append(all, ss)
 	}
+	return all
+}
+
+// Drain sends GOAWAY on every relayed connection; each closes once its streams have ended.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	s.draining = true
 	s.mu.Unlock()
-	for _, ss := range all {
+	for _, ss := range s.all() {
 		ss.goAway()
 	}
 }

@@ -113,6 +113,7 @@ func (l *Listener) Update(s *Settings) {
 	l.settings.Store(s)
 	if l.relay != nil {
 		l.relay.SetLimits(s.Config.Limits)
+		l.relay.Reconsider()
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
