@@ -361,8 +361,9 @@ clusters:
 `, retry, up)
 	}
 	p := startProxy(t, cfg(""))
+	start := h2relay.Served()
 	fr := rawH2CClient(t, addr(t, p, "in"))
-	waitFor(t, "the connection to be relayed", func() bool { return h2relay.Served() > 0 })
+	waitFor(t, "the connection to be relayed", func() bool { return h2relay.Served() > start })
 	relayed()
 	apply(t, p, cfg(", retry: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms, max: 2ms}}"))
 	for {
