@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/knit-mesh/knit/proxy/h2relay"
 )
 
 // The gRPC server-streaming path (h2c client → knit → h2c upstream, a cluster of protocol
@@ -25,6 +27,17 @@ func init() {
 	// HTTP/2 server and transport: streams, requests and responses on both sides, header maps
 	// and hpack strings, contexts and a timer per call. knit's own: the trailer announcement.
 	allocCeilings["grpc-server-stream"] = 142
+	// The same call through the HTTP/2 frame relay (proxy/h2relay, KNIT_H2_RELAY=on). 2026-12-02:
+	// 58 per call: the decoded header blocks (hpack strings, field slices) of both sides, the
+	// request's header map for route matching, the stream and its route-timeout timer.
+	requestPaths = append(requestPaths, struct {
+		name  string
+		setup func(testing.TB) func() error
+	}{"grpc-server-stream-relayed", func(t testing.TB) func() error {
+		t.Setenv(h2relay.EnvSwitch, "on")
+		return setupGRPCStreamPath(t)
+	}})
+	allocCeilings["grpc-server-stream-relayed"] = 58
 }
 
 const grpcStreamMessages = 100

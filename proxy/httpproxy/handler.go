@@ -473,18 +473,7 @@ func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	h := w.Header()
 	if isGRPC(r) {
 		h.Set("Content-Type", "application/grpc")
-		s := 14 // UNAVAILABLE
-		switch code {
-		case http.StatusNotFound:
-			s = 12 // UNIMPLEMENTED
-		case http.StatusGatewayTimeout:
-			s = 4 // DEADLINE_EXCEEDED
-		case http.StatusBadRequest:
-			s = 13 // INTERNAL, as gRPC maps HTTP 400
-		case 499:
-			s = 1 // CANCELLED
-		}
-		h.Set("Grpc-Status", strconv.Itoa(s))
+		h.Set("Grpc-Status", strconv.Itoa(GRPCStatusFor(code)))
 		h.Set("Grpc-Message", grpcMessage(msg))
 		w.WriteHeader(http.StatusOK)
 		return

@@ -24,6 +24,7 @@ import (
 
 	"github.com/knit-mesh/knit/proxy/config"
 	"github.com/knit-mesh/knit/proxy/detect"
+	"github.com/knit-mesh/knit/proxy/h2relay"
 	"github.com/knit-mesh/knit/proxy/http1"
 	"github.com/knit-mesh/knit/proxy/httpproxy"
 	"github.com/knit-mesh/knit/proxy/metrics"
@@ -66,6 +67,7 @@ type Listener struct {
 	log      logr.Logger
 	ln       net.Listener
 	handler  *httpproxy.Handler
+	relay    *h2relay.Server // nil: every HTTP/2 connection goes through net/http
 	settings atomic.Pointer[Settings]
 	accepted chan struct{} // closed when the accept loop exits
 	open     atomic.Int64  // downstream connections not yet closed
@@ -102,6 +104,7 @@ func Start(s *Settings, h *httpproxy.Handler, log logr.Logger) (*Listener, error
 		accepted: make(chan struct{}), opaque: map[net.Conn]struct{}{},
 		h1: map[*http1.Conn]*generation{}}
 	l.settings.Store(s)
+	l.relay = newRelay(l, s)
 	l.current = l.newGeneration(s.Config.Limits)
 	go l.acceptLoop()
 	return l, nil
@@ -113,6 +116,10 @@ func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
 // Update applies new settings; in-flight requests are not disturbed.
 func (l *Listener) Update(s *Settings) {
 	l.settings.Store(s)
+	if l.relay != nil {
+		l.relay.SetLimits(s.Config.Limits)
+		l.relay.Reconsider()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closing || reflect.DeepEqual(l.current.limits, s.Config.Limits) {
@@ -250,6 +257,14 @@ func (l *Listener) dispatch(c net.Conn) {
 	switch s.Config.Protocol {
 	case config.ListenerHTTP:
 		httpConn(c, s)
+		if l.relays() {
+			if s.TLS != nil {
+				l.goOpaque(c, func() { l.serveTLSMaybeRelayed(c, c, s) })
+			} else {
+				l.goOpaque(c, func() { l.serveHTTPMaybeRelayed(c, s) })
+			}
+			return
+		}
 		if s.TLS != nil {
 			l.serveHTTP(tls.Server(c, s.TLS))
 		} else {
@@ -274,16 +289,24 @@ func (l *Listener) detectAndServe(c net.Conn, s *Settings) {
 			l.serveTCP(conn, s, false)
 			return
 		}
-		l.untrack(c)
 		httpConn(c, s)
+		if proto == detect.HTTP2 && l.relays() {
+			l.relay.ServeConn(conn, bufio.NewReaderSize(conn, relayReadBufferSize))
+			return
+		}
+		l.untrack(c)
 		if proto == detect.HTTP1 {
 			l.serveH1(conn, func(c net.Conn) net.Conn { return newFramingConn(c) })
 		} else {
 			l.serveHTTP(bufferH2(conn))
 		}
 	case proto == detect.TLS && s.TLS != nil && s.Config.RouteConfig != "":
-		l.untrack(c)
 		httpConn(c, s)
+		if l.relays() {
+			l.serveTLSMaybeRelayed(c, conn, s)
+			return
+		}
+		l.untrack(c)
 		l.serveHTTP(tls.Server(conn, s.TLS))
 	default: // opaque, or TLS passthrough without a certificate
 		l.serveTCP(conn, s, false)
@@ -605,6 +628,9 @@ func (l *Listener) Retire() {
 	defer l.mu.Unlock()
 	l.retired = true
 	l.current.retiring.Store(true)
+	if l.relay != nil {
+		l.relay.Drain() // GOAWAY on relayed connections; new ones take the net/http path
+	}
 }
 
 // Drain stops accepting, lets in-flight requests and streams finish until
@@ -616,6 +642,9 @@ func (l *Listener) Drain(ctx context.Context) error {
 	l.mu.Unlock()
 	l.ln.Close()
 	<-l.accepted
+	if l.relay != nil {
+		l.relay.Drain()
+	}
 
 	for _, g := range gens {
 		g.retiring.Store(true)

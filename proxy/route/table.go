@@ -235,3 +235,12 @@ func (rt *Route) PickTarget() *Target {
 	}
 	return &rt.Targets[len(rt.Targets)-1]
 }
+
+// EachRoute calls f for every route of the table, in match order.
+func (t *Table) EachRoute(f func(*Route)) {
+	for _, v := range t.vhosts {
+		for _, r := range v.routes {
+			f(r)
+		}
+	}
+}

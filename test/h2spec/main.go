@@ -36,6 +36,7 @@ import (
 
 	"github.com/knit-mesh/knit/proxy/config"
 	"github.com/knit-mesh/knit/proxy/dataplane"
+	"github.com/knit-mesh/knit/proxy/h2relay"
 	"github.com/knit-mesh/knit/proxy/metrics"
 )
 
@@ -43,7 +44,12 @@ func main() {
 	bin := flag.String("h2spec", "", "path to the h2spec binary (hack/build-h2spec.sh prints it)")
 	report := flag.String("report", "", "write the combined h2spec output here")
 	known := flag.String("known", "", "known failures: lines \"<listener> <test id>  # reason\"")
+	relay := flag.Bool("relay", false, "run the HTTP/2 frame relay (KNIT_H2_RELAY=on) in front of an h2c upstream")
 	flag.Parse()
+	if *relay {
+		os.Setenv(h2relay.EnvSwitch, "on")
+		upstreamHTTP2 = true
+	}
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "usage: h2spec -h2spec PATH [-report FILE] [-known FILE]")
 		os.Exit(2)
@@ -53,6 +59,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// upstreamHTTP2 puts an h2c upstream behind the listeners (with -relay: the relay's case).
+var upstreamHTTP2 bool
 
 func run(bin, reportPath, knownPath string) error {
 	knownFailures, err := readKnown(knownPath)
@@ -70,10 +79,18 @@ func run(bin, reportPath, knownPath string) error {
 	}
 	// The upstream answers every request with a small body after reading the
 	// request body, as h2spec's cases expect of a server.
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		w.Write([]byte("knit h2spec upstream\n"))
 	}))
+	protocol := "http1"
+	if upstreamHTTP2 {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		up.Config.Protocols = &p
+		protocol = "http2"
+	}
+	up.Start()
 	defer up.Close()
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 listeners:
@@ -86,8 +103,8 @@ routeConfigs:
     routes:
     - {name: all, clusters: [{name: upstream}]}
 clusters:
-- {name: upstream, endpoints: [{address: %q}]}
-`, certFile, keyFile, up.Listener.Addr().String())))
+- {name: upstream, protocol: %s, endpoints: [{address: %q}]}
+`, certFile, keyFile, protocol, up.Listener.Addr().String())))
 	if err != nil {
 		return err
 	}
