@@ -372,16 +372,7 @@ func TestDrainDelayServesNewConnectionsAndAsksClientsToLeave(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode, resp.Close
 	}
-	dial := func() (net.Conn, *bufio.Reader) {
-		t.Helper()
-		c, err := net.DialTimeout("tcp", a, 5*time.Second)
-		if err != nil {
-			t.Fatalf("dial %s: %v", a, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c, bufio.NewReader(c)
-	}
-	keptAlive, keptAliveR := dial()
+	keptAlive, keptAliveR := dialH1(t, a)
 	if code, closing := roundTrip(keptAlive, keptAliveR); code != 200 || closing {
 		t.Fatalf("before the drain: %d, Connection: close %v", code, closing)
 	}
@@ -403,7 +394,7 @@ func TestDrainDelayServesNewConnectionsAndAsksClientsToLeave(t *testing.T) {
 	if _, err := keptAliveR.ReadByte(); err != io.EOF {
 		t.Fatalf("the proxy closes a kept-alive connection after its close response; read: %v", err)
 	}
-	fresh, freshR := dial()
+	fresh, freshR := dialH1(t, a)
 	if code, closing := roundTrip(fresh, freshR); code != 200 || !closing {
 		t.Fatalf("a new connection during the drain delay: %d, Connection: close %v; want 200 and close", code, closing)
 	}
