@@ -101,6 +101,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
+// Replay returns c with b read first: bytes a reader took from c and did not use.
+func Replay(c net.Conn, b []byte) *Conn { return &Conn{Conn: c, peeked: b} }
+
 // Peeked returns the bytes not yet replayed.
 func (c *Conn) Peeked() []byte { return c.peeked }
 

@@ -500,7 +500,7 @@ func (l *Listener) serveH1(c net.Conn, wrap func(net.Conn) net.Conn) {
 	delete(l.h1, hc)
 	l.mu.Unlock()
 	if handedOff {
-		l.serveHTTP(wrap(&replayConn{Conn: c, pending: pending}))
+		l.serveHTTP(wrap(detect.Replay(c, pending)))
 	}
 }
 
@@ -529,30 +529,6 @@ func (l *Listener) closeIdleH1Until(done <-chan struct{}) {
 			l.closeIdleH1(nil)
 		}
 	}
-}
-
-// replayConn is a connection the engine handed to net/http: the bytes the
-// engine read and did not serve are read first.
-type replayConn struct {
-	net.Conn
-	pending []byte
-}
-
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.pending) > 0 {
-		n := copy(p, c.pending)
-		c.pending = c.pending[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-// CloseWrite keeps half-close working through the wrapper.
-func (c *replayConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Conn.Close()
 }
 
 func (l *Listener) serveTCP(c net.Conn, s *Settings, terminateTLS bool) {
@@ -835,8 +811,6 @@ func watchedClient(c net.Conn) *upstream.ClientConn {
 		case *framingConn:
 			c = x.Conn
 		case *h2ReadConn:
-			c = x.Conn
-		case *replayConn:
 			c = x.Conn
 		case *detect.Conn:
 			c = x.Conn

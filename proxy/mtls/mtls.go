@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/crypto/cryptobyte"
 
+	"github.com/knit-mesh/knit/proxy/detect"
 	"github.com/knit-mesh/knit/proxy/identity"
 )
 
@@ -78,7 +79,7 @@ func (in *Inbound) Accept(c net.Conn, isTLS bool, dst string) (net.Conn, string,
 		if err != nil {
 			return nil, "", err
 		}
-		c = &prefixConn{Conn: c, prefix: hello}
+		c = detect.Replay(c, hello)
 		if mesh {
 			return in.terminate(c)
 		}
@@ -169,27 +170,4 @@ func offeredALPN(msg []byte) []string {
 		return out
 	}
 	return nil
-}
-
-// prefixConn replays bytes already read before reading on.
-type prefixConn struct {
-	net.Conn
-	prefix []byte
-}
-
-func (c *prefixConn) Read(p []byte) (int, error) {
-	if len(c.prefix) > 0 {
-		n := copy(p, c.prefix)
-		c.prefix = c.prefix[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
-
-// CloseWrite keeps half-close working for opaque connections passed through.
-func (c *prefixConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return cw.CloseWrite()
-	}
-	return c.Close()
 }
