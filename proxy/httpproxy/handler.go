@@ -162,12 +162,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		code = errorStatus(r, err)
 		grpcStatus = grpcStatusIfGRPC(r, 14) // UNAVAILABLE
-		writeError(w, r, code, errorMessage(code))
+		writeError(w, r, code, ErrorMessage(code))
 	} else if resp.StatusCode == http.StatusSwitchingProtocols {
 		// Only tunnels (above) may switch protocols.
 		resp.Body.Close()
 		code, err = http.StatusBadGateway, errUnaskedSwitch
-		writeError(w, r, code, errorMessage(code))
+		writeError(w, r, code, ErrorMessage(code))
 	} else {
 		code = resp.StatusCode
 		if rt.Actions != nil {
@@ -455,7 +455,8 @@ const (
 
 var errUnaskedSwitch = errors.New("upstream switched protocols without being asked to")
 
-func errorMessage(code int) string {
+// ErrorMessage is what a client is told for an answer the proxy gives itself with this status.
+func ErrorMessage(code int) string {
 	switch code {
 	case http.StatusServiceUnavailable:
 		return "no healthy upstream"
@@ -474,7 +475,7 @@ func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	if isGRPC(r) {
 		h.Set("Content-Type", "application/grpc")
 		h.Set("Grpc-Status", strconv.Itoa(GRPCStatusFor(code)))
-		h.Set("Grpc-Message", grpcMessage(msg))
+		h.Set("Grpc-Message", GRPCMessage(msg))
 		w.WriteHeader(http.StatusOK)
 		return
 	}
@@ -484,9 +485,9 @@ func writeError(w http.ResponseWriter, r *http.Request, code int, msg string) {
 	_, _ = w.Write([]byte("knit-proxy: " + msg + "\n"))
 }
 
-// grpcMessage percent-encodes a grpc-message value as the gRPC HTTP/2
+// GRPCMessage percent-encodes a grpc-message value as the gRPC HTTP/2
 // protocol requires: bytes outside printable ASCII, and "%", become %XX.
-func grpcMessage(msg string) string {
+func GRPCMessage(msg string) string {
 	const hex = "0123456789ABCDEF"
 	for i := 0; i < len(msg); i++ {
 		if c := msg[i]; c < 0x20 || c > 0x7E || c == '%' {

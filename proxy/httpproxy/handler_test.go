@@ -56,7 +56,7 @@ func TestGRPCMessageIsPercentEncoded(t *testing.T) {
 		"caf\u00e9\n":         "caf%C3%A9%0A",
 		"\x7f\x00":            "%7F%00",
 	} {
-		if got := grpcMessage(in); got != want {
+		if got := GRPCMessage(in); got != want {
 			t.Errorf("grpcMessage(%q) = %q, want %q", in, got, want)
 		}
 	}

@@ -17,9 +17,3 @@ func GRPCStatusFor(code int) int {
 	}
 	return 14 // UNAVAILABLE
 }
-
-// ErrorMessage is what a client is told for an answer the proxy gives itself with this status.
-func ErrorMessage(code int) string { return errorMessage(code) }
-
-// GRPCMessage percent-encodes msg for a grpc-message field.
-func GRPCMessage(msg string) string { return grpcMessage(msg) }

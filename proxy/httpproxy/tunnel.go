@@ -82,7 +82,7 @@ func connectionHas(h http.Header, token string) bool {
 func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, rt *route.Route, c *upstream.Cluster, proto string, idle time.Duration) (int, int64, *balance.Endpoint, error) {
 	ep := c.Pick()
 	if ep == nil {
-		writeError(w, r, http.StatusServiceUnavailable, errorMessage(http.StatusServiceUnavailable))
+		writeError(w, r, http.StatusServiceUnavailable, ErrorMessage(http.StatusServiceUnavailable))
 		return http.StatusServiceUnavailable, 0, nil, errNoEndpoint
 	}
 	timeout := tunnelHandshakeTimeout
@@ -97,7 +97,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, rt *route.Route
 	ep.Done(time.Since(sent), err != nil)
 	if err != nil {
 		code := errorStatus(r, err)
-		writeError(w, r, code, errorMessage(code))
+		writeError(w, r, code, ErrorMessage(code))
 		return code, 0, ep, err
 	}
 	done := false
@@ -137,7 +137,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, rt *route.Route
 	}
 	if err != nil {
 		code := errorStatus(r, err)
-		writeError(w, r, code, errorMessage(code))
+		writeError(w, r, code, ErrorMessage(code))
 		return code, 0, ep, err
 	}
 	accepted := resp.StatusCode == http.StatusSwitchingProtocols
@@ -146,7 +146,7 @@ func (h *Handler) tunnel(w http.ResponseWriter, r *http.Request, rt *route.Route
 	} else if accepted && !sameProtocol(resp.Header.Get("Upgrade"), proto) {
 		// A server that switches to something the client did not ask for
 		// would have the client misread the stream.
-		writeError(w, r, http.StatusBadGateway, errorMessage(http.StatusBadGateway))
+		writeError(w, r, http.StatusBadGateway, ErrorMessage(http.StatusBadGateway))
 		return http.StatusBadGateway, 0, ep, fmt.Errorf("%w: asked for %q, got %q", errUnaskedSwitch, proto, resp.Header.Get("Upgrade"))
 	}
 	if !accepted {
