@@ -23,6 +23,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/knit-mesh/knit/proxy/config"
@@ -400,7 +401,12 @@ func TestTheDefaultRetryPolicyMovesGetsOffAnEndpointThatIsGone(t *testing.T) {
 		io.WriteString(w, "web-1")
 	}))
 	t.Cleanup(slow.Close)
-	snap := webSnapshot(t, edsCluster(clusterA), goneAddr, slow.Listener.Addr().String())
+	// A connect timeout far above the 1 s of edsCluster: on a machine starved of CPU (make test
+	// beside the cluster suites), accepting on loopback took over a second once, a 504 that says
+	// nothing about retries.
+	cluster := edsCluster(clusterA)
+	cluster.ConnectTimeout = durationpb.New(10 * time.Second)
+	snap := webSnapshot(t, cluster, goneAddr, slow.Listener.Addr().String())
 	rc := snap[resource.RouteType][0].(*routev3.RouteConfiguration)
 	rc.VirtualHosts[0].Routes[0].GetRoute().RetryPolicy = &routev3.RetryPolicy{
 		RetryOn: "connect-failure,refused-stream,reset", NumRetries: wrapperspb.UInt32(2)}
