@@ -182,5 +182,5 @@ conformance: ## Gateway API conformance suite on the local cluster: mesh profile
 
 E2E_LABELS ?=
 .PHONY: e2e
-e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,gateway,gateway-mtls,mtls,trustbundle,podsecurity,upgrade,certmanager,collision,exclusions,deletion,teardown,olm,observability selects (the cluster comes up in the network and cluster specs: include them).
+e2e: tools ## End-to-end suite (Ginkgo) on the local cluster: brings it up, installs, checks, tears it down. E2E_LABELS=network,cluster,dns,install,operator,restart,mesh,injection,discovery,gateway,gateway-mtls,mtls,trustbundle,podsecurity,workloads,upgrade,certmanager,collision,exclusions,deletion,teardown,olm,observability selects (the cluster comes up in the network and cluster specs: include them).
 	hack/e2e.sh $(if $(E2E_LABELS),-ginkgo.label-filter='$(E2E_LABELS)')

@@ -26,3 +26,5 @@ echo "\$ kubectl get pods -A -o wide"; kubectl_ get pods -A -o wide
 echo
 echo "The cluster keeps running. Use it with:  export KUBECONFIG=$KUBECONFIG_ADMIN"
 echo "(kubectl is $KUBE_BIN/kubectl; bin/k8s/kubectl after make tools). Stop it all with: make cluster-down"
+echo "Meshed sample workloads (init container, probes, Job, StatefulSet; README, \"Try the mesh\"):"
+echo "  kubectl apply -f config/samples/workloads/demo.yaml && kubectl -n knit-demo get pods,jobs"

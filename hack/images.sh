@@ -17,7 +17,10 @@ OUT="$REPO_ROOT/bin/images"
 TOOL="$OUT/knit-images"
 COMPONENT="$REPO_ROOT/config/images/kustomization.yaml"
 CM_DIR=$(cert_manager_dir)
-ALL=(pause coredns e2e-probe controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
+ALL=(pause coredns e2e-probe toolbox controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
+# `toolbox`: a shell for people's own workloads on a cluster that pulls nothing (README, "Try
+# the mesh"): Debian's busybox-static as /bin/sh and /bin/busybox (its shell runs every applet,
+# wget, nc, nslookup, sleep..., without a PATH lookup) and the probe tool as /bin/probe.
 # `mesh`: the mesh's own images, per supported mesh version, named by the operator's
 # internal/versions/versions.yaml (the operator puts those references into the Deployments it makes).
 # `conformance-echo` (not in ALL: only `make conformance` needs it): Istio's echo server and
@@ -69,6 +72,10 @@ binary() {
     e2e-probe)
       go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/probe" ./probe || die "probe build failed"
       echo "$OUT/bin/probe /probe 65532:65532" ;;
+    toolbox)
+      busybox_static >&2
+      go build -C "$HACK_DIR/images" -trimpath -ldflags "$ld" -o "$OUT/bin/probe" ./probe || die "probe build failed"
+      echo "/bin/busybox /bin/sh 65532:65532" ;;
     controller)
       # The operator release of this tree (the CSV version of bundle/), logged at start.
       go build -ldflags "$ld -X github.com/knit-mesh/knit/internal/buildinfo.Version=v$KNIT_VERSION" -o "$OUT/bin/manager" ./cmd/manager ||
@@ -105,6 +112,15 @@ binary() {
       echo "$bin /echo-basic 65532:65532" ;;
     *) die "unknown image $1 (known: ${ALL[*]} conformance-echo conformance-gateway)" ;;
   esac
+}
+
+# busybox_static: Debian's busybox-static, installed when missing (the toolbox image's shell).
+busybox_static() {
+  dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "install ok installed" && return
+  log "installing Debian's busybox-static (the toolbox image's shell)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null 2>&1 ||
+    { apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; } ||
+    die "apt-get install busybox-static failed"
 }
 
 image_ref() { local v=${1//-/_}; v="${v^^}_IMAGE"; echo "${!v}"; }
@@ -178,6 +194,10 @@ one() {
     local d; d=$(dirname "$path")
     extra=(-add "$d/client=/usr/local/bin/client" -add "$d/cert.crt=/cert.crt" -add "$d/cert.key=/cert.key" -path /usr/local/bin:/)
     files+=("$d/client" "$d/cert.crt" "$d/cert.key")
+  fi
+  if [[ $name == toolbox ]]; then
+    extra=(-add "$path=/bin/busybox" -add "$OUT/bin/probe=/bin/probe" -path /bin)
+    files+=("$OUT/bin/probe")
   fi
   tar="$OUT/$name.tar"
   sum=$( { sha256sum "${files[@]}" | cut -d' ' -f1; echo "$ref $entry $user ${extra[*]}"; } | sha256sum | cut -d' ' -f1)

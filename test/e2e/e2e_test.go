@@ -486,7 +486,8 @@ spec:
 		_, _ = tryKubectl("delete", "namespace", ns, "--wait=false")
 	})
 
-	mtlsSpecs() // mtls_test.go
+	workloadsSpecs() // workloads_test.go
+	mtlsSpecs()      // mtls_test.go
 
 	It("upgrades v0.1.0 → v0.2.0 workload by workload with zero failed requests, rolls back, and upgrades InPlace", Label("upgrade"), func() {
 		upgradeWorkloadByWorkload() // upgrade_test.go
