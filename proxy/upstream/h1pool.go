@@ -18,6 +18,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/knit-mesh/knit/proxy/http1"
 )
 
 // The HTTP/1.1 fast path: plaintext HTTP/1.1 upstreams get a connection pool
@@ -391,13 +393,14 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 		}
 		err = writeRequest(pc.bw, req, body, addr)
 		var resp *http.Response
+		var bodyLen int64
 		if err == nil {
 			pc.readLimit = pool.maxHeader + h1BufSize
-			resp, err = http.ReadResponse(pc.br, req)
+			resp, bodyLen, err = readResponse(pc.br, req)
 			// Skip informational responses (100 Continue, 103 Early Hints);
 			// 101 is final and is only asked for on the http.Transport path.
 			for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-				resp, err = http.ReadResponse(pc.br, req)
+				resp, bodyLen, err = readResponse(pc.br, req)
 			}
 			pc.readLimit = math.MaxInt64
 		}
@@ -421,7 +424,7 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 			finish(pc, keep)
 			return resp, nil
 		}
-		resp.Body = &h1Body{rc: resp.Body, pc: pc, keep: keep}
+		resp.Body = &h1Body{rc: resp.Body, pc: pc, keep: keep, left: bodyLen}
 		return resp, nil
 	}
 }
@@ -590,10 +593,28 @@ func validRequestTarget(req *http.Request) error {
 	return nil
 }
 
-// h1Body returns the connection to the pool once the body is read to EOF.
+// readResponse reads a response head as http.ReadResponse does: in place
+// when http1.ReadResponseHead takes it, and then its body is the bodyLen
+// bytes that follow on br (resp.Body is nil for h1Body to read them, or
+// http.NoBody); else with http.ReadResponse (bodyLen 0, resp.Body its own).
+func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, bodyLen int64, err error) {
+	if resp, bodyLen, ok := http1.ReadResponseHead(br, req); ok {
+		if bodyLen == 0 {
+			resp.Body = http.NoBody
+		}
+		return resp, bodyLen, nil
+	}
+	resp, err = http.ReadResponse(br, req)
+	return resp, 0, err
+}
+
+// h1Body returns the connection to the pool once the body is read to EOF. It
+// reads the response's own body (rc), or else the left bytes on the
+// connection that a head read in place announced.
 type h1Body struct {
 	rc   io.ReadCloser
 	pc   *h1Conn
+	left int64
 	keep bool
 	done bool
 }
@@ -602,10 +623,33 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
+	if b.rc == nil {
+		return b.readLeft(p)
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.done = true
 		finish(b.pc, b.keep)
+	}
+	return n, err
+}
+
+// readLeft reads a body of known length as net/http's does: the last bytes
+// come with io.EOF (so the connection goes back to the pool at once), and a
+// connection that ends early is io.ErrUnexpectedEOF.
+func (b *h1Body) readLeft(p []byte) (int, error) {
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.pc.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		b.done = true
+		finish(b.pc, b.keep)
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }

@@ -1,0 +1,133 @@
+package http1
+
+import (
+	"bufio"
+	"net/http"
+
+	"golang.org/x/net/http/httpguts"
+)
+
+// ReadResponseHead reads a response head from br in place when it lies in a
+// strict subset of what http.ReadResponse accepts, and returns the response
+// http.ReadResponse would have returned, but without a Body: bodyLen bytes of
+// body follow the head on br (0: none, and the caller sets http.NoBody).
+//
+// ok false leaves every byte it read in br unconsumed: the caller hands br to
+// http.ReadResponse, which reads it exactly as if it had been asked first
+// (also a read error: the connection reports it again). Outside the subset:
+// a head larger than br's buffer, a version other than HTTP/1.1, a 1xx or a
+// status outside 200-599, bare LF or CR, obs-fold, a field name that is not a
+// token or is longer than 64 bytes, Transfer-Encoding, Pragma (net/http adds
+// Cache-Control for it), no Content-Length or more than one, or one that is
+// not all digits, and a body delimited by the connection's close.
+func ReadResponseHead(br *bufio.Reader, req *http.Request) (resp *http.Response, bodyLen int64, ok bool) {
+	for {
+		b, _ := br.Peek(br.Buffered())
+		n := endOfHead(b)
+		if n < 0 {
+			return nil, 0, false
+		}
+		if n > 0 {
+			resp, bodyLen, ok = parseResponseHead(b[:n], req)
+			if ok {
+				br.Discard(n)
+			}
+			return resp, bodyLen, ok
+		}
+		if len(b) >= br.Size() {
+			return nil, 0, false
+		}
+		if _, err := br.Peek(len(b) + 1); err != nil {
+			return nil, 0, false
+		}
+	}
+}
+
+// parseResponseHead parses raw (a head through its blank line) as
+// http.ReadResponse would, or refuses it (see ReadResponseHead).
+func parseResponseHead(raw []byte, req *http.Request) (*http.Response, int64, bool) {
+	s := string(raw[:len(raw)-2]) // one allocation: every string below is part of it
+	eol := indexCRLF(s)
+	line := s[:eol]
+	const proto = "HTTP/1.1 "
+	if len(line) < len(proto)+3 || line[:len(proto)] != proto {
+		return nil, 0, false
+	}
+	status := line[len(proto):]
+	if status[0] < '2' || status[0] > '5' || !isDigit(status[1]) || !isDigit(status[2]) ||
+		(len(status) > 3 && status[3] != ' ') {
+		return nil, 0, false
+	}
+	code := int(status[0]-'0')*100 + int(status[1]-'0')*10 + int(status[2]-'0')
+
+	fields := s[eol+2:]
+	n := countLines(fields)
+	hdr := make(http.Header, n)
+	vals := make([]string, n)
+	var key [64]byte
+	lengths, length, closing := 0, int64(0), false
+	for i := 0; fields != ""; i++ {
+		eol := indexCRLF(fields)
+		line := fields[:eol]
+		fields = fields[eol+2:]
+		colon := indexByte(line, ':')
+		if colon <= 0 || colon > len(key) {
+			return nil, 0, false
+		}
+		name := line[:colon]
+		for j := 0; j < len(name); j++ {
+			if !httpguts.IsTokenRune(rune(name[j])) {
+				return nil, 0, false
+			}
+		}
+		k := canonicalKey(key[:colon], name)
+		v := trimOWS(line[colon+1:])
+		if !httpguts.ValidHeaderFieldValue(v) {
+			return nil, 0, false
+		}
+		switch k {
+		case "Transfer-Encoding", "Pragma":
+			return nil, 0, false
+		case "Content-Length":
+			var ok bool
+			if lengths++; lengths > 1 {
+				return nil, 0, false
+			}
+			if length, ok = parseLength(v); !ok {
+				return nil, 0, false
+			}
+		case "Connection":
+			if !closing && httpguts.HeaderValuesContainsToken([]string{v}, "close") {
+				closing = true
+			}
+		}
+		vals[i] = v
+		if prev, ok := hdr[k]; ok {
+			hdr[k] = append(prev, v)
+		} else {
+			hdr[k] = vals[i : i+1 : i+1]
+		}
+	}
+	if closing {
+		delete(hdr, "Connection") // as net/http does for a response that closes
+	}
+
+	resp := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: hdr, Close: closing, Request: req}
+	switch {
+	case req != nil && req.Method == http.MethodHead:
+		resp.ContentLength = -1
+		if lengths == 1 {
+			resp.ContentLength = length // the length a GET would have had
+		}
+		return resp, 0, true
+	case code == http.StatusNoContent || code == http.StatusNotModified:
+		return resp, 0, true
+	case lengths == 0:
+		return nil, 0, false // the body ends when the connection closes
+	}
+	resp.ContentLength = length
+	return resp, length, true
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
