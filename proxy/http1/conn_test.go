@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -214,5 +215,47 @@ func TestAbortedResponseIsCutShortByTheClose(t *testing.T) {
 	}
 	if s := <-done; s.handedOff {
 		t.Fatal("an aborted connection must close")
+	}
+}
+
+// The handler's fields go out in one order, sorted by name as net/http
+// writes them, not in the header map's order (which changes every time).
+func TestResponseFieldsAreWrittenSortedByName(t *testing.T) {
+	names := []string{"X-Knit-07", "Cache-Control", "X-Knit-03", "Server", "X-Knit-11", "Etag", "X-Knit-01",
+		"Set-Cookie", "X-Knit-09", "Vary", "X-Knit-05", "Content-Type"}
+	addr, _ := startEngine(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, k := range names {
+			w.Header()[k] = []string{"1", "2"}
+		}
+		io.WriteString(w, "ok")
+	}), Limits{})
+	c, br := dial(t, addr)
+	var first []string
+	for i := range 20 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		var got []string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == "\r\n" {
+				break
+			}
+			if name, _, ok := strings.Cut(line, ":"); ok && name != "Date" && name != "Content-Length" {
+				got = append(got, name)
+			}
+		}
+		if _, err := br.Discard(len("ok")); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.IsSorted(got) || len(got) != 2*len(names) {
+			t.Fatalf("response %d: fields %v, want the handler's %d fields twice each, sorted by name", i, got, len(names))
+		}
+		if i == 0 {
+			first = got
+		} else if !slices.Equal(got, first) {
+			t.Fatalf("response %d: fields %v, the first response had %v", i, got, first)
+		}
 	}
 }

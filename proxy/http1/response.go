@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,8 +16,8 @@ import (
 // line, Date, Content-Type sniffing, automatic Content-Length for a body
 // that fits before the handler returns, chunking otherwise, suppressed
 // fields and no body for HEAD, 1xx, 204 and 304, trailers, Connection:
-// close), so a client sees what it saw from net/http; the fields themselves
-// are written in the handler's map order instead of sorted.
+// close), so a client sees what it saw from net/http, fields sorted by name
+// as net/http sorts them.
 
 // bufferBeforeChunking is how much body is held before the head is written,
 // so a small body gets a Content-Length (net/http holds as much).
@@ -45,6 +46,7 @@ type response struct {
 	hasDate     bool
 	closeAsked  bool     // the handler set Connection: close
 	trailers    []string // declared in Trailer, canonical
+	keys        []string // the header's names, sorted (reused)
 	prefixed    bool     // the map has "Trailer:"-prefixed keys
 
 	chunked   bool
@@ -61,7 +63,7 @@ func (w *response) reset(req *http.Request, b *body) {
 		clear(w.hdr)
 	}
 	*w = response{c: w.c, req: req, body: b, hdr: w.hdr, fields: w.fields[:0], pending: w.pending[:0],
-		trailers: w.trailers[:0]}
+		trailers: w.trailers[:0], keys: w.keys[:0]}
 }
 
 func (w *response) Header() http.Header { return w.hdr }
@@ -79,7 +81,16 @@ func (w *response) WriteHeader(code int) {
 		return // informational: the proxy never relays one
 	}
 	w.wroteHeader, w.status = true, code
-	for k, vv := range w.hdr {
+	// Sorted by name, as net/http writes them: the map's order changes from
+	// one response to the next.
+	keys := w.keys[:0]
+	for k := range w.hdr {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	w.keys = keys
+	for _, k := range keys {
+		vv := w.hdr[k]
 		switch k {
 		case "Content-Length":
 			if len(vv) > 0 {
@@ -186,8 +197,7 @@ func (w *response) Write(p []byte) (int, error) {
 func (w *response) writeBody(p []byte) {
 	bw := w.c.bw
 	if w.chunked {
-		var hex [16]byte
-		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
 		bw.WriteString("\r\n")
 		bw.Write(p)
 		_, err := bw.WriteString("\r\n")
@@ -267,9 +277,9 @@ func (w *response) writeHead(done bool, next []byte) {
 }
 
 func writeLength(bw *bufio.Writer, n int64) {
-	var b [24]byte
 	bw.WriteString("Content-Length: ")
-	bw.Write(strconv.AppendInt(b[:0], n, 10))
+	// The buffer's free space: a local array would escape through Write.
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), n, 10))
 	bw.WriteString("\r\n")
 }
 
