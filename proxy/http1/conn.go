@@ -62,6 +62,7 @@ type Conn struct {
 	// The read that runs while a handler does, once the request is read: it
 	// notices the client leaving (or keeps the first byte of its next request).
 	bgByte    [1]byte
+	bgRead    func() // c.backgroundRead, bound once: a go statement of a method value allocates
 	bgDone    chan struct{}
 	bgRunning bool
 	bgGot     bool
@@ -79,6 +80,7 @@ func NewConn(ctx context.Context, nc net.Conn, h http.Handler, lim Limits, closi
 	c.tmpl.RemoteAddr = nc.RemoteAddr().String()
 	c.bw = bufio.NewWriterSize(nc, bufSize)
 	c.resp.c = c
+	c.bgRead = c.backgroundRead
 	return c
 }
 
@@ -250,7 +252,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 
 func (c *Conn) startBackgroundRead() {
 	c.bgRunning = true
-	go c.backgroundRead()
+	go c.bgRead()
 }
 
 // backgroundRead waits for the client's next byte: EOF or an error means

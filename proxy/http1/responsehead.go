@@ -8,9 +8,10 @@ import (
 )
 
 // ReadResponseHead reads a response head from br in place when it lies in a
-// strict subset of what http.ReadResponse accepts, and returns the response
-// http.ReadResponse would have returned, but without a Body: bodyLen bytes of
-// body follow the head on br (0: none, and the caller sets http.NoBody).
+// strict subset of what http.ReadResponse accepts, and sets *resp to the
+// response http.ReadResponse would have returned, but without a Body: bodyLen
+// bytes of body follow the head on br (0: none, and the caller sets
+// http.NoBody). The caller allocates resp, so it can share an allocation.
 //
 // ok false leaves every byte it read in br unconsumed: the caller hands br to
 // http.ReadResponse, which reads it exactly as if it had been asked first
@@ -20,43 +21,43 @@ import (
 // token or is longer than 64 bytes, Transfer-Encoding, Pragma (net/http adds
 // Cache-Control for it), no Content-Length or more than one, or one that is
 // not all digits, and a body delimited by the connection's close.
-func ReadResponseHead(br *bufio.Reader, req *http.Request) (resp *http.Response, bodyLen int64, ok bool) {
+func ReadResponseHead(br *bufio.Reader, req *http.Request, resp *http.Response) (bodyLen int64, ok bool) {
 	for {
 		b, _ := br.Peek(br.Buffered())
 		n := endOfHead(b)
 		if n < 0 {
-			return nil, 0, false
+			return 0, false
 		}
 		if n > 0 {
-			resp, bodyLen, ok = parseResponseHead(b[:n], req)
+			bodyLen, ok = parseResponseHead(b[:n], req, resp)
 			if ok {
 				br.Discard(n)
 			}
-			return resp, bodyLen, ok
+			return bodyLen, ok
 		}
 		if len(b) >= br.Size() {
-			return nil, 0, false
+			return 0, false
 		}
 		if _, err := br.Peek(len(b) + 1); err != nil {
-			return nil, 0, false
+			return 0, false
 		}
 	}
 }
 
 // parseResponseHead parses raw (a head through its blank line) as
 // http.ReadResponse would, or refuses it (see ReadResponseHead).
-func parseResponseHead(raw []byte, req *http.Request) (*http.Response, int64, bool) {
+func parseResponseHead(raw []byte, req *http.Request, resp *http.Response) (int64, bool) {
 	s := string(raw[:len(raw)-2]) // one allocation: every string below is part of it
 	eol := indexCRLF(s)
 	line := s[:eol]
 	const proto = "HTTP/1.1 "
 	if len(line) < len(proto)+3 || line[:len(proto)] != proto {
-		return nil, 0, false
+		return 0, false
 	}
 	status := line[len(proto):]
 	if status[0] < '2' || status[0] > '5' || !isDigit(status[1]) || !isDigit(status[2]) ||
 		(len(status) > 3 && status[3] != ' ') {
-		return nil, 0, false
+		return 0, false
 	}
 	code := int(status[0]-'0')*100 + int(status[1]-'0')*10 + int(status[2]-'0')
 
@@ -72,29 +73,29 @@ func parseResponseHead(raw []byte, req *http.Request) (*http.Response, int64, bo
 		fields = fields[eol+2:]
 		colon := indexByte(line, ':')
 		if colon <= 0 || colon > len(key) {
-			return nil, 0, false
+			return 0, false
 		}
 		name := line[:colon]
 		for j := 0; j < len(name); j++ {
 			if !httpguts.IsTokenRune(rune(name[j])) {
-				return nil, 0, false
+				return 0, false
 			}
 		}
 		k := canonicalKey(key[:colon], name)
 		v := trimOWS(line[colon+1:])
 		if !httpguts.ValidHeaderFieldValue(v) {
-			return nil, 0, false
+			return 0, false
 		}
 		switch k {
 		case "Transfer-Encoding", "Pragma":
-			return nil, 0, false
+			return 0, false
 		case "Content-Length":
 			var ok bool
 			if lengths++; lengths > 1 {
-				return nil, 0, false
+				return 0, false
 			}
 			if length, ok = parseLength(v); !ok {
-				return nil, 0, false
+				return 0, false
 			}
 		case "Connection":
 			if !closing && httpguts.HeaderValuesContainsToken([]string{v}, "close") {
@@ -112,7 +113,7 @@ func parseResponseHead(raw []byte, req *http.Request) (*http.Response, int64, bo
 		delete(hdr, "Connection") // as net/http does for a response that closes
 	}
 
-	resp := &http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+	*resp = http.Response{Status: status, StatusCode: code, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: hdr, Close: closing, Request: req}
 	switch {
 	case req != nil && req.Method == http.MethodHead:
@@ -120,14 +121,14 @@ func parseResponseHead(raw []byte, req *http.Request) (*http.Response, int64, bo
 		if lengths == 1 {
 			resp.ContentLength = length // the length a GET would have had
 		}
-		return resp, 0, true
+		return 0, true
 	case code == http.StatusNoContent || code == http.StatusNotModified:
-		return resp, 0, true
+		return 0, true
 	case lengths == 0:
-		return nil, 0, false // the body ends when the connection closes
+		return 0, false // the body ends when the connection closes
 	}
 	resp.ContentLength = length
-	return resp, length, true
+	return length, true
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }

@@ -36,7 +36,8 @@ func checkResponseSameAsNetHTTP(t *testing.T, raw []byte, method string, piece i
 	t.Helper()
 	req := &http.Request{Method: method}
 	br := bufio.NewReaderSize(&pieces{data: raw, n: piece}, 4096)
-	got, bodyLen, ok := ReadResponseHead(br, req)
+	got := new(http.Response)
+	bodyLen, ok := ReadResponseHead(br, req, got)
 	if !ok {
 		if rest, _ := io.ReadAll(br); !bytes.Equal(rest, raw) {
 			t.Fatalf("%q: refused but consumed %d bytes", raw, len(raw)-len(rest))

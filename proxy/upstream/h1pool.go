@@ -393,14 +393,14 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 		}
 		err = writeRequest(pc.bw, req, body, addr)
 		var resp *http.Response
-		var bodyLen int64
+		var respBody *h1Body
 		if err == nil {
 			pc.readLimit = pool.maxHeader + h1BufSize
-			resp, bodyLen, err = readResponse(pc.br, req)
+			resp, respBody, err = readResponse(pc.br, req)
 			// Skip informational responses (100 Continue, 103 Early Hints);
 			// 101 is final and is only asked for on the http.Transport path.
 			for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-				resp, bodyLen, err = readResponse(pc.br, req)
+				resp, respBody, err = readResponse(pc.br, req)
 			}
 			pc.readLimit = math.MaxInt64
 		}
@@ -424,7 +424,8 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 			finish(pc, keep)
 			return resp, nil
 		}
-		resp.Body = &h1Body{rc: resp.Body, pc: pc, keep: keep, left: bodyLen}
+		respBody.rc, respBody.pc, respBody.keep = resp.Body, pc, keep
+		resp.Body = respBody
 		return resp, nil
 	}
 }
@@ -594,18 +595,27 @@ func validRequestTarget(req *http.Request) error {
 }
 
 // readResponse reads a response head as http.ReadResponse does: in place
-// when http1.ReadResponseHead takes it, and then its body is the bodyLen
-// bytes that follow on br (resp.Body is nil for h1Body to read them, or
-// http.NoBody); else with http.ReadResponse (bodyLen 0, resp.Body its own).
-func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, bodyLen int64, err error) {
-	if resp, bodyLen, ok := http1.ReadResponseHead(br, req); ok {
-		if bodyLen == 0 {
-			resp.Body = http.NoBody
+// when http1.ReadResponseHead takes it, else with http.ReadResponse. body is
+// the h1Body to wrap a response body in, allocated with the response read in
+// place; for that one, resp.Body is nil (body reads the bytes the head
+// announced from br) or http.NoBody.
+func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, body *h1Body, err error) {
+	r := new(h1Response)
+	if n, ok := http1.ReadResponseHead(br, req, &r.resp); ok {
+		if n == 0 {
+			r.resp.Body = http.NoBody
 		}
-		return resp, bodyLen, nil
+		r.body.left = n
+		return &r.resp, &r.body, nil
 	}
 	resp, err = http.ReadResponse(br, req)
-	return resp, 0, err
+	return resp, &r.body, err
+}
+
+// h1Response is a response read in place and its body's reader, in one allocation.
+type h1Response struct {
+	resp http.Response
+	body h1Body
 }
 
 // h1Body returns the connection to the pool once the body is read to EOF. It
