@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"net/http"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -47,8 +48,8 @@ func ReadResponseHead(br *bufio.Reader, req *http.Request, resp *http.Response) 
 // parseResponseHead parses raw (a head through its blank line) as
 // http.ReadResponse would, or refuses it (see ReadResponseHead).
 func parseResponseHead(raw []byte, req *http.Request, resp *http.Response) (int64, bool) {
-	s := string(raw[:len(raw)-2]) // one allocation: every string below is part of it
-	eol := indexCRLF(s)
+	s := string(raw[:len(raw)-2])     // one allocation: every string below is part of it
+	eol := strings.IndexByte(s, '\r') // the first line's end: endOfHead let no other CR through
 	line := s[:eol]
 	const proto = "HTTP/1.1 "
 	if len(line) < len(proto)+3 || line[:len(proto)] != proto {
@@ -62,35 +63,22 @@ func parseResponseHead(raw []byte, req *http.Request, resp *http.Response) (int6
 	code := int(status[0]-'0')*100 + int(status[1]-'0')*10 + int(status[2]-'0')
 
 	fields := s[eol+2:]
-	n := countLines(fields)
+	n := strings.Count(fields, "\n")
 	hdr := make(http.Header, n)
 	vals := make([]string, n)
-	var key [64]byte
+	var key [maxFieldName]byte
 	lengths, length, closing := 0, int64(0), false
-	for i := 0; fields != ""; i++ {
-		eol := indexCRLF(fields)
-		line := fields[:eol]
-		fields = fields[eol+2:]
-		colon := indexByte(line, ':')
-		if colon <= 0 || colon > len(key) {
-			return 0, false
-		}
-		name := line[:colon]
-		for j := 0; j < len(name); j++ {
-			if !httpguts.IsTokenRune(rune(name[j])) {
-				return 0, false
-			}
-		}
-		k := canonicalKey(key[:colon], name)
-		v := trimOWS(line[colon+1:])
-		if !httpguts.ValidHeaderFieldValue(v) {
+	for i, rest := 0, fields; rest != ""; i++ {
+		var line string
+		line, rest = nextLine(rest)
+		k, v, ok := parseField(&key, line)
+		if !ok {
 			return 0, false
 		}
 		switch k {
 		case "Transfer-Encoding", "Pragma":
 			return 0, false
 		case "Content-Length":
-			var ok bool
 			if lengths++; lengths > 1 {
 				return 0, false
 			}
@@ -102,12 +90,10 @@ func parseResponseHead(raw []byte, req *http.Request, resp *http.Response) (int6
 				closing = true
 			}
 		}
-		vals[i] = v
-		if prev, ok := hdr[k]; ok {
-			hdr[k] = append(prev, v)
-		} else {
-			hdr[k] = vals[i : i+1 : i+1]
-		}
+		addField(hdr, vals, i, k, v)
+	}
+	if len(hdr) < n {
+		mergeFields(fields, hdr, vals, "")
 	}
 	if closing {
 		delete(hdr, "Connection") // as net/http does for a response that closes
