@@ -46,7 +46,7 @@ type response struct {
 	hasDate     bool
 	closeAsked  bool     // the handler set Connection: close
 	trailers    []string // declared in Trailer, canonical
-	keys        []string // the header's names, sorted (reused)
+	sorted      []field  // the header's fields, sorted by name (reused)
 	prefixed    bool     // the map has "Trailer:"-prefixed keys
 
 	chunked   bool
@@ -62,8 +62,15 @@ func (w *response) reset(req *http.Request, b *body) {
 	} else {
 		clear(w.hdr)
 	}
+	clear(w.sorted) // the last response's values: not kept alive by an idle connection
 	*w = response{c: w.c, req: req, body: b, hdr: w.hdr, fields: w.fields[:0], pending: w.pending[:0],
-		trailers: w.trailers[:0], keys: w.keys[:0]}
+		trailers: w.trailers[:0], sorted: w.sorted[:0]}
+}
+
+// field is one name of the header with its values.
+type field struct {
+	name   string
+	values []string
 }
 
 func (w *response) Header() http.Header { return w.hdr }
@@ -83,14 +90,14 @@ func (w *response) WriteHeader(code int) {
 	w.wroteHeader, w.status = true, code
 	// Sorted by name, as net/http writes them: the map's order changes from
 	// one response to the next.
-	keys := w.keys[:0]
-	for k := range w.hdr {
-		keys = append(keys, k)
+	sorted := w.sorted[:0]
+	for k, vv := range w.hdr {
+		sorted = append(sorted, field{k, vv})
 	}
-	slices.Sort(keys)
-	w.keys = keys
-	for _, k := range keys {
-		vv := w.hdr[k]
+	slices.SortFunc(sorted, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	w.sorted = sorted
+	for _, f := range sorted {
+		k, vv := f.name, f.values
 		switch k {
 		case "Content-Length":
 			if len(vv) > 0 {

@@ -118,9 +118,9 @@ func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 // grpcStatus reads grpc-status from trailers, or from headers for a
 // trailers-only response; -1 when the response is not gRPC.
 func grpcStatus(resp *http.Response) int {
-	v := resp.Trailer.Get("Grpc-Status")
+	v := firstValue(resp.Trailer, "Grpc-Status")
 	if v == "" {
-		v = resp.Header.Get("Grpc-Status")
+		v = firstValue(resp.Header, "Grpc-Status")
 	}
 	if v == "" {
 		return -1
@@ -130,4 +130,13 @@ func grpcStatus(resp *http.Response) int {
 		return 2 // UNKNOWN
 	}
 	return s
+}
+
+// firstValue is h.Get(k) for a canonical k, without canonicalizing it again
+// (Get does, per call).
+func firstValue(h http.Header, k string) string {
+	if vv := h[k]; len(vv) > 0 {
+		return vv[0]
+	}
+	return ""
 }
