@@ -144,23 +144,37 @@ func (w *response) WriteHeader(code int) {
 // appendField writes one field as net/http does: invalid names are dropped,
 // line breaks in values become spaces.
 func appendField(b []byte, k string, vv []string) []byte {
-	if !httpguts.ValidHeaderFieldName(k) {
+	if !validFieldName(k) {
 		return b
 	}
 	for _, v := range vv {
 		b = append(b, k...)
 		b = append(b, ": "...)
-		for i := 0; i < len(v); i++ {
-			if c := v[i]; c == '\r' || c == '\n' {
-				c = ' '
-				b = append(b, c)
-			} else {
-				b = append(b, c)
+		start := len(b)
+		b = append(b, v...)
+		if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+			for i := start; i < len(b); i++ {
+				if b[i] == '\r' || b[i] == '\n' {
+					b[i] = ' '
+				}
 			}
 		}
 		b = append(b, "\r\n"...)
 	}
 	return b
+}
+
+// validFieldName is httpguts.ValidHeaderFieldName by table.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !tokenByte[k[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *response) bodyAllowed() bool {

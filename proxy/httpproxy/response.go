@@ -41,13 +41,35 @@ func removeHopHeaders(h http.Header) {
 			delete(h, textproto.CanonicalMIMEHeaderKey(tok))
 		}
 	}
+	if len(h) <= len(hopHeaders) {
+		// A small header: one pass over it costs less than a lookup per hop-by-hop name.
+		for k, vv := range h {
+			if isHopHeader(k) || k == "Te" && !onlyTrailers(vv) {
+				delete(h, k)
+			}
+		}
+		return
+	}
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
-	// "TE: trailers" must reach gRPC servers; other TE values are hop-by-hop.
-	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+	if te, ok := h["Te"]; ok && !onlyTrailers(te) {
 		delete(h, "Te")
 	}
+}
+
+// onlyTrailers: "TE: trailers" must reach gRPC servers; other TE values are hop-by-hop.
+func onlyTrailers(te []string) bool {
+	return len(te) == 1 && strings.EqualFold(te[0], "trailers")
+}
+
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
 }
 
 // bufPool holds copy buffers so the body copy does not allocate per request.
