@@ -2,9 +2,10 @@
 // connections, in place of net/http's for the common keep-alive request: the
 // request head is parsed in place in a buffer reused for the connection's
 // life, the response head and a small body leave in one write, and a request
-// costs no goroutine of its own beyond the read that notices the client
-// leaving, no context, timer or header clone; deadlines are set on the
-// connection.
+// costs no goroutine, context or header clone of its own: the read that
+// notices the client leaving starts only when a handler runs longer than
+// watchDelay (a timer per connection, reset per request); deadlines are set
+// on the connection.
 //
 // It serves a strict subset of HTTP/1.1 (see parseHead) and parses it to
 // exactly what net/http would. At the first request outside that subset
@@ -59,15 +60,24 @@ type Conn struct {
 
 	state atomic.Int32
 
-	// The read that runs while a handler does, once the request is read: it
-	// notices the client leaving (or keeps the first byte of its next request).
+	// The read that runs while a handler does, once the request is read and
+	// the handler has run for watchDelay: it notices the client leaving (or
+	// keeps the first byte of its next request).
 	bgByte    [1]byte
-	bgRead    func() // c.backgroundRead, bound once: a go statement of a method value allocates
+	bgTimer   *time.Timer // runs backgroundRead after watchDelay; reset per request
 	bgDone    chan struct{}
-	bgRunning bool
+	bgMu      sync.Mutex
+	bgArmed   bool // the timer may still start the read (under bgMu)
+	bgRunning bool // the read started: bgDone will be sent (under bgMu)
 	bgGot     bool
 	bgErr     error
 }
+
+// watchDelay is how long a handler runs before the read that notices the
+// client leaving starts. Most exchanges end sooner and so cost no read, no
+// goroutine and no wake-up; a client leaving a longer one is noticed this
+// much later.
+const watchDelay = 20 * time.Millisecond
 
 // NewConn prepares nc for Serve; requests' contexts derive from ctx. Once
 // closing reports true, every response asks the client to leave
@@ -80,7 +90,6 @@ func NewConn(ctx context.Context, nc net.Conn, h http.Handler, lim Limits, closi
 	c.tmpl.RemoteAddr = nc.RemoteAddr().String()
 	c.bw = bufio.NewWriterSize(nc, bufSize)
 	c.resp.c = c
-	c.bgRead = c.backgroundRead
 	return c
 }
 
@@ -235,10 +244,19 @@ func (c *Conn) closeBody(b *body) {
 		b.closed = true
 		b.mu.Unlock()
 	}
-	if !c.bgRunning {
+	c.bgMu.Lock()
+	if c.bgArmed {
+		c.bgArmed = false
+		c.bgMu.Unlock()
+		c.bgTimer.Stop() // if it already fired, backgroundRead finds it disarmed
 		return
 	}
+	running := c.bgRunning
 	c.bgRunning = false
+	c.bgMu.Unlock()
+	if !running {
+		return
+	}
 	c.nc.SetReadDeadline(aLongTimeAgo)
 	<-c.bgDone
 	if c.bgGot {
@@ -250,15 +268,29 @@ func (c *Conn) closeBody(b *body) {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// startBackgroundRead arms the timer that starts backgroundRead.
 func (c *Conn) startBackgroundRead() {
-	c.bgRunning = true
-	go c.bgRead()
+	c.bgMu.Lock()
+	c.bgArmed = true
+	c.bgMu.Unlock()
+	if c.bgTimer == nil {
+		c.bgTimer = time.AfterFunc(watchDelay, c.backgroundRead)
+	} else {
+		c.bgTimer.Reset(watchDelay)
+	}
 }
 
 // backgroundRead waits for the client's next byte: EOF or an error means
 // the client left, and the request's context ends (the socket also tells the
 // exchange running for it); a deadline set by closeBody just stops it.
 func (c *Conn) backgroundRead() {
+	c.bgMu.Lock()
+	if !c.bgArmed { // the request ended first (a late firing of an earlier arming)
+		c.bgMu.Unlock()
+		return
+	}
+	c.bgArmed, c.bgRunning = false, true
+	c.bgMu.Unlock()
 	n, err := c.nc.Read(c.bgByte[:])
 	c.bgGot = n == 1
 	if err != nil && !isTimeout(err) {

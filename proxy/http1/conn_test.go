@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -257,5 +258,52 @@ func TestResponseFieldsAreWrittenSortedByName(t *testing.T) {
 		} else if !slices.Equal(got, first) {
 			t.Fatalf("response %d: fields %v, the first response had %v", i, got, first)
 		}
+	}
+}
+
+// countingConn counts the reads made on a connection.
+type countingConn struct {
+	net.Conn
+	reads atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+// A request whose handler ends quickly costs one read of the client's socket
+// (its head): the read that watches for the client leaving starts only for a
+// handler still running after watchDelay.
+func TestQuickRequestsCostOneReadEach(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan *countingConn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		cc := &countingConn{Conn: nc}
+		conns <- cc
+		NewConn(context.Background(), cc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+		}), Limits{}, nil).Serve()
+	}()
+	c, br := dial(t, ln.Addr().String())
+	const requests = 40
+	for range requests {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp, body := readResponse(t, br, "GET"); resp.StatusCode != http.StatusOK || body != "ok" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	// One more read for each request would be the per-request watching read;
+	// a few may still start on a loaded machine (a handler slower than watchDelay).
+	if n := (<-conns).reads.Load(); n > requests+requests/4 {
+		t.Fatalf("%d reads of the client's socket for %d quick requests; want about one each", n, requests)
 	}
 }
