@@ -104,11 +104,15 @@ func parseHead(raw []byte, h *head) bool {
 			return false
 		}
 	}
-	u, err := url.ParseRequestURI(h.target)
-	if err != nil || u.Host != "" {
-		return false
+	if plainPath(h.target) {
+		h.url = &url.URL{Path: h.target} // what url.ParseRequestURI makes of it, without the parse
+	} else {
+		u, err := url.ParseRequestURI(h.target)
+		if err != nil || u.Host != "" {
+			return false
+		}
+		h.url = u
 	}
-	h.url = u
 
 	fields := s[eol+2:]
 	n := strings.Count(fields, "\n")
@@ -162,6 +166,30 @@ func parseHead(raw []byte, h *head) bool {
 	h.header = hdr
 	return true
 }
+
+// plainPath: a target of only unreserved bytes and '/' (no query, no
+// escapes), which url.ParseRequestURI turns into a URL with just that Path.
+func plainPath(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if !pathByte[t[i]] {
+			return false
+		}
+	}
+	return true
+}
+
+var pathByte = func() (b [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		b[c], b[c-'a'+'A'] = true, true
+	}
+	for c := '0'; c <= '9'; c++ {
+		b[c] = true
+	}
+	for _, c := range "/-._~" {
+		b[c] = true
+	}
+	return b
+}()
 
 // internKey returns a canonical field name as a string: a constant for
 // common names (no allocation; a switch, cheaper than hashing into a map),
