@@ -29,15 +29,15 @@ import (
 // (go test -run '^$' -bench RequestPath -benchmem ./proxy/dataplane); lower them when a change
 // makes a path cheaper.
 var allocCeilings = map[string]float64{
-	// 2026-12-02: 11 / 25 / 51 since upstream response heads are read in place
-	// (http1.ReadResponseHead; was 20 / 44 / 57 with http.ReadResponse). Of the 11: the engine's
-	// 5 (the head's string, header map and values, URL, request), the upstream response's 4 (its
-	// head's string, header map and values, the response with its body reader), the rest the
-	// handler. Before proxy/http1: 30 / 64 with net/http's server; mutual TLS was 69 before the
-	// mesh peer's stream reported its end itself, see proxy/listener peerConn.
-	"http1":              11,
-	"http1-mutual-tls":   25, // both sidecars
-	"http2-h2c-to-http1": 51, // 59 while body-less streams had a request-body guard
+	// 2026-12-02: 9 / 21 / 50 since upstream response heads are read in place
+	// (http1.ReadResponseHead; was 20 / 44 / 57 with http.ReadResponse). Of the 9: the engine's
+	// 4 (the head's string, header map and values, the request with its URL), the upstream
+	// response's 3 (its head's string, header map, the response with its body reader and values),
+	// the rest the handler. Before proxy/http1: 30 / 64 with net/http's server; mutual TLS was 69
+	// before the mesh peer's stream reported its end itself, see proxy/listener peerConn.
+	"http1":              9,
+	"http1-mutual-tls":   21, // both sidecars
+	"http2-h2c-to-http1": 50, // 59 while body-less streams had a request-body guard
 }
 
 // requestPaths builds each measured path and returns one request's exchange.

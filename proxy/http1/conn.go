@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -192,9 +193,10 @@ func deadline(d time.Duration) time.Time {
 // the connection must close.
 func (c *Conn) serve() bool {
 	h := &c.head
-	req := new(http.Request)
-	*req = c.tmpl
-	req.Method, req.URL, req.RequestURI = h.method, h.url, h.target
+	ru := new(requestWithURL) // one allocation for both
+	ru.req, ru.url = c.tmpl, h.url
+	req := &ru.req
+	req.Method, req.URL, req.RequestURI = h.method, &ru.url, h.target
 	req.Header, req.Host, req.Close = h.header, h.host, h.close
 	req.ContentLength = h.contentLength
 	var b *body
@@ -222,6 +224,12 @@ func (c *Conn) serve() bool {
 		return false
 	}
 	return keep
+}
+
+// requestWithURL is a request and its URL.
+type requestWithURL struct {
+	req http.Request
+	url url.URL
 }
 
 // runHandler calls the handler; a panic (http.ErrAbortHandler: a response cut

@@ -15,7 +15,7 @@ import (
 // (see parseHead) is left to net/http.
 type head struct {
 	method, target string
-	url            *url.URL
+	url            url.URL // copied into the request's own allocation (see serve)
 	host           string
 	header         http.Header
 	contentLength  int64
@@ -105,13 +105,13 @@ func parseHead(raw []byte, h *head) bool {
 		}
 	}
 	if plainPath(h.target) {
-		h.url = &url.URL{Path: h.target} // what url.ParseRequestURI makes of it, without the parse
+		h.url = url.URL{Path: h.target} // what url.ParseRequestURI makes of it, without the parse
 	} else {
 		u, err := url.ParseRequestURI(h.target)
 		if err != nil || u.Host != "" {
 			return false
 		}
-		h.url = u
+		h.url = *u
 	}
 
 	fields := s[eol+2:]

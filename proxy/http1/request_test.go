@@ -62,7 +62,7 @@ func checkSameAsNetHTTP(t *testing.T, raw []byte) (taken bool) {
 	if h.method != want.Method || h.target != want.RequestURI || h.host != want.Host ||
 		h.url.String() != want.URL.String() || h.contentLength != want.ContentLength || h.close != want.Close {
 		t.Fatalf("%q: engine read %s %s host %q length %d close %v; net/http %s %s host %q length %d close %v",
-			raw[:n], h.method, h.url, h.host, h.contentLength, h.close, want.Method, want.URL, want.Host, want.ContentLength, want.Close)
+			raw[:n], h.method, &h.url, h.host, h.contentLength, h.close, want.Method, want.URL, want.Host, want.ContentLength, want.Close)
 	}
 	if !reflect.DeepEqual(h.header, want.Header) {
 		t.Fatalf("%q: engine read header %v; net/http %v", raw[:n], h.header, want.Header)

@@ -12,7 +12,9 @@ import (
 // strict subset of what http.ReadResponse accepts, and sets *resp to the
 // response http.ReadResponse would have returned, but without a Body: bodyLen
 // bytes of body follow the head on br (0: none, and the caller sets
-// http.NoBody). The caller allocates resp, so it can share an allocation.
+// http.NoBody). The caller allocates resp, so it can share an allocation,
+// and may pass room for the field values in vals (one string per field
+// line; a longer head allocates its own).
 //
 // ok false leaves every byte it read in br unconsumed: the caller hands br to
 // http.ReadResponse, which reads it exactly as if it had been asked first
@@ -22,7 +24,7 @@ import (
 // token or is longer than 64 bytes, Transfer-Encoding, Pragma (net/http adds
 // Cache-Control for it), no Content-Length or more than one, or one that is
 // not all digits, and a body delimited by the connection's close.
-func ReadResponseHead(br *bufio.Reader, req *http.Request, resp *http.Response) (bodyLen int64, ok bool) {
+func ReadResponseHead(br *bufio.Reader, req *http.Request, resp *http.Response, vals []string) (bodyLen int64, ok bool) {
 	for {
 		b, _ := br.Peek(br.Buffered())
 		n := endOfHead(b)
@@ -30,7 +32,7 @@ func ReadResponseHead(br *bufio.Reader, req *http.Request, resp *http.Response) 
 			return 0, false
 		}
 		if n > 0 {
-			bodyLen, ok = parseResponseHead(b[:n], req, resp)
+			bodyLen, ok = parseResponseHead(b[:n], req, resp, vals)
 			if ok {
 				br.Discard(n)
 			}
@@ -47,7 +49,7 @@ func ReadResponseHead(br *bufio.Reader, req *http.Request, resp *http.Response) 
 
 // parseResponseHead parses raw (a head through its blank line) as
 // http.ReadResponse would, or refuses it (see ReadResponseHead).
-func parseResponseHead(raw []byte, req *http.Request, resp *http.Response) (int64, bool) {
+func parseResponseHead(raw []byte, req *http.Request, resp *http.Response, vals []string) (int64, bool) {
 	s := string(raw[:len(raw)-2])     // one allocation: every string below is part of it
 	eol := strings.IndexByte(s, '\r') // the first line's end: endOfHead let no other CR through
 	line := s[:eol]
@@ -65,7 +67,9 @@ func parseResponseHead(raw []byte, req *http.Request, resp *http.Response) (int6
 	fields := s[eol+2:]
 	n := strings.Count(fields, "\n")
 	hdr := make(http.Header, n)
-	vals := make([]string, n)
+	if len(vals) < n {
+		vals = make([]string, n)
+	}
 	var key [maxFieldName]byte
 	lengths, length, closing := 0, int64(0), false
 	for i, rest := 0, fields; rest != ""; i++ {

@@ -601,7 +601,7 @@ func validRequestTarget(req *http.Request) error {
 // announced from br) or http.NoBody.
 func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, body *h1Body, err error) {
 	r := new(h1Response)
-	if n, ok := http1.ReadResponseHead(br, req, &r.resp); ok {
+	if n, ok := http1.ReadResponseHead(br, req, &r.resp, r.vals[:]); ok {
 		if n == 0 {
 			r.resp.Body = http.NoBody
 		}
@@ -612,10 +612,12 @@ func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, bod
 	return resp, &r.body, err
 }
 
-// h1Response is a response read in place and its body's reader, in one allocation.
+// h1Response is a response read in place, its body's reader and room for
+// its field values, in one allocation.
 type h1Response struct {
 	resp http.Response
 	body h1Body
+	vals [8]string
 }
 
 // h1Body returns the connection to the pool once the body is read to EOF. It
