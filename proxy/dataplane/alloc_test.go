@@ -31,9 +31,10 @@ import (
 var allocCeilings = map[string]float64{
 	// 2026-12-02: 9 / 21 / 50 since upstream response heads are read in place
 	// (http1.ReadResponseHead; was 20 / 44 / 57 with http.ReadResponse). Of the 9: the engine's
-	// 4 (the head's string, header map and values, the request with its URL), the upstream
-	// response's 3 (its head's string, header map, the response with its body reader and values),
-	// the rest the handler. Before proxy/http1: 30 / 64 with net/http's server; mutual TLS was 69
+	// 5 (the head's string, the header map and its table, the values, the request with its URL),
+	// the upstream response's 4 (its head's string, the header map and its table, the response
+	// with its body reader and values); the handler's none. Before proxy/http1: 30 / 64 with
+	// net/http's server; mutual TLS was 69
 	// before the mesh peer's stream reported its end itself, see proxy/listener peerConn.
 	"http1":              9,
 	"http1-mutual-tls":   21, // both sidecars
