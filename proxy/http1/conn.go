@@ -14,6 +14,10 @@
 // hands the connection back with the bytes it has read, and net/http serves
 // the rest of it exactly as it would have served all of it, refusals
 // included.
+//
+// ReadResponseHead reads upstream response heads the same way (in place, a
+// strict subset, the rest left to http.ReadResponse) for proxy/upstream's
+// HTTP/1.1 pool; both parsers share the field-line parsing (fields.go).
 package http1
 
 import (
