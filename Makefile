@@ -116,13 +116,14 @@ define fuzz
 endef
 
 .PHONY: fuzz
-fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, the HTTP/1 engine's parser vs net/http, access log lines, xDS decoding, the injection webhook and patcher, the identity service's request decoding (FUZZTIME=10s).
+fuzz: ## Short fuzz runs: protocol detection, proxy config, HTTP/1 writer and reader, proxy vs net/http, the HTTP/1 engine's request and upstream response parsers vs net/http, access log lines, xDS decoding, the injection webhook and patcher, the identity service's request decoding (FUZZTIME=10s).
 	$(call fuzz,FuzzDetect,./proxy/detect/)
 	$(call fuzz,FuzzParseConfig,./proxy/config/)
 	$(call fuzz,FuzzH1WriteRequest,./proxy/upstream/)
 	$(call fuzz,FuzzH1ReadResponse,./proxy/upstream/)
 	$(call fuzz,FuzzProxyMatchesNetHTTP,./proxy/dataplane/)
 	$(call fuzz,FuzzParseHeadMatchesNetHTTP,./proxy/http1/)
+	$(call fuzz,FuzzReadResponseHeadMatchesNetHTTP,./proxy/http1/)
 	$(call fuzz,FuzzLogJSON,./proxy/accesslog/)
 	$(call fuzz,FuzzDecodeAndTranslate,./proxy/xds/)
 	$(call fuzz,FuzzInjectionWebhook,./webhooks/)

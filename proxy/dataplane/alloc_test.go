@@ -29,14 +29,16 @@ import (
 // (go test -run '^$' -bench RequestPath -benchmem ./proxy/dataplane); lower them when a change
 // makes a path cheaper.
 var allocCeilings = map[string]float64{
-	// 2026-12-02: 20 / 44 / 57 since plaintext HTTP/1 clients are served by proxy/http1 (30 / 64
-	// with net/http's server; mutual TLS was 69 before the mesh peer's stream reported its end
-	// itself, see proxy/listener peerConn). Of the 20: the engine's 6 (the head's string, header
-	// map and values, URL, request, the read that watches the client), the rest the upstream
-	// exchange (http.ReadResponse and its textproto maps) and the handler.
-	"http1":              20,
-	"http1-mutual-tls":   44, // both sidecars
-	"http2-h2c-to-http1": 57, // 59 while body-less streams had a request-body guard
+	// 2026-12-02: 9 / 21 / 50 since upstream response heads are read in place
+	// (http1.ReadResponseHead; was 20 / 44 / 57 with http.ReadResponse). Of the 9: the engine's
+	// 5 (the head's string, the header map and its table, the values, the request with its URL),
+	// the upstream response's 4 (its head's string, the header map and its table, the response
+	// with its body reader and values); the handler's none. Before proxy/http1: 30 / 64 with
+	// net/http's server; mutual TLS was 69
+	// before the mesh peer's stream reported its end itself, see proxy/listener peerConn.
+	"http1":              9,
+	"http1-mutual-tls":   21, // both sidecars
+	"http2-h2c-to-http1": 50, // 59 while body-less streams had a request-body guard
 }
 
 // requestPaths builds each measured path and returns one request's exchange.

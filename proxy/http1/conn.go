@@ -2,9 +2,10 @@
 // connections, in place of net/http's for the common keep-alive request: the
 // request head is parsed in place in a buffer reused for the connection's
 // life, the response head and a small body leave in one write, and a request
-// costs no goroutine of its own beyond the read that notices the client
-// leaving, no context, timer or header clone; deadlines are set on the
-// connection.
+// costs no goroutine, context or header clone of its own: the read that
+// notices the client leaving starts only when a handler runs longer than
+// watchDelay (a timer per connection, reset per request); deadlines are set
+// on the connection.
 //
 // It serves a strict subset of HTTP/1.1 (see parseHead) and parses it to
 // exactly what net/http would. At the first request outside that subset
@@ -13,6 +14,10 @@
 // hands the connection back with the bytes it has read, and net/http serves
 // the rest of it exactly as it would have served all of it, refusals
 // included.
+//
+// ReadResponseHead reads upstream response heads the same way (in place, a
+// strict subset, the rest left to http.ReadResponse) for proxy/upstream's
+// HTTP/1.1 pool; both parsers share the field-line parsing (fields.go).
 package http1
 
 import (
@@ -21,6 +26,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,14 +65,24 @@ type Conn struct {
 
 	state atomic.Int32
 
-	// The read that runs while a handler does, once the request is read: it
-	// notices the client leaving (or keeps the first byte of its next request).
+	// The read that runs while a handler does, once the request is read and
+	// the handler has run for watchDelay: it notices the client leaving (or
+	// keeps the first byte of its next request).
 	bgByte    [1]byte
+	bgTimer   *time.Timer // runs backgroundRead after watchDelay; reset per request
 	bgDone    chan struct{}
-	bgRunning bool
+	bgMu      sync.Mutex
+	bgArmed   bool // the timer may still start the read (under bgMu)
+	bgRunning bool // the read started: bgDone will be sent (under bgMu)
 	bgGot     bool
 	bgErr     error
 }
+
+// watchDelay is how long a handler runs before the read that notices the
+// client leaving starts. Most exchanges end sooner and so cost no read, no
+// goroutine and no wake-up; a client leaving a longer one is noticed this
+// much later.
+const watchDelay = 20 * time.Millisecond
 
 // NewConn prepares nc for Serve; requests' contexts derive from ctx. Once
 // closing reports true, every response asks the client to leave
@@ -181,9 +197,10 @@ func deadline(d time.Duration) time.Time {
 // the connection must close.
 func (c *Conn) serve() bool {
 	h := &c.head
-	req := new(http.Request)
-	*req = c.tmpl
-	req.Method, req.URL, req.RequestURI = h.method, h.url, h.target
+	ru := new(requestWithURL) // one allocation for both
+	ru.req, ru.url = c.tmpl, h.url
+	req := &ru.req
+	req.Method, req.URL, req.RequestURI = h.method, &ru.url, h.target
 	req.Header, req.Host, req.Close = h.header, h.host, h.close
 	req.ContentLength = h.contentLength
 	var b *body
@@ -213,6 +230,12 @@ func (c *Conn) serve() bool {
 	return keep
 }
 
+// requestWithURL is a request and its URL.
+type requestWithURL struct {
+	req http.Request
+	url url.URL
+}
+
 // runHandler calls the handler; a panic (http.ErrAbortHandler: a response cut
 // short on purpose) leaves the response unfinished and closes the connection.
 func (c *Conn) runHandler(req *http.Request) (ok bool) {
@@ -233,10 +256,19 @@ func (c *Conn) closeBody(b *body) {
 		b.closed = true
 		b.mu.Unlock()
 	}
-	if !c.bgRunning {
+	c.bgMu.Lock()
+	if c.bgArmed {
+		c.bgArmed = false
+		c.bgMu.Unlock()
+		c.bgTimer.Stop() // if it already fired, backgroundRead finds it disarmed
 		return
 	}
+	running := c.bgRunning
 	c.bgRunning = false
+	c.bgMu.Unlock()
+	if !running {
+		return
+	}
 	c.nc.SetReadDeadline(aLongTimeAgo)
 	<-c.bgDone
 	if c.bgGot {
@@ -248,15 +280,29 @@ func (c *Conn) closeBody(b *body) {
 
 var aLongTimeAgo = time.Unix(1, 0)
 
+// startBackgroundRead arms the timer that starts backgroundRead.
 func (c *Conn) startBackgroundRead() {
-	c.bgRunning = true
-	go c.backgroundRead()
+	c.bgMu.Lock()
+	c.bgArmed = true
+	c.bgMu.Unlock()
+	if c.bgTimer == nil {
+		c.bgTimer = time.AfterFunc(watchDelay, c.backgroundRead)
+	} else {
+		c.bgTimer.Reset(watchDelay)
+	}
 }
 
 // backgroundRead waits for the client's next byte: EOF or an error means
 // the client left, and the request's context ends (the socket also tells the
 // exchange running for it); a deadline set by closeBody just stops it.
 func (c *Conn) backgroundRead() {
+	c.bgMu.Lock()
+	if !c.bgArmed { // the request ended first (a late firing of an earlier arming)
+		c.bgMu.Unlock()
+		return
+	}
+	c.bgArmed, c.bgRunning = false, true
+	c.bgMu.Unlock()
 	n, err := c.nc.Read(c.bgByte[:])
 	c.bgGot = n == 1
 	if err != nil && !isTimeout(err) {

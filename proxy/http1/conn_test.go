@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -214,5 +216,94 @@ func TestAbortedResponseIsCutShortByTheClose(t *testing.T) {
 	}
 	if s := <-done; s.handedOff {
 		t.Fatal("an aborted connection must close")
+	}
+}
+
+// The handler's fields go out in one order, sorted by name as net/http
+// writes them, not in the header map's order (which changes every time).
+func TestResponseFieldsAreWrittenSortedByName(t *testing.T) {
+	names := []string{"X-Knit-07", "Cache-Control", "X-Knit-03", "Server", "X-Knit-11", "Etag", "X-Knit-01",
+		"Set-Cookie", "X-Knit-09", "Vary", "X-Knit-05", "Content-Type"}
+	addr, _ := startEngine(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, k := range names {
+			w.Header()[k] = []string{"1", "2"}
+		}
+		io.WriteString(w, "ok")
+	}), Limits{})
+	c, br := dial(t, addr)
+	var first []string
+	for i := range 20 {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		var got []string
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line == "\r\n" {
+				break
+			}
+			if name, _, ok := strings.Cut(line, ":"); ok && name != "Date" && name != "Content-Length" {
+				got = append(got, name)
+			}
+		}
+		if _, err := br.Discard(len("ok")); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.IsSorted(got) || len(got) != 2*len(names) {
+			t.Fatalf("response %d: fields %v, want the handler's %d fields twice each, sorted by name", i, got, len(names))
+		}
+		if i == 0 {
+			first = got
+		} else if !slices.Equal(got, first) {
+			t.Fatalf("response %d: fields %v, the first response had %v", i, got, first)
+		}
+	}
+}
+
+// countingConn counts the reads made on a connection.
+type countingConn struct {
+	net.Conn
+	reads atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	c.reads.Add(1)
+	return c.Conn.Read(p)
+}
+
+// A request whose handler ends quickly costs one read of the client's socket
+// (its head): the read that watches for the client leaving starts only for a
+// handler still running after watchDelay.
+func TestQuickRequestsCostOneReadEach(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan *countingConn, 1)
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		cc := &countingConn{Conn: nc}
+		conns <- cc
+		NewConn(context.Background(), cc, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+		}), Limits{}, nil).Serve()
+	}()
+	c, br := dial(t, ln.Addr().String())
+	const requests = 40
+	for range requests {
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		if resp, body := readResponse(t, br, "GET"); resp.StatusCode != http.StatusOK || body != "ok" {
+			t.Fatalf("got %d %q", resp.StatusCode, body)
+		}
+	}
+	// One more read for each request would be the per-request watching read;
+	// a few may still start on a loaded machine (a handler slower than watchDelay).
+	if n := (<-conns).reads.Load(); n > requests+requests/4 {
+		t.Fatalf("%d reads of the client's socket for %d quick requests; want about one each", n, requests)
 	}
 }

@@ -1,9 +1,11 @@
 package http1
 
 import (
+	"bytes"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 
 	"golang.org/x/net/http/httpguts"
 )
@@ -13,7 +15,7 @@ import (
 // (see parseHead) is left to net/http.
 type head struct {
 	method, target string
-	url            *url.URL
+	url            url.URL // copied into the request's own allocation (see serve)
 	host           string
 	header         http.Header
 	contentLength  int64
@@ -40,31 +42,30 @@ var methods = [...]string{
 // blank line), 0 if b holds no complete head, or -1 if b cannot start a head
 // the engine serves: a bare LF or CR anywhere before the blank line (net/http
 // reads those leniently), which also ensures a head ending in "\n\n" is never
-// waited for.
+// waited for. It looks for line ends with IndexByte (vectorized), not byte by byte.
 func endOfHead(b []byte) int {
 	lineStart := 0
-	for i := 0; i < len(b); i++ {
-		switch b[i] {
-		case '\r':
-			if i+1 == len(b) {
-				return 0
-			}
-			if b[i+1] != '\n' {
+	for {
+		lf := bytes.IndexByte(b[lineStart:], '\n')
+		if lf < 0 {
+			// No line end yet: a CR is fine only as the last byte (its LF may follow).
+			if cr := bytes.IndexByte(b[lineStart:], '\r'); cr >= 0 && lineStart+cr != len(b)-1 {
 				return -1
 			}
-			if i == lineStart { // the blank line
-				if i == 0 {
-					return -1 // an empty line before the request line
-				}
-				return i + 2
-			}
-			i++
-			lineStart = i + 1
-		case '\n':
-			return -1
+			return 0
 		}
+		end := lineStart + lf // the LF
+		if end == lineStart || b[end-1] != '\r' || bytes.IndexByte(b[lineStart:end-1], '\r') >= 0 {
+			return -1 // a bare LF, or a bare CR inside the line
+		}
+		if end-1 == lineStart { // the blank line
+			if lineStart == 0 {
+				return -1 // an empty line before the request line
+			}
+			return end + 1
+		}
+		lineStart = end + 1
 	}
-	return 0
 }
 
 // parseHead parses the head raw (its bytes through the blank line) as
@@ -75,10 +76,10 @@ func endOfHead(b []byte) int {
 // protocol feature (Transfer-Encoding, Expect, Upgrade, Pragma, Trailer,
 // HTTP2-Settings). Values are substrings of one string per head.
 func parseHead(raw []byte, h *head) bool {
-	s := string(raw[:len(raw)-2]) // one allocation: every string below is part of it
-	eol := indexCRLF(s)
+	s := string(raw[:len(raw)-2])     // one allocation: every string below is part of it
+	eol := strings.IndexByte(s, '\r') // the first line's end: endOfHead let no other CR through
 	line := s[:eol]
-	sp1 := indexByte(line, ' ')
+	sp1 := strings.IndexByte(line, ' ')
 	if sp1 <= 0 {
 		return false
 	}
@@ -93,7 +94,7 @@ func parseHead(raw []byte, h *head) bool {
 		return false
 	}
 	rest := line[sp1+1:]
-	sp2 := indexByte(rest, ' ')
+	sp2 := strings.IndexByte(rest, ' ')
 	if sp2 <= 0 || rest[sp2+1:] != "HTTP/1.1" || rest[0] != '/' {
 		return false
 	}
@@ -103,36 +104,28 @@ func parseHead(raw []byte, h *head) bool {
 			return false
 		}
 	}
-	u, err := url.ParseRequestURI(h.target)
-	if err != nil || u.Host != "" {
-		return false
-	}
-	h.url = u
-
-	fields := s[eol+2:]
-	n := countLines(fields)
-	hdr := make(http.Header, n)
-	vals := make([]string, n)
-	var key [64]byte
-	hosts, lengths := 0, 0
-	h.contentLength, h.close, h.host = 0, false, ""
-	for i := 0; fields != ""; i++ {
-		eol := indexCRLF(fields)
-		line := fields[:eol]
-		fields = fields[eol+2:]
-		colon := indexByte(line, ':')
-		if colon <= 0 || colon > len(key) {
+	if plainPath(h.target) {
+		h.url = url.URL{Path: h.target} // what url.ParseRequestURI makes of it, without the parse
+	} else {
+		u, err := url.ParseRequestURI(h.target)
+		if err != nil || u.Host != "" {
 			return false
 		}
-		name := line[:colon]
-		for j := 0; j < len(name); j++ {
-			if !httpguts.IsTokenRune(rune(name[j])) {
-				return false
-			}
-		}
-		k := canonicalKey(key[:colon], name)
-		v := trimOWS(line[colon+1:])
-		if !httpguts.ValidHeaderFieldValue(v) {
+		h.url = *u
+	}
+
+	fields := s[eol+2:]
+	n := strings.Count(fields, "\n")
+	hdr := make(http.Header, n)
+	vals := make([]string, n)
+	var key [maxFieldName]byte
+	hosts, lengths, stored := 0, 0, 0
+	h.contentLength, h.close, h.host = 0, false, ""
+	for i, rest := 0, fields; rest != ""; i++ {
+		var line string
+		line, rest = nextLine(rest)
+		k, v, ok := parseField(&key, line)
+		if !ok {
 			return false
 		}
 		switch k {
@@ -161,12 +154,11 @@ func parseHead(raw []byte, h *head) bool {
 				h.close = true
 			}
 		}
-		vals[i] = v
-		if prev, ok := hdr[k]; ok {
-			hdr[k] = append(prev, v)
-		} else {
-			hdr[k] = vals[i : i+1 : i+1]
-		}
+		addField(hdr, vals, i, k, v)
+		stored++
+	}
+	if len(hdr) < stored {
+		mergeFields(fields, hdr, vals, "Host")
 	}
 	if hosts != 1 {
 		return false // HTTP/1.1 needs exactly one; net/http answers the others
@@ -175,43 +167,170 @@ func parseHead(raw []byte, h *head) bool {
 	return true
 }
 
-// canonicalKey is textproto.CanonicalMIMEHeaderKey for a token, interned for
-// common names so most keys cost no allocation.
-func canonicalKey(buf []byte, name string) string {
-	upper := true
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if upper && 'a' <= c && c <= 'z' {
-			c -= 'a' - 'A'
-		} else if !upper && 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
+// plainPath: a target of only unreserved bytes and '/' (no query, no
+// escapes), which url.ParseRequestURI turns into a URL with just that Path.
+func plainPath(t string) bool {
+	for i := 0; i < len(t); i++ {
+		if !pathByte[t[i]] {
+			return false
 		}
-		buf[i] = c
-		upper = c == '-'
 	}
-	if k, ok := commonKeys[string(buf)]; ok {
-		return k
-	}
-	return string(buf)
+	return true
 }
 
-var commonKeys = func() map[string]string {
-	m := map[string]string{}
-	for _, k := range []string{
-		"Accept", "Accept-Charset", "Accept-Encoding", "Accept-Language", "Accept-Ranges",
-		"Authorization", "Cache-Control", "Connection", "Content-Disposition", "Content-Encoding",
-		"Content-Language", "Content-Length", "Content-Location", "Content-Range", "Content-Type",
-		"Cookie", "Date", "Etag", "Expires", "From", "Host", "If-Match", "If-Modified-Since",
-		"If-None-Match", "If-Range", "If-Unmodified-Since", "Keep-Alive", "Last-Modified", "Origin",
-		"Range", "Referer", "Te", "Traceparent", "Tracestate", "User-Agent", "Via",
-		"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Request-Id",
-		"Grpc-Timeout", "X-Knit-Peer-Identity", "Proxy-Connection", "Proxy-Authorization",
-		"B3", "X-B3-Traceid", "X-B3-Spanid", "X-B3-Sampled", "Baggage",
-	} {
-		m[k] = k
+var pathByte = func() (b [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		b[c], b[c-'a'+'A'] = true, true
 	}
-	return m
+	for c := '0'; c <= '9'; c++ {
+		b[c] = true
+	}
+	for _, c := range "/-._~" {
+		b[c] = true
+	}
+	return b
 }()
+
+// internKey returns a canonical field name as a string: a constant for
+// common names (no allocation; a switch, cheaper than hashing into a map),
+// else a new string.
+func internKey(b []byte) string {
+	switch string(b) {
+	case "Accept":
+		return "Accept"
+	case "Accept-Charset":
+		return "Accept-Charset"
+	case "Accept-Encoding":
+		return "Accept-Encoding"
+	case "Accept-Language":
+		return "Accept-Language"
+	case "Accept-Ranges":
+		return "Accept-Ranges"
+	case "Authorization":
+		return "Authorization"
+	case "Cache-Control":
+		return "Cache-Control"
+	case "Connection":
+		return "Connection"
+	case "Content-Disposition":
+		return "Content-Disposition"
+	case "Content-Encoding":
+		return "Content-Encoding"
+	case "Content-Language":
+		return "Content-Language"
+	case "Content-Length":
+		return "Content-Length"
+	case "Content-Location":
+		return "Content-Location"
+	case "Content-Range":
+		return "Content-Range"
+	case "Content-Type":
+		return "Content-Type"
+	case "Cookie":
+		return "Cookie"
+	case "Date":
+		return "Date"
+	case "Etag":
+		return "Etag"
+	case "Expires":
+		return "Expires"
+	case "From":
+		return "From"
+	case "Host":
+		return "Host"
+	case "If-Match":
+		return "If-Match"
+	case "If-Modified-Since":
+		return "If-Modified-Since"
+	case "If-None-Match":
+		return "If-None-Match"
+	case "If-Range":
+		return "If-Range"
+	case "If-Unmodified-Since":
+		return "If-Unmodified-Since"
+	case "Keep-Alive":
+		return "Keep-Alive"
+	case "Last-Modified":
+		return "Last-Modified"
+	case "Origin":
+		return "Origin"
+	case "Range":
+		return "Range"
+	case "Referer":
+		return "Referer"
+	case "Te":
+		return "Te"
+	case "Traceparent":
+		return "Traceparent"
+	case "Tracestate":
+		return "Tracestate"
+	case "User-Agent":
+		return "User-Agent"
+	case "Via":
+		return "Via"
+	case "X-Forwarded-For":
+		return "X-Forwarded-For"
+	case "X-Forwarded-Host":
+		return "X-Forwarded-Host"
+	case "X-Forwarded-Proto":
+		return "X-Forwarded-Proto"
+	case "X-Request-Id":
+		return "X-Request-Id"
+	case "Grpc-Timeout":
+		return "Grpc-Timeout"
+	case "X-Knit-Peer-Identity":
+		return "X-Knit-Peer-Identity"
+	case "Proxy-Connection":
+		return "Proxy-Connection"
+	case "Proxy-Authorization":
+		return "Proxy-Authorization"
+	case "B3":
+		return "B3"
+	case "X-B3-Traceid":
+		return "X-B3-Traceid"
+	case "X-B3-Spanid":
+		return "X-B3-Spanid"
+	case "X-B3-Sampled":
+		return "X-B3-Sampled"
+	case "Baggage":
+		return "Baggage"
+	case "Server":
+		return "Server"
+	case "Set-Cookie":
+		return "Set-Cookie"
+	case "Location":
+		return "Location"
+	case "Vary":
+		return "Vary"
+	case "Age":
+		return "Age"
+	case "Transfer-Encoding":
+		return "Transfer-Encoding"
+	case "Trailer":
+		return "Trailer"
+	case "Upgrade":
+		return "Upgrade"
+	case "Expect":
+		return "Expect"
+	case "Pragma":
+		return "Pragma"
+	case "Http2-Settings":
+		return "Http2-Settings"
+	case "Www-Authenticate":
+		return "Www-Authenticate"
+	case "Strict-Transport-Security":
+		return "Strict-Transport-Security"
+	case "Access-Control-Allow-Origin":
+		return "Access-Control-Allow-Origin"
+	case "Grpc-Status":
+		return "Grpc-Status"
+	case "Grpc-Message":
+		return "Grpc-Message"
+	case "X-Content-Type-Options":
+		return "X-Content-Type-Options"
+	}
+	return string(b)
+}
 
 // parseLength accepts what net/http's Content-Length parser accepts, minus
 // the cases it treats specially (an empty value).
@@ -238,33 +357,4 @@ func trimOWS(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s
-}
-
-// countLines counts the CRLF-ended lines of a field section.
-func countLines(s string) int {
-	n := 0
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '\r' && s[i+1] == '\n' {
-			n++
-		}
-	}
-	return n
-}
-
-func indexCRLF(s string) int {
-	for i := 0; i+1 < len(s); i++ {
-		if s[i] == '\r' && s[i+1] == '\n' {
-			return i
-		}
-	}
-	return len(s)
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"reflect"
 	"testing"
 
@@ -61,7 +62,7 @@ func checkSameAsNetHTTP(t *testing.T, raw []byte) (taken bool) {
 	if h.method != want.Method || h.target != want.RequestURI || h.host != want.Host ||
 		h.url.String() != want.URL.String() || h.contentLength != want.ContentLength || h.close != want.Close {
 		t.Fatalf("%q: engine read %s %s host %q length %d close %v; net/http %s %s host %q length %d close %v",
-			raw[:n], h.method, h.url, h.host, h.contentLength, h.close, want.Method, want.URL, want.Host, want.ContentLength, want.Close)
+			raw[:n], h.method, &h.url, h.host, h.contentLength, h.close, want.Method, want.URL, want.Host, want.ContentLength, want.Close)
 	}
 	if !reflect.DeepEqual(h.header, want.Header) {
 		t.Fatalf("%q: engine read header %v; net/http %v", raw[:n], h.header, want.Header)
@@ -136,4 +137,24 @@ func FuzzParseHeadMatchesNetHTTP(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		checkSameAsNetHTTP(t, raw)
 	})
+}
+
+func TestPlainPathIsParsedAsParseRequestURIParsesIt(t *testing.T) {
+	for _, target := range []string{"/", "/bench", "//a//b", "/a/../b/./c", "/A-z_0.9~/", "/..", "/.well-known/x"} {
+		if !plainPath(target) {
+			t.Fatalf("%q: not a plain path", target)
+		}
+		want, err := url.ParseRequestURI(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := (&url.URL{Path: target}); !reflect.DeepEqual(got, want) {
+			t.Errorf("%q: %#v, url.ParseRequestURI %#v", target, got, want)
+		}
+	}
+	for _, target := range []string{"/a?b", "/a%20b", "/a b", "/a#f", "/a;b", "/a:b", "/a@b", "/a+b"} {
+		if plainPath(target) {
+			t.Errorf("%q: taken as a plain path", target)
+		}
+	}
 }

@@ -3,6 +3,7 @@ package http1
 import (
 	"bufio"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -15,8 +16,8 @@ import (
 // line, Date, Content-Type sniffing, automatic Content-Length for a body
 // that fits before the handler returns, chunking otherwise, suppressed
 // fields and no body for HEAD, 1xx, 204 and 304, trailers, Connection:
-// close), so a client sees what it saw from net/http; the fields themselves
-// are written in the handler's map order instead of sorted.
+// close), so a client sees what it saw from net/http, fields sorted by name
+// as net/http sorts them.
 
 // bufferBeforeChunking is how much body is held before the head is written,
 // so a small body gets a Content-Length (net/http holds as much).
@@ -45,6 +46,7 @@ type response struct {
 	hasDate     bool
 	closeAsked  bool     // the handler set Connection: close
 	trailers    []string // declared in Trailer, canonical
+	sorted      []field  // the header's fields, sorted by name (reused)
 	prefixed    bool     // the map has "Trailer:"-prefixed keys
 
 	chunked   bool
@@ -60,8 +62,15 @@ func (w *response) reset(req *http.Request, b *body) {
 	} else {
 		clear(w.hdr)
 	}
+	clear(w.sorted) // the last response's values: not kept alive by an idle connection
 	*w = response{c: w.c, req: req, body: b, hdr: w.hdr, fields: w.fields[:0], pending: w.pending[:0],
-		trailers: w.trailers[:0]}
+		trailers: w.trailers[:0], sorted: w.sorted[:0]}
+}
+
+// field is one name of the header with its values.
+type field struct {
+	name   string
+	values []string
 }
 
 func (w *response) Header() http.Header { return w.hdr }
@@ -79,7 +88,16 @@ func (w *response) WriteHeader(code int) {
 		return // informational: the proxy never relays one
 	}
 	w.wroteHeader, w.status = true, code
+	// Sorted by name, as net/http writes them: the map's order changes from
+	// one response to the next.
+	sorted := w.sorted[:0]
 	for k, vv := range w.hdr {
+		sorted = append(sorted, field{k, vv})
+	}
+	slices.SortFunc(sorted, func(a, b field) int { return strings.Compare(a.name, b.name) })
+	w.sorted = sorted
+	for _, f := range sorted {
+		k, vv := f.name, f.values
 		switch k {
 		case "Content-Length":
 			if len(vv) > 0 {
@@ -126,23 +144,37 @@ func (w *response) WriteHeader(code int) {
 // appendField writes one field as net/http does: invalid names are dropped,
 // line breaks in values become spaces.
 func appendField(b []byte, k string, vv []string) []byte {
-	if !httpguts.ValidHeaderFieldName(k) {
+	if !validFieldName(k) {
 		return b
 	}
 	for _, v := range vv {
 		b = append(b, k...)
 		b = append(b, ": "...)
-		for i := 0; i < len(v); i++ {
-			if c := v[i]; c == '\r' || c == '\n' {
-				c = ' '
-				b = append(b, c)
-			} else {
-				b = append(b, c)
+		start := len(b)
+		b = append(b, v...)
+		if strings.IndexByte(v, '\r') >= 0 || strings.IndexByte(v, '\n') >= 0 {
+			for i := start; i < len(b); i++ {
+				if b[i] == '\r' || b[i] == '\n' {
+					b[i] = ' '
+				}
 			}
 		}
 		b = append(b, "\r\n"...)
 	}
 	return b
+}
+
+// validFieldName is httpguts.ValidHeaderFieldName by table.
+func validFieldName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if !tokenByte[k[i]] {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *response) bodyAllowed() bool {
@@ -186,8 +218,7 @@ func (w *response) Write(p []byte) (int, error) {
 func (w *response) writeBody(p []byte) {
 	bw := w.c.bw
 	if w.chunked {
-		var hex [16]byte
-		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16))
+		bw.Write(strconv.AppendInt(bw.AvailableBuffer(), int64(len(p)), 16))
 		bw.WriteString("\r\n")
 		bw.Write(p)
 		_, err := bw.WriteString("\r\n")
@@ -267,9 +298,9 @@ func (w *response) writeHead(done bool, next []byte) {
 }
 
 func writeLength(bw *bufio.Writer, n int64) {
-	var b [24]byte
 	bw.WriteString("Content-Length: ")
-	bw.Write(strconv.AppendInt(b[:0], n, 10))
+	// The buffer's free space: a local array would escape through Write.
+	bw.Write(strconv.AppendInt(bw.AvailableBuffer(), n, 10))
 	bw.WriteString("\r\n")
 }
 

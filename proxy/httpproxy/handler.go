@@ -96,9 +96,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	peer := peerIdentityFrom(r.Context())
 	if st.Direction == config.Inbound {
 		// Only the sidecar says who the peer is: a value from outside is dropped.
-		r.Header.Del(PeerIdentityHeader)
+		// The name is canonical: indexed directly, not canonicalized per request as Del and Set do.
+		delete(r.Header, PeerIdentityHeader)
 		if peer != "" {
-			r.Header.Set(PeerIdentityHeader, peer)
+			r.Header[PeerIdentityHeader] = []string{peer}
 		}
 	}
 	// 2. traffic split: which cluster
@@ -435,7 +436,7 @@ func errorStatus(r *http.Request, err error) int {
 }
 
 func isGRPC(r *http.Request) bool {
-	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	return strings.HasPrefix(firstValue(r.Header, "Content-Type"), "application/grpc")
 }
 
 func grpcStatusIfGRPC(r *http.Request, s int) int {

@@ -41,13 +41,35 @@ func removeHopHeaders(h http.Header) {
 			delete(h, textproto.CanonicalMIMEHeaderKey(tok))
 		}
 	}
+	if len(h) <= len(hopHeaders) {
+		// A small header: one pass over it costs less than a lookup per hop-by-hop name.
+		for k, vv := range h {
+			if isHopHeader(k) || k == "Te" && !onlyTrailers(vv) {
+				delete(h, k)
+			}
+		}
+		return
+	}
 	for _, k := range hopHeaders {
 		delete(h, k)
 	}
-	// "TE: trailers" must reach gRPC servers; other TE values are hop-by-hop.
-	if te, ok := h["Te"]; ok && !(len(te) == 1 && strings.EqualFold(te[0], "trailers")) {
+	if te, ok := h["Te"]; ok && !onlyTrailers(te) {
 		delete(h, "Te")
 	}
+}
+
+// onlyTrailers: "TE: trailers" must reach gRPC servers; other TE values are hop-by-hop.
+func onlyTrailers(te []string) bool {
+	return len(te) == 1 && strings.EqualFold(te[0], "trailers")
+}
+
+func isHopHeader(k string) bool {
+	switch k {
+	case "Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate",
+		"Proxy-Authorization", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	return false
 }
 
 // bufPool holds copy buffers so the body copy does not allocate per request.
@@ -118,9 +140,9 @@ func copyBody(w http.ResponseWriter, body io.Reader, flush bool) (int64, error) 
 // grpcStatus reads grpc-status from trailers, or from headers for a
 // trailers-only response; -1 when the response is not gRPC.
 func grpcStatus(resp *http.Response) int {
-	v := resp.Trailer.Get("Grpc-Status")
+	v := firstValue(resp.Trailer, "Grpc-Status")
 	if v == "" {
-		v = resp.Header.Get("Grpc-Status")
+		v = firstValue(resp.Header, "Grpc-Status")
 	}
 	if v == "" {
 		return -1
@@ -130,4 +152,13 @@ func grpcStatus(resp *http.Response) int {
 		return 2 // UNKNOWN
 	}
 	return s
+}
+
+// firstValue is h.Get(k) for a canonical k, without canonicalizing it again
+// (Get does, per call).
+func firstValue(h http.Header, k string) string {
+	if vv := h[k]; len(vv) > 0 {
+		return vv[0]
+	}
+	return ""
 }

@@ -186,12 +186,15 @@ func (t *Table) Match(r *http.Request) *Route {
 }
 
 func (t *Table) vhostFor(hostport string) *vhost {
-	host := hostport
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		host = h
-	}
 	if len(t.vhosts) == 1 && t.vhosts[0].any {
 		return t.vhosts[0] // the common sidecar case: no string work at all
+	}
+	host := hostport
+	// Only with a colon: SplitHostPort allocates its error for a host without a port.
+	if strings.IndexByte(hostport, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(hostport); err == nil {
+			host = h
+		}
 	}
 	host = strings.ToLower(host)
 	for _, v := range t.vhosts {

@@ -18,6 +18,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/knit-mesh/knit/proxy/http1"
 )
 
 // The HTTP/1.1 fast path: plaintext HTTP/1.1 upstreams get a connection pool
@@ -391,13 +393,14 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 		}
 		err = writeRequest(pc.bw, req, body, addr)
 		var resp *http.Response
+		var respBody *h1Body
 		if err == nil {
 			pc.readLimit = pool.maxHeader + h1BufSize
-			resp, err = http.ReadResponse(pc.br, req)
+			resp, respBody, err = readResponse(pc.br, req)
 			// Skip informational responses (100 Continue, 103 Early Hints);
 			// 101 is final and is only asked for on the http.Transport path.
 			for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-				resp, err = http.ReadResponse(pc.br, req)
+				resp, respBody, err = readResponse(pc.br, req)
 			}
 			pc.readLimit = math.MaxInt64
 		}
@@ -421,7 +424,8 @@ func (c *Cluster) roundTripH1(pool *h1Pool, req *http.Request, addr string, dead
 			finish(pc, keep)
 			return resp, nil
 		}
-		resp.Body = &h1Body{rc: resp.Body, pc: pc, keep: keep}
+		respBody.rc, respBody.pc, respBody.keep = resp.Body, pc, keep
+		resp.Body = respBody
 		return resp, nil
 	}
 }
@@ -590,10 +594,39 @@ func validRequestTarget(req *http.Request) error {
 	return nil
 }
 
-// h1Body returns the connection to the pool once the body is read to EOF.
+// readResponse reads a response head as http.ReadResponse does: in place
+// when http1.ReadResponseHead takes it, else with http.ReadResponse. body is
+// the h1Body to wrap a response body in, allocated with the response read in
+// place; for that one, resp.Body is nil (body reads the bytes the head
+// announced from br) or http.NoBody.
+func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, body *h1Body, err error) {
+	r := new(h1Response)
+	if n, ok := http1.ReadResponseHead(br, req, &r.resp, r.vals[:]); ok {
+		if n == 0 {
+			r.resp.Body = http.NoBody
+		}
+		r.body.left = n
+		return &r.resp, &r.body, nil
+	}
+	resp, err = http.ReadResponse(br, req)
+	return resp, &r.body, err
+}
+
+// h1Response is a response read in place, its body's reader and room for
+// its field values, in one allocation.
+type h1Response struct {
+	resp http.Response
+	body h1Body
+	vals [8]string
+}
+
+// h1Body returns the connection to the pool once the body is read to EOF. It
+// reads the response's own body (rc), or else the left bytes on the
+// connection that a head read in place announced.
 type h1Body struct {
 	rc   io.ReadCloser
 	pc   *h1Conn
+	left int64
 	keep bool
 	done bool
 }
@@ -602,10 +635,33 @@ func (b *h1Body) Read(p []byte) (int, error) {
 	if b.done {
 		return 0, io.EOF
 	}
+	if b.rc == nil {
+		return b.readLeft(p)
+	}
 	n, err := b.rc.Read(p)
 	if err == io.EOF {
 		b.done = true
 		finish(b.pc, b.keep)
+	}
+	return n, err
+}
+
+// readLeft reads a body of known length as net/http's does: the last bytes
+// come with io.EOF (so the connection goes back to the pool at once), and a
+// connection that ends early is io.ErrUnexpectedEOF.
+func (b *h1Body) readLeft(p []byte) (int, error) {
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.pc.br.Read(p)
+	b.left -= int64(n)
+	if b.left == 0 {
+		b.done = true
+		finish(b.pc, b.keep)
+		return n, io.EOF
+	}
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
 	}
 	return n, err
 }
