@@ -150,12 +150,12 @@ func (r *MeshReconciler) moveSigning(ctx context.Context, st *meshState) {
 				nextFP, ns, rootCAName, ns, caIssuerName, fingerprintOf(rot.signing), r.RootRotationHold)
 			return
 		}
-		since = time.Now().Truncate(time.Second)
+		since = time.Now()
 		if rot.issuing.Annotations == nil {
 			rot.issuing.Annotations = map[string]string{}
 		}
 		rot.issuing.Annotations[annotationNextRoot] = nextFP
-		rot.issuing.Annotations[annotationNextRootDistributed] = since.UTC().Format(time.RFC3339)
+		rot.issuing.Annotations[annotationNextRootDistributed] = since.UTC().Format(time.RFC3339Nano)
 		if err := r.Update(ctx, rot.issuing); err != nil {
 			st.fail(fmt.Errorf("recording on Secret %s/%s when root %s reached every trust bundle: %w", ns, issuingCAName, nextFP, err))
 			return

@@ -213,6 +213,7 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 			g.Expect(getMesh(g).Status.Trust.RootFingerprint).To(Equal(fingerprint(oldRoot)))
 		}).WithTimeout(30 * time.Second).Should(Succeed())
 
+		renewed := time.Now()
 		renew(ctx, rootKey)
 		var newRoot *x509.Certificate
 		Eventually(func(g Gomega) {
@@ -243,7 +244,7 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 			g.Expect(m.Status.Trust.RootFingerprint).To(Equal(fingerprint(newRoot)))
 			expectCondition(g, m, meshv1.ConditionCertificatesHealthy, metav1.ConditionTrue, meshv1.ReasonAsExpected)
 		}).WithTimeout(rootRotationHold + 30*time.Second).Should(Succeed())
-		Expect(time.Since(rotated)).To(BeNumerically(">=", rootRotationHold), "signing moved before the hold was over")
+		Expect(time.Since(renewed)).To(BeNumerically(">=", rootRotationHold), "signing moved before the hold was over")
 		expectChainsTo(signThroughKnitCA(ctx), newRoot, oldRoot)
 		for _, bundleNS := range []string{cpNamespace, ns} {
 			Expect(bundleFingerprints(Default, ctx, bundleNS)).To(ContainElements(fingerprint(oldRoot), fingerprint(newRoot)),
