@@ -228,8 +228,9 @@ func (r *MeshReconciler) issuerReady(ctx context.Context, ref meshv1.IssuerRefer
 	return issuerNot(meshv1.ReasonIssuerNotReady, "%s is not Ready: cert-manager has not reported on it yet", what)
 }
 
-// observeRoot reads the current trust root from a cert-manager Secret, records it in status,
-// keeps the bundle (current root first, then earlier roots still valid), and sets
+// observeRoot reads the root that signs from a Secret (the issuing copy, or the serving
+// certificate's with a user's issuer), records it in status, keeps the bundle (the next root of a
+// pending rotation and the signing root first, then earlier roots still valid), and sets
 // CertificatesHealthy from its expiry.
 func (r *MeshReconciler) observeRoot(ctx context.Context, st *meshState, secretKey client.ObjectKey) error {
 	mesh := st.mesh
