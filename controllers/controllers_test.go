@@ -23,6 +23,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"math/big"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,7 +85,7 @@ func TestMergeRootsKeepsValidPreviousRootsBehindTheCurrentOne(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := commonNames(t, mergeRoots(current, tt.previous, now))
+			got := commonNames(t, mergeRoots([]*x509.Certificate{current}, tt.previous, now))
 			if len(got) != len(tt.want) {
 				t.Fatalf("bundle = %v, want %v", got, tt.want)
 			}
@@ -99,8 +100,25 @@ func TestMergeRootsKeepsValidPreviousRootsBehindTheCurrentOne(t *testing.T) {
 	for range 10 {
 		many = append(many, selfSigned(t, "older", now.Add(time.Hour)))
 	}
-	if n := len(mergeRoots(current, many, now)); n != maxTrustRoots {
+	if n := len(mergeRoots([]*x509.Certificate{current}, many, now)); n != maxTrustRoots {
 		t.Errorf("bundle holds %d roots, want at most %d", n, maxTrustRoots)
+	}
+}
+
+// During a rotation the next root and the one that still signs are both kept, whatever the bundle
+// held before, and an expired earlier root still goes.
+func TestMergeRootsKeepsTheSigningRootBesideTheNextOne(t *testing.T) {
+	now := time.Now()
+	next := selfSigned(t, "next", now.Add(365*24*time.Hour))
+	signing := selfSigned(t, "signing", now.Add(30*24*time.Hour))
+	expired := selfSigned(t, "expired", now.Add(-time.Hour))
+	var previous []*x509.Certificate
+	for range 10 {
+		previous = append(previous, selfSigned(t, "older", now.Add(time.Hour)))
+	}
+	got := commonNames(t, mergeRoots([]*x509.Certificate{next, signing}, append([]*x509.Certificate{expired, next}, previous...), now))
+	if len(got) != maxTrustRoots || got[0] != "next" || got[1] != "signing" || slices.Contains(got, "expired") {
+		t.Errorf("bundle = %v, want next, signing, then valid earlier roots up to %d", got, maxTrustRoots)
 	}
 }
 

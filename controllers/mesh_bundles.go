@@ -61,6 +61,7 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 		}
 	}
 	data := map[string]string{TrustBundleKey: string(bytes.Join(st.roots, nil))}
+	written := true
 	for _, ns := range targets {
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: TrustBundleName, Namespace: ns}}
 		err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, cm, func() {
@@ -74,8 +75,11 @@ func (r *MeshReconciler) distributeTrustBundles(ctx context.Context, st *meshSta
 			r.reportNameTaken(mesh, taken)
 		case err != nil:
 			st.fail(err)
+			written = false
 		}
 	}
+	// A namespace whose bundle name is taken has none to update: its meshed pods cannot start.
+	st.bundlesDistributed = written
 
 	var existing corev1.ConfigMapList
 	if err := r.List(ctx, &existing, client.MatchingLabels{meshv1.LabelTrustBundle: "true"}); err != nil {

@@ -82,6 +82,8 @@ type MeshReconciler struct {
 	RevisionGracePeriod time.Duration
 	// UpgradePollInterval: see DefaultUpgradePollInterval.
 	UpgradePollInterval time.Duration
+	// RootRotationHold: see DefaultRootRotationHold.
+	RootRotationHold time.Duration
 	// TestWorkloadCertDuration, for tests only, makes every revision's control plane issue
 	// workload certificates this short (see testWorkloadCertArgs); zero, the default, leaves
 	// the Mesh's trust.workloadCertDuration in force. The Mesh API cannot set it.
@@ -102,6 +104,10 @@ type meshState struct {
 	release *versions.Release // nil when spec.version cannot run
 	issuer  meshv1.IssuerReference
 	roots   [][]byte // PEM of the trust roots, newest first
+	// rotation is a re-issued bootstrapped root that does not sign yet (mesh_signing.go).
+	rotation *rootRotation
+	// bundlesDistributed is true once this reconcile wrote roots into every trust bundle.
+	bundlesDistributed bool
 	// exclusionsKnown is true once status.excludedNamespaces is current.
 	exclusionsKnown bool
 	// desiredRevision is the MeshRevision that runs spec.version, once it exists.
@@ -174,6 +180,7 @@ func (r *MeshReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.
 	if r.checkDependencies(ctx, st) {
 		r.reconcileTrust(ctx, st)
 		r.distributeTrustBundles(ctx, st)
+		r.moveSigning(ctx, st) // mesh_signing.go
 	}
 	revisions := r.reconcileRevisions(ctx, st)
 	revisions = r.reconcileUpgrade(ctx, st, revisions) // upgrade_controller.go
@@ -363,6 +370,9 @@ func (r *MeshReconciler) setDefaults() {
 	}
 	if r.ExpiryWarning == 0 {
 		r.ExpiryWarning = DefaultExpiryWarning
+	}
+	if r.RootRotationHold == 0 {
+		r.RootRotationHold = DefaultRootRotationHold
 	}
 	if r.certManager == nil {
 		r.certManager = &certManagerDetector{reader: r.APIReader}

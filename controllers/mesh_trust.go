@@ -39,8 +39,9 @@ import (
 )
 
 // Names of the trust chain the operator bootstraps in the control-plane namespace when the Mesh
-// names no issuer: a self-signed Issuer signs the root CA Certificate, whose Secret backs the CA
-// Issuer that signs serving and workload certificates.
+// names no issuer: a self-signed Issuer signs the root CA Certificate, whose Secret the operator
+// copies into the one that backs the CA Issuer that signs serving and workload certificates
+// (issuingCAName, mesh_signing.go).
 const (
 	selfSignedIssuerName = "knit-selfsigned"
 	rootCAName           = "knit-root-ca" // Certificate and Secret
@@ -91,8 +92,12 @@ func (r *MeshReconciler) reconcileTrust(ctx context.Context, st *meshState) {
 		if err := r.bootstrapCA(ctx, mesh); err != nil {
 			st.fail(err)
 		}
+		if err := r.syncIssuingCA(ctx, st); err != nil {
+			st.fail(err)
+		}
 		is = r.bootstrapReady(ctx, ns)
-		rootSecret = client.ObjectKey{Namespace: ns, Name: rootCAName}
+		// The root that signs; a re-issued one that does not sign yet is st.rotation.next.
+		rootSecret = client.ObjectKey{Namespace: ns, Name: issuingCAName}
 	} else {
 		is = r.userIssuerReady(ctx, mesh)
 		// The user's issuer says nothing portable about its CA; the chain cert-manager returned
@@ -141,7 +146,7 @@ func (r *MeshReconciler) bootstrapCA(ctx context.Context, mesh *meshv1.Mesh) err
 		}},
 		{ca, func() {
 			syncLabels(ca, labels)
-			syncTo(&ca.Spec, cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: rootCAName}}})
+			syncTo(&ca.Spec, cmapi.IssuerSpec{IssuerConfig: cmapi.IssuerConfig{CA: &cmapi.CAIssuer{SecretName: issuingCAName}}})
 		}},
 	} {
 		if err := ensure(ctx, r.Client, r.APIReader, r.Scheme(), mesh, s.obj, s.sync); err != nil {
@@ -169,7 +174,8 @@ func (r *MeshReconciler) bootstrapReady(ctx context.Context, ns string) issuerSt
 	if ok, msg := certificateReady(&root); !ok {
 		return issuerNot(meshv1.ReasonCertificateNotReady, "root CA Certificate %s is not Ready: %s", key, msg)
 	}
-	return issuerOK("Issuer %s/%s is Ready, signing with the root CA of Certificate %s", ns, caIssuerName, key)
+	return issuerOK("Issuer %s/%s is Ready, signing with the root CA of Certificate %s (copied to Secret %s/%s once distributed)",
+		ns, caIssuerName, key, ns, issuingCAName)
 }
 
 // userIssuerReady checks the issuer the Mesh names: the operator only reads it.
@@ -222,8 +228,9 @@ func (r *MeshReconciler) issuerReady(ctx context.Context, ref meshv1.IssuerRefer
 	return issuerNot(meshv1.ReasonIssuerNotReady, "%s is not Ready: cert-manager has not reported on it yet", what)
 }
 
-// observeRoot reads the current trust root from a cert-manager Secret, records it in status,
-// keeps the bundle (current root first, then earlier roots still valid), and sets
+// observeRoot reads the root that signs from a Secret (the issuing copy, or the serving
+// certificate's with a user's issuer), records it in status, keeps the bundle (the next root of a
+// pending rotation and the signing root first, then earlier roots still valid), and sets
 // CertificatesHealthy from its expiry.
 func (r *MeshReconciler) observeRoot(ctx context.Context, st *meshState, secretKey client.ObjectKey) error {
 	mesh := st.mesh
@@ -231,7 +238,7 @@ func (r *MeshReconciler) observeRoot(ctx context.Context, st *meshState, secretK
 	err := r.APIReader.Get(ctx, secretKey, &secret)
 	if apierrors.IsNotFound(err) {
 		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesHealthy, metav1.ConditionUnknown,
-			meshv1.ReasonPending, "the trust root is not known until cert-manager writes Secret %s", secretKey)
+			meshv1.ReasonPending, "the trust root is not known until Secret %s exists", secretKey)
 		return nil
 	}
 	if err != nil {
@@ -254,27 +261,35 @@ func (r *MeshReconciler) observeRoot(ctx context.Context, st *meshState, secretK
 		}
 		return nil
 	}
-	fingerprint := fingerprintOf(root)
-	mesh.Status.Trust = &meshv1.TrustStatus{RootNotAfter: &metav1.Time{Time: root.NotAfter}, RootFingerprint: fingerprint}
-
 	previous, err := r.currentBundle(ctx, mesh.Spec.ControlPlane.Namespace)
 	if err != nil {
 		return err
 	}
-	st.roots = mergeRoots(root, previous, time.Now())
+	current := []*x509.Certificate{root}
+	if st.rotation != nil {
+		current = []*x509.Certificate{st.rotation.next, root}
+	}
+	st.roots = mergeRoots(current, previous, time.Now())
+	r.reportRoot(st, root, secretKey)
+	return nil
+}
 
+// reportRoot records the signing root in status and sets CertificatesHealthy from its expiry.
+func (r *MeshReconciler) reportRoot(st *meshState, root *x509.Certificate, secretKey client.ObjectKey) {
+	mesh := st.mesh
+	fingerprint := fingerprintOf(root)
+	mesh.Status.Trust = &meshv1.TrustStatus{RootNotAfter: &metav1.Time{Time: root.NotAfter}, RootFingerprint: fingerprint}
 	if time.Until(root.NotAfter) < r.ExpiryWarning {
 		conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesHealthy, metav1.ConditionFalse,
 			meshv1.ReasonCertificateExpiring,
 			"trust root %q (Secret %s, SHA-256 %s) expires at %s, within the %s warning window: renew or replace it",
 			root.Subject.CommonName, secretKey, fingerprint, root.NotAfter.UTC().Format(time.RFC3339), r.ExpiryWarning)
-		return nil
+		return
 	}
 	conditions.Set(&mesh.Status.Conditions, mesh.Generation, meshv1.ConditionCertificatesHealthy, metav1.ConditionTrue,
 		meshv1.ReasonAsExpected, "trust root %q (Secret %s) is valid until %s",
 		root.Subject.CommonName, secretKey, root.NotAfter.UTC().Format(time.RFC3339))
 	st.requeueAt(root.NotAfter.Add(-r.ExpiryWarning))
-	return nil
 }
 
 // selfSignedRoot returns the self-signed certificate of a CA chain: the trust anchor.
@@ -300,11 +315,18 @@ func (r *MeshReconciler) currentBundle(ctx context.Context, ns string) ([]*x509.
 	return parseCertificates([]byte(cm.Data[TrustBundleKey])), nil
 }
 
-// mergeRoots puts current first, then earlier roots that are still valid, without repeats, so
-// proxies trust both sides of a root rotation until the old root expires.
-func mergeRoots(current *x509.Certificate, previous []*x509.Certificate, now time.Time) [][]byte {
-	out := [][]byte{encodePEM(current)}
-	seen := map[string]bool{fingerprintOf(current): true}
+// mergeRoots puts the current roots first (the next root and the one that signs; never
+// dropped), then earlier roots that are still valid, without repeats, so proxies trust both sides
+// of a root rotation until the old root expires.
+func mergeRoots(current []*x509.Certificate, previous []*x509.Certificate, now time.Time) [][]byte {
+	var out [][]byte
+	seen := map[string]bool{}
+	for _, c := range current {
+		if fp := fingerprintOf(c); !seen[fp] {
+			seen[fp] = true
+			out = append(out, encodePEM(c))
+		}
+	}
 	for _, c := range previous {
 		fp := fingerprintOf(c)
 		if seen[fp] || now.After(c.NotAfter) || len(out) == maxTrustRoots {

@@ -115,9 +115,18 @@ func TestOperatorRBACIsLeastPrivilege(t *testing.T) {
 			t.Error(v)
 		}
 	}
-	for _, name := range []string{"secrets-reader", "gateway-secrets-reader"} {
-		if got := roles[name]; len(got) != 1 || !slices.Equal(got[0].Resources, []string{"secrets"}) {
-			t.Errorf("%s should grant Secrets only: %v", name, got)
+	for name, maxRules := range map[string]int{"secrets-reader": 3, "gateway-secrets-reader": 1} {
+		got := roles[name]
+		if len(got) == 0 || len(got) > maxRules {
+			t.Errorf("%s should have 1 to %d rules: %v", name, maxRules, got)
+		}
+		for _, r := range got {
+			if !slices.Equal(r.Resources, []string{"secrets"}) {
+				t.Errorf("%s should grant Secrets only: %v", name, got)
+			}
+			if slices.Contains(r.Verbs, "update") && !slices.Equal(r.ResourceNames, []string{issuingCAName}) {
+				t.Errorf("%s may update only Secret %s: %v", name, issuingCAName, r)
+			}
 		}
 	}
 }

@@ -107,6 +107,10 @@ const (
 	ReasonIssuerNotFound = "IssuerNotFound"
 	// ReasonCertificateExpiring: a root or issuer certificate expires within the threshold.
 	ReasonCertificateExpiring = "CertificateExpiring"
+	// ReasonRootRotating: a re-issued bootstrapped root is trusted but does not sign yet.
+	ReasonRootRotating = "RootRotating"
+	// ReasonSigningRootMoved: the bootstrapped CA Issuer signs with the re-issued root.
+	ReasonSigningRootMoved = "SigningRootMoved"
 	// ReasonDeploymentUnavailable: a control-plane Deployment has too few available pods.
 	ReasonDeploymentUnavailable = "DeploymentUnavailable"
 	// ReasonAllReady: every condition Ready depends on holds.

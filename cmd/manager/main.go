@@ -41,6 +41,7 @@ func main() {
 		leaderElection bool
 		leaderElectNS  string
 		secretsReader  string
+		rotationHold   time.Duration
 		testCertLife   time.Duration
 		testGrace      time.Duration
 	)
@@ -55,6 +56,9 @@ func main() {
 		"Namespace of the leader-election Lease; defaults to the pod's namespace in-cluster.")
 	flag.StringVar(&secretsReader, "secrets-reader-role", controllers.DefaultSecretsReaderRole,
 		"ClusterRole the operator binds to its own ServiceAccount in the control-plane namespace to read Secrets there.")
+	flag.DurationVar(&rotationHold, "root-rotation-hold", controllers.DefaultRootRotationHold,
+		"How long a re-issued bootstrapped root must have been in every trust bundle before it signs: kubelet's ConfigMap propagation "+
+			"to meshed pods (its --sync-frequency plus margin). Raise it with a longer kubelet sync period.")
 	// Test only: e2e sets KNIT_TEST_WORKLOAD_CERT_DURATION on the operator's Deployment to watch
 	// workload certificates renew within minutes; nothing in the Mesh API reaches it.
 	testCertLifeDefault, err := durationEnv("KNIT_TEST_WORKLOAD_CERT_DURATION")
@@ -88,7 +92,11 @@ func main() {
 	if testGrace != 0 {
 		setupLog.Info("TEST ONLY: unused MeshRevisions are removed after --test-revision-grace-period", "grace", testGrace.String())
 	}
-	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader, testCertLife, testGrace); err != nil {
+	if rotationHold <= 0 {
+		fmt.Fprintln(os.Stderr, "--root-rotation-hold must be positive")
+		os.Exit(2)
+	}
+	if err := run(metricsAddr, secureMetrics, probeAddr, leaderElection, leaderElectNS, secretsReader, rotationHold, testCertLife, testGrace); err != nil {
 		setupLog.Error(err, "manager stopped")
 		os.Exit(1)
 	}
@@ -108,7 +116,7 @@ func durationEnv(name string) (time.Duration, error) {
 }
 
 func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElection bool, leaderElectNS, secretsReader string,
-	testCertLife, testGrace time.Duration) error {
+	rotationHold, testCertLife, testGrace time.Duration) error {
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
 	if secureMetrics {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
@@ -134,6 +142,7 @@ func run(metricsAddr string, secureMetrics bool, probeAddr string, leaderElectio
 		// Set from the pod's spec.serviceAccountName (config/manager).
 		OperatorServiceAccount:   os.Getenv("SERVICE_ACCOUNT_NAME"),
 		SecretsReaderRole:        secretsReader,
+		RootRotationHold:         rotationHold,
 		TestWorkloadCertDuration: testCertLife,
 		RevisionGracePeriod:      testGrace,
 	}).SetupWithManager(mgr); err != nil {

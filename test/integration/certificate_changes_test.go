@@ -19,16 +19,20 @@ package integration
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"sync"
 	"time"
 
+	apiutil "github.com/cert-manager/cert-manager/pkg/api/util"
 	cmapi "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	cmmeta "github.com/cert-manager/cert-manager/pkg/apis/meta/v1"
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -202,14 +206,76 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 		}, secretData(ctx, client.ObjectKey{Namespace: cpNamespace, Name: "knit-root-ca"}, "tls.crt"))
 	})
 
+	It("keeps signing with the old root until the re-issued one has been in every trust bundle for the hold", func() {
+		rootKey := client.ObjectKey{Namespace: cpNamespace, Name: "knit-root-ca"}
+		oldRoot := parsePEMCert(string(secretData(ctx, rootKey, "tls.crt")(Default)))
+		Eventually(func(g Gomega) {
+			g.Expect(getMesh(g).Status.Trust.RootFingerprint).To(Equal(fingerprint(oldRoot)))
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+
+		renewed := time.Now()
+		renew(ctx, rootKey)
+		var newRoot *x509.Certificate
+		Eventually(func(g Gomega) {
+			newRoot = parsePEMCert(string(secretData(ctx, rootKey, "tls.crt")(g)))
+			g.Expect(newRoot.Equal(oldRoot)).To(BeFalse())
+		}).WithTimeout(60 * time.Second).Should(Succeed())
+		rotated := time.Now()
+
+		By("trusting both roots in every bundle while certificates still chain to the old root")
+		Eventually(func(g Gomega) {
+			for _, bundleNS := range []string{cpNamespace, ns} {
+				g.Expect(bundleFingerprints(g, ctx, bundleNS)).To(ContainElements(fingerprint(oldRoot), fingerprint(newRoot)), "bundle of %s", bundleNS)
+			}
+		}).WithTimeout(30 * time.Second).Should(Succeed())
+		leaf := signThroughKnitCA(ctx)
+		Expect(time.Since(rotated)).To(BeNumerically("<", rootRotationHold),
+			"signing took longer than the hold: the spec proves nothing (raise rootRotationHold)")
+		expectChainsTo(leaf, oldRoot, newRoot)
+		m := getMesh(Default)
+		Expect(m.Status.Trust.RootFingerprint).To(Equal(fingerprint(oldRoot)), "status names the root that signs")
+		c := expectCondition(Default, m, meshv1.ConditionCertificatesHealthy, metav1.ConditionTrue, meshv1.ReasonRootRotating)
+		Expect(c.Message).To(ContainSubstring(fingerprint(newRoot)))
+		Expect(c.Message).To(ContainSubstring("knit-issuing-ca"))
+
+		By("moving signing to the new root once the hold is over")
+		Eventually(func(g Gomega) {
+			m := getMesh(g)
+			g.Expect(m.Status.Trust.RootFingerprint).To(Equal(fingerprint(newRoot)))
+			expectCondition(g, m, meshv1.ConditionCertificatesHealthy, metav1.ConditionTrue, meshv1.ReasonAsExpected)
+		}).WithTimeout(rootRotationHold + 30*time.Second).Should(Succeed())
+		Expect(time.Since(renewed)).To(BeNumerically(">=", rootRotationHold), "signing moved before the hold was over")
+		expectChainsTo(signThroughKnitCA(ctx), newRoot, oldRoot)
+		for _, bundleNS := range []string{cpNamespace, ns} {
+			Expect(bundleFingerprints(Default, ctx, bundleNS)).To(ContainElements(fingerprint(oldRoot), fingerprint(newRoot)),
+				"the old root stays trusted until it expires: certificates it signed are still in use")
+		}
+		Eventually(func(g Gomega) []string {
+			var list eventsv1.EventList
+			g.Expect(k8sClient.List(ctx, &list, client.InNamespace(metav1.NamespaceDefault))).To(Succeed())
+			var notes []string
+			for _, e := range list.Items {
+				if e.Regarding.Kind == "Mesh" && e.Reason == meshv1.ReasonSigningRootMoved {
+					notes = append(notes, e.Note)
+				}
+			}
+			return notes
+		}).WithTimeout(30 * time.Second).Should(ContainElement(ContainSubstring(fingerprint(newRoot))))
+	})
+
 	It("rotates the bootstrapped root CA without refusing a pod", func() {
 		rootKey := client.ObjectKey{Namespace: cpNamespace, Name: "knit-root-ca"}
 		oldRoot := secretData(ctx, rootKey, "tls.crt")(Default)
 		expectNoRefusalWhile(func() {
 			renew(ctx, rootKey)
-			Eventually(func(g Gomega) []byte { return secretData(ctx, rootKey, "tls.crt")(g) }).
+			var newRoot []byte
+			Eventually(func(g Gomega) []byte { newRoot = secretData(ctx, rootKey, "tls.crt")(g); return newRoot }).
 				WithTimeout(60 * time.Second).ShouldNot(Equal(oldRoot))
-			// The serving certificate moves to the new root at its next issuance.
+			// The serving certificate moves to the new root at its first issuance after the
+			// CA Issuer signs with it, once the hold is over.
+			Eventually(func(g Gomega) {
+				g.Expect(getMesh(g).Status.Trust.RootFingerprint).To(Equal(sha256Fingerprint(newRoot)))
+			}).WithTimeout(rootRotationHold + 30*time.Second).Should(Succeed())
 			renew(ctx, cpKey)
 		}, func(g Gomega) []byte {
 			root := secretData(ctx, rootKey, "tls.crt")(g)
@@ -218,3 +284,66 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 		})
 	})
 })
+
+// signThroughKnitCA has the bootstrapped CA Issuer sign a workload-style CertificateRequest, as
+// the identity service does, approves it as knit would, and returns the certificate.
+func signThroughKnitCA(ctx context.Context) *x509.Certificate {
+	GinkgoHelper()
+	cr := &cmapi.CertificateRequest{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "rotation-probe-", Namespace: cpNamespace},
+		Spec: cmapi.CertificateRequestSpec{
+			Request:   []byte(workloadCSR(newP256(), "spiffe://cluster.local/ns/cert-shop/sa/probe")),
+			IssuerRef: cmmeta.IssuerReference{Name: "knit-ca", Kind: "Issuer", Group: "cert-manager.io"},
+			Duration:  &metav1.Duration{Duration: time.Hour},
+			Usages:    []cmapi.KeyUsage{cmapi.UsageDigitalSignature, cmapi.UsageServerAuth, cmapi.UsageClientAuth},
+		},
+	}
+	Expect(k8sClient.Create(ctx, cr)).To(Succeed())
+	DeferCleanup(func() { Expect(client.IgnoreNotFound(k8sClient.Delete(ctx, cr))).To(Succeed()) })
+	Eventually(func(g Gomega) {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cr), cr)).To(Succeed())
+		apiutil.SetCertificateRequestCondition(cr, cmapi.CertificateRequestConditionApproved, cmmeta.ConditionTrue,
+			"knit.dev", "approved by the rotation spec")
+		g.Expect(k8sClient.Status().Update(ctx, cr)).To(Succeed())
+	}).WithTimeout(10 * time.Second).Should(Succeed())
+	Eventually(func(g Gomega) []byte {
+		g.Expect(k8sClient.Get(ctx, client.ObjectKeyFromObject(cr), cr)).To(Succeed())
+		return cr.Status.Certificate
+	}).WithTimeout(30 * time.Second).ShouldNot(BeEmpty())
+	return parsePEMCert(string(cr.Status.Certificate))
+}
+
+// expectChainsTo checks leaf verifies against root and not against other.
+func expectChainsTo(leaf, root, other *x509.Certificate) {
+	GinkgoHelper()
+	verify := func(anchor *x509.Certificate) error {
+		pool := x509.NewCertPool()
+		pool.AddCert(anchor)
+		_, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err
+	}
+	Expect(verify(root)).To(Succeed(), "the certificate does not chain to root %s", fingerprint(root))
+	Expect(verify(other)).NotTo(Succeed(), "the certificate chains to root %s", fingerprint(other))
+}
+
+// bundleFingerprints lists the roots in a namespace's trust bundle.
+func bundleFingerprints(g Gomega, ctx context.Context, ns string) []string {
+	var cm corev1.ConfigMap
+	g.Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "knit-trust-bundle"}, &cm)).To(Succeed())
+	var out []string
+	rest := []byte(cm.Data["ca.crt"])
+	for {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return out
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		g.Expect(err).NotTo(HaveOccurred())
+		out = append(out, fingerprint(c))
+	}
+}
+
+func fingerprint(c *x509.Certificate) string {
+	return sha256Fingerprint(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+}

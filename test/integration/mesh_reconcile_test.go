@@ -123,10 +123,12 @@ var _ = Describe("The Mesh reconciler", Ordered, func() {
 		var issuer cmapi.Issuer
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: cpNamespace, Name: "knit-ca"}, &issuer)).To(Succeed())
 		Expect(issuer.Spec.CA).NotTo(BeNil())
-		Expect(issuer.Spec.CA.SecretName).To(Equal("knit-root-ca"))
+		Expect(issuer.Spec.CA.SecretName).To(Equal("knit-issuing-ca"))
 
-		var secret corev1.Secret
+		var secret, issuing corev1.Secret
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: cpNamespace, Name: "knit-root-ca"}, &secret)).To(Succeed())
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: cpNamespace, Name: "knit-issuing-ca"}, &issuing)).To(Succeed())
+		Expect(issuing.Data["tls.crt"]).To(Equal(secret.Data["tls.crt"]), "nothing signed before: the first root signs at once")
 		m := getMesh(Default)
 		Expect(m.Status.Trust.RootFingerprint).To(Equal(sha256Fingerprint(secret.Data["tls.crt"])))
 		Expect(m.Status.Trust.RootNotAfter.Time).To(BeTemporally(">", time.Now().Add(300*24*time.Hour)))

@@ -84,6 +84,7 @@ func collectGarbage(ctx context.Context) {
 		&appsv1.DeploymentList{}, &corev1.ServiceList{}, &corev1.ServiceAccountList{},
 		&policyv1.PodDisruptionBudgetList{}, &corev1.ConfigMapList{}, &gatewayv1.GatewayList{},
 		&cmapi.CertificateList{}, &cmapi.IssuerList{}, &admissionregistrationv1.MutatingWebhookConfigurationList{},
+		&corev1.SecretList{}, // the CA Issuer's copy of the root (knit-issuing-ca)
 	}
 	// CertificateRequests are owned by Certificates and carry no labels of ours.
 	Expect(k8sClient.DeleteAllOf(ctx, &cmapi.CertificateRequest{}, client.InNamespace("knit-system"))).To(Succeed())

@@ -42,6 +42,11 @@ import (
 	"github.com/knit-mesh/knit/webhooks/injection"
 )
 
+// rootRotationHold is the operator's hold before a re-issued root signs: long enough that a
+// spec can have a certificate signed within it on a loaded machine (a few seconds), short enough
+// that the rotation specs do not wait minutes.
+const rootRotationHold = 15 * time.Second
+
 var (
 	env       *testenv.Env
 	k8sClient client.Client
@@ -105,6 +110,7 @@ var _ = BeforeSuite(func() {
 		// Short, so the upgrade specs see a retired revision go without waiting long.
 		RevisionGracePeriod: 2 * time.Second,
 		UpgradePollInterval: 300 * time.Millisecond,
+		RootRotationHold:    rootRotationHold,
 	}).SetupWithManager(mgr)).To(Succeed())
 
 	go func() {
