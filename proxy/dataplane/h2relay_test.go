@@ -344,12 +344,12 @@ func TestRelayKeepsTheGRPCGuaranteesOfTheHTTPPath(t *testing.T) {
 	}
 }
 
-// A reload that gives a route something the relay does not do (here retries) sends GOAWAY on
+// A reload that gives a route something the relay does not do (here a rewrite) sends GOAWAY on
 // relayed connections, so clients move to new connections, which net/http serves.
 func TestRelayHandsConnectionsBackWhenAReloadNeedsTheHTTPPath(t *testing.T) {
 	relayed := relayOn(t)
 	up := grpcShapesUpstream(t, nil)
-	cfg := func(retry string) string {
+	cfg := func(rewrite string) string {
 		return fmt.Sprintf(`
 listeners:
 - {name: in, address: "127.0.0.1:0", protocol: http, routeConfig: main}
@@ -358,14 +358,14 @@ routeConfigs:
   virtualHosts: [{name: all, routes: [{name: shapes, clusters: [{name: grpc}]%s}]}]
 clusters:
 - {name: grpc, protocol: http2, endpoints: [{address: "%s"}]}
-`, retry, up)
+`, rewrite, up)
 	}
 	p := startProxy(t, cfg(""))
 	start := h2relay.Served()
 	fr := rawH2CClient(t, addr(t, p, "in"))
 	waitFor(t, "the connection to be relayed", func() bool { return h2relay.Served() > start })
 	relayed()
-	apply(t, p, cfg(", retry: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms, max: 2ms}}"))
+	apply(t, p, cfg(", rewrite: {host: other.example}"))
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -387,6 +387,6 @@ clusters:
 		t.Fatalf("call after the reload: %q %v", out, err)
 	}
 	if h2relay.Served() != before {
-		t.Fatal("a new connection went through the relay though a route now retries")
+		t.Fatal("a new connection went through the relay though a route now rewrites")
 	}
 }

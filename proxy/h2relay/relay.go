@@ -52,7 +52,7 @@ func (s *Server) SetLimits(l config.ListenerLimits) { s.limits.Store(&l) }
 
 // Eligible says whether a new connection may be relayed: every route of the listener forwards
 // to HTTP/2 clusters, with nothing the relay does not do — local answers (redirects, direct
-// responses), header changes, retries, virtual listeners, span export.
+// responses), header changes, virtual listeners, span export. Retries it does (retry.go).
 func (s *Server) Eligible() bool {
 	s.mu.Lock()
 	draining := s.draining
@@ -69,7 +69,7 @@ func (s *Server) Eligible() bool {
 	}
 	ok := true
 	st.Routes.EachRoute(func(rt *route.Route) {
-		if rt.Actions != nil || rt.Retry != nil || len(rt.Targets) == 0 {
+		if rt.Actions != nil || len(rt.Targets) == 0 {
 			ok = false
 			return
 		}

@@ -98,10 +98,12 @@ func (ss *session) route(st *stream, r *http.Request, f *http2.MetaHeadersFrame)
 		return
 	}
 	ep.Start()
-	st.ep = ep
+	st.ep, st.sent = ep, st.start
+	st.startRetries(rt.Retry)
 	if rt.Timeout > 0 {
 		st.timer = time.AfterFunc(rt.Timeout, st.routeTimeout)
 	}
+	st.startTry()
 	st.reqHeaders = upstreamRequestHeaders(f, r, t.Cluster.Scheme(), state.Direction == config.Inbound)
 	ss.upstreamFor(t.Cluster, ep).attach(st)
 }
@@ -149,6 +151,9 @@ func (ss *session) clientTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st.reqTrailers = append([]hpack.HeaderField(nil), f.RegularFields()...)
+	if st.policy != nil {
+		st.keptTrailers = st.reqTrailers
+	}
 	st.forwardRequestData(nil, true)
 	return nil
 }
