@@ -51,8 +51,9 @@ func NewServer(h *httpproxy.Handler, limits config.ListenerLimits, log logr.Logg
 func (s *Server) SetLimits(l config.ListenerLimits) { s.limits.Store(&l) }
 
 // Eligible says whether a new connection may be relayed: every route of the listener forwards
-// to HTTP/2 clusters, with nothing the relay does not do — local answers (redirects, direct
-// responses), header changes, virtual listeners, span export. Retries it does (retry.go).
+// to HTTP/2 clusters, with nothing the relay does not do — the route's actions (redirects,
+// direct responses, rewrites, the route's header changes), virtual listeners, span export.
+// Retries (retry.go) and a target's header changes (headers.go) it does.
 func (s *Server) Eligible() bool {
 	s.mu.Lock()
 	draining := s.draining
@@ -74,8 +75,7 @@ func (s *Server) Eligible() bool {
 			return
 		}
 		for _, t := range rt.Targets {
-			if t.Cluster == nil || t.Cluster.Spec.Protocol != config.ClusterHTTP2 ||
-				t.RequestHeaders != nil || t.ResponseHeaders != nil {
+			if t.Cluster == nil || t.Cluster.Spec.Protocol != config.ClusterHTTP2 {
 				ok = false
 				return
 			}

@@ -104,7 +104,8 @@ func (ss *session) route(st *stream, r *http.Request, f *http2.MetaHeadersFrame)
 		st.timer = time.AfterFunc(rt.Timeout, st.routeTimeout)
 	}
 	st.startTry()
-	st.reqHeaders = upstreamRequestHeaders(f, r, t.Cluster.Scheme(), state.Direction == config.Inbound)
+	st.reqHeaders = modifyFields(upstreamRequestHeaders(f, r, t.Cluster.Scheme(), state.Direction == config.Inbound),
+		t.RequestHeaders)
 	ss.upstreamFor(t.Cluster, ep).attach(st)
 }
 

@@ -362,6 +362,7 @@ func (u *upConn) responseHeaders(st *stream, f *http2.MetaHeadersFrame) {
 			w.headers(st.id, false, fields)
 			return
 		}
+		fields = modifyFields(fields, st.target.ResponseHeaders)
 		st.status = code
 		st.respStarted = true
 		if f.StreamEnded() {
