@@ -22,10 +22,10 @@ import (
 	"github.com/knit-mesh/knit/proxy/h2relay"
 )
 
-// relayOn turns the HTTP/2 frame relay on for proxies the test starts, and returns a check
-// that connections really went through it (and not through net/http).
+// relayOn leaves the HTTP/2 frame relay on (the default) for proxies the test starts, and
+// returns a check that connections really went through it (and not through net/http).
 func relayOn(t *testing.T) func() {
-	t.Setenv(h2relay.EnvSwitch, "on")
+	t.Setenv(h2relay.EnvSwitch, "")
 	before := h2relay.Served()
 	return func() {
 		t.Helper()
@@ -388,5 +388,26 @@ clusters:
 	}
 	if h2relay.Served() != before {
 		t.Fatal("a new connection went through the relay though a route now rewrites")
+	}
+}
+
+// The relay takes HTTP/2 connections by default; KNIT_H2_RELAY=off hands them to net/http.
+func TestRelayIsOnByDefaultAndOffWithTheSwitch(t *testing.T) {
+	for _, env := range []string{"", "off"} {
+		t.Run("KNIT_H2_RELAY="+env, func(t *testing.T) {
+			t.Setenv(h2relay.EnvSwitch, env)
+			p := relayProxy(t, grpcShapesUpstream(t, nil))
+			before := h2relay.Served()
+			cc := grpcClient(t, addr(t, p, "in"))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			in, out := []byte("x"), []byte(nil)
+			if err := cc.Invoke(ctx, "/knit.test.Shapes/Unary", &in, &out); err != nil || string(out) != "echo:x" {
+				t.Fatalf("call: %q %v", out, err)
+			}
+			if relayed := h2relay.Served() > before; relayed != (env == "") {
+				t.Fatalf("relayed %v with KNIT_H2_RELAY=%q", relayed, env)
+			}
+		})
 	}
 }

@@ -23,11 +23,12 @@ import (
 	"github.com/knit-mesh/knit/proxy/route"
 )
 
-// EnvSwitch turns the relay on for a knit-proxy process ("on"); it is off by default.
+// EnvSwitch turns the relay off for a knit-proxy process ("off"): every HTTP/2 connection then
+// goes through net/http. It is on by default.
 const EnvSwitch = "KNIT_H2_RELAY"
 
-// EnabledByEnvironment reports whether the process environment turns the relay on.
-func EnabledByEnvironment() bool { return os.Getenv(EnvSwitch) == "on" }
+// EnabledByEnvironment reports whether the process environment leaves the relay on.
+func EnabledByEnvironment() bool { return os.Getenv(EnvSwitch) != "off" }
 
 // Server relays the HTTP/2 connections of one listener.
 type Server struct {
