@@ -65,3 +65,50 @@ clusters:
 	}
 	relayed()
 }
+
+// A route's own rewrite and header changes apply to relayed streams as on the HTTP path: the
+// path and :authority rewritten, the route's header changes before its target's (so a target's
+// set wins over the route's), on the request and on the response.
+func TestRelayAppliesARoutesRewriteAndHeaderChanges(t *testing.T) {
+	relayed := relayOn(t)
+	up := h2cUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "path=%s host=%s order=%q route=%q", r.URL.RequestURI(), r.Host, r.Header.Values("X-Order"),
+			r.Header.Values("X-Route"))
+	}))
+	p := startProxy(t, fmt.Sprintf(`
+listeners:
+- {name: in, address: "127.0.0.1:0", protocol: http, routeConfig: main}
+routeConfigs:
+- name: main
+  virtualHosts:
+  - name: all
+    routes:
+    - name: r
+      match: {pathPrefix: /old}
+      rewrite: {prefixRewrite: /new, host: rewritten.example}
+      requestHeaders: {set: [{name: X-Order, value: route}], add: [{name: X-Route, value: r}]}
+      responseHeaders: {set: [{name: X-Resp-Order, value: route}], add: [{name: X-Resp-Route, value: r}]}
+      clusters:
+      - name: c
+        requestHeaders: {set: [{name: X-Order, value: target}]}
+        responseHeaders: {set: [{name: X-Resp-Order, value: target}]}
+clusters:
+- {name: c, protocol: http2, endpoints: [{address: %q}]}
+`, up))
+	resp, err := h2cClient().Get("http://" + addr(t, p, "in") + "/old/x?q=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `path=/new/x?q=1 host=rewritten.example order=["target"] route=["r"]`; string(b) != want {
+		t.Fatalf("upstream saw %s, want %s", b, want)
+	}
+	if h := resp.Header; h.Get("X-Resp-Order") != "target" || h.Get("X-Resp-Route") != "r" {
+		t.Fatalf("response headers %v", h)
+	}
+	relayed()
+}

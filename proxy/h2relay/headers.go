@@ -6,7 +6,30 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/knit-mesh/knit/proxy/config"
+	"github.com/knit-mesh/knit/proxy/route"
 )
+
+// answersLocally: the route answers itself (a redirect or a direct response), which the relay
+// does not do.
+func answersLocally(rt *route.Route) bool {
+	return rt.Actions != nil && (rt.Actions.Redirect != nil || rt.Actions.DirectResponse != nil)
+}
+
+// routeRequestHeaders and routeResponseHeaders are a route's own header changes, applied
+// before its target's as on the HTTP path.
+func routeRequestHeaders(rt *route.Route) *config.HeaderModifier {
+	if rt.Actions == nil {
+		return nil
+	}
+	return rt.Actions.RequestHeaders
+}
+
+func routeResponseHeaders(rt *route.Route) *config.HeaderModifier {
+	if rt.Actions == nil {
+		return nil
+	}
+	return rt.Actions.ResponseHeaders
+}
 
 // modifyFields applies a target's header modifier to an HTTP/2 header block as
 // route.ModifyHeaders does to an http.Header: adds, then sets, then removes. Names are

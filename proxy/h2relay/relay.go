@@ -52,9 +52,9 @@ func NewServer(h *httpproxy.Handler, limits config.ListenerLimits, log logr.Logg
 func (s *Server) SetLimits(l config.ListenerLimits) { s.limits.Store(&l) }
 
 // Eligible says whether a new connection may be relayed: every route of the listener forwards
-// to HTTP/2 clusters, with nothing the relay does not do — the route's actions (redirects,
-// direct responses, rewrites, the route's header changes), virtual listeners, span export.
-// Retries (retry.go) and a target's header changes (headers.go) it does.
+// to HTTP/2 clusters, with nothing the relay does not do — local answers (redirects, direct
+// responses), virtual listeners, span export. Retries (retry.go), rewrites and header changes
+// of a route or a target (headers.go) it does.
 func (s *Server) Eligible() bool {
 	s.mu.Lock()
 	draining := s.draining
@@ -71,7 +71,7 @@ func (s *Server) Eligible() bool {
 	}
 	ok := true
 	st.Routes.EachRoute(func(rt *route.Route) {
-		if rt.Actions != nil || len(rt.Targets) == 0 {
+		if answersLocally(rt) || len(rt.Targets) == 0 {
 			ok = false
 			return
 		}

@@ -202,6 +202,12 @@ func (st *stream) credit(n int32) int32 {
 	return n - r
 }
 
+// stopRetrying drops what was kept for a retry once none can happen (the response began), so
+// a stream holds its request body only until its answer starts.
+func (st *stream) stopRetrying() {
+	st.policy, st.kept, st.keptTrailers, st.reqHeaders = nil, nil, nil, nil
+}
+
 func (st *stream) stopTimers() {
 	if st.timer != nil {
 		st.timer.Stop()

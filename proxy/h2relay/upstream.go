@@ -359,12 +359,14 @@ func (u *upConn) responseHeaders(st *stream, f *http2.MetaHeadersFrame) {
 		fields := responseFields(f)
 		if code < 200 { // informational: forwarded, the response is still to come
 			st.clientSawResponse = true
+			st.stopRetrying()
 			w.headers(st.id, false, fields)
 			return
 		}
-		fields = modifyFields(fields, st.target.ResponseHeaders)
+		fields = modifyFields(modifyFields(fields, routeResponseHeaders(st.rt)), st.target.ResponseHeaders)
 		st.status = code
 		st.respStarted = true
+		st.stopRetrying()
 		if f.StreamEnded() {
 			st.respEnded = true
 			st.grpcStatus = grpcStatusOf(f, st.isGRPC)
