@@ -22,20 +22,23 @@ func init() {
 	requestPaths = append(requestPaths, struct {
 		name  string
 		setup func(testing.TB) func() error
-	}{"grpc-server-stream", setupGRPCStreamPath})
+	}{"grpc-server-stream", func(t testing.TB) func() error {
+		t.Setenv(h2relay.EnvSwitch, "off") // net/http's HTTP/2 server and transport
+		return setupGRPCStreamPath(t)
+	}})
 	// 2026-12-02: 141 per call of 100 messages (identical over runs; 142 before the route
 	// table's SplitHostPort stopped allocating its error), nearly all net/http's
 	// HTTP/2 server and transport: streams, requests and responses on both sides, header maps
 	// and hpack strings, contexts and a timer per call. knit's own: the trailer announcement.
 	allocCeilings["grpc-server-stream"] = 141
-	// The same call through the HTTP/2 frame relay (proxy/h2relay, KNIT_H2_RELAY=on). 2026-12-02:
+	// The same call through the HTTP/2 frame relay (proxy/h2relay, on by default). 2026-12-02:
 	// 57 per call (58 before the same change): the decoded header blocks (hpack strings, field slices) of both sides, the
 	// request's header map for route matching, the stream and its route-timeout timer.
 	requestPaths = append(requestPaths, struct {
 		name  string
 		setup func(testing.TB) func() error
 	}{"grpc-server-stream-relayed", func(t testing.TB) func() error {
-		t.Setenv(h2relay.EnvSwitch, "on")
+		t.Setenv(h2relay.EnvSwitch, "")
 		return setupGRPCStreamPath(t)
 	}})
 	allocCeilings["grpc-server-stream-relayed"] = 57

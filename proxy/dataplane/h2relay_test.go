@@ -22,10 +22,10 @@ import (
 	"github.com/knit-mesh/knit/proxy/h2relay"
 )
 
-// relayOn turns the HTTP/2 frame relay on for proxies the test starts, and returns a check
-// that connections really went through it (and not through net/http).
+// relayOn leaves the HTTP/2 frame relay on (the default) for proxies the test starts, and
+// returns a check that connections really went through it (and not through net/http).
 func relayOn(t *testing.T) func() {
-	t.Setenv(h2relay.EnvSwitch, "on")
+	t.Setenv(h2relay.EnvSwitch, "")
 	before := h2relay.Served()
 	return func() {
 		t.Helper()
@@ -344,28 +344,28 @@ func TestRelayKeepsTheGRPCGuaranteesOfTheHTTPPath(t *testing.T) {
 	}
 }
 
-// A reload that gives a route something the relay does not do (here retries) sends GOAWAY on
+// A reload that gives a route something the relay does not do (here a direct response) sends GOAWAY on
 // relayed connections, so clients move to new connections, which net/http serves.
 func TestRelayHandsConnectionsBackWhenAReloadNeedsTheHTTPPath(t *testing.T) {
 	relayed := relayOn(t)
 	up := grpcShapesUpstream(t, nil)
-	cfg := func(retry string) string {
+	cfg := func(local string) string {
 		return fmt.Sprintf(`
 listeners:
 - {name: in, address: "127.0.0.1:0", protocol: http, routeConfig: main}
 routeConfigs:
 - name: main
-  virtualHosts: [{name: all, routes: [{name: shapes, clusters: [{name: grpc}]%s}]}]
+  virtualHosts: [{name: all, routes: [%s{name: shapes, clusters: [{name: grpc}]}]}]
 clusters:
 - {name: grpc, protocol: http2, endpoints: [{address: "%s"}]}
-`, retry, up)
+`, local, up)
 	}
 	p := startProxy(t, cfg(""))
 	start := h2relay.Served()
 	fr := rawH2CClient(t, addr(t, p, "in"))
 	waitFor(t, "the connection to be relayed", func() bool { return h2relay.Served() > start })
 	relayed()
-	apply(t, p, cfg(", retry: {attempts: 2, retryOn: [5xx], backoff: {base: 1ms, max: 2ms}}"))
+	apply(t, p, cfg("{name: local, match: {prefix: /local}, directResponse: {status: 204}}, "))
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -387,6 +387,27 @@ clusters:
 		t.Fatalf("call after the reload: %q %v", out, err)
 	}
 	if h2relay.Served() != before {
-		t.Fatal("a new connection went through the relay though a route now retries")
+		t.Fatal("a new connection went through the relay though a route now answers locally")
+	}
+}
+
+// The relay takes HTTP/2 connections by default; KNIT_H2_RELAY=off hands them to net/http.
+func TestRelayIsOnByDefaultAndOffWithTheSwitch(t *testing.T) {
+	for _, env := range []string{"", "off"} {
+		t.Run("KNIT_H2_RELAY="+env, func(t *testing.T) {
+			t.Setenv(h2relay.EnvSwitch, env)
+			p := relayProxy(t, grpcShapesUpstream(t, nil))
+			before := h2relay.Served()
+			cc := grpcClient(t, addr(t, p, "in"))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			in, out := []byte("x"), []byte(nil)
+			if err := cc.Invoke(ctx, "/knit.test.Shapes/Unary", &in, &out); err != nil || string(out) != "echo:x" {
+				t.Fatalf("call: %q %v", out, err)
+			}
+			if relayed := h2relay.Served() > before; relayed != (env == "") {
+				t.Fatalf("relayed %v with KNIT_H2_RELAY=%q", relayed, env)
+			}
+		})
 	}
 }

@@ -23,11 +23,12 @@ import (
 	"github.com/knit-mesh/knit/proxy/route"
 )
 
-// EnvSwitch turns the relay on for a knit-proxy process ("on"); it is off by default.
+// EnvSwitch turns the relay off for a knit-proxy process ("off"): every HTTP/2 connection then
+// goes through net/http. It is on by default.
 const EnvSwitch = "KNIT_H2_RELAY"
 
-// EnabledByEnvironment reports whether the process environment turns the relay on.
-func EnabledByEnvironment() bool { return os.Getenv(EnvSwitch) == "on" }
+// EnabledByEnvironment reports whether the process environment leaves the relay on.
+func EnabledByEnvironment() bool { return os.Getenv(EnvSwitch) != "off" }
 
 // Server relays the HTTP/2 connections of one listener.
 type Server struct {
@@ -52,7 +53,8 @@ func (s *Server) SetLimits(l config.ListenerLimits) { s.limits.Store(&l) }
 
 // Eligible says whether a new connection may be relayed: every route of the listener forwards
 // to HTTP/2 clusters, with nothing the relay does not do — local answers (redirects, direct
-// responses), header changes, retries, virtual listeners, span export.
+// responses), virtual listeners, span export. Retries (retry.go), rewrites and header changes
+// of a route or a target (headers.go) it does.
 func (s *Server) Eligible() bool {
 	s.mu.Lock()
 	draining := s.draining
@@ -69,13 +71,12 @@ func (s *Server) Eligible() bool {
 	}
 	ok := true
 	st.Routes.EachRoute(func(rt *route.Route) {
-		if rt.Actions != nil || rt.Retry != nil || len(rt.Targets) == 0 {
+		if answersLocally(rt) || len(rt.Targets) == 0 {
 			ok = false
 			return
 		}
 		for _, t := range rt.Targets {
-			if t.Cluster == nil || t.Cluster.Spec.Protocol != config.ClusterHTTP2 ||
-				t.RequestHeaders != nil || t.ResponseHeaders != nil {
+			if t.Cluster == nil || t.Cluster.Spec.Protocol != config.ClusterHTTP2 {
 				ok = false
 				return
 			}

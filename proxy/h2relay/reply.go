@@ -30,7 +30,7 @@ func errorMessage(code int) string {
 func accessEntry(st *stream, direction string) *accesslog.Entry {
 	e := &accesslog.Entry{
 		Start: st.start, Direction: direction, Method: st.method, Authority: st.authority,
-		Path: st.path, Protocol: "HTTP/2.0", Status: st.status, GRPCStatus: st.grpcStatus, Attempts: 1,
+		Path: st.path, Protocol: "HTTP/2.0", Status: st.status, GRPCStatus: st.grpcStatus, Attempts: max(st.attempts, 1),
 		BytesIn: st.bytesIn, BytesOut: st.bytesOut,
 	}
 	e.Duration = time.Since(st.start)

@@ -86,7 +86,7 @@ func (ss *session) route(st *stream, r *http.Request, f *http2.MetaHeadersFrame)
 	st.rt = rt
 	t := rt.PickTarget()
 	st.target, st.stats = t, t.Stats(state.Direction)
-	if t.Cluster == nil || t.Cluster.Spec.Protocol != config.ClusterHTTP2 {
+	if t.Cluster == nil || t.Cluster.Spec.Protocol != config.ClusterHTTP2 || answersLocally(rt) {
 		// A reload changed the route since the connection started: the relay does not serve it.
 		st.replyLocal(http.StatusServiceUnavailable, 14)
 		return
@@ -98,11 +98,18 @@ func (ss *session) route(st *stream, r *http.Request, f *http2.MetaHeadersFrame)
 		return
 	}
 	ep.Start()
-	st.ep = ep
+	st.ep, st.sent = ep, st.start
+	st.startRetries(rt.Retry)
 	if rt.Timeout > 0 {
 		st.timer = time.AfterFunc(rt.Timeout, st.routeTimeout)
 	}
-	st.reqHeaders = upstreamRequestHeaders(f, r, t.Cluster.Scheme(), state.Direction == config.Inbound)
+	st.startTry()
+	if rt.Actions != nil {
+		rt.Actions.RewriteRequest(r) // the path and host forwarded (its header changes go to r.Header, unused)
+		st.path = r.URL.Path         // logged as rewritten, as on the HTTP path
+	}
+	fields := upstreamRequestHeaders(f, r, t.Cluster.Scheme(), state.Direction == config.Inbound)
+	st.reqHeaders = modifyFields(modifyFields(fields, routeRequestHeaders(rt)), t.RequestHeaders)
 	ss.upstreamFor(t.Cluster, ep).attach(st)
 }
 
@@ -149,6 +156,9 @@ func (ss *session) clientTrailers(st *stream, f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	st.reqTrailers = append([]hpack.HeaderField(nil), f.RegularFields()...)
+	if st.policy != nil {
+		st.keptTrailers = st.reqTrailers
+	}
 	st.forwardRequestData(nil, true)
 	return nil
 }

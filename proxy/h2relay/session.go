@@ -568,6 +568,9 @@ func (ss *session) clientData(f *http2.DataFrame) error {
 		st.fail(errors.New("request body shorter than its content-length"), http2.ErrCodeProtocol)
 		return nil
 	}
+	if st.policy != nil {
+		st.keep(data)
+	}
 	st.forwardRequestData(data, end)
 	return nil
 }

@@ -73,6 +73,17 @@ type stream struct {
 	reason     string
 	timer      *time.Timer
 	done       bool
+
+	// retries (retry.go): the route's policy while the stream may still be retried
+	policy            *route.Retry
+	kept              []byte // the request body as received, for a replay
+	keptTrailers      []hpack.HeaderField
+	replayed          int32 // head of reqPending the client was already credited for
+	attempts          int
+	tried             []*balance.Endpoint
+	sent              time.Time   // the current attempt's start
+	attemptTimer      *time.Timer // the per-try timeout, or the backoff before the next attempt
+	clientSawResponse bool        // an informational response went to the client
 }
 
 // forwardRequestData sends what the upstream's windows admit and keeps the rest.
@@ -95,7 +106,7 @@ func (st *stream) forwardRequestData(data []byte, end bool) {
 		if last && st.reqEndPending {
 			st.reqEndPending = false
 		}
-		st.ss.creditClient(st, n)
+		st.ss.creditClient(st, st.credit(n))
 	}
 	if rest := data[n:]; len(rest) > 0 {
 		st.reqPending = append(st.reqPending, rest...)
@@ -128,7 +139,7 @@ func (st *stream) drainRequest() {
 		if len(st.reqPending) == 0 {
 			st.reqPending = nil
 		}
-		st.ss.creditClient(st, n)
+		st.ss.creditClient(st, st.credit(n))
 		if !last {
 			return
 		}
@@ -230,9 +241,7 @@ func (st *stream) maybeDone() {
 
 func (st *stream) finish() {
 	st.done = true
-	if st.timer != nil {
-		st.timer.Stop()
-	}
+	st.stopTimers()
 	st.endpointDone(balance.Success)
 	st.ss.removeStream(st)
 }
@@ -247,7 +256,7 @@ func (st *stream) endpointDone(r balance.Result) {
 	if r == balance.NotEndpoint {
 		st.ep.Release()
 	} else {
-		st.ep.Done(time.Since(st.start), r != balance.Success)
+		st.ep.Done(time.Since(st.sent), r != balance.Success)
 	}
 	if c.Outlier.Record(c.Endpoints, st.ep, r) {
 		st.stats.Ejections.Inc()
@@ -261,13 +270,16 @@ func (st *stream) fail(err error, code http2.ErrCode) {
 	if st.done {
 		return
 	}
+	if st.retryAfterFailure(err, failureResult(err)) {
+		return
+	}
 	st.err = err
 	if st.upID != 0 && !st.respEnded || st.upID != 0 && !st.reqEnded {
 		upCode := http2.ErrCodeCancel
 		if errors.Is(err, errClientReset) {
 			upCode = code
 		}
-		if !errors.Is(err, errUpstreamReset) && !errors.Is(err, errUpstreamGone) {
+		if !errors.Is(err, errUpstreamReset) && !errors.Is(err, errUpstreamGone) && !errors.Is(err, errRefused) {
 			st.up.w.reset(st.upID, upCode)
 		}
 	}
@@ -277,9 +289,13 @@ func (st *stream) fail(err error, code http2.ErrCode) {
 		st.reason = "client_disconnect"
 		st.endpointDone(balance.NotEndpoint)
 	case !st.respStarted && (errors.Is(err, errRouteTimeout) || errors.Is(err, errUpstreamGone) ||
-		errors.Is(err, errUpstreamReset) || errors.Is(err, errRequestBodyIdle) || errors.Is(err, errRefused)):
+		errors.Is(err, errUpstreamReset) || errors.Is(err, errRequestBodyIdle) || errors.Is(err, errRefused) ||
+		errors.Is(err, errPerTryTimeout)):
 		status := http.StatusBadGateway
 		switch {
+		case errors.Is(err, errPerTryTimeout): // the endpoint's 504, as on the HTTP path
+			status = http.StatusGatewayTimeout
+			st.endpointDone(balance.Status5xx)
 		case errors.Is(err, errRouteTimeout):
 			status = http.StatusGatewayTimeout
 			st.reason = "route_timeout"
@@ -302,7 +318,7 @@ func (st *stream) fail(err error, code http2.ErrCode) {
 	default:
 		if st.respStarted {
 			switch {
-			case errors.Is(err, errRouteTimeout):
+			case errors.Is(err, errRouteTimeout), errors.Is(err, errPerTryTimeout):
 				st.reason = "route_timeout"
 			case errors.Is(err, errRequestBodyIdle):
 				st.reason = "request_body_timeout"
@@ -319,10 +335,19 @@ func (st *stream) fail(err error, code http2.ErrCode) {
 		st.ss.peer.reset(st.id, code)
 	}
 	st.done = true
-	if st.timer != nil {
-		st.timer.Stop()
-	}
+	st.stopTimers()
 	st.ss.removeStream(st)
+}
+
+// failureResult is what an endpoint learns from an attempt that failed with err.
+func failureResult(err error) balance.Result {
+	switch {
+	case errors.Is(err, errPerTryTimeout):
+		return balance.Status5xx
+	case errors.Is(err, errUpstreamReset), errors.Is(err, errUpstreamGone), errors.Is(err, errRefused):
+		return balance.ConnectFailure
+	}
+	return balance.NotEndpoint // the client's doing, or the route's own timeout
 }
 
 // replyError answers the client as the HTTP path does: gRPC clients a trailers-only status,

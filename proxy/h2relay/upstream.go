@@ -69,7 +69,7 @@ func (u *upConn) attach(st *stream) {
 
 // open starts the upstream stream: HEADERS, then whatever request data the windows admit.
 func (u *upConn) open(st *stream) {
-	if st.done {
+	if st.done || st.up != u { // ended, or moved to another attempt while u was dialing
 		return
 	}
 	st.upID = u.nextID
@@ -78,7 +78,9 @@ func (u *upConn) open(st *stream) {
 	st.upWindow = u.w.initWindow
 	end := st.reqEnded && len(st.reqPending) == 0 && st.reqTrailers == nil
 	u.w.headers(st.upID, end, st.reqHeaders)
-	st.reqHeaders = nil
+	if st.policy == nil { // kept for a retry's attempt otherwise
+		st.reqHeaders = nil
+	}
 	if end {
 		st.reqEndPending = false
 	} else if st.reqEnded {
@@ -108,7 +110,7 @@ func (u *upConn) dial(key string) {
 		u.dead = true
 		u.removeFromSession(key)
 		for _, st := range u.waiting {
-			if !st.done {
+			if !st.done && st.up == u && !st.retryAfterFailure(err, upstream.DialResult(err)) {
 				st.err = err
 				st.endpointDone(upstream.DialResult(err))
 				st.ep = nil
@@ -162,9 +164,7 @@ func (st *stream) replyDialFailure(code int) {
 	}
 	st.replyError(code)
 	st.done = true
-	if st.timer != nil {
-		st.timer.Stop()
-	}
+	st.stopTimers()
 	st.ss.removeStream(st)
 }
 
@@ -353,13 +353,20 @@ func (u *upConn) responseHeaders(st *stream, f *http2.MetaHeadersFrame) {
 			st.fail(fmt.Errorf("%w: response without a valid :status", errUpstreamReset), http2.ErrCodeProtocol)
 			return
 		}
+		if code >= 200 && st.retryAfterStatus(code, f.StreamEnded() && st.reqEnded && !st.reqEndPending && len(st.reqPending) == 0) {
+			return // nothing of this answer goes to the client
+		}
 		fields := responseFields(f)
 		if code < 200 { // informational: forwarded, the response is still to come
+			st.clientSawResponse = true
+			st.stopRetrying()
 			w.headers(st.id, false, fields)
 			return
 		}
+		fields = modifyFields(modifyFields(fields, routeResponseHeaders(st.rt)), st.target.ResponseHeaders)
 		st.status = code
 		st.respStarted = true
+		st.stopRetrying()
 		if f.StreamEnded() {
 			st.respEnded = true
 			st.grpcStatus = grpcStatusOf(f, st.isGRPC)

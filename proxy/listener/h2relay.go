@@ -51,7 +51,7 @@ func (l *Listener) serveTLSMaybeRelayed(c, conn net.Conn, s *Settings) {
 	l.serveHTTP(tc)
 }
 
-// newRelay is the listener's frame relay, when the process turns it on (h2relay.EnvSwitch).
+// newRelay is the listener's frame relay, unless the process turns it off (h2relay.EnvSwitch).
 func newRelay(l *Listener, s *Settings) *h2relay.Server {
 	if !h2relay.EnabledByEnvironment() {
 		return nil

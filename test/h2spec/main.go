@@ -44,11 +44,13 @@ func main() {
 	bin := flag.String("h2spec", "", "path to the h2spec binary (hack/build-h2spec.sh prints it)")
 	report := flag.String("report", "", "write the combined h2spec output here")
 	known := flag.String("known", "", "known failures: lines \"<listener> <test id>  # reason\"")
-	relay := flag.Bool("relay", false, "run the HTTP/2 frame relay (KNIT_H2_RELAY=on) in front of an h2c upstream")
+	relay := flag.Bool("relay", false, "the HTTP/2 frame relay in front of an h2c upstream; without it, net/http's HTTP/2 server (KNIT_H2_RELAY=off) in front of an HTTP/1 upstream")
 	flag.Parse()
 	if *relay {
-		os.Setenv(h2relay.EnvSwitch, "on")
+		os.Setenv(h2relay.EnvSwitch, "")
 		upstreamHTTP2 = true
+	} else {
+		os.Setenv(h2relay.EnvSwitch, "off")
 	}
 	if *bin == "" {
 		fmt.Fprintln(os.Stderr, "usage: h2spec -h2spec PATH [-report FILE] [-known FILE]")
