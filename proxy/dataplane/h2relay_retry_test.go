@@ -21,54 +21,39 @@ import (
 // answered with RST_STREAM REFUSED_STREAM, or (goAway) with GOAWAY whose last stream is below it.
 func refusingH2Upstream(t *testing.T, goAway bool, hits *atomic.Int64) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
+	return tcpServer(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(time.Minute))
+		br := bufio.NewReader(c)
+		if _, err := br.Discard(len(http2.ClientPreface)); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, br)
+		if fr.WriteSettings() != nil {
+			return
+		}
 		for {
-			c, err := l.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(time.Minute))
-				br := bufio.NewReader(c)
-				if _, err := br.Discard(len(http2.ClientPreface)); err != nil {
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() && fr.WriteSettingsAck() != nil {
 					return
 				}
-				fr := http2.NewFramer(c, br)
-				if fr.WriteSettings() != nil {
+			case *http2.HeadersFrame:
+				hits.Add(1)
+				if goAway {
+					fr.WriteGoAway(max(f.StreamID, 2)-2, http2.ErrCodeNo, nil)
+					io.Copy(io.Discard, br) // until the proxy closes the connection
 					return
 				}
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() && fr.WriteSettingsAck() != nil {
-							return
-						}
-					case *http2.HeadersFrame:
-						hits.Add(1)
-						if goAway {
-							fr.WriteGoAway(max(f.StreamID, 2)-2, http2.ErrCodeNo, nil)
-							io.Copy(io.Discard, br) // until the proxy closes the connection
-							return
-						}
-						if fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream) != nil {
-							return
-						}
-					}
+				if fr.WriteRSTStream(f.StreamID, http2.ErrCodeRefusedStream) != nil {
+					return
 				}
-			}()
+			}
 		}
-	}()
-	return l.Addr().String()
+	})
 }
 
 // rawExchange sends one request on a raw client connection and reads its answer: the status,

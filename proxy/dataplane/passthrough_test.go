@@ -175,7 +175,7 @@ func TestPassthroughRefusesLoopsAndUnknownDestinations(t *testing.T) {
 	}
 }
 
-func tcpServer(t *testing.T, serve func(net.Conn)) string {
+func tcpServer(t testing.TB, serve func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
