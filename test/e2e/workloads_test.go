@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -21,7 +22,7 @@ func workloadsSpecs() {
 	It("runs the README's sample workloads meshed: an init container's sh -c call, probes, a Job, a StatefulSet", Label("workloads"), func() {
 		const ns = "knit-demo"
 		run(5*time.Minute, "hack/images.sh", "--import", "toolbox")
-		manifest, err := os.ReadFile(demoWorkloads)
+		manifest, err := os.ReadFile(filepath.Join(cluster.repo, demoWorkloads))
 		Expect(err).NotTo(HaveOccurred())
 		Expect(string(manifest)).To(ContainSubstring("image: "+imageRef("toolbox")), "the sample names the toolbox image make demo imports")
 		DeferCleanup(func() { _, _ = tryKubectl("delete", "namespace", ns, "--wait=false") })
