@@ -20,7 +20,7 @@ CM_DIR=$(cert_manager_dir)
 ALL=(pause coredns e2e-probe toolbox controller cert-manager-controller cert-manager-webhook cert-manager-cainjector mesh)
 # `toolbox`: a shell for people's own workloads on a cluster that pulls nothing (README, "Try
 # the mesh"): Debian's busybox-static as /bin/sh and /bin/busybox (its shell runs every applet,
-# wget, nc, nslookup, sleep..., without a PATH lookup) and the probe tool as /bin/probe.
+# sleep, nc, hostname..., without a PATH lookup; its wget crashes) and the probe tool as /bin/probe (HTTP).
 # `mesh`: the mesh's own images, per supported mesh version, named by the operator's
 # internal/versions/versions.yaml (the operator puts those references into the Deployments it makes).
 # `conformance-echo` (not in ALL: only `make conformance` needs it): Istio's echo server and
