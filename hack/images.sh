@@ -125,12 +125,19 @@ busybox_static() {
 
 image_ref() { local v=${1//-/_}; v="${v^^}_IMAGE"; echo "${!v}"; }
 
+# conformance_module_dir: where the conformance suite module test/conformance pins is, downloaded
+# first (go list -m prints an empty Dir for a module not yet in the module cache: a new machine).
+conformance_module_dir() {
+  (cd "$REPO_ROOT/test/conformance" && go mod download sigs.k8s.io/gateway-api/conformance &&
+    go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance)
+}
+
 # conformance_echo_ref: the one image reference in the conformance suite's mesh manifests (the
 # suite module pinned by test/conformance/go.mod). The suite applies those manifests itself, so
 # the image must be in containerd under exactly that name (pull policy IfNotPresent).
 conformance_echo_ref() {
   local dir refs
-  dir=$(cd "$REPO_ROOT/test/conformance" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance) ||
+  dir=$(conformance_module_dir) ||
     die "cannot locate the conformance suite module (test/conformance/go.mod)"
   refs=$(sed -nE 's/^[[:space:]]*image:[[:space:]]*//p' "$dir/mesh/manifests.yaml" | tr -d "\"'" | sort -u)
   [[ -n $refs && $(wc -l <<<"$refs") == 1 ]] || die "$dir/mesh/manifests.yaml names not exactly one image: ${refs//$'\n'/ }"
@@ -140,7 +147,7 @@ conformance_echo_ref() {
 # conformance_gateway_refs: "REF BINARY" per image the suite's gateway manifests name.
 conformance_gateway_refs() {
   local dir ref
-  dir=$(cd "$REPO_ROOT/test/conformance" && go list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api/conformance) ||
+  dir=$(conformance_module_dir) ||
     die "cannot locate the conformance suite module (test/conformance/go.mod)"
   while read -r ref; do
     case $ref in
