@@ -3,7 +3,6 @@ package h2relay
 import (
 	"errors"
 	"net/http"
-	"slices"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -87,24 +86,13 @@ func shouldRetryFailure(p *route.Retry, err error) bool {
 	case errors.Is(err, errRefused):
 		return true
 	case errors.Is(err, errPerTryTimeout): // as a 504 would be
-		return p.On5xx || p.OnGatewayError || slices.Contains(p.StatusCodes, http.StatusGatewayTimeout)
+		return p.RetriesStatus(http.StatusGatewayTimeout)
 	case upstream.IsConnectError(err):
 		return p.OnConnect || p.OnReset
 	case errors.Is(err, errUpstreamReset), errors.Is(err, errUpstreamGone):
 		return p.OnReset
 	}
 	return false
-}
-
-// shouldRetryStatus says whether the policy retries a response with this status.
-func shouldRetryStatus(p *route.Retry, code int) bool {
-	switch code {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		if p.On5xx || p.OnGatewayError {
-			return true
-		}
-	}
-	return slices.Contains(p.StatusCodes, code) || p.On5xx && code >= 500
 }
 
 // retryAfterFailure starts the next attempt of a stream whose attempt failed with err, when
@@ -121,7 +109,7 @@ func (st *stream) retryAfterFailure(err error, result balance.Result) bool {
 // retryAfterStatus starts the next attempt instead of forwarding a response whose status the
 // policy retries. upstreamDone: the upstream stream is closed on both sides already.
 func (st *stream) retryAfterStatus(code int, upstreamDone bool) bool {
-	if !st.mayRetry() || !shouldRetryStatus(st.policy, code) {
+	if !st.mayRetry() || !st.policy.RetriesStatus(code) {
 		return false
 	}
 	result := balance.Success

@@ -13,7 +13,6 @@ import (
 	"net/url"
 	"os"
 	"runtime/debug"
-	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -357,7 +356,7 @@ func forward(out *http.Request, fast bool, cb *clientBody, rt *route.Route, c *u
 
 func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
 	if errors.Is(err, errPerTryTimeout) { // as a 504 would be
-		return p.On5xx || p.OnGatewayError || slices.Contains(p.StatusCodes, http.StatusGatewayTimeout)
+		return p.RetriesStatus(http.StatusGatewayTimeout)
 	}
 	if err != nil {
 		if upstream.IsConnectError(err) {
@@ -365,18 +364,7 @@ func shouldRetry(p *route.Retry, resp *http.Response, err error) bool {
 		}
 		return p.OnReset
 	}
-	switch resp.StatusCode {
-	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		if p.On5xx || p.OnGatewayError {
-			return true
-		}
-	}
-	for _, code := range p.StatusCodes {
-		if code == resp.StatusCode {
-			return true
-		}
-	}
-	return p.On5xx && resp.StatusCode >= 500
+	return p.RetriesStatus(resp.StatusCode)
 }
 
 // replayable buffers a small body so a retry can send it again.

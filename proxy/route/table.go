@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -94,6 +95,18 @@ type Retry struct {
 	BackoffMax  time.Duration
 	// PerTry bounds each attempt (0: only the route's timeout).
 	PerTry time.Duration
+}
+
+// RetriesStatus says whether the policy retries a response with this status (a per-try timeout
+// counts as a 504).
+func (p *Retry) RetriesStatus(code int) bool {
+	switch code {
+	case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		if p.On5xx || p.OnGatewayError {
+			return true
+		}
+	}
+	return slices.Contains(p.StatusCodes, code) || p.On5xx && code >= 500
 }
 
 // Method reports whether requests with this method may be retried.
