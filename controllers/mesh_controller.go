@@ -390,11 +390,10 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	enqueueMesh := handler.EnqueueRequestsFromMapFunc(func(context.Context, client.Object) []reconcile.Request {
 		return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: meshv1.MeshName}}}
 	})
-	gatewayAPI, err := gatewayAPIInstalled(mgr)
-	if err != nil {
+	if err := r.DetectOptionalAPIs(mgr.GetRESTMapper()); err != nil {
 		return err
 	}
-	r.gatewayAPI = gatewayAPI
+	gatewayAPI := r.gatewayAPI
 	b := ctrl.NewControllerManagedBy(mgr)
 	if gatewayAPI {
 		// Any Gateway's status feeds GatewaysReady; a new one may need a trust bundle.
@@ -450,9 +449,18 @@ func (r *MeshReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}).SetupWithManager(mgr)
 }
 
+// DetectOptionalAPIs records which optional APIs (Gateway API) are installed now: the
+// reconciler serves them only if so. SetupWithManager calls it; a reconciler built by hand (in
+// tests) must call it too, or it reports the Mesh as a manager without those APIs would.
+func (r *MeshReconciler) DetectOptionalAPIs(mapper meta.RESTMapper) error {
+	installed, err := gatewayAPIInstalled(mapper)
+	r.gatewayAPI = installed
+	return err
+}
+
 // gatewayAPIInstalled says whether the API server serves Gateway API's Gateway kind.
-func gatewayAPIInstalled(mgr ctrl.Manager) (bool, error) {
-	_, err := mgr.GetRESTMapper().RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, gatewayv1.GroupVersion.Version)
+func gatewayAPIInstalled(mapper meta.RESTMapper) (bool, error) {
+	_, err := mapper.RESTMapping(schema.GroupKind{Group: gatewayv1.GroupName, Kind: "Gateway"}, gatewayv1.GroupVersion.Version)
 	switch {
 	case meta.IsNoMatchError(err):
 		return false, nil

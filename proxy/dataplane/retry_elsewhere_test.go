@@ -68,6 +68,11 @@ clusters:
 				const clients, each = 4, 10
 				var wg sync.WaitGroup
 				var failed atomic.Int64
+				var firstFailure atomic.Value
+				fail := func(why string) {
+					failed.Add(1)
+					firstFailure.CompareAndSwap(nil, why)
+				}
 				for range clients {
 					wg.Add(1)
 					go func() {
@@ -76,20 +81,21 @@ clusters:
 						for range each {
 							resp, err := cl.Get(url)
 							if err != nil {
-								failed.Add(1)
+								fail(err.Error())
 								continue
 							}
+							body, _ := io.ReadAll(resp.Body)
 							resp.Body.Close()
 							if resp.StatusCode != http.StatusOK {
-								failed.Add(1)
+								fail(fmt.Sprintf("%d %q", resp.StatusCode, body))
 							}
 						}
 					}()
 				}
 				wg.Wait()
 				if n := failed.Load(); n != 0 {
-					t.Fatalf("%d of %d requests failed; with one retry each must reach the endpoint that is there (served %d)",
-						n, clients*each, served.Load())
+					t.Fatalf("%d of %d requests failed (the first: %v); with one retry each must reach the endpoint that is there (served %d)",
+						n, clients*each, firstFailure.Load(), served.Load())
 				}
 			})
 		}

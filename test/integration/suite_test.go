@@ -102,16 +102,9 @@ var _ = BeforeSuite(func() {
 	}))
 	Expect(mgr.Add(server)).To(Succeed())
 
-	Expect((&controllers.MeshReconciler{
-		Client:                 mgr.GetClient(),
-		Recorder:               mgr.GetEventRecorder("knit-operator"),
-		OperatorNamespace:      operatorNamespace,
-		OperatorServiceAccount: operatorServiceAccount,
-		// Short, so the upgrade specs see a retired revision go without waiting long.
-		RevisionGracePeriod: 2 * time.Second,
-		UpgradePollInterval: 300 * time.Millisecond,
-		RootRotationHold:    rootRotationHold,
-	}).SetupWithManager(mgr)).To(Succeed())
+	meshReconciler := suiteMeshReconciler(mgr.GetClient())
+	meshReconciler.Recorder = mgr.GetEventRecorder("knit-operator")
+	Expect(meshReconciler.SetupWithManager(mgr)).To(Succeed())
 
 	go func() {
 		defer GinkgoRecover()

@@ -22,6 +22,9 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"time"
+
+	. "github.com/onsi/gomega"
 
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -44,6 +47,19 @@ func (w *writeCounter) record(verb string, obj client.Object) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.log = append(w.log, fmt.Sprintf("%s %T %s", verb, obj, client.ObjectKeyFromObject(obj)))
+}
+
+// recordPatch also keeps what the patch would change, so a failing spec says which field moved.
+func (w *writeCounter) recordPatch(verb string, obj client.Object, patch client.Patch) {
+	body, err := patch.Data(obj)
+	if err != nil {
+		body = []byte(err.Error())
+	}
+	const limit = 2000
+	if len(body) > limit {
+		body = append(body[:limit:limit], "..."...)
+	}
+	w.record(fmt.Sprintf("%s (%s %s)", verb, patch.Type(), body), obj)
 }
 
 func (w *writeCounter) writes() []string {
@@ -69,7 +85,7 @@ func (w *writeCounter) Update(ctx context.Context, obj client.Object, opts ...cl
 }
 
 func (w *writeCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
-	w.record("patch", obj)
+	w.recordPatch("patch", obj, patch)
 	return w.Client.Patch(ctx, obj, patch, opts...)
 }
 
@@ -93,15 +109,30 @@ func (s *statusCounter) Update(ctx context.Context, obj client.Object, opts ...c
 }
 
 func (s *statusCounter) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	s.w.record("status patch", obj)
+	s.w.recordPatch("status patch", obj, patch)
 	return s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
 }
 
-// newMeshReconciler and newRevisionReconciler are configured as the suite's manager runs them:
-// a reconciler that knew another operator namespace would want other webhooks, and the two
-// would take turns rewriting them.
+// suiteMeshReconciler is the Mesh reconciler as the suite's manager runs it.
+func suiteMeshReconciler(c client.Client) *controllers.MeshReconciler {
+	return &controllers.MeshReconciler{
+		Client:                 c,
+		OperatorNamespace:      operatorNamespace,
+		OperatorServiceAccount: operatorServiceAccount,
+		// Short, so the upgrade specs see a retired revision go without waiting long.
+		RevisionGracePeriod: 2 * time.Second,
+		UpgradePollInterval: 300 * time.Millisecond,
+		RootRotationHold:    rootRotationHold,
+	}
+}
+
+// newMeshReconciler and newRevisionReconciler are configured exactly as the suite's manager runs
+// them: a reconciler configured otherwise (another operator namespace, another rotation hold,
+// Gateway API unknown) would decide another status, and the two would take turns rewriting it.
 func newMeshReconciler(c client.Client) *controllers.MeshReconciler {
-	return &controllers.MeshReconciler{Client: c, OperatorNamespace: operatorNamespace, OperatorServiceAccount: operatorServiceAccount}
+	r := suiteMeshReconciler(c)
+	Expect(r.DetectOptionalAPIs(c.RESTMapper())).To(Succeed())
+	return r
 }
 
 func newRevisionReconciler(c client.Client) *controllers.MeshRevisionReconciler {
