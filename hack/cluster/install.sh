@@ -30,6 +30,20 @@ spec: {selfSigned: {}}
 YAML
 }
 
+# webhook_diagnostics prints why the webhook does not answer: the API server's error, whether the
+# caBundle cainjector injected is the CA in the webhook's Secret, and the two pods' last lines.
+webhook_diagnostics() {
+  log "the API server's answer:"; webhook_serves 2>&1 | tail -3 >&2 || true
+  local injected secret
+  injected=$(kubectl_ get validatingwebhookconfiguration cert-manager-webhook -o jsonpath='{.webhooks[0].clientConfig.caBundle}' 2>/dev/null | sha256sum | cut -c1-12)
+  secret=$(kubectl_ -n cert-manager get secret cert-manager-webhook-ca -o jsonpath='{.data.ca\.crt}' 2>/dev/null | sha256sum | cut -c1-12)
+  log "caBundle injected: sha256 $injected; Secret cert-manager-webhook-ca ca.crt: sha256 $secret"
+  local d
+  for d in cert-manager-cainjector cert-manager-webhook; do
+    log "deployment/$d, last lines:"; kubectl_ -n cert-manager logs "deployment/$d" --tail=15 >&2 2>&1 || true
+  done
+}
+
 cert_manager() {
   "$HACK_DIR/build-cert-manager.sh"
   kubectl_ apply --server-side --force-conflicts -f "$CM_DIR/crds/" >/dev/null || die "applying cert-manager CRDs failed"
@@ -42,7 +56,19 @@ cert_manager() {
     wait_for "deployment $d" 240 kubectl_ -n cert-manager rollout status "deployment/$d" --timeout=5s ||
       { kubectl_ -n cert-manager get pods -o wide; die "cert-manager did not come up"; }
   done
-  wait_for "cert-manager webhook" 180 webhook_serves || die "cert-manager's webhook does not answer"
+  if ! wait_for "cert-manager webhook" 120 webhook_serves; then
+    # Seen once (2026-12-02, CI): the API server refused the webhook's certificate ("signed by
+    # unknown authority") for minutes while all three pods ran. Say why, then do what an admin
+    # would: restart cainjector and the webhook once, so the CA is injected afresh.
+    webhook_diagnostics
+    log "restarting cert-manager's cainjector and webhook once"
+    kubectl_ -n cert-manager rollout restart deployment/cert-manager-cainjector deployment/cert-manager-webhook >/dev/null
+    for d in cert-manager-webhook cert-manager-cainjector; do
+      wait_for "deployment $d (restarted)" 120 kubectl_ -n cert-manager rollout status "deployment/$d" --timeout=5s || true
+    done
+    wait_for "cert-manager webhook (after a restart)" 120 webhook_serves ||
+      { webhook_diagnostics; die "cert-manager's webhook does not answer"; }
+  fi
 }
 
 operator() {
