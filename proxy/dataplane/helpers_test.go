@@ -26,6 +26,20 @@ import (
 	"github.com/knit-mesh/knit/proxy/metrics"
 )
 
+// patientDetectTimeout replaces the default protocol detection timeout (500 ms) of the tests'
+// listeners: a test client starved of CPU (make test runs at nice 19 beside the cluster suites)
+// may send its first bytes later than that, and its connection is then taken for opaque TCP and
+// closed (the client sees EOF). Tests of detection itself set their timeout in the YAML.
+const patientDetectTimeout = 5 * time.Second
+
+func patientDetection(cfg *config.Bootstrap) {
+	for i := range cfg.Listeners {
+		if l := &cfg.Listeners[i]; l.DetectTimeout.D() == config.DefaultDetectTimeout {
+			l.DetectTimeout = config.Duration(patientDetectTimeout)
+		}
+	}
+}
+
 // startProxy applies a YAML config with real listeners on 127.0.0.1:0.
 func startProxy(t testing.TB, yaml string) *Proxy {
 	t.Helper()
@@ -33,6 +47,7 @@ func startProxy(t testing.TB, yaml string) *Proxy {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	patientDetection(cfg)
 	p := New(logr.Discard(), metrics.New())
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		t.Fatalf("apply: %v", err)
@@ -51,6 +66,7 @@ func apply(t *testing.T, p *Proxy, yaml string) {
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
+	patientDetection(cfg)
 	if err := p.Apply(context.Background(), cfg); err != nil {
 		t.Fatalf("apply: %v", err)
 	}

@@ -205,7 +205,7 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	code, body := get(t, client(), base+"/config")
 	var cfg config.Bootstrap
-	if code != 200 || json.Unmarshal([]byte(body), &cfg) != nil || cfg.Listeners[0].Name != "in" || cfg.Listeners[0].DetectTimeout.D() != 500*time.Millisecond {
+	if code != 200 || json.Unmarshal([]byte(body), &cfg) != nil || cfg.Listeners[0].Name != "in" || cfg.Listeners[0].DetectTimeout.D() != patientDetectTimeout {
 		t.Fatalf("/config: %d %s", code, body)
 	}
 	_, metricsText := get(t, client(), base+"/metrics")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -20,17 +21,29 @@ import (
 	"github.com/knit-mesh/knit/proxy/metrics"
 )
 
-const passthroughYAML = `
+// passthroughYAML is the sidecar's two listeners with a 200 ms detection timeout, which the
+// mutual TLS tests of a peer that detected too early rely on.
+var passthroughYAML = fmt.Sprintf(passthroughYAMLFormat, 200*time.Millisecond)
+
+// passthroughYAMLFormat takes the listeners' detection timeout.
+const passthroughYAMLFormat = `
 listeners:
-- {name: inbound, address: "127.0.0.1:0", direction: inbound, originalDestination: true, detectTimeout: 200ms}
-- {name: outbound, address: "127.0.0.1:0", direction: outbound, originalDestination: true, detectTimeout: 200ms}
+- {name: inbound, address: "127.0.0.1:0", direction: inbound, originalDestination: true, detectTimeout: %[1]s}
+- {name: outbound, address: "127.0.0.1:0", direction: outbound, originalDestination: true, detectTimeout: %[1]s}
 `
 
 // startPassthrough runs the sidecar's listeners on loopback; the original
 // destination of every connection is whatever *dst holds (no NAT needed).
-func startPassthrough(t *testing.T) (*Proxy, *atomic.Pointer[netip.AddrPort]) {
+func startPassthrough(t testing.TB) (*Proxy, *atomic.Pointer[netip.AddrPort]) {
 	t.Helper()
-	cfg, err := config.Parse([]byte(passthroughYAML))
+	return startPassthroughDetecting(t, patientDetectTimeout)
+}
+
+// startPassthroughDetecting is startPassthrough with the listeners' detection timeout: short only
+// where a test needs it to time out (a server that speaks first), else patientDetectTimeout.
+func startPassthroughDetecting(t testing.TB, detect time.Duration) (*Proxy, *atomic.Pointer[netip.AddrPort]) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(fmt.Sprintf(passthroughYAMLFormat, detect)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +116,7 @@ func TestPassthroughH2C(t *testing.T) {
 }
 
 func TestPassthroughOpaqueTCP(t *testing.T) {
-	p, dst := startPassthrough(t)
+	p, dst := startPassthroughDetecting(t, 200*time.Millisecond)
 	// An echo server, and a server that speaks first.
 	echo := tcpServer(t, func(c net.Conn) { io.Copy(c, c) })
 	banner := tcpServer(t, func(c net.Conn) { c.Write([]byte("220 smtp ready\r\n")); io.Copy(io.Discard, c) })

@@ -10,6 +10,7 @@ import (
 	"net/http/httptrace"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -29,8 +30,20 @@ const serviceVIP = "10.96.0.10:80"
 // original destination.
 func startVirtual(t *testing.T, extra string) (*Proxy, *atomic.Pointer[netip.AddrPort]) {
 	t.Helper()
+	return startVirtualDetecting(t, patientDetectTimeout, extra)
+}
+
+// virtualDetectTimeouts holds each virtual-listener proxy's detection timeout, for applyVirtual.
+var virtualDetectTimeouts sync.Map // *Proxy → time.Duration
+
+// startVirtualDetecting is startVirtual with the outbound listener's detection timeout: short
+// only where a test needs it to time out (a server that speaks first), else patientDetectTimeout.
+func startVirtualDetecting(t *testing.T, detect time.Duration, extra string) (*Proxy, *atomic.Pointer[netip.AddrPort]) {
+	t.Helper()
 	var dst atomic.Pointer[netip.AddrPort]
 	p := New(logr.Discard(), metrics.New())
+	virtualDetectTimeouts.Store(p, detect)
+	t.Cleanup(func() { virtualDetectTimeouts.Delete(p) })
 	p.OriginalDst = func(net.Conn) (netip.AddrPort, error) {
 		if d := dst.Load(); d != nil {
 			return *d, nil
@@ -49,10 +62,11 @@ func startVirtual(t *testing.T, extra string) (*Proxy, *atomic.Pointer[netip.Add
 
 func applyVirtual(t *testing.T, p *Proxy, extra string) {
 	t.Helper()
-	cfg, err := config.Parse([]byte(`
+	detect, _ := virtualDetectTimeouts.Load(p)
+	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 listeners:
-- {name: outbound, address: "127.0.0.1:0", direction: outbound, originalDestination: true, detectTimeout: 200ms}
-` + extra))
+- {name: outbound, address: "127.0.0.1:0", direction: outbound, originalDestination: true, detectTimeout: %s}
+`, detect) + extra))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
@@ -257,7 +271,7 @@ func TestVirtualListenerBalancesTCPOverServiceEndpoints(t *testing.T) {
 		return tcpServer(t, func(c net.Conn) { c.Write([]byte(name)); io.Copy(io.Discard, c) })
 	}
 	a, b := who("a"), who("b")
-	p, _ := startVirtual(t, fmt.Sprintf(`
+	p, _ := startVirtualDetecting(t, 200*time.Millisecond, fmt.Sprintf(`
 virtualListeners:
 - {name: db, address: %q, tcpCluster: db}
 clusters:

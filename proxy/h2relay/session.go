@@ -59,6 +59,7 @@ type session struct {
 	recvWindow int32 // what the client may still send on the connection
 	recvUnack  int32 // client DATA bytes forwarded but not yet credited on the connection
 	goingAway  bool  // GOAWAY sent or received: no new streams
+	lingering  bool  // shut for writing: the client's last frames are read and dropped until it closes
 	closed     bool
 	finished   []*stream // ended streams whose metrics and log line are still to be written
 	idleTimer  *time.Timer
@@ -263,6 +264,9 @@ func (s *Server) ServeConn(c net.Conn, br *bufio.Reader) {
 func (ss *session) lockedClientFrame(f http2.Frame) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock() // also when a bug panics: the session is closed, never left locked
+	if ss.lingering {
+		return nil // shut for writing (closeIfDone): nothing can be answered any more
+	}
 	return ss.clientFrame(f)
 }
 
@@ -359,12 +363,22 @@ func (ss *session) goAway() {
 	ss.mu.Unlock()
 }
 
-// closeIfDone closes a connection that is going away once no stream is left.
+// closeIfDone ends a connection that is going away once no stream is left: it is shut for
+// writing, and what the client still sends is read and dropped until it closes its side too
+// or lingerAfterGoAway passes (serve's read loop then closes it). Closing at once with unread
+// input (a PING after the client's GOAWAY) would reset the connection, and the reset can
+// overtake what was sent before it.
 func (ss *session) closeIfDone() {
-	if ss.goingAway && len(ss.streams) == 0 {
-		ss.peer.flush()
-		ss.closeLocked()
+	if !ss.goingAway || len(ss.streams) > 0 || ss.lingering || ss.closed {
+		return
 	}
+	cw, ok := ss.conn.(interface{ CloseWrite() error })
+	if ss.peer.flush() != nil || !ok || cw.CloseWrite() != nil {
+		ss.closeLocked()
+		return
+	}
+	ss.lingering = true
+	ss.conn.SetReadDeadline(time.Now().Add(lingerAfterGoAway))
 }
 
 func (ss *session) close() {

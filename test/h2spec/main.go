@@ -94,10 +94,12 @@ func run(bin, reportPath, knownPath string) error {
 	}
 	up.Start()
 	defer up.Close()
+	// detectTimeout 3s: on a loaded machine h2spec's first bytes may come later than the default
+	// 500 ms, and its connection would be taken for opaque TCP and closed (no case waits on it).
 	cfg, err := config.Parse([]byte(fmt.Sprintf(`
 listeners:
-- {name: h2c, address: "127.0.0.1:0", routeConfig: main}
-- {name: h2, address: "127.0.0.1:0", routeConfig: main, tls: {certFile: %q, keyFile: %q}}
+- {name: h2c, address: "127.0.0.1:0", routeConfig: main, detectTimeout: 3s}
+- {name: h2, address: "127.0.0.1:0", routeConfig: main, detectTimeout: 3s, tls: {certFile: %q, keyFile: %q}}
 routeConfigs:
 - name: main
   virtualHosts:
