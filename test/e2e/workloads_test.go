@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,7 +50,12 @@ func workloadsSpecs() {
 		Eventually(func() string { out, _ := tryKubectl("-n", ns, "logs", client, "-c", "client"); return out }).
 			WithTimeout(30 * time.Second).WithPolling(time.Second).Should(ContainSubstring("/from-client"))
 
-		// The Job answered three times and its pod ended with the sidecar stopped.
+		// The Job answered three times, in its first pod (the sample waits for web, so a failed
+		// attempt is a failed request), and its pod ended with the sidecar stopped.
+		if failed := kubectl("-n", ns, "get", "job/hello", "-o", "jsonpath={.status.failed}"); failed != "" && failed != "0" {
+			logs, _ := tryKubectl("-n", ns, "logs", "-l", "batch.kubernetes.io/job-name=hello", "-c", "hello", "--prefix")
+			Fail(fmt.Sprintf("job/hello had %s failed pod(s); its pods' logs:\n%s", failed, logs))
+		}
 		jobLog := kubectl("-n", ns, "logs", "job/hello", "-c", "hello")
 		Expect(strings.Count(jobLog, "hello from web-")).To(Equal(3), jobLog)
 
