@@ -71,7 +71,7 @@ func (w *wireTap) relay(c net.Conn, target string) {
 		c.(*net.TCPConn).CloseWrite()
 		close(done)
 	}()
-	io.Copy(io.MultiWriter(up, w), c)
+	io.Copy(io.MultiWriter(w, up), c) // recorded before forwarded: the test reads the tap once it has the answer
 	up.(*net.TCPConn).CloseWrite()
 	<-done
 }

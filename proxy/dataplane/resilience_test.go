@@ -267,7 +267,9 @@ clusters:
 func TestP2CPrefersFastEndpoint(t *testing.T) {
 	var fast, slow atomic.Int64
 	f := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { fast.Add(1) })
-	s := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { slow.Add(1); time.Sleep(30 * time.Millisecond) })
+	// 150 ms, not less: on a starved machine (make test at nice 19 beside the cluster suites)
+	// the fast endpoint's own answers take tens of milliseconds (30 ms: 249 fast to 151 slow).
+	s := httpUpstream(t, func(w http.ResponseWriter, r *http.Request) { slow.Add(1); time.Sleep(150 * time.Millisecond) })
 	p := startProxy(t, simpleConfig(f, s)) // default policy: p2c_ewma
 	var wg sync.WaitGroup
 	for range 4 {

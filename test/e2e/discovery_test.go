@@ -172,10 +172,11 @@ func discoverySpecs() {
 		r := clientLoad("echo", "600", 4)
 		Expect(r.ok).To(Equal(r.total), r.out)
 		Expect(r.total).To(Equal(600), r.out)
+		// Every endpoint answered, so each is in the client's configuration. Not an even share:
+		// the default balancer (P2C over peak latency EWMA, as Linkerd's) avoids an endpoint
+		// whose answer was once slow for tens of seconds, and on a busy 2-core machine one was
+		// (4 of 600 in a CI run); the balancer's own tests check the shares.
 		Expect(r.hosts).To(HaveLen(3), "every ready endpoint answers:\n%s", r.out)
-		for h, n := range r.hosts {
-			Expect(n).To(BeNumerically(">=", 30), "endpoint %s got %d of 600:\n%s", h, n, r.out)
-		}
 		// The client's sidecar counted them on the Service's xDS cluster: not passthrough.
 		Expect(clientMetrics()).To(MatchRegexp(`knit_requests_total\{[^}]*direction="outbound"[^}]*echo\.%s\.svc\.cluster\.local`, discoveryNS))
 

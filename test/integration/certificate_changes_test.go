@@ -232,11 +232,14 @@ var _ = Describe("Certificate changes while pods are created", Ordered, func() {
 		Expect(time.Since(rotated)).To(BeNumerically("<", rootRotationHold),
 			"signing took longer than the hold: the spec proves nothing (raise rootRotationHold)")
 		expectChainsTo(leaf, oldRoot, newRoot)
-		m := getMesh(Default)
-		Expect(m.Status.Trust.RootFingerprint).To(Equal(fingerprint(oldRoot)), "status names the root that signs")
-		c := expectCondition(Default, m, meshv1.ConditionCertificatesHealthy, metav1.ConditionTrue, meshv1.ReasonRootRotating)
-		Expect(c.Message).To(ContainSubstring(fingerprint(newRoot)))
-		Expect(c.Message).To(ContainSubstring("knit-issuing-ca"))
+		// The status follows the bundles' writes in the same reconcile, a moment later.
+		Eventually(func(g Gomega) {
+			m := getMesh(g)
+			g.Expect(m.Status.Trust.RootFingerprint).To(Equal(fingerprint(oldRoot)), "status names the root that signs")
+			c := expectCondition(g, m, meshv1.ConditionCertificatesHealthy, metav1.ConditionTrue, meshv1.ReasonRootRotating)
+			g.Expect(c.Message).To(ContainSubstring(fingerprint(newRoot)))
+			g.Expect(c.Message).To(ContainSubstring("knit-issuing-ca"))
+		}).WithTimeout(10 * time.Second).Should(Succeed())
 
 		By("moving signing to the new root once the hold is over")
 		Eventually(func(g Gomega) {
