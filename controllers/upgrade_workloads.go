@@ -95,7 +95,9 @@ func (r *MeshReconciler) findMeshedPods(ctx context.Context, namespaces []corev1
 		var replicaSets map[string]string               // ReplicaSet -> Deployment, read once needed
 		for _, pod := range pods.Items {
 			rev := pod.Annotations[injection.AnnotationInjectedRevision]
-			if rev == "" {
+			if rev == "" || podFinished(&pod) {
+				// A finished pod (a Job's, kept until its TTL) runs no proxy: it neither counts
+				// nor keeps its revision in use.
 				continue
 			}
 			out.total++
@@ -259,4 +261,9 @@ func podReady(pod *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// podFinished reports whether all the pod's containers have stopped for good.
+func podFinished(pod *corev1.Pod) bool {
+	return pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed
 }

@@ -473,7 +473,8 @@ type MeshStatus struct {
 
 // DataPlaneStatus counts proxies by version.
 type DataPlaneStatus struct {
-	// proxies is the number of meshed pods (pods with an injected knit-proxy).
+	// proxies is the number of meshed pods (pods with an injected knit-proxy), finished pods
+	// (a completed Job's) left out.
 	Proxies int32 `json:"proxies"`
 
 	// versions are the proxies per mesh version, read from each pod's knit.dev/proxy-version

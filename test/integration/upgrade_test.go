@@ -290,6 +290,13 @@ var _ = Describe("A RevisionBased upgrade", Ordered, func() {
 			Expect(k8sClient.Create(ctx, meshedDeployment(shop, app))).To(Succeed())
 		}
 		Expect(k8sClient.Create(ctx, meshedDeployment(pinnedNS, "pinned"))).To(Succeed())
+		// A finished pod, as a completed Job leaves until its TTL: it runs no proxy, so it is
+		// neither counted nor keeps the old revision in use when the upgrade is over.
+		finished := appPod("job-done", func(p *corev1.Pod) { p.Namespace = shop; p.Spec.RestartPolicy = corev1.RestartPolicyNever })
+		Expect(k8sClient.Create(ctx, finished)).To(Succeed())
+		Expect(injected(finished)).To(BeTrue())
+		finished.Status.Phase = corev1.PodSucceeded
+		Expect(k8sClient.Status().Update(ctx, finished)).To(Succeed())
 		// A budget that allows no disruption now (envtest runs no disruption controller, so its
 		// status stays at zero allowed until the test says otherwise).
 		Expect(k8sClient.Create(ctx, &policyv1.PodDisruptionBudget{
