@@ -216,9 +216,49 @@ func (r *MeshReconciler) readWorkloads(ctx context.Context, ns *corev1.Namespace
 		}
 		w.restartedFor = w.obj.GetAnnotations()[AnnotationUpgradeTo]
 		w.pinned = ns.Labels[meshv1.LabelRevision] != "" || w.obj.GetLabels()[meshv1.LabelRevision] != ""
+		if w.restartedFor != "" && w.rolledOut && !w.on(w.restartedFor) {
+			// The pods were listed before the workload was read: its rollout for the upgrade may
+			// have finished in between, the old pods then gone. Count them again now, or the
+			// upgrade would restart a workload that has just moved.
+			if w.revisions, err = r.countPodRevisions(ctx, w); err != nil {
+				return nil, fmt.Errorf("reading the pods of %s: %w", w, err)
+			}
+		}
 		out = append(out, w)
 	}
 	return out, nil
+}
+
+// countPodRevisions counts the running pods the workload selects per injecting revision,
+// leaving out pods on their way out and finished ones, as findMeshedPods does.
+func (r *MeshReconciler) countPodRevisions(ctx context.Context, w *workload) (map[string]int, error) {
+	var sel *metav1.LabelSelector
+	switch o := w.obj.(type) {
+	case *appsv1.Deployment:
+		sel = o.Spec.Selector
+	case *appsv1.StatefulSet:
+		sel = o.Spec.Selector
+	case *appsv1.DaemonSet:
+		sel = o.Spec.Selector
+	}
+	selector, err := metav1.LabelSelectorAsSelector(sel)
+	if err != nil {
+		return nil, err
+	}
+	var pods corev1.PodList
+	if err := r.APIReader.List(ctx, &pods, client.InNamespace(w.namespace), client.MatchingLabelsSelector{Selector: selector}); err != nil {
+		return nil, err
+	}
+	revs := map[string]int{}
+	for i := range pods.Items {
+		pod := &pods.Items[i]
+		rev := pod.Annotations[injection.AnnotationInjectedRevision]
+		if rev == "" || pod.DeletionTimestamp != nil || podFinished(pod) {
+			continue
+		}
+		revs[rev]++
+	}
+	return revs, nil
 }
 
 // disruptionBlocked names the PodDisruptionBudgets of the namespace that select the workload's
